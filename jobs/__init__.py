@@ -1,0 +1,1 @@
+"""Scheduled jobs that run reconcile unattended."""

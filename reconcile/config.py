@@ -1,0 +1,231 @@
+"""Settings from the environment and a ``.env`` file, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from reconcile.errors import ConfigError
+from reconcile.times import parse_duration
+
+DEFAULT_STRIPE_API_VERSION = "2025-02-24.acacia"
+"""The Stripe API version the job pins: the last one whose PaymentIntents name their invoice."""
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or an exception."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        """Hold ``value``; read it back only with :meth:`reveal`."""
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the credential, for the one place that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        """Show that a secret is here, never what it is."""
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        """Compare by value, so settings compare equal in tests."""
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        """Hash by value, consistent with equality."""
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, validated."""
+
+    stripe_api_key: Secret
+    moesif_token: Secret
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_api_version: str = DEFAULT_STRIPE_API_VERSION
+    stripe_max_requests_per_second: float = 20.0
+    moesif_api_base: str = "https://api.moesif.com/v1"
+    moesif_amount_unit: Literal["major", "minor"] = "major"
+    database_url: str = "sqlite:///reconcile.db"
+    report_dir: Path = Path("reports")
+    lookback: timedelta = timedelta(hours=72)
+    match_window: timedelta = timedelta(hours=48)
+    max_postings: int = 1000
+    max_posting_total: Decimal | None = None
+    schedule: str = "0 2 * * *"
+    metrics_file: Path | None = None
+    log_format: Literal["text", "json"] = "text"
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Return the credentials in clear, for the log filter that scrubs them."""
+        return (self.stripe_api_key.reveal(), self.moesif_token.reveal())
+
+    @property
+    def safe_database_url(self) -> str:
+        """Return the database URL with any password masked, for logs and messages."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``) over a ``.env`` file.
+
+        Raises:
+            ConfigError: a required value is missing or a value is malformed; the message
+                names the variable.
+        """
+        values: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return _parse(values)
+
+
+def _required(values: Mapping[str, str], name: str) -> str:
+    value = values.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required but not set (environment or .env)")
+    return value
+
+
+def _moesif_token(values: Mapping[str, str]) -> str:
+    token = _required(values, "MOESIF_MANAGEMENT_TOKEN")
+    if token.lower().startswith("bearer "):
+        token = token[len("bearer ") :].strip()
+    if not token:
+        raise ConfigError("MOESIF_MANAGEMENT_TOKEN is only the word 'Bearer'; set the token")
+    return token
+
+
+def _url(values: Mapping[str, str], name: str, default: str) -> str:
+    value = values.get(name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
+
+
+def _duration(values: Mapping[str, str], name: str, default: str) -> timedelta:
+    try:
+        duration = parse_duration(values.get(name, "").strip() or default)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    if duration <= timedelta(0):
+        raise ConfigError(f"{name} must be longer than zero")
+    return duration
+
+
+def _positive_int(values: Mapping[str, str], name: str, default: int) -> int:
+    raw = values.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
+def _positive_number(values: Mapping[str, str], name: str, default: float) -> float:
+    raw = values.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        number = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise ConfigError(f"{name} must be greater than zero, not {raw!r}")
+    return float(number)
+
+
+def _total(values: Mapping[str, str]) -> Decimal | None:
+    raw = values.get("RECONCILE_MAX_POSTING_TOTAL", "").strip()
+    if not raw:
+        return None
+    try:
+        total = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(
+            f"RECONCILE_MAX_POSTING_TOTAL must be an amount in major units, not {raw!r}"
+        ) from None
+    if not total.is_finite() or total <= 0:
+        raise ConfigError(f"RECONCILE_MAX_POSTING_TOTAL must be greater than zero, not {raw!r}")
+    return total
+
+
+def _choice(values: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = values.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _database_url(values: Mapping[str, str]) -> str:
+    raw = values.get("RECONCILE_DATABASE_URL", "").strip() or "sqlite:///reconcile.db"
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError("RECONCILE_DATABASE_URL is not a database URL") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            "RECONCILE_DATABASE_URL must be sqlite:///… or postgresql+psycopg://…, "
+            f"not {url.get_backend_name()}"
+        )
+    return raw
+
+
+def _schedule(values: Mapping[str, str]) -> str:
+    schedule = " ".join(values.get("RECONCILE_SCHEDULE", "").split()) or "0 2 * * *"
+    if len(schedule.split()) != 5:
+        raise ConfigError(
+            f"RECONCILE_SCHEDULE must be a five-field cron expression, not {schedule!r}"
+        )
+    return schedule
+
+
+def _parse(values: Mapping[str, str]) -> Settings:
+    stripe_key = _required(values, "STRIPE_API_KEY")
+    moesif_token = _moesif_token(values)
+    metrics = values.get("RECONCILE_METRICS_FILE", "").strip()
+    return Settings(
+        stripe_api_key=Secret(stripe_key),
+        moesif_token=Secret(moesif_token),
+        stripe_api_base=_url(values, "STRIPE_API_BASE", "https://api.stripe.com"),
+        stripe_api_version=values.get("STRIPE_API_VERSION", "").strip()
+        or DEFAULT_STRIPE_API_VERSION,
+        stripe_max_requests_per_second=_positive_number(
+            values, "STRIPE_MAX_REQUESTS_PER_SECOND", 20.0
+        ),
+        moesif_api_base=_url(values, "MOESIF_API_BASE", "https://api.moesif.com/v1"),
+        moesif_amount_unit=(
+            "minor"
+            if _choice(values, "MOESIF_AMOUNT_UNIT", "major", ("major", "minor")) == "minor"
+            else "major"
+        ),
+        database_url=_database_url(values),
+        report_dir=Path(values.get("RECONCILE_REPORT_DIR", "").strip() or "reports"),
+        lookback=_duration(values, "RECONCILE_LOOKBACK", "72h"),
+        match_window=_duration(values, "RECONCILE_MATCH_WINDOW", "48h"),
+        max_postings=_positive_int(values, "RECONCILE_MAX_POSTINGS", 1000),
+        max_posting_total=_total(values),
+        schedule=_schedule(values),
+        metrics_file=Path(metrics) if metrics else None,
+        log_format=(
+            "json"
+            if _choice(values, "RECONCILE_LOG_FORMAT", "text", ("text", "json")) == "json"
+            else "text"
+        ),
+    )

@@ -1,0 +1,1 @@
+"""The SQL snapshot: models, migrations and the engine."""

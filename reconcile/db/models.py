@@ -1,0 +1,193 @@
+"""Tables of the snapshot database; the Alembic migrations in ``alembic/`` build exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC time on every backend (SQLite keeps it naive; we put the zone back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive times; store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC time."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention Alembic relies on."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Run(Base):
+    """One reconciliation run: its window, outcome and counts, and the watermark it leaves."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    companies: Mapped[str | None] = mapped_column(Text, comment="--company filter, comma-joined")
+    trigger: Mapped[str] = mapped_column(String(20), default="manual")
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    watermark: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), comment="set on success of a full, real run: its until"
+    )
+    stripe_entries: Mapped[int] = mapped_column(Integer, default=0)
+    ledger_rows: Mapped[int] = mapped_column(Integer, default=0)
+    findings: Mapped[int] = mapped_column(Integer, default=0)
+    flagged: Mapped[int] = mapped_column(Integer, default=0)
+    posted: Mapped[int] = mapped_column(Integer, default=0)
+    post_failed: Mapped[int] = mapped_column(Integer, default=0)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class LedgerEntry(Base):
+    """A Moesif billing-report row as last seen; rows are never deleted."""
+
+    __tablename__ = "ledger_rows"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    moesif_id: Mapped[str] = mapped_column(String(200), unique=True)
+    transaction_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    entry_type: Mapped[str] = mapped_column(String(20))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    amount_raw: Mapped[str] = mapped_column(String(40))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    company_id: Mapped[str | None] = mapped_column(String(200))
+    subscription_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_ledger_rows_company_subscription", "company_id", "subscription_id"),
+    )
+
+
+class ExpectedRow(Base):
+    """A credit or debit that Stripe says Moesif should hold, one per transaction id."""
+
+    __tablename__ = "expected_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(String(20))
+    entry_type: Mapped[str] = mapped_column(String(20))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    stripe_object_id: Mapped[str] = mapped_column(String(200))
+    topup_id: Mapped[str] = mapped_column(String(200), index=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(200))
+    company_id: Mapped[str | None] = mapped_column(String(200))
+    subscription_id: Mapped[str | None] = mapped_column(String(200))
+    unmapped_reason: Mapped[str | None] = mapped_column(Text)
+    first_seen_run_id: Mapped[str] = mapped_column(String(40))
+    last_seen_run_id: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Posting(Base):
+    """A credit or debit the job sends to Moesif: intent first, outcome after; one per id, ever.
+
+    ``status`` moves ``intent`` → ``confirmed`` | ``failed``; ``unknown`` when the request may
+    have reached Moesif without an answer, resolved by reading the ledger back before any resend.
+    """
+
+    __tablename__ = "postings"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(200), unique=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    company_id: Mapped[str] = mapped_column(String(200))
+    subscription_id: Mapped[str] = mapped_column(String(200))
+    entry_type: Mapped[str] = mapped_column(String(20))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_sent: Mapped[str] = mapped_column(String(40), comment="the amount as sent to Moesif")
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Finding(Base):
+    """One row of a run's drift report."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    category: Mapped[str] = mapped_column(String(40), index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    company_id: Mapped[str | None] = mapped_column(String(200))
+    subscription_id: Mapped[str | None] = mapped_column(String(200))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(200))
+    stripe_object_id: Mapped[str | None] = mapped_column(String(200))
+    transaction_id: Mapped[str | None] = mapped_column(String(200))
+    entry_type: Mapped[str | None] = mapped_column(String(20))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    stripe_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    moesif_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    stripe_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    moesif_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    moesif_id: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Lock(Base):
+    """A named lease that keeps two runs off one database; an expired lease may be taken over."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,161 @@
+"""The plain values the reconciliation core works on: entries, ledger rows, findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class EntryType(StrEnum):
+    """The kind of a Moesif balance movement."""
+
+    CREDIT = "credit"
+    DEBIT = "debit"
+    PROMOTION = "promotion"
+    ADJUSTMENT = "adjustment"
+    USAGE = "usage"
+
+
+class Source(StrEnum):
+    """Which Stripe movement an expected entry mirrors."""
+
+    TOPUP = "topup"
+    REFUND = "refund"
+    DISPUTE = "dispute"
+    DISPUTE_REVERSAL = "dispute_reversal"
+    REFUND_FAILURE = "refund_failure"
+
+
+class Category(StrEnum):
+    """Drift categories of the report (contract section 6)."""
+
+    MISSING_IN_MOESIF = "missing_in_moesif"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    DUPLICATE_IN_MOESIF = "duplicate_in_moesif"
+    MISSING_IN_STRIPE = "missing_in_stripe"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    UNMAPPED_CUSTOMER = "unmapped_customer"
+    MATCHED_BY_AMOUNT = "matched_by_amount"
+
+
+class Action(StrEnum):
+    """What the run did about a finding."""
+
+    POSTED = "posted"
+    WOULD_POST = "would_post"
+    POST_FAILED = "post_failed"
+    FLAGGED = "flagged"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ExpectedEntry:
+    """A credit or debit Moesif should hold because of one Stripe movement.
+
+    ``company_id`` and ``subscription_id`` are ``None`` when the customer does not map to exactly
+    one Moesif subscription; ``unmapped_reason`` then says why.
+    """
+
+    transaction_id: str
+    source: Source
+    entry_type: EntryType
+    amount_minor: int
+    currency: str
+    created_at: datetime
+    stripe_object_id: str
+    topup_id: str
+    stripe_customer_id: str | None
+    company_id: str | None
+    subscription_id: str | None
+    unmapped_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One Moesif billing-report row, normalised.
+
+    ``amount_minor`` is positive for every type; a debit is a debit by its ``entry_type``.
+    ``amount_raw`` is the amount exactly as Moesif sent it, for the report.
+    """
+
+    moesif_id: str
+    transaction_id: str | None
+    entry_type: EntryType
+    amount_minor: int
+    amount_raw: str
+    currency: str | None
+    company_id: str | None
+    subscription_id: str | None
+    created_at: datetime
+    description: str | None
+
+
+EXPECTED_COLUMNS = [
+    "transaction_id",
+    "source",
+    "entry_type",
+    "amount_minor",
+    "currency",
+    "created_at",
+    "stripe_object_id",
+    "topup_id",
+    "stripe_customer_id",
+    "company_id",
+    "subscription_id",
+    "unmapped_reason",
+]
+"""Columns of the expected-entries frame the matcher takes."""
+
+LEDGER_COLUMNS = [
+    "moesif_id",
+    "transaction_id",
+    "entry_type",
+    "amount_minor",
+    "amount_raw",
+    "currency",
+    "company_id",
+    "subscription_id",
+    "created_at",
+    "description",
+]
+"""Columns of the ledger frame the matcher takes."""
+
+FINDING_COLUMNS = [
+    "category",
+    "action",
+    "company_id",
+    "subscription_id",
+    "stripe_customer_id",
+    "stripe_object_id",
+    "transaction_id",
+    "entry_type",
+    "currency",
+    "stripe_amount_minor",
+    "moesif_amount_minor",
+    "stripe_created_at",
+    "moesif_created_at",
+    "moesif_id",
+    "detail",
+]
+"""Columns of the findings frame the matcher returns (amounts in minor units, times aware UTC)."""
+
+REPORT_COLUMNS = [
+    "run_id",
+    "category",
+    "action",
+    "company_id",
+    "subscription_id",
+    "stripe_customer_id",
+    "stripe_object_id",
+    "transaction_id",
+    "entry_type",
+    "currency",
+    "stripe_amount",
+    "moesif_amount",
+    "delta",
+    "stripe_created_at",
+    "moesif_created_at",
+    "detail",
+]
+"""Columns of the CSV drift report, in the contract's order."""

@@ -1,0 +1,42 @@
+"""Money at the edges: Stripe minor units to exact decimal major units and back."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+
+def exponent(currency: str) -> int:
+    """Return how many decimal places a currency's major unit has (ISO 4217 as Stripe uses it)."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL:
+        return 0
+    if code in THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def to_major(minor: int, currency: str) -> Decimal:
+    """Return the exact major-unit amount of ``minor`` units, with the currency's decimal places."""
+    places = exponent(currency)
+    return Decimal(minor).scaleb(-places).quantize(Decimal(1).scaleb(-places))
+
+
+def format_major(minor: int, currency: str) -> str:
+    """Return a major-unit amount as the decimal string the report shows (``10.50``, ``1000``)."""
+    return str(to_major(minor, currency))
+
+
+def to_minor(major: Decimal, currency: str) -> int:
+    """Return the minor units of an exact major amount; raise ValueError if it has more places."""
+    scaled = major.scaleb(exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{major} {currency.upper()} has more decimal places than the currency")
+    return int(scaled)
+
+
+def round_to_minor(major: Decimal, currency: str) -> int:
+    """Return the nearest minor units of a major amount (half-even), for Moesif amounts."""
+    return int(major.scaleb(exponent(currency)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))

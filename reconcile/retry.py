@@ -1,0 +1,108 @@
+"""When to retry a request, how long to wait, and how to stay under a request rate.
+
+The decision is a pure function of (status, headers, attempt); the jitter and the sleeping are
+separate, so each is testable without waiting.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+TIMEOUT = None
+"""The status to pass for a timeout or a lost connection: there was no answer."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient failures."""
+
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    retry_statuses: frozenset[int] = field(default=frozenset({429, 502, 503, 504}))
+
+
+def retry_delay(
+    policy: RetryPolicy, status: int | None, headers: Mapping[str, str], attempt: int
+) -> float | None:
+    """Return seconds to wait before attempt ``attempt + 1``, or ``None`` to give up.
+
+    Args:
+        policy: the limits.
+        status: the HTTP status of the answer, or ``None`` for a timeout or lost connection.
+        headers: the answer's headers (``Retry-After`` is honoured when sent).
+        attempt: how many attempts have been made so far, from 1.
+    """
+    if attempt >= policy.max_attempts:
+        return None
+    if status is not None and status not in policy.retry_statuses:
+        return None
+    backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+    advised = _retry_after(headers)
+    if advised is not None:
+        return min(policy.max_delay, max(advised, 0.0))
+    return backoff
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment.timestamp() - time.time()
+
+
+def jittered(delay: float, rng: random.Random | None = None) -> float:
+    """Return ``delay`` spread over its upper half, so retrying clients do not move in step."""
+    chooser = rng or random
+    return delay / 2 + chooser.uniform(0, delay / 2)
+
+
+class RateLimiter:
+    """Allow at most ``limit`` acquisitions per ``period`` seconds, sleeping when over.
+
+    Thread-safe. The clock and the sleep are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        period: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Start with an empty history of requests."""
+        if limit < 1 or period <= 0:
+            raise ValueError("a rate limit needs a limit of at least 1 and a positive period")
+        self.limit = limit
+        self.period = period
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: list[float] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Wait until one more request fits in the rate, then count it."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                horizon = now - self.period
+                self._sent = [moment for moment in self._sent if moment > horizon]
+                if len(self._sent) < self.limit:
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] - horizon
+            self._sleep(wait)
