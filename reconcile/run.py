@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import pandas as pd
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile import matching, report
 from reconcile.config import Settings
-from reconcile.errors import ExitCode
-from reconcile.times import Window
+from reconcile.db import runs
+from reconcile.db.engine import describe, make_engine, upgrade_to_head
+from reconcile.db.expected import expected_frame, store_expected
+from reconcile.db.findings import store_findings
+from reconcile.db.ledger import ledger_frame, sync_ledger
+from reconcile.db.models import Run
+from reconcile.db.postings import confirmed
+from reconcile.domain import Action, Category
+from reconcile.errors import (
+    DatabaseUnavailable,
+    ExitCode,
+    GuardrailTripped,
+    ReconcileError,
+    RunFailed,
+    UsageError,
+)
+from reconcile.lock import run_lock
+from reconcile.moesif.client import MoesifClient
+from reconcile.money import to_major
+from reconcile.observability import Progress
+from reconcile.posting import Order, Poster, check_guardrails
+from reconcile.stripe.client import build_stripe_client
+from reconcile.stripe.extract import extract
+from reconcile.times import Window, to_iso
+
+log = logging.getLogger(__name__)
+
+REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED})
 
 
 @dataclass(frozen=True)
@@ -39,6 +75,7 @@ class RunOutcome:
     post_failed: int = 0
     report_path: Path | None = None
     message: str = ""
+    summary: str = ""
 
     @property
     def duration_seconds(self) -> float:
@@ -46,10 +83,330 @@ class RunOutcome:
         return (self.finished_at - self.started_at).total_seconds()
 
 
-def execute(settings: Settings, request: RunRequest, *, now: datetime | None = None) -> RunOutcome:
+def new_run_id(started_at: datetime) -> str:
+    """Return a sortable, unique run id such as ``20261124T020000Z-3f9a1c``."""
+    return f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def execute(
+    settings: Settings,
+    request: RunRequest,
+    *,
+    now: datetime | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> RunOutcome:
     """Run one reconciliation pass and return what it did.
 
     Raises:
         ReconcileError: each subclass carries the exit code the process should end with.
     """
-    raise NotImplementedError
+    tick = clock or (lambda: datetime.now(UTC))
+    started_at = now or tick()
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_to_head(engine)
+        with run_lock(engine):
+            return _Pass(settings, request, engine, started_at, tick).run()
+    except SQLAlchemyError as error:
+        raise DatabaseUnavailable(f"snapshot database failed: {describe(error)}") from None
+    finally:
+        engine.dispose()
+
+
+class _Pass:
+    """The steps of one run, sharing its settings, clients and session factory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        request: RunRequest,
+        engine: Engine,
+        started_at: datetime,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.request = request
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.started_at = started_at
+        self.clock = clock
+        self.run_id = new_run_id(started_at)
+        self.report_dir = request.report_dir or settings.report_dir
+
+    def run(self) -> RunOutcome:
+        window = self._window()
+        with self.sessions.begin() as session:
+            crashed = runs.mark_crashed(session, self.started_at)
+            if crashed:
+                log.warning("%d earlier run(s) ended mid-run; their postings are checked", crashed)
+            session.add(self._run_row(window))
+        log.info(
+            "run %s: %s to %s%s",
+            self.run_id,
+            to_iso(window.since),
+            to_iso(window.until),
+            " (dry run)" if self.request.dry_run else "",
+        )
+        try:
+            with httpx.Client(
+                base_url=self.settings.moesif_api_base + "/", timeout=httpx.Timeout(30.0)
+            ) as http:
+                moesif = MoesifClient(http, self.settings.moesif_token)
+                return self._reconcile(window, moesif)
+        except ReconcileError as error:
+            self._finish_failed(error)
+            raise
+
+    def _window(self) -> Window:
+        until = self.request.until or self.started_at
+        since = self.request.since
+        if since is None:
+            with self.sessions() as session:
+                watermark = runs.last_watermark(session)
+            if watermark is None:
+                raise UsageError(
+                    "no --since given and no earlier successful run to continue from; "
+                    "pass --since for the first run"
+                )
+            since = watermark - self.settings.lookback
+        try:
+            return Window(since, until)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+    def _run_row(self, window: Window) -> Run:
+        return Run(
+            id=self.run_id,
+            since=window.since,
+            until=window.until,
+            dry_run=self.request.dry_run,
+            companies=",".join(self.request.companies) or None,
+            trigger=self.request.trigger,
+            status=runs.RunStatus.RUNNING,
+            started_at=self.started_at,
+        )
+
+    def _reconcile(self, window: Window, moesif: MoesifClient) -> RunOutcome:
+        wide = window.widened(self.settings.match_window)
+        reach = Window(wide.since, min(wide.until, max(self.clock(), window.until)))
+        self._extract_stripe(reach)
+        self._sync_ledger(reach, moesif)
+        findings = self._match(window, wide, moesif)
+        findings, posted, failed, guardrail = self._post(findings, moesif)
+        return self._finish(window, findings, posted, failed, guardrail)
+
+    def _extract_stripe(self, reach: Window) -> None:
+        client = build_stripe_client(self.settings)
+        progress = Progress("Stripe", unit="entries")
+        with self.sessions.begin() as session:
+            stored = store_expected(
+                session,
+                extract(
+                    client,
+                    reach.since,
+                    reach.until,
+                    companies=self.request.companies,
+                    progress=progress.advance,
+                ),
+                run_id=self.run_id,
+                now=self.clock(),
+            )
+            session.get_one(Run, self.run_id).stripe_entries = stored
+        progress.done()
+
+    def _sync_ledger(self, reach: Window, moesif: MoesifClient) -> None:
+        progress = Progress("Moesif ledger", unit="rows")
+        with self.sessions.begin() as session:
+            result = sync_ledger(
+                session,
+                moesif,
+                reach.since,
+                reach.until,
+                amount_unit=self.settings.moesif_amount_unit,
+                companies=self.request.companies,
+                now=self.clock(),
+                progress=progress.advance,
+            )
+            session.get_one(Run, self.run_id).ledger_rows = result.rows_seen
+        progress.done()
+
+    def _match(self, window: Window, wide: Window, moesif: MoesifClient) -> pd.DataFrame:
+        with self.sessions() as session:
+            expected = expected_frame(session, wide.since, wide.until, self.request.companies)
+            ledger = ledger_frame(
+                session, wide.since, wide.until, expected["transaction_id"].tolist()
+            )
+        if self.request.companies:
+            ledger = ledger[ledger["company_id"].isin(self.request.companies)]
+        in_window = expected[
+            (expected["created_at"] >= window.since) & (expected["created_at"] < window.until)
+        ]
+        subscriptions = sorted(set(in_window["subscription_id"].dropna()))
+        currencies: dict[str, str | None] = {}
+        for subscription_id in subscriptions:
+            found = moesif.subscription(subscription_id)
+            currencies[subscription_id] = found.currency if found else None
+        return matching.match(
+            expected,
+            ledger,
+            window=window,
+            match_window=self.settings.match_window,
+            subscription_currency=currencies,
+        )
+
+    def _post(
+        self, findings: pd.DataFrame, moesif: MoesifClient
+    ) -> tuple[pd.DataFrame, int, int, GuardrailTripped | None]:
+        findings = findings.copy()
+        missing = findings["category"] == Category.MISSING_IN_MOESIF
+        with self.sessions() as session:
+            already = confirmed(session, findings.loc[missing, "transaction_id"].tolist())
+        for index in findings.index[missing]:
+            earlier = already.get(findings.at[index, "transaction_id"])
+            if earlier is not None:
+                findings.at[index, "action"] = Action.FLAGGED
+                findings.at[index, "detail"] = (
+                    f"posted by run {earlier.run_id} and confirmed by Moesif; "
+                    "not in Moesif's reports yet, so not sent again"
+                )
+        todo = findings.index[missing & (findings["action"] == Action.WOULD_POST)]
+        orders = [self._order(findings.loc[index]) for index in todo]
+        if self.request.dry_run or not orders:
+            return findings, 0, 0, None
+        try:
+            check_guardrails(
+                orders,
+                max_postings=self.settings.max_postings,
+                max_total=self.settings.max_posting_total,
+            )
+        except GuardrailTripped as tripped:
+            findings.loc[todo, "detail"] = "not posted: " + str(tripped)
+            return findings, 0, 0, tripped
+        return self._send(findings, todo, orders, moesif)
+
+    def _send(
+        self, findings: pd.DataFrame, todo: pd.Index, orders: list[Order], moesif: MoesifClient
+    ) -> tuple[pd.DataFrame, int, int, GuardrailTripped | None]:
+        poster = Poster(
+            self.sessions,
+            moesif,
+            run_id=self.run_id,
+            amount_unit=self.settings.moesif_amount_unit,
+            clock=self.clock,
+        )
+        progress = Progress("Postings", total=len(orders), unit="postings")
+        counts: Counter[Action] = Counter()
+        for index, order in zip(todo, orders, strict=True):
+            try:
+                outcome = poster.post(order)
+            except RunFailed as error:
+                rest = todo[todo.get_loc(index) :]
+                findings.loc[rest, "action"] = Action.POST_FAILED
+                findings.loc[rest, "detail"] = f"not posted: {error}"
+                self._save(findings)
+                raise
+            findings.at[index, "action"] = outcome.action
+            if outcome.detail:
+                findings.at[index, "detail"] = outcome.detail
+            counts[outcome.action] += 1
+            progress.advance(1)
+        progress.done()
+        return findings, counts[Action.POSTED], counts[Action.POST_FAILED], None
+
+    def _order(self, finding: pd.Series) -> Order:
+        entry_type = "debit" if finding["entry_type"] == "debit" else "credit"
+        return Order(
+            transaction_id=str(finding["transaction_id"]),
+            company_id=str(finding["company_id"]),
+            subscription_id=str(finding["subscription_id"]),
+            entry_type=entry_type,
+            amount_minor=int(finding["stripe_amount_minor"]),
+            currency=str(finding["currency"]),
+            description=f"reconcile: {_what(finding)} (run {self.run_id})",
+        )
+
+    def _save(self, findings: pd.DataFrame) -> Path:
+        path = report.write_report(findings, self.run_id, self.report_dir)
+        with self.sessions.begin() as session:
+            store_findings(session, self.run_id, findings)
+            row = session.get_one(Run, self.run_id)
+            row.report_path = str(path)
+            row.findings = len(findings)
+        return path
+
+    def _finish(
+        self,
+        window: Window,
+        findings: pd.DataFrame,
+        posted: int,
+        failed: int,
+        guardrail: GuardrailTripped | None,
+    ) -> RunOutcome:
+        path = self._save(findings)
+        review = int(findings["action"].isin(REVIEW_ACTIONS).sum())
+        exit_code = ExitCode.DRIFT if review else ExitCode.OK
+        if guardrail is not None:
+            exit_code = ExitCode.GUARDRAIL
+        finished_at = self.clock()
+        full_run = not (self.request.dry_run or self.request.companies)
+        with self.sessions.begin() as session:
+            row = session.get_one(Run, self.run_id)
+            row.status = (
+                runs.RunStatus.GUARDRAIL if guardrail is not None else runs.RunStatus.SUCCEEDED
+            )
+            row.exit_code = int(exit_code)
+            row.finished_at = finished_at
+            row.flagged = review
+            row.posted = posted
+            row.post_failed = failed
+            row.error = str(guardrail) if guardrail is not None else None
+            if full_run and guardrail is None and failed == 0:
+                row.watermark = window.until
+        text = report.summary(
+            findings,
+            posted=posted,
+            post_failed=failed,
+            report_path=path,
+            window=window,
+            dry_run=self.request.dry_run,
+        )
+        return RunOutcome(
+            run_id=self.run_id,
+            exit_code=exit_code,
+            window=window,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            counts=dict(Counter(findings["category"].astype(str))),
+            totals=_totals(findings),
+            posted=posted,
+            post_failed=failed,
+            report_path=path,
+            message=str(guardrail) if guardrail is not None else "",
+            summary=text,
+        )
+
+    def _finish_failed(self, error: ReconcileError) -> None:
+        try:
+            with self.sessions.begin() as session:
+                row = session.get(Run, self.run_id)
+                if row is None:
+                    return
+                row.status = runs.RunStatus.FAILED
+                row.exit_code = int(error.exit_code)
+                row.finished_at = self.clock()
+                row.error = str(error)
+        except SQLAlchemyError:
+            log.exception("could not record the failure of run %s", self.run_id)
+
+
+def _what(finding: pd.Series) -> str:
+    return f"{finding['entry_type']} for Stripe {finding['stripe_object_id']}"
+
+
+def _totals(findings: pd.DataFrame) -> dict[str, str]:
+    totals: dict[str, str] = {}
+    amounts = findings.dropna(subset=["stripe_amount_minor", "currency"])
+    for (category, currency), group in amounts.groupby(["category", "currency"]):
+        total = sum((int(v) for v in group["stripe_amount_minor"]), 0)
+        totals[f"{category}:{currency}"] = str(to_major(total, str(currency)))
+    return totals
+

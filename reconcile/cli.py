@@ -1,0 +1,164 @@
+"""The command line: parse, build settings, call the run, turn the result into an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+from reconcile import __version__
+from reconcile.config import Settings
+from reconcile.errors import ExitCode, ReconcileError
+from reconcile.times import parse_when
+
+log = logging.getLogger("reconcile")
+
+COMMANDS = ("demo", "status")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the problem and exit with the usage code."""
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _when(text: str) -> datetime:
+    try:
+        return parse_when(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """Return the parser of a reconciliation run."""
+    parser = _Parser(
+        prog="reconcile",
+        description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
+        "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
+        "(run history and open findings).",
+        epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
+        "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
+        "75 another run holds the lock.",
+    )
+    parser.add_argument("--since", type=_when, help="window start, ISO 8601 (UTC if no offset)")
+    parser.add_argument("--until", type=_when, help="window end, exclusive (default: now)")
+    parser.add_argument("--dry-run", action="store_true", help="read, match and report only")
+    parser.add_argument("--report-dir", type=Path, help="where the CSV report goes")
+    parser.add_argument(
+        "--company", nargs="+", action="extend", default=[], metavar="ID", help="only these"
+    )
+    _common(parser)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        return _subcommand(args[0], args[1:])
+    namespace = run_parser().parse_args(args)
+    try:
+        settings = Settings.from_env()
+    except ReconcileError as error:
+        return _fail(error)
+    _configure_logging(settings, namespace.log_format, namespace.verbose)
+    return _run(settings, namespace)
+
+
+def _run(settings: Settings, namespace: argparse.Namespace) -> int:
+    from reconcile.metrics import write_metrics
+    from reconcile.observability import log_summary
+    from reconcile.run import RunRequest, execute
+
+    request = RunRequest(
+        since=namespace.since,
+        until=namespace.until,
+        dry_run=namespace.dry_run,
+        companies=tuple(namespace.company),
+        report_dir=namespace.report_dir,
+        trigger="manual",
+    )
+    try:
+        outcome = execute(settings, request)
+    except ReconcileError as error:
+        if settings.metrics_file is not None:
+            write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))
+        return _fail(error)
+    except Exception as error:  # noqa: BLE001 - the one place an unexpected error becomes a line
+        log.debug("unexpected error", exc_info=True)
+        return _fail(ReconcileError(f"internal error: {type(error).__name__}: {error}"))
+    print(outcome.summary)
+    log_summary(log, outcome)
+    if settings.metrics_file is not None:
+        write_metrics(settings.metrics_file, outcome)
+    return int(outcome.exit_code)
+
+
+def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> None:
+    from reconcile.observability import configure_logging
+
+    configure_logging(
+        logging.DEBUG if verbose else logging.INFO,
+        "json" if (fmt or settings.log_format) == "json" else "text",
+        settings.secret_values(),
+    )
+
+
+def _fail(error: ReconcileError) -> int:
+    message = " ".join(str(error).split())
+    print(f"reconcile: error: {message}", file=sys.stderr)
+    return int(error.exit_code)
+
+
+def _subcommand(name: str, args: list[str]) -> int:
+    if name == "demo":
+        from reconcile.demo import main as demo_main
+
+        return demo_main(args)
+    return _status(args)
+
+
+def _status(args: list[str]) -> int:
+    from reconcile.db.engine import make_engine, upgrade_to_head
+    from reconcile.status import status_report
+
+    parser = _Parser(prog="reconcile status", description="Show recent runs and open findings.")
+    parser.add_argument("--limit", type=int, default=10, help="how many runs to show")
+    namespace = parser.parse_args(args)
+    try:
+        settings = Settings.from_env(_status_environment())
+    except ReconcileError as error:
+        return _fail(error)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_to_head(engine)
+        print(status_report(engine, limit=namespace.limit))
+    except ReconcileError as error:
+        return _fail(error)
+    finally:
+        engine.dispose()
+    return ExitCode.OK
+
+
+def _status_environment() -> dict[str, str]:
+    """Status reads only the database: credentials are not needed for it."""
+    import os
+
+    environ = dict(os.environ)
+    environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
+    environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
+    return environ
+
+

@@ -1,0 +1,83 @@
+"""Queries on the postings table: the record that makes every posting exactly-once."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from reconcile.db.models import LedgerEntry, Posting
+
+
+class PostingStatus(StrEnum):
+    """Where a posting stands; only ``confirmed`` is final."""
+
+    INTENT = "intent"
+    CONFIRMED = "confirmed"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+
+
+def find(session: Session, transaction_id: str) -> Posting | None:
+    """Return the posting of a transaction id, if one was ever recorded."""
+    return session.scalars(select(Posting).where(Posting.transaction_id == transaction_id)).first()
+
+
+def confirmed(session: Session, transaction_ids: Collection[str]) -> dict[str, Posting]:
+    """Return the confirmed postings among ``transaction_ids``, by transaction id."""
+    found: dict[str, Posting] = {}
+    ids = list(transaction_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = session.scalars(
+            select(Posting).where(
+                Posting.transaction_id.in_(chunk), Posting.status == PostingStatus.CONFIRMED
+            )
+        )
+        found.update({row.transaction_id: row for row in rows})
+    return found
+
+
+def unresolved(session: Session) -> list[Posting]:
+    """Return postings whose outcome is not known to be applied."""
+    return list(
+        session.scalars(
+            select(Posting)
+            .where(Posting.status != PostingStatus.CONFIRMED)
+            .order_by(Posting.created_at)
+        )
+    )
+
+
+def in_ledger_snapshot(session: Session, transaction_id: str) -> bool:
+    """Return whether the ledger snapshot already holds a row with this transaction id."""
+    query = select(LedgerEntry.id).where(LedgerEntry.transaction_id == transaction_id).limit(1)
+    return session.scalars(query).first() is not None
+
+
+def set_status(
+    session: Session,
+    transaction_id: str,
+    status: PostingStatus,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Record the outcome of a posting."""
+    values: dict[str, object] = {"status": status, "updated_at": now, "last_error": error}
+    if status is PostingStatus.CONFIRMED:
+        values["confirmed_at"] = now
+    session.execute(
+        update(Posting).where(Posting.transaction_id == transaction_id).values(**values)
+    )
+
+
+def count_attempt(session: Session, transaction_id: str, now: datetime) -> None:
+    """Count one more send of a posting, before it is sent."""
+    session.execute(
+        update(Posting)
+        .where(Posting.transaction_id == transaction_id)
+        .values(attempts=Posting.attempts + 1, updated_at=now)
+    )
