@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         return _subcommand(args[0], args[1:])
-    namespace = run_parser().parse_args(args)
+    parser = run_parser()
+    namespace = parser.parse_args(args)
+    if namespace.since and namespace.until and namespace.since >= namespace.until:
+        parser.error("--since must be before --until")
     try:
         settings = Settings.from_env()
     except ReconcileError as error:
@@ -100,6 +103,8 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         log.debug("unexpected error", exc_info=True)
         return _fail(ReconcileError(f"internal error: {type(error).__name__}: {error}"))
     print(outcome.summary)
+    if outcome.message:
+        print(f"reconcile: {outcome.message}", file=sys.stderr)
     log_summary(log, outcome)
     if settings.metrics_file is not None:
         write_metrics(settings.metrics_file, outcome)
@@ -114,6 +119,8 @@ def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> No
         "json" if (fmt or settings.log_format) == "json" else "text",
         settings.secret_values(),
     )
+    for chatty in ("alembic", "httpx", "httpcore", "stripe"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _fail(error: ReconcileError) -> int:
@@ -160,5 +167,3 @@ def _status_environment() -> dict[str, str]:
     environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
     environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
     return environ
-
-

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from reconcile.errors import ConfigError
+from reconcile.retry import RetryPolicy
 from reconcile.times import parse_duration
 
 DEFAULT_STRIPE_API_VERSION = "2025-02-24.acacia"
@@ -69,6 +70,12 @@ class Settings:
     schedule: str = "0 2 * * *"
     metrics_file: Path | None = None
     log_format: Literal["text", "json"] = "text"
+    retry_attempts: int = 6
+    retry_base_delay: float = 0.5
+
+    def retry_policy(self) -> RetryPolicy:
+        """Return how outside calls retry transient failures under these settings."""
+        return RetryPolicy(max_attempts=self.retry_attempts, base_delay=self.retry_base_delay)
 
     def secret_values(self) -> tuple[str, ...]:
         """Return the credentials in clear, for the log filter that scrubs them."""
@@ -223,6 +230,8 @@ def _parse(values: Mapping[str, str]) -> Settings:
         max_posting_total=_total(values),
         schedule=_schedule(values),
         metrics_file=Path(metrics) if metrics else None,
+        retry_attempts=_positive_int(values, "RECONCILE_RETRY_ATTEMPTS", 6),
+        retry_base_delay=_positive_number(values, "RECONCILE_RETRY_BASE_DELAY", 0.5),
         log_format=(
             "json"
             if _choice(values, "RECONCILE_LOG_FORMAT", "text", ("text", "json")) == "json"

@@ -42,7 +42,7 @@ def retry_delay(
         return None
     if status is not None and status not in policy.retry_statuses:
         return None
-    backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+    backoff = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
     advised = _retry_after(headers)
     if advised is not None:
         return min(policy.max_delay, max(advised, 0.0))

@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-import httpx
 import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from reconcile import matching, report
 from reconcile.config import Settings
@@ -24,7 +24,7 @@ from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.findings import store_findings
 from reconcile.db.ledger import ledger_frame, sync_ledger
 from reconcile.db.models import Run
-from reconcile.db.postings import confirmed
+from reconcile.db.postings import confirmed, settle_from_snapshot
 from reconcile.domain import Action, Category
 from reconcile.errors import (
     DatabaseUnavailable,
@@ -35,12 +35,12 @@ from reconcile.errors import (
     UsageError,
 )
 from reconcile.lock import run_lock
-from reconcile.moesif.client import MoesifClient
+from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.money import to_major
 from reconcile.observability import Progress
 from reconcile.posting import Order, Poster, check_guardrails
 from reconcile.stripe.client import build_stripe_client
-from reconcile.stripe.extract import extract
+from reconcile.stripe.extract import ExtractProgress, extract
 from reconcile.times import Window, to_iso
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,10 @@ class _Pass:
             " (dry run)" if self.request.dry_run else "",
         )
         try:
-            with httpx.Client(
-                base_url=self.settings.moesif_api_base + "/", timeout=httpx.Timeout(30.0)
-            ) as http:
-                moesif = MoesifClient(http, self.settings.moesif_token)
+            with open_http_client(self.settings) as http:
+                moesif = MoesifClient(
+                    http, self.settings.moesif_token, policy=self.settings.retry_policy()
+                )
                 return self._reconcile(window, moesif)
         except ReconcileError as error:
             self._finish_failed(error)
@@ -196,7 +196,12 @@ class _Pass:
 
     def _extract_stripe(self, reach: Window) -> None:
         client = build_stripe_client(self.settings)
-        progress = Progress("Stripe", unit="entries")
+        progress = Progress("Stripe", unit="days read")
+
+        def advance(step: ExtractProgress) -> None:
+            progress.total = step.slices_total
+            progress.advance(1)
+
         with self.sessions.begin() as session:
             stored = store_expected(
                 session,
@@ -205,7 +210,7 @@ class _Pass:
                     reach.since,
                     reach.until,
                     companies=self.request.companies,
-                    progress=progress.advance,
+                    progress=advance,
                 ),
                 run_id=self.run_id,
                 now=self.clock(),
@@ -227,7 +232,14 @@ class _Pass:
                 progress=progress.advance,
             )
             session.get_one(Run, self.run_id).ledger_rows = result.rows_seen
+            settled = settle_from_snapshot(session, self.clock())
         progress.done()
+        if settled:
+            log.info(
+                "%d unfinished posting(s) found in the Moesif ledger and confirmed: %s",
+                len(settled),
+                ", ".join(settled),
+            )
 
     def _match(self, window: Window, wide: Window, moesif: MoesifClient) -> pd.DataFrame:
         with self.sessions() as session:
@@ -261,7 +273,7 @@ class _Pass:
         with self.sessions() as session:
             already = confirmed(session, findings.loc[missing, "transaction_id"].tolist())
         for index in findings.index[missing]:
-            earlier = already.get(findings.at[index, "transaction_id"])
+            earlier = already.get(str(findings.at[index, "transaction_id"]))
             if earlier is not None:
                 findings.at[index, "action"] = Action.FLAGGED
                 findings.at[index, "detail"] = (
@@ -313,7 +325,9 @@ class _Pass:
         return findings, counts[Action.POSTED], counts[Action.POST_FAILED], None
 
     def _order(self, finding: pd.Series) -> Order:
-        entry_type = "debit" if finding["entry_type"] == "debit" else "credit"
+        entry_type: Literal["credit", "debit"] = (
+            "debit" if finding["entry_type"] == "debit" else "credit"
+        )
         return Order(
             transaction_id=str(finding["transaction_id"]),
             company_id=str(finding["company_id"]),
@@ -344,6 +358,8 @@ class _Pass:
         path = self._save(findings)
         review = int(findings["action"].isin(REVIEW_ACTIONS).sum())
         exit_code = ExitCode.DRIFT if review else ExitCode.OK
+        if failed:
+            exit_code = ExitCode.FAILED
         if guardrail is not None:
             exit_code = ExitCode.GUARDRAIL
         finished_at = self.clock()
@@ -409,4 +425,3 @@ def _totals(findings: pd.DataFrame) -> dict[str, str]:
         total = sum((int(v) for v in group["stripe_amount_minor"]), 0)
         totals[f"{category}:{currency}"] = str(to_major(total, str(currency)))
     return totals
-

@@ -58,6 +58,18 @@ def in_ledger_snapshot(session: Session, transaction_id: str) -> bool:
     return session.scalars(query).first() is not None
 
 
+def settle_from_snapshot(session: Session, now: datetime) -> list[str]:
+    """Confirm unfinished postings whose row the ledger snapshot now holds; return their ids."""
+    settled = [
+        posting.transaction_id
+        for posting in unresolved(session)
+        if in_ledger_snapshot(session, posting.transaction_id)
+    ]
+    for transaction_id in settled:
+        set_status(session, transaction_id, PostingStatus.CONFIRMED, now)
+    return settled
+
+
 def set_status(
     session: Session,
     transaction_id: str,

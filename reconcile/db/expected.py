@@ -1,0 +1,108 @@
+"""Queries on the expected entries Stripe contributes: upsert them, read a window as a frame."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from reconcile.db.models import ExpectedRow
+from reconcile.domain import EXPECTED_COLUMNS, ExpectedEntry
+
+BATCH_SIZE = 500
+"""Entries per INSERT statement."""
+
+_MUTABLE = (
+    "source",
+    "entry_type",
+    "amount_minor",
+    "currency",
+    "created_at",
+    "stripe_object_id",
+    "topup_id",
+    "stripe_customer_id",
+    "company_id",
+    "subscription_id",
+    "unmapped_reason",
+    "last_seen_run_id",
+    "updated_at",
+)
+
+
+def store_expected(
+    session: Session, entries: Iterable[ExpectedEntry], *, run_id: str, now: datetime
+) -> int:
+    """Upsert ``entries`` by transaction id and return how many were given; does not commit.
+
+    A new row records ``run_id`` as first and last seen; an existing row keeps its first run and
+    takes the new values, ``run_id`` as last seen and ``now`` as ``updated_at``.
+    """
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stored = 0
+    for batch in _batches(entries, BATCH_SIZE):
+        rows = list(
+            {row["transaction_id"]: row for row in (_row(e, run_id, now) for e in batch)}.values()
+        )
+        statement = insert(ExpectedRow).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[ExpectedRow.transaction_id],
+            set_={name: statement.excluded[name] for name in _MUTABLE},
+        )
+        session.execute(statement)
+        stored += len(batch)
+    return stored
+
+
+def expected_frame(
+    session: Session, since: datetime, until: datetime, companies: Collection[str] = ()
+) -> pd.DataFrame:
+    """Return the stored expected entries created in ``[since, until)`` as the matcher's frame.
+
+    Columns are :data:`reconcile.domain.EXPECTED_COLUMNS`; ``created_at`` is aware UTC and
+    ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries.
+    """
+    columns = [getattr(ExpectedRow, name) for name in EXPECTED_COLUMNS]
+    query = (
+        select(*columns)
+        .where(ExpectedRow.created_at >= since, ExpectedRow.created_at < until)
+        .order_by(ExpectedRow.created_at, ExpectedRow.transaction_id)
+    )
+    if companies:
+        query = query.where(ExpectedRow.company_id.in_(list(companies)))
+    frame = pd.read_sql(query, session.connection())
+    frame = frame.reindex(columns=EXPECTED_COLUMNS)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    frame["amount_minor"] = frame["amount_minor"].astype("int64")
+    return frame
+
+
+def _row(entry: ExpectedEntry, run_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "transaction_id": entry.transaction_id,
+        "source": str(entry.source),
+        "entry_type": str(entry.entry_type),
+        "amount_minor": entry.amount_minor,
+        "currency": entry.currency.lower(),
+        "created_at": entry.created_at,
+        "stripe_object_id": entry.stripe_object_id,
+        "topup_id": entry.topup_id,
+        "stripe_customer_id": entry.stripe_customer_id,
+        "company_id": entry.company_id,
+        "subscription_id": entry.subscription_id,
+        "unmapped_reason": entry.unmapped_reason,
+        "first_seen_run_id": run_id,
+        "last_seen_run_id": run_id,
+        "updated_at": now,
+    }
+
+
+def _batches(entries: Iterable[ExpectedEntry], size: int) -> Iterator[list[ExpectedEntry]]:
+    iterator = iter(entries)
+    while batch := list(islice(iterator, size)):
+        yield batch

@@ -1,0 +1,200 @@
+"""``reconcile demo``: the real job against the bundled fake Stripe and fake Moesif, over HTTP.
+
+It seeds a history with every drift category, runs one reconciliation, prints the summary and
+the report path, then runs again to show that nothing is posted twice. With ``--serve`` it leaves
+both fakes running and prints the settings to point a real run at them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from reconcile.config import Secret, Settings
+from reconcile.errors import ExitCode, ReconcileError
+from reconcile.moesif.fake import FakeMoesif
+from reconcile.run import RunRequest, execute
+from reconcile.stripe.fake import FakeStripe
+from reconcile.times import to_iso
+
+DEMO_STRIPE_KEY = "sk_test_demo_not_a_real_key"
+DEMO_MOESIF_TOKEN = "demo-management-token"
+HISTORY = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A seeded Stripe customer and the Moesif subscription it maps to."""
+
+    stripe_id: str
+    company_id: str
+    subscription_id: str
+
+
+def _customer(
+    stripe: FakeStripe, moesif: FakeMoesif, company: str, currency: str = "usd"
+) -> Customer:
+    subscription = f"sub_{company}"
+    moesif.add_subscription(subscription, company, currency=currency)
+    stripe_id = stripe.add_customer(
+        metadata={"moesif_company_id": company, "moesif_subscription_id": subscription}
+    )
+    return Customer(stripe_id, company, subscription)
+
+
+def _credit(
+    moesif: FakeMoesif,
+    who: Customer,
+    amount: str,
+    at: datetime,
+    transaction_id: str | None,
+    description: str,
+) -> None:
+    moesif.add_row(
+        who.company_id,
+        who.subscription_id,
+        "credit",
+        Decimal(amount),
+        at,
+        transaction_id=transaction_id,
+        description=description,
+    )
+
+
+def seed(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> None:
+    """Seed a week of history that holds every drift category, relative to ``now``."""
+    day = timedelta(days=1)
+    minute = timedelta(minutes=1)
+
+    acme = _customer(stripe, moesif, "acme")
+    paid = stripe.add_payment_intent(acme.stripe_id, 5000, created=now - 5 * day)
+    _credit(moesif, acme, "50.00", now - 5 * day + minute, paid, "webhook: top-up")
+    lost = stripe.add_payment_intent(acme.stripe_id, 2500, created=now - 4 * day)
+    stripe.add_refund(lost, amount=500, created=now - 2 * day)
+
+    globex = _customer(stripe, moesif, "globex")
+    stripe.add_payment_intent(globex.stripe_id, 10000, created=now - 3 * day)
+    for attempt in (1, 2):
+        _credit(moesif, globex, "100.00", now - 3 * day + attempt * minute, None, "webhook retry")
+
+    initech = _customer(stripe, moesif, "initech")
+    cents = stripe.add_payment_intent(initech.stripe_id, 1050, created=now - 3 * day)
+    _credit(moesif, initech, "1050", now - 3 * day + minute, cents, "old webhook posted cents")
+    _credit(moesif, initech, "20.00", now - 2 * day, None, "manual credit by support")
+    moesif.add_row(
+        initech.company_id, initech.subscription_id, "promotion", Decimal("5.00"), now - day
+    )
+    moesif.add_row(
+        initech.company_id,
+        initech.subscription_id,
+        "usage",
+        Decimal("3.20"),
+        now - day,
+        billing_meter_id="meter_api_calls",
+    )
+
+    umbrella = _customer(stripe, moesif, "umbrella", currency="jpy")
+    stripe.add_payment_intent(umbrella.stripe_id, 5000, currency="jpy", created=now - 2 * day)
+
+    hooli = _customer(stripe, moesif, "hooli", currency="usd")
+    stripe.add_payment_intent(hooli.stripe_id, 3000, currency="eur", created=now - 2 * day)
+
+    soylent = _customer(stripe, moesif, "soylent")
+    disputed = stripe.add_payment_intent(soylent.stripe_id, 4000, created=now - 6 * day)
+    _credit(moesif, soylent, "40.00", now - 6 * day + minute, disputed, "webhook: top-up")
+    stripe.add_dispute(disputed, created=now - day)
+
+    unmapped = stripe.add_customer()
+    stripe.add_subscription(unmapped)
+    stripe.add_subscription(unmapped)
+    stripe.add_payment_intent(unmapped, 2000, created=now - day)
+
+    stripe.add_payment_intent(acme.stripe_id, 9900, invoice="in_demo_monthly", created=now - day)
+    stripe.add_payment_intent(
+        acme.stripe_id, 1500, metadata={"moesif_topup": "false"}, created=now - day
+    )
+    stripe.add_payment_intent(acme.stripe_id, 7000, status="processing", created=now - day)
+
+
+def demo_settings(
+    stripe: FakeStripe, moesif: FakeMoesif, database_url: str, reports: Path
+) -> Settings:
+    """Return settings that point the real job at the fakes."""
+    return Settings(
+        stripe_api_key=Secret(DEMO_STRIPE_KEY),
+        moesif_token=Secret(DEMO_MOESIF_TOKEN),
+        stripe_api_base=stripe.base_url,
+        moesif_api_base=moesif.base_url,
+        database_url=database_url,
+        report_dir=reports,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the demo; return 0 when it showed what it should."""
+    parser = argparse.ArgumentParser(prog="reconcile demo", description=__doc__)
+    parser.add_argument("--report-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the fakes running for your own runs"
+    )
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with (
+        FakeStripe(api_key=DEMO_STRIPE_KEY) as stripe,
+        FakeMoesif(token=DEMO_MOESIF_TOKEN) as moesif,
+        tempfile.TemporaryDirectory(prefix="reconcile-demo-") as scratch,
+    ):
+        seed(stripe, moesif, now)
+        if args.serve:
+            return _serve(stripe, moesif, now)
+        settings = demo_settings(
+            stripe, moesif, f"sqlite:///{Path(scratch) / 'demo.db'}", args.report_dir
+        )
+        return _show(settings, now)
+
+
+def _show(settings: Settings, now: datetime) -> int:
+    since = now - HISTORY
+    print(
+        f"Demo: fake Stripe at {settings.stripe_api_base}, fake Moesif at "
+        f"{settings.moesif_api_base}\n"
+    )
+    print(f"$ reconcile --since {to_iso(since)}\n")
+    try:
+        first = execute(settings, RunRequest(since=since, trigger="demo"), now=now)
+        print(first.summary)
+        print(f"\nexit code {int(first.exit_code)}\n")
+        print(f"$ reconcile --since {to_iso(since)}   # again: nothing may be posted twice\n")
+        second = execute(settings, RunRequest(since=since, trigger="demo"))
+    except ReconcileError as error:
+        print(f"reconcile demo: error: {error}")
+        return int(error.exit_code)
+    print(
+        f"second run {second.run_id}: posted {second.posted}, "
+        f"exit code {int(second.exit_code)} (the flagged drift still needs review)"
+    )
+    print(f"\nThe report of the first run: {first.report_path}")
+    return ExitCode.OK if second.posted == 0 and first.posted > 0 else ExitCode.FAILED
+
+
+def _serve(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> int:
+    print("The fakes are running with a seeded history. In another shell:\n")
+    print(f"export STRIPE_API_KEY={DEMO_STRIPE_KEY}")
+    print(f"export STRIPE_API_BASE={stripe.base_url}")
+    print(f"export MOESIF_MANAGEMENT_TOKEN={DEMO_MOESIF_TOKEN}")
+    print(f"export MOESIF_API_BASE={moesif.base_url}")
+    print("export RECONCILE_DATABASE_URL=sqlite:///demo-serve.db")
+    print(f"python -m reconcile --since {to_iso(now - HISTORY)} --dry-run")
+    print(f"python -m reconcile --since {to_iso(now - HISTORY)}")
+    print("\nCtrl-C stops the fakes.")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nstopped")
+    return ExitCode.OK

@@ -1,0 +1,414 @@
+"""The Moesif Management API client: post balance transactions, read reports and balances."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from reconcile.config import Secret, Settings
+from reconcile.errors import (
+    CredentialsRejected,
+    MoesifRejected,
+    MoesifUnavailable,
+    ReconcileError,
+)
+from reconcile.moesif.rows import decimal_text, dump_json, parse_json
+from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+
+logger = logging.getLogger(__name__)
+
+BALANCE_TRANSACTIONS_PATH = "/~/billing/reports/balance_transactions"
+BILLING_REPORTS_PATH = "/~/billing/reports"
+SUBSCRIPTION_PATH = "/search/~/subscriptions/{id}"
+
+MOESIF_RATE_LIMIT = 500
+"""Requests Moesif allows per calendar minute; the client keeps under it on its own."""
+
+_EXCERPT_LENGTH = 200
+_REQUEST_ID_HEADERS = ("x-moesif-request-id", "x-request-id")
+# Transport errors that prove the request never reached Moesif: nothing can have been applied.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# Answers after which Moesif may have applied a POST anyway.
+_MAYBE_APPLIED_STATUSES = frozenset({500, 504})
+
+
+class MoesifOutcomeUnknown(MoesifUnavailable):
+    """A POST may have reached Moesif, but no answer said whether it was applied.
+
+    Resolve it by reading the ledger back (the row's ``transaction_id``) before posting again.
+    """
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A Moesif subscription with its prepaid balance, in major units as Moesif reports them."""
+
+    subscription_id: str
+    company_id: str | None
+    currency: str | None
+    status: str | None
+    current_balance: Decimal
+    pending_activity: Decimal
+    available_balance: Decimal
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One attempt that did not succeed: an answer with a bad status, or no answer at all."""
+
+    status: int | None
+    headers: Mapping[str, str]
+    detail: str
+    maybe_applied: bool
+
+    @property
+    def label(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else self.detail
+
+
+def open_http_client(settings: Settings, timeout: float = 30.0) -> httpx.Client:
+    """Return the ``httpx.Client`` a :class:`MoesifClient` needs, pointed at the settings' base."""
+    return httpx.Client(
+        base_url=settings.moesif_api_base,
+        timeout=httpx.Timeout(timeout),
+        headers={"Accept": "application/json", "User-Agent": "reconcile"},
+    )
+
+
+class MoesifClient:
+    """Talks to the Moesif Management API over an injected ``httpx.Client``.
+
+    Every request waits for the rate limiter, and transient failures (429, 502, 503, 504,
+    timeouts, dropped connections) are retried as :func:`reconcile.retry.retry_delay` decides.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        token: Secret,
+        *,
+        policy: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        split_threshold: int = 1000,
+        min_split: timedelta = timedelta(minutes=1),
+    ) -> None:
+        """Use ``http`` (its ``base_url`` is ``MOESIF_API_BASE``) with the management ``token``.
+
+        Args:
+            http: the HTTP client, created by the caller with a base URL and a timeout.
+            token: the management token, with or without a leading ``Bearer``.
+            policy: how to retry; the default :class:`RetryPolicy` when not given.
+            limiter: the request rate; by default 500 per 60 seconds, sleeping with ``sleep``.
+            sleep: how to wait between retries.
+            rng: the random source of the retry jitter.
+            split_threshold: a billing-report answer with this many rows is read again in halves.
+            min_split: a window this short is never split further.
+        """
+        self._http = http
+        self._token = _bare_token(token)
+        self._policy = policy or RetryPolicy()
+        self._limiter = limiter or RateLimiter(MOESIF_RATE_LIMIT, 60.0, sleep=sleep)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._split_threshold = split_threshold
+        self._min_split = min_split
+        self._subscriptions: dict[str, Subscription | None] = {}
+
+    def __repr__(self) -> str:
+        """Name the base URL, never the token."""
+        return f"MoesifClient(base_url={str(self._http.base_url)!r})"
+
+    def post_balance_transaction(
+        self,
+        *,
+        company_id: str,
+        subscription_id: str,
+        transaction_id: str,
+        entry_type: Literal["credit", "debit"],
+        amount: Decimal,
+        description: str,
+    ) -> None:
+        """Post one credit or debit; ``amount`` is written exactly, in Moesif's amount unit.
+
+        Retrying after a timeout is safe here: Moesif ignores a second balance transaction with
+        a ``transaction_id`` it already holds, so a resend can never credit twice.
+
+        Raises:
+            MoesifOutcomeUnknown: some attempt may have reached Moesif, none said it was applied.
+            MoesifUnavailable: after retries; Moesif surely did not apply it.
+            CredentialsRejected: Moesif refused the token (401/403).
+            MoesifRejected: Moesif refused the request itself (another 4xx).
+            ValueError: ``amount`` is not a positive finite number.
+        """
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError(f"a balance transaction needs a positive amount, not {amount}")
+        body = {
+            "company_id": company_id,
+            "subscription_id": subscription_id,
+            "transaction_id": transaction_id,
+            "type": entry_type,
+            "amount": amount,
+            "description": description,
+        }
+        what = f"{entry_type} {transaction_id} of {decimal_text(amount)}"
+        self._request("POST", BALANCE_TRANSACTIONS_PATH, what=what, content=dump_json(body))
+
+    def billing_reports(
+        self, since: datetime, until: datetime, company_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every billing-report row created in ``[since, until)``, once each.
+
+        Moesif does not paginate, so an answer of ``split_threshold`` rows or more is read again
+        as two half windows (recursively, down to ``min_split``); rows are de-duplicated by
+        ``_id``. Amounts are exact ``Decimal`` values.
+
+        Raises:
+            MoesifUnavailable: after retries, or the answer is not a JSON array of objects.
+            CredentialsRejected: Moesif refused the token.
+            MoesifRejected: Moesif refused the request.
+        """
+        seen: set[str] = set()
+        for row in self._reports(since, until, company_id):
+            row_id = row.get("_id")
+            if isinstance(row_id, str):
+                if row_id in seen:
+                    continue
+                seen.add(row_id)
+            yield row
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        """Return the subscription with its balance, or ``None`` when Moesif has no such id.
+
+        Answers are cached for the life of this client.
+
+        Raises:
+            MoesifUnavailable: after retries, or the answer is not a subscription.
+            CredentialsRejected: Moesif refused the token.
+            MoesifRejected: Moesif refused the request.
+        """
+        if subscription_id not in self._subscriptions:
+            self._subscriptions[subscription_id] = self._read_subscription(subscription_id)
+        return self._subscriptions[subscription_id]
+
+    def _read_subscription(self, subscription_id: str) -> Subscription | None:
+        what = f"subscription {subscription_id}"
+        path = SUBSCRIPTION_PATH.format(id=quote(subscription_id, safe=""))
+        response = self._request("GET", path, what=what, tolerate=frozenset({404}))
+        if response.status_code == 404:
+            return None
+        data = self._json(response, what)
+        if not isinstance(data, dict):
+            raise MoesifUnavailable(f"Moesif answered {what} with something not an object")
+        return _subscription(data, subscription_id)
+
+    def _reports(
+        self, since: datetime, until: datetime, company_id: str | None
+    ) -> Iterator[dict[str, Any]]:
+        rows = self._read_reports(since, until, company_id)
+        if len(rows) >= self._split_threshold and until - since > self._min_split:
+            logger.info(
+                "Moesif billing reports %s to %s: %d rows, reading the window in halves",
+                _iso(since),
+                _iso(until),
+                len(rows),
+            )
+            del rows
+            middle = _midpoint(since, until)
+            yield from self._reports(since, middle, company_id)
+            yield from self._reports(middle, until, company_id)
+            return
+        if len(rows) >= self._split_threshold:
+            logger.warning(
+                "Moesif billing reports %s to %s: %d rows in the narrowest window; if Moesif "
+                "truncates large answers, rows may be missing",
+                _iso(since),
+                _iso(until),
+                len(rows),
+            )
+        yield from rows
+
+    def _read_reports(
+        self, since: datetime, until: datetime, company_id: str | None
+    ) -> list[dict[str, Any]]:
+        params = {"from": _iso(since), "to": _iso(until)}
+        if company_id is not None:
+            params["company_id"] = company_id
+        what = f"billing reports {params['from']} to {params['to']}"
+        data = self._json(
+            self._request("GET", BILLING_REPORTS_PATH, what=what, params=params), what
+        )
+        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+            raise MoesifUnavailable(f"Moesif answered {what} with something not a JSON array")
+        return data
+
+    def _json(self, response: httpx.Response, what: str) -> object:
+        try:
+            return parse_json(response.text)
+        except ValueError:
+            excerpt = _excerpt(response.text, self._token)
+            raise MoesifUnavailable(
+                f"Moesif answered {what} with JSON that does not parse: {excerpt}"
+                f"{_request_id(response.headers)}"
+            ) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        content: str | None = None,
+        tolerate: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """Send one request with retries; return a 2xx (or tolerated) answer or raise."""
+        maybe_applied = False
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = self._attempt(method, path, params, content)
+            if isinstance(outcome, httpx.Response):
+                if outcome.is_success or outcome.status_code in tolerate:
+                    return outcome
+                outcome = self._failure(outcome, method)
+            maybe_applied = maybe_applied or outcome.maybe_applied
+            delay = retry_delay(self._policy, outcome.status, outcome.headers, attempt)
+            if delay is None:
+                raise self._error(outcome, what, maybe_applied, attempt)
+            wait = delay if _has_retry_after(outcome.headers) else jittered(delay, self._rng)
+            logger.warning(
+                "Moesif %s %s: %s; retrying in %.2f s (attempt %d of %d)",
+                method,
+                path,
+                outcome.label,
+                wait,
+                attempt + 1,
+                self._policy.max_attempts,
+            )
+            self._sleep(wait)
+
+    def _attempt(
+        self, method: str, path: str, params: Mapping[str, str] | None, content: str | None
+    ) -> httpx.Response | _Failure:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        self._limiter.acquire()
+        try:
+            return self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as error:
+            sent = not isinstance(error, _NOT_SENT)
+            detail = f"no answer ({type(error).__name__}: {_excerpt(str(error), self._token)})"
+            return _Failure(TIMEOUT, {}, detail, maybe_applied=sent and method == "POST")
+
+    def _failure(self, response: httpx.Response, method: str) -> _Failure:
+        excerpt = _excerpt(response.text, self._token)
+        detail = f"HTTP {response.status_code}: {excerpt}{_request_id(response.headers)}"
+        maybe_applied = method == "POST" and response.status_code in _MAYBE_APPLIED_STATUSES
+        return _Failure(response.status_code, response.headers, detail, maybe_applied)
+
+    def _error(
+        self, failure: _Failure, what: str, maybe_applied: bool, attempts: int
+    ) -> ReconcileError:
+        status = failure.status
+        if status in (401, 403):
+            return CredentialsRejected(
+                f"Moesif refused the management token (HTTP {status}): "
+                f"{failure.detail.removeprefix(f'HTTP {status}: ')}"
+            )
+        if status is not None and 400 <= status < 500 and status not in self._policy.retry_statuses:
+            return MoesifRejected(status, failure.detail.removeprefix(f"HTTP {status}: "), what)
+        tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+        if maybe_applied:
+            return MoesifOutcomeUnknown(
+                f"Moesif may or may not have applied {what}: {failure.detail} ({tries}); "
+                "read the ledger back before posting it again"
+            )
+        return MoesifUnavailable(f"Moesif unavailable for {what} {tries}: {failure.detail}")
+
+
+def _bare_token(token: Secret) -> str:
+    value = token.reveal().strip()
+    while value.lower().startswith("bearer "):
+        value = value[len("bearer ") :].strip()
+    return value
+
+
+def _excerpt(text: str, token: str) -> str:
+    """Return a one-line excerpt of at most 200 characters, with the token blanked out."""
+    line = " ".join(text.split())
+    if token:
+        line = line.replace(token, "***")
+    if len(line) > _EXCERPT_LENGTH:
+        line = line[: _EXCERPT_LENGTH - 1] + "…"
+    return line or "(empty body)"
+
+
+def _request_id(headers: Mapping[str, str]) -> str:
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name in _REQUEST_ID_HEADERS:
+        if lowered.get(name):
+            return f" [request id {' '.join(lowered[name].split())[:100]}]"
+    return ""
+
+
+def _has_retry_after(headers: Mapping[str, str]) -> bool:
+    return any(name.lower() == "retry-after" for name in headers)
+
+
+def _iso(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    spec = "microseconds" if utc.microsecond else "seconds"
+    return utc.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _midpoint(since: datetime, until: datetime) -> datetime:
+    middle = since + (until - since) / 2
+    whole = middle.replace(microsecond=0)
+    return whole if whole > since else middle
+
+
+def _decimal(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            return Decimal(0)
+    return Decimal(0)
+
+
+def _optional_text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _subscription(data: Mapping[str, Any], subscription_id: str) -> Subscription:
+    balance = data.get("balance")
+    balance = balance if isinstance(balance, dict) else {}
+    current = _decimal(balance.get("current_balance"))
+    pending = _decimal(balance.get("pending_activity"))
+    available = balance.get("available_balance")
+    currency = _optional_text(data.get("currency"))
+    return Subscription(
+        subscription_id=_optional_text(data.get("subscription_id")) or subscription_id,
+        company_id=_optional_text(data.get("company_id")),
+        currency=currency.lower() if currency else None,
+        status=_optional_text(data.get("status")),
+        current_balance=current,
+        pending_activity=pending,
+        available_balance=current + pending if available is None else _decimal(available),
+    )

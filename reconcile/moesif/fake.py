@@ -1,0 +1,621 @@
+"""A fake Moesif Management API on 127.0.0.1, for tests and the demo, with fault injection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from reconcile.moesif.rows import SIGNED_TYPE, dump_json, parse_json
+
+logger = logging.getLogger(__name__)
+
+BASE_PATH = "/v1"
+RowForm = Literal["typed", "signed"]
+
+_POST_TYPES = frozenset({"credit", "debit"})
+_ADDS = frozenset({"credit", "promotion", "adjustment"})
+_REQUIRED_TEXT = ("company_id", "subscription_id", "transaction_id")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One billing-report row the fake holds; ``amount`` is positive, the type says its kind."""
+
+    id: str
+    company_id: str
+    subscription_id: str
+    type: str
+    amount: Decimal
+    created_at: datetime
+    currency: str | None
+    transaction_id: str | None = None
+    description: str | None = None
+    billing_meter_id: str | None = None
+
+
+@dataclass
+class Exchange:
+    """One request the fake received and the status it answered (``None`` when dropped)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    subscription_id: str
+    company_id: str
+    currency: str
+    pending_activity: Decimal
+    status: str = "active"
+
+
+Verdict = Literal["drop", "apply_then_drop"]
+
+
+@dataclass(frozen=True)
+class _Fault:
+    kind: Literal["fail", "delay", "drop_after"]
+    status: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the fake answers one request: a status, a JSON body, headers, or a dropped line."""
+
+    status: int
+    body: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+class _BadRequest(Exception):
+    """A request the fake answers with 400."""
+
+
+class FakeMoesif:
+    """A Moesif Management API that keeps its ledger in memory and serves it over HTTP.
+
+    Use it as a context manager; ``base_url`` is what ``MOESIF_API_BASE`` should be.
+
+    Behaviour where Moesif documents none (decisions of this fake):
+
+    * ``GET /~/billing/reports`` returns rows with ``from <= created_at < to`` (half-open, like
+      the job's windows), sorted by time; a missing bound is open. ``inclusive_to`` makes ``to``
+      inclusive, as Moesif might be, so a row on a boundary comes back twice.
+    * A POST for a subscription the fake does not know is stored (204) unless
+      ``strict_subscriptions`` is on, then it is a 404.
+    * A POST whose ``transaction_id`` the fake already holds is answered 204 and adds nothing;
+      ``posts`` still lists it (every accepted POST body).
+    * POST amounts must be positive numbers.
+    * Requests over ``rate_limit`` in one calendar minute of ``clock`` are answered 429 with
+      ``Retry-After``, and do not count toward the limit.
+    * A subscription's ``current_balance`` is credits + promotions + adjustments - debits
+      (metered usage is not subtracted); ``available_balance`` adds ``pending_activity``.
+    """
+
+    def __init__(
+        self,
+        token: str = "tok",
+        *,
+        row_form: RowForm = "typed",
+        include_transaction_id: bool = True,
+        include_row_ids: bool = True,
+        strict_subscriptions: bool = False,
+        inclusive_to: bool = False,
+        rate_limit: int = 500,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        """Prepare an empty ledger; the server starts with ``start()`` or ``with``."""
+        self.token = token
+        self.row_form: RowForm = row_form
+        self.include_transaction_id = include_transaction_id
+        self.include_row_ids = include_row_ids
+        self.strict_subscriptions = strict_subscriptions
+        self.inclusive_to = inclusive_to
+        self.rate_limit = rate_limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._rows: list[StoredRow] = []
+        self._transaction_ids: set[str] = set()
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._posts: list[dict[str, Any]] = []
+        self._exchanges: list[Exchange] = []
+        self._faults: deque[_Fault] = deque()
+        self._per_minute: Counter[datetime] = Counter()
+        self._next_id = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.on_request: Callable[[Exchange], Verdict | None] | None = None
+        """Called with each request before anything else: return ``"drop"`` to cut the
+        connection without handling it, ``"apply_then_drop"`` to handle it and then cut the
+        connection, or ``None`` to go on as usual. Tests use it to kill a client mid-request."""
+
+    def __repr__(self) -> str:
+        """Name the address, never the token."""
+        return f"FakeMoesif({self.base_url if self._server else 'stopped'})"
+
+    @property
+    def base_url(self) -> str:
+        """Return ``http://127.0.0.1:PORT/v1``, the API base to give a client."""
+        if self._server is None:
+            raise RuntimeError("the fake Moesif is not running")
+        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+
+    def start(self) -> FakeMoesif:
+        """Start serving on a free port of 127.0.0.1 in a background thread."""
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-moesif",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; delayed answers still pending are cut short."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeMoesif:
+        """Start the server."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    # Seeding and inspection.
+
+    def add_subscription(
+        self,
+        subscription_id: str,
+        company_id: str,
+        currency: str = "usd",
+        pending_activity: Decimal = Decimal(0),
+    ) -> None:
+        """Create (or replace) a subscription of ``company_id`` in ``currency``."""
+        subscription = _Subscription(
+            subscription_id, company_id, currency.lower(), pending_activity
+        )
+        with self._lock:
+            self._subscriptions[subscription_id] = subscription
+
+    def add_row(
+        self,
+        company_id: str,
+        subscription_id: str,
+        type: str,
+        amount: Decimal,
+        created_at: datetime,
+        transaction_id: str | None = None,
+        description: str | None = None,
+        billing_meter_id: str | None = None,
+    ) -> StoredRow:
+        """Store a row as if Moesif had it already (manual credits, webhook rows, usage)."""
+        with self._lock:
+            return self._store(
+                StoredRow(
+                    id="",
+                    company_id=company_id,
+                    subscription_id=subscription_id,
+                    type=type,
+                    amount=amount,
+                    created_at=created_at,
+                    currency=None,
+                    transaction_id=transaction_id,
+                    description=description,
+                    billing_meter_id=billing_meter_id,
+                )
+            )
+
+    def rows(self) -> list[StoredRow]:
+        """Return every stored row, oldest first."""
+        with self._lock:
+            return sorted(self._rows, key=lambda row: (row.created_at, row.id))
+
+    @property
+    def posts(self) -> list[dict[str, Any]]:
+        """Return every accepted POST body (amounts as ``Decimal``), duplicates included."""
+        with self._lock:
+            return list(self._posts)
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        """Return every request received, in order, with the status answered."""
+        with self._lock:
+            return list(self._exchanges)
+
+    def requests_per_minute(self) -> dict[datetime, int]:
+        """Return how many requests were admitted in each calendar minute of the clock."""
+        with self._lock:
+            return dict(self._per_minute)
+
+    def balance(self, subscription_id: str) -> Decimal:
+        """Return the current balance of a subscription: credits and grants minus debits."""
+        with self._lock:
+            return self._current_balance(subscription_id)
+
+    # Fault injection.
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        headers: Mapping[str, str] | None = None,
+        body: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` (and ``headers``, ``body``)."""
+        self._queue(_Fault("fail", status=status, headers=dict(headers or {}), body=body), count)
+
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Wait ``seconds`` before handling each of the next ``count`` requests."""
+        self._queue(_Fault("delay", seconds=seconds), count)
+
+    def apply_then_timeout_next(self, count: int = 1) -> None:
+        """Handle the next ``count`` requests, then drop the connection without an answer."""
+        self._queue(_Fault("drop_after"), count)
+
+    def clear_faults(self) -> None:
+        """Forget every fault still queued."""
+        with self._lock:
+            self._faults.clear()
+
+    def _queue(self, fault: _Fault, count: int) -> None:
+        with self._lock:
+            self._faults.extend([fault] * count)
+
+    # Answering requests (called from the server's threads).
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: str) -> Answer:
+        """Return the answer to one HTTP request; the whole behaviour of the fake."""
+        parts = urlsplit(target)
+        exchange = Exchange(
+            method=method,
+            path=unquote(parts.path),
+            query=dict(parse_qsl(parts.query)),
+            headers={name.lower(): value for name, value in headers.items()},
+            body=body,
+        )
+        with self._lock:
+            self._exchanges.append(exchange)
+            request_id = f"req-{len(self._exchanges):06d}"
+            fault = self._faults.popleft() if self._faults else None
+        answer = self._answer(exchange, fault)
+        exchange.status = None if answer.drop else answer.status
+        return replace(answer, headers={"X-Moesif-Request-Id": request_id, **answer.headers})
+
+    def _answer(self, exchange: Exchange, fault: _Fault | None) -> Answer:
+        verdict = self.on_request(exchange) if self.on_request is not None else None
+        if verdict == "drop":
+            return Answer(503, "", drop=True)
+        if verdict == "apply_then_drop":
+            return replace(self._route(exchange), drop=True)
+        if fault is not None and fault.kind == "fail":
+            body = fault.body if fault.body is not None else _error(f"injected {fault.status}")
+            return Answer(fault.status, body, fault.headers)
+        if fault is not None and fault.kind == "delay":
+            self._stopping.wait(fault.seconds)
+        answer = self._over_limit() or self._unauthorised(exchange) or self._route(exchange)
+        if fault is not None and fault.kind == "drop_after":
+            return replace(answer, drop=True)
+        return answer
+
+    def _over_limit(self) -> Answer | None:
+        now = self._clock()
+        minute = now.replace(second=0, microsecond=0)
+        with self._lock:
+            if self._per_minute[minute] < self.rate_limit:
+                self._per_minute[minute] += 1
+                return None
+        wait = math.ceil((minute + timedelta(minutes=1) - now).total_seconds())
+        return Answer(429, _error("rate limit exceeded"), {"Retry-After": str(max(wait, 1))})
+
+    def _unauthorised(self, exchange: Exchange) -> Answer | None:
+        if exchange.headers.get("authorization") == f"Bearer {self.token}":
+            return None
+        return Answer(401, _error("Unauthorized: invalid or missing management token"))
+
+    def _route(self, exchange: Exchange) -> Answer:
+        if not exchange.path.startswith(BASE_PATH + "/"):
+            return Answer(404, _error(f"no route {exchange.path}"))
+        path = exchange.path[len(BASE_PATH) :]
+        try:
+            if path == "/~/billing/reports/balance_transactions":
+                return self._allow(exchange, "POST") or self._post(exchange.body, exchange.headers)
+            if path == "/~/billing/reports":
+                return self._allow(exchange, "GET") or self._reports(exchange.query)
+            if path.startswith("/search/~/subscriptions/"):
+                subscription_id = path[len("/search/~/subscriptions/") :]
+                return self._allow(exchange, "GET") or self._subscription(subscription_id)
+        except _BadRequest as error:
+            return Answer(400, _error(str(error)))
+        return Answer(404, _error(f"no route {exchange.path}"))
+
+    @staticmethod
+    def _allow(exchange: Exchange, method: str) -> Answer | None:
+        if exchange.method == method:
+            return None
+        return Answer(405, _error(f"{exchange.method} is not allowed here"), {"Allow": method})
+
+    def _post(self, body: str, headers: Mapping[str, str]) -> Answer:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise _BadRequest("Content-Type must be application/json")
+        transaction = _balance_transaction(body)
+        with self._lock:
+            subscription = self._subscriptions.get(transaction["subscription_id"])
+            if subscription is None and self.strict_subscriptions:
+                return Answer(404, _error("subscription not found"))
+            self._posts.append(transaction)
+            if transaction["transaction_id"] not in self._transaction_ids:
+                self._store(
+                    StoredRow(
+                        id="",
+                        company_id=transaction["company_id"],
+                        subscription_id=transaction["subscription_id"],
+                        type=transaction["type"],
+                        amount=transaction["amount"],
+                        created_at=self._clock(),
+                        currency=None,
+                        transaction_id=transaction["transaction_id"],
+                        description=transaction.get("description"),
+                    )
+                )
+        return Answer(204)
+
+    def _reports(self, query: Mapping[str, str]) -> Answer:
+        since = _query_time(query, "from")
+        until = _query_time(query, "to")
+        with self._lock:
+            rows = [
+                self._row_json(row)
+                for row in sorted(self._rows, key=lambda row: (row.created_at, row.id))
+                if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
+            ]
+        return Answer(200, dump_json(rows))
+
+    def _subscription(self, subscription_id: str) -> Answer:
+        with self._lock:
+            subscription = self._subscriptions.get(subscription_id)
+            if subscription is None:
+                return Answer(404, _error(f"subscription {subscription_id} not found"))
+            current = self._current_balance(subscription_id)
+            movements = sum(1 for row in self._rows if row.subscription_id == subscription_id)
+        document = {
+            "org_id": "fake-org",
+            "app_id": "fake-app",
+            "type": "prepaid",
+            "subscription_id": subscription.subscription_id,
+            "company_id": subscription.company_id,
+            "status": subscription.status,
+            "currency": subscription.currency,
+            "balance": {
+                "sequence_id": movements,
+                "current_balance": current,
+                "pending_activity": subscription.pending_activity,
+                "available_balance": current + subscription.pending_activity,
+            },
+        }
+        return Answer(200, dump_json(document))
+
+    # State helpers; the caller holds the lock.
+
+    def _store(self, row: StoredRow) -> StoredRow:
+        """Give ``row`` an id, the subscription's currency and a millisecond time; keep it."""
+        self._next_id += 1
+        subscription = self._subscriptions.get(row.subscription_id)
+        created_at = row.created_at.astimezone(UTC)
+        row = replace(
+            row,
+            id=f"{self._next_id:024x}",
+            created_at=created_at.replace(microsecond=created_at.microsecond // 1000 * 1000),
+            currency=subscription.currency if subscription else None,
+        )
+        self._rows.append(row)
+        if row.transaction_id is not None:
+            self._transaction_ids.add(row.transaction_id)
+        return row
+
+    def _current_balance(self, subscription_id: str) -> Decimal:
+        total = Decimal(0)
+        for row in self._rows:
+            if row.subscription_id != subscription_id or row.billing_meter_id:
+                continue
+            if row.type in _ADDS:
+                total += row.amount
+            elif row.type == "debit":
+                total -= row.amount
+        return total
+
+    def _row_json(self, row: StoredRow) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "company_id": row.company_id,
+            "subscription_id": row.subscription_id,
+            "created_at": _moesif_time(row.created_at),
+        }
+        if self.include_row_ids:
+            document["_id"] = row.id
+        if row.currency:
+            document["currency"] = row.currency
+        document.update(self._kind_and_amount(row))
+        if self.include_transaction_id and row.transaction_id:
+            document["transaction_id"] = row.transaction_id
+        if row.description:
+            document["description"] = row.description
+        return document
+
+    def _kind_and_amount(self, row: StoredRow) -> dict[str, Any]:
+        if row.billing_meter_id:
+            return {
+                "billing_meter_id": row.billing_meter_id,
+                "type": row.type,
+                "amount": row.amount,
+                "usage_start_time": _moesif_time(row.created_at - timedelta(hours=1)),
+                "usage_end_time": _moesif_time(row.created_at),
+            }
+        if self.row_form == "signed":
+            signed = -row.amount if row.type == "debit" else row.amount
+            return {"type": SIGNED_TYPE, "amount": signed}
+        return {"type": row.type, "amount": row.amount}
+
+
+def _error(message: str) -> str:
+    return json.dumps({"message": message})
+
+
+def _balance_transaction(body: str) -> dict[str, Any]:
+    """Validate a POST body as ``BillingReportBalanceTransCreate``; return it parsed."""
+    try:
+        data = parse_json(body)
+    except ValueError:
+        raise _BadRequest("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRequest("the body must be a JSON object")
+    for name in _REQUIRED_TEXT:
+        if not isinstance(data.get(name), str) or not data[name].strip():
+            raise _BadRequest(f"{name} is required and must be a non-empty string")
+    if data.get("type") not in _POST_TYPES:
+        raise _BadRequest("type is required and must be credit or debit")
+    if "description" in data and not isinstance(data["description"], str):
+        raise _BadRequest("description must be a string")
+    data["amount"] = _positive_amount(data.get("amount"))
+    return data
+
+
+def _positive_amount(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise _BadRequest("amount is required and must be a number")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount <= 0:
+        raise _BadRequest("amount must be a positive number")
+    return amount
+
+
+def _query_time(query: Mapping[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an ISO 8601 date-time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _selected(
+    row: StoredRow,
+    query: Mapping[str, str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    inclusive_to: bool,
+) -> bool:
+    if since is not None and row.created_at < since:
+        return False
+    if until is not None and (row.created_at > until if inclusive_to else row.created_at >= until):
+        return False
+    for name in ("company_id", "subscription_id", "billing_meter_id"):
+        if name in query and getattr(row, name) != query[name]:
+            return False
+    return True
+
+
+def _moesif_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server of one fake; quiet about clients that go away mid-answer."""
+
+    daemon_threads = True
+    fake: FakeMoesif
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Log at debug level only: a client timing out is part of the tests."""
+        logger.debug("fake Moesif: a client went away mid-request", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads one request, asks the fake for the answer, writes it (or drops the connection)."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = -1  # headers and body leave in one write, flushed after each request
+    server: _Server
+
+    def do_GET(self) -> None:
+        """Answer a GET."""
+        self._exchange("GET")
+
+    def do_POST(self) -> None:
+        """Answer a POST."""
+        self._exchange("POST")
+
+    def do_PUT(self) -> None:
+        """Answer a PUT (always 405 or 404)."""
+        self._exchange("PUT")
+
+    def do_DELETE(self) -> None:
+        """Answer a DELETE (always 405 or 404)."""
+        self._exchange("DELETE")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet: no request log on stderr."""
+
+    def _exchange(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+        headers = {name: value for name, value in self.headers.items()}
+        answer = self.server.fake.handle(method, self.path, headers, body)
+        if answer.drop:
+            self.close_connection = True
+            return
+        payload = answer.body.encode()
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if payload:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload:
+            self.wfile.write(payload)

@@ -1,0 +1,206 @@
+"""The CSV drift report and the terminal summary of one run's findings."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import numbers
+import os
+import re
+import tempfile
+from collections.abc import Hashable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from reconcile.domain import REPORT_COLUMNS, Action, Category
+from reconcile.money import format_major
+from reconcile.times import Window, to_iso
+
+logger = logging.getLogger(__name__)
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these would be run as a formula by a spreadsheet."""
+
+AMOUNT_COLUMNS = ("stripe_amount", "moesif_amount", "delta")
+"""Report columns holding our own decimal strings, which stay numbers (``-5.00``)."""
+
+FALLBACK_CURRENCY = "usd"
+"""Whose exponent (2) formats a ledger amount that came with no currency."""
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """Return the findings as report rows: ``REPORT_COLUMNS``, every cell a string.
+
+    Amounts are major-unit decimal strings by the currency's exponent, ``delta`` is the Stripe
+    amount minus the Moesif amount (an absent side counts as 0), times are ISO 8601 UTC with
+    ``Z``, absent values are empty, and text that a spreadsheet would run as a formula gets a
+    leading apostrophe.
+    """
+    rows = [_report_row(record, run_id) for record in findings.to_dict("records")]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
+
+
+def write_report(findings: pd.DataFrame, run_id: str, report_dir: Path) -> Path:
+    """Write ``{report_dir}/drift-{run_id}.csv`` atomically and return its path.
+
+    The file is UTF-8 with LF line endings and always has the header row.
+
+    Raises:
+        ValueError: ``run_id`` is not safe to use in a file name.
+        OSError: the directory or file could not be written.
+    """
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r} is not safe in a file name")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"drift-{run_id}.csv"
+    frame = to_report_frame(findings, run_id)
+    _write_atomically(path, frame.itertuples(index=False, name=None))
+    logger.info("wrote drift report %s (%d findings)", path, len(frame))
+    return path
+
+
+def summary(
+    findings: pd.DataFrame,
+    *,
+    posted: int,
+    post_failed: int,
+    report_path: Path | None,
+    window: Window,
+    dry_run: bool,
+) -> str:
+    """Return a short plain-text summary for the terminal: counts and totals per category.
+
+    Totals are per currency in major units, of the Stripe amount where there is one, else the
+    Moesif amount.
+    """
+    lines = [f"reconcile {to_iso(window.since)} .. {to_iso(window.until)}"]
+    if dry_run:
+        lines[0] += " (dry run)"
+    table = [("category", "count", "total")] + [
+        _category_line(findings, category) for category in Category
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(3)]
+    for name, count, total in table:
+        lines.append(f"{name:<{widths[0]}}  {count:>{widths[1]}}  {total}".rstrip())
+    flagged = int((findings["action"] == Action.FLAGGED.value).sum())
+    lines.append(f"flagged for review: {flagged}")
+    lines.append(_postings_line(findings, posted, post_failed, dry_run))
+    lines.append(f"report: {report_path}" if report_path else "report: not written")
+    return "\n".join(lines)
+
+
+# --- rows and cells -------------------------------------------------------------------------
+
+
+def _report_row(record: Mapping[Hashable, object], run_id: str) -> list[str]:
+    """Turn one finding into the report's cells, in ``REPORT_COLUMNS`` order."""
+    currency = _text(record.get("currency")) or FALLBACK_CURRENCY
+    stripe_minor = _minor(record.get("stripe_amount_minor"))
+    moesif_minor = _minor(record.get("moesif_amount_minor"))
+    delta = (stripe_minor or 0) - (moesif_minor or 0)
+    cells: dict[str, str] = {
+        name: _text(record.get(name))
+        for name in REPORT_COLUMNS
+        if name not in AMOUNT_COLUMNS and not name.endswith("_created_at")
+    }
+    cells["run_id"] = run_id
+    cells["stripe_amount"] = _amount(stripe_minor, currency)
+    cells["moesif_amount"] = _amount(moesif_minor, currency)
+    both_absent = stripe_minor is None and moesif_minor is None
+    cells["delta"] = "" if both_absent else format_major(delta, currency)
+    cells["stripe_created_at"] = _time(record.get("stripe_created_at"))
+    cells["moesif_created_at"] = _time(record.get("moesif_created_at"))
+    return [
+        cells[name] if name in AMOUNT_COLUMNS else neutralise(cells[name])
+        for name in REPORT_COLUMNS
+    ]
+
+
+def neutralise(cell: str) -> str:
+    """Return ``cell`` with a leading apostrophe if a spreadsheet would run it as a formula."""
+    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
+def _absent(value: object) -> bool:
+    """Return whether a cell is missing (``None``, NaN, NA or NaT)."""
+    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
+
+
+def _text(value: object) -> str:
+    """Return a text cell, empty when absent."""
+    return "" if _absent(value) else str(value)
+
+
+def _minor(value: object) -> int | None:
+    """Return a minor-unit amount as ``int``, or ``None`` when absent."""
+    if _absent(value):
+        return None
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(f"expected whole minor units, not {type(value).__name__}")
+    return int(value)
+
+
+def _amount(minor: int | None, currency: str) -> str:
+    """Return a major-unit decimal string, empty when absent."""
+    return "" if minor is None else format_major(minor, currency)
+
+
+def _time(value: object) -> str:
+    """Return an ISO 8601 UTC time with ``Z``, empty when absent."""
+    if _absent(value):
+        return ""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a time, not {type(value).__name__}")
+    return to_iso(value)
+
+
+def _write_atomically(path: Path, rows: Iterable[tuple[object, ...]]) -> None:
+    """Write the header and rows to a temporary file beside ``path``, then rename it over."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(REPORT_COLUMNS)
+            writer.writerows(rows)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# --- the summary ----------------------------------------------------------------------------
+
+
+def _category_line(findings: pd.DataFrame, category: Category) -> tuple[str, str, str]:
+    """Return (category, count, totals per currency) for one category."""
+    rows = findings[findings["category"] == category.value]
+    return category.value, str(len(rows)), _totals(rows)
+
+
+def _totals(rows: pd.DataFrame) -> str:
+    """Return ``10.50 USD, 1000 JPY``: per currency, Stripe amounts where present, else Moesif."""
+    if rows.empty:
+        return ""
+    amounts = rows["stripe_amount_minor"].fillna(rows["moesif_amount_minor"]).fillna(0)
+    currencies = rows["currency"].fillna(FALLBACK_CURRENCY).astype(str).str.lower()
+    sums = amounts.astype("int64").groupby(currencies.to_numpy()).sum().sort_index()
+    return ", ".join(
+        f"{format_major(int(total), str(code))} {str(code).upper()}" for code, total in sums.items()
+    )
+
+
+def _postings_line(findings: pd.DataFrame, posted: int, post_failed: int, dry_run: bool) -> str:
+    """Say what was posted, or what a dry run would have posted."""
+    missing = int((findings["category"] == Category.MISSING_IN_MOESIF.value).sum())
+    if dry_run:
+        return f"would post: {missing} (dry run, nothing posted)"
+    text = f"posted: {posted}"
+    if post_failed:
+        text += f", failed to post: {post_failed}"
+    return text

@@ -1,0 +1,157 @@
+"""``reconcile status``: the recent runs and the findings still open, read from the snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from reconcile.db.models import Finding, Run
+from reconcile.db.runs import RunStatus
+from reconcile.domain import Action
+from reconcile.money import format_major
+from reconcile.times import to_iso
+
+OPEN_ACTIONS = (Action.FLAGGED.value, Action.POST_FAILED.value)
+"""Findings that still need a person (flagged) or a rerun (a posting that failed)."""
+
+EXAMPLES_PER_CATEGORY = 3
+_RUN_COLUMNS = (
+    "RUN",
+    "WINDOW (UTC)",
+    "TRIGGER",
+    "STATUS",
+    "EXIT",
+    "STRIPE",
+    "LEDGER",
+    "FINDINGS",
+    "FLAGGED",
+    "POSTED",
+    "FAILED",
+    "TOOK",
+    "REPORT",
+)
+
+
+def status_report(engine: Engine, limit: int = 10) -> str:
+    """Return the last ``limit`` runs and the open findings of the latest successful full run.
+
+    Args:
+        engine: the migrated snapshot database; only read.
+        limit: how many runs to list, newest first.
+    """
+    with Session(engine) as session:
+        runs = session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
+        sections = [_runs_section(runs), _open_section(session)]
+    return "\n\n".join(sections) + "\n"
+
+
+def latest_full_run(session: Session) -> Run | None:
+    """Return the newest run that succeeded over every company and was not a dry run."""
+    query = (
+        select(Run)
+        .where(Run.status == RunStatus.SUCCEEDED, Run.dry_run.is_(False), Run.companies.is_(None))
+        .order_by(Run.started_at.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def _runs_section(runs: Sequence[Run]) -> str:
+    if not runs:
+        return "No runs yet."
+    rows = [_RUN_COLUMNS, *(_run_row(run) for run in runs)]
+    return f"Last {len(runs)} runs, newest first:\n" + _table(rows)
+
+
+def _run_row(run: Run) -> tuple[str, ...]:
+    trigger = run.trigger + (" dry-run" if run.dry_run else "")
+    if run.companies:
+        trigger += f" companies={run.companies}"
+    return (
+        run.id,
+        f"{to_iso(run.since)}..{to_iso(run.until)}",
+        trigger,
+        run.status,
+        "-" if run.exit_code is None else str(run.exit_code),
+        str(run.stripe_entries),
+        str(run.ledger_rows),
+        str(run.findings),
+        str(run.flagged),
+        str(run.posted),
+        str(run.post_failed),
+        _took(run.started_at, run.finished_at),
+        run.report_path or "-",
+    )
+
+
+def _took(started_at: datetime, finished_at: datetime | None) -> str:
+    if finished_at is None:
+        return "-"
+    return f"{(finished_at - started_at).total_seconds():.1f}s"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _open_section(session: Session) -> str:
+    run = latest_full_run(session)
+    if run is None:
+        return "Open findings: no successful full run yet."
+    counts = session.execute(
+        select(Finding.category, Finding.action, func.count())
+        .where(Finding.run_id == run.id, Finding.action.in_(OPEN_ACTIONS))
+        .group_by(Finding.category, Finding.action)
+        .order_by(Finding.category, Finding.action)
+    ).all()
+    finished = to_iso(run.finished_at) if run.finished_at else "?"
+    header = f"Open findings of run {run.id} (the latest successful full run, finished {finished}):"
+    if not counts:
+        return f"{header}\n  none."
+    lines = [header]
+    for category, action, count in counts:
+        lines.append(f"  {category} ({action}): {count}")
+        lines += [f"    - {_example(f)}" for f in _examples(session, run.id, category, action)]
+        if count > EXAMPLES_PER_CATEGORY:
+            lines.append(f"    … and {count - EXAMPLES_PER_CATEGORY} more in {run.report_path}")
+    return "\n".join(lines)
+
+
+def _examples(session: Session, run_id: str, category: str, action: str) -> Sequence[Finding]:
+    return session.scalars(
+        select(Finding)
+        .where(Finding.run_id == run_id, Finding.category == category, Finding.action == action)
+        .order_by(Finding.id)
+        .limit(EXAMPLES_PER_CATEGORY)
+    ).all()
+
+
+def _example(finding: Finding) -> str:
+    who = f"{finding.company_id or '?'}/{finding.subscription_id or '?'}"
+    what = finding.transaction_id or finding.stripe_object_id or finding.moesif_id or "?"
+    parts = [who, what]
+    if finding.entry_type:
+        parts.append(finding.entry_type)
+    if finding.stripe_amount_minor is not None:
+        parts.append(f"stripe {_amount(finding.stripe_amount_minor, finding.currency)}")
+    if finding.moesif_amount_minor is not None:
+        parts.append(f"moesif {_amount(finding.moesif_amount_minor, finding.currency)}")
+    text = " ".join(parts)
+    if finding.detail:
+        detail = " ".join(finding.detail.split())
+        text += f": {detail[:80]}" + ("…" if len(detail) > 80 else "")
+    return text
+
+
+def _amount(minor: int, currency: str | None) -> str:
+    if currency is None:
+        return f"{minor} (minor units)"
+    return f"{format_major(minor, currency)} {currency.upper()}"

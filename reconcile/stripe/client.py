@@ -1,0 +1,200 @@
+"""The one Stripe client of a run: pinned API version, paced requests, explicit retries."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import stripe
+
+from reconcile.config import DEFAULT_STRIPE_API_VERSION, Settings
+from reconcile.errors import CredentialsRejected, StripeUnavailable
+from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+
+logger = logging.getLogger(__name__)
+
+MAX_NETWORK_RETRIES = 4
+"""Retries after the first attempt of every Stripe request (the SDK's ``max_network_retries``)."""
+
+STRIPE_RETRY_POLICY = RetryPolicy(
+    max_attempts=MAX_NETWORK_RETRIES + 1,
+    base_delay=0.5,
+    max_delay=20.0,
+    retry_statuses=frozenset({409, 429, 500, 502, 503, 504}),
+)
+"""Which Stripe answers are worth another attempt, and how long to wait between attempts."""
+
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+_KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
+
+Response = tuple[Any, int, Mapping[str, str]]
+
+
+def stripe_retry_delay(
+    policy: RetryPolicy, status: int | None, headers: Mapping[str, str], attempt: int
+) -> float | None:
+    """Return seconds to wait before retrying a Stripe answer, or ``None`` to stop.
+
+    Stripe's ``Stripe-Should-Retry`` header overrides the status: ``false`` never retries,
+    ``true`` retries any status. Otherwise ``policy`` decides (429, 409 and 5xx are transient).
+
+    Args:
+        policy: the limits and the transient statuses.
+        status: the HTTP status, or ``None`` when there was no answer (timeout, lost connection).
+        headers: the answer's headers.
+        attempt: how many attempts have been made so far, from 1.
+    """
+    advice = next((v for k, v in headers.items() if k.lower() == "stripe-should-retry"), None)
+    if advice is not None and advice.strip().lower() == "false":
+        return None
+    if advice is not None and advice.strip().lower() == "true" and status is not None:
+        policy = replace(policy, retry_statuses=policy.retry_statuses | {status})
+    return retry_delay(policy, status, headers, attempt)
+
+
+def rate_limiter(
+    requests_per_second: float, sleep: Callable[[float], None] = time.sleep
+) -> RateLimiter:
+    """Return a limiter that allows ``requests_per_second`` on average, fractions included."""
+    limit = max(1, math.floor(requests_per_second))
+    return RateLimiter(limit, limit / requests_per_second, sleep=sleep)
+
+
+class PacedHTTPClient(stripe.RequestsClient):
+    """The SDK's default ``requests`` transport, paced by a rate limit and retried by our policy.
+
+    The SDK calls :meth:`request_with_retries` for every request; this class replaces the SDK's
+    own retry loop so that one policy decides (:func:`stripe_retry_delay`, including 429, which
+    the SDK would not retry) and every wait goes through the injected ``sleep``.
+    """
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        policy: RetryPolicy = STRIPE_RETRY_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        """Wrap a ``requests`` transport with ``limiter`` before each attempt."""
+        super().__init__(timeout=timeout)
+        self._limiter = limiter
+        self._policy = policy
+        self._sleep = sleep
+        self._rng = rng
+
+    def request_with_retries(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        post_data: object = None,
+        max_network_retries: int | None = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> Response:
+        """Send one request, retrying transient failures up to ``max_network_retries`` times.
+
+        Waits are jittered, except that a ``Retry-After`` from Stripe is honoured as given.
+        """
+        policy = replace(self._policy, max_attempts=(max_network_retries or 0) + 1)
+        attempt = 0
+        while True:
+            attempt += 1
+            self._limiter.acquire()
+            try:
+                response: Response = self.request(method, url, headers, post_data)
+            except stripe.APIConnectionError as error:
+                delay = stripe_retry_delay(policy, TIMEOUT, {}, attempt)
+                if not error.should_retry or delay is None:
+                    raise
+                status_text, advised = "no answer", False
+            else:
+                if 200 <= response[1] < 300:
+                    return response
+                delay = stripe_retry_delay(policy, response[1], response[2], attempt)
+                if delay is None:
+                    return response
+                status_text = f"HTTP {response[1]}"
+                advised = any(name.lower() == "retry-after" for name in response[2])
+            wait = delay if advised else jittered(delay, self._rng)
+            logger.warning(
+                "Stripe gave %s to %s %s; attempt %d of %d in %.2fs",
+                status_text,
+                method.upper(),
+                url.split("?", 1)[0],
+                attempt + 1,
+                policy.max_attempts,
+                wait,
+            )
+            self._sleep(wait)
+
+
+def build_stripe_client(
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> stripe.StripeClient:
+    """Return the run's Stripe client: pinned version, explicit retries, client-side rate limit.
+
+    Args:
+        settings: the API key, base URL, API version and request rate.
+        sleep: how to wait, for the rate limit and between retries (tests inject a fake).
+        rng: the source of retry jitter (tests inject a seeded one).
+    """
+    http_client = PacedHTTPClient(
+        rate_limiter(settings.stripe_max_requests_per_second, sleep), sleep=sleep, rng=rng
+    )
+    return stripe.StripeClient(
+        settings.stripe_api_key.reveal(),
+        base_addresses={"api": settings.stripe_api_base},
+        stripe_version=settings.stripe_api_version,
+        max_network_retries=MAX_NETWORK_RETRIES,
+        http_client=http_client,
+    )
+
+
+def api_version_of(client: stripe.StripeClient) -> str:
+    """Return the API version ``client`` sends in ``Stripe-Version`` (it decides object shapes)."""
+    # The SDK keeps the version only on its requestor; nothing public exposes it.
+    version = client._requestor._options.stripe_version
+    return version or DEFAULT_STRIPE_API_VERSION
+
+
+@contextmanager
+def stripe_errors() -> Iterator[None]:
+    """Turn Stripe SDK errors raised inside the block into the job's errors, without secrets.
+
+    Raises:
+        CredentialsRejected: Stripe refused the key (401) or its permissions (403).
+        StripeUnavailable: any other Stripe failure left after retries, with the request id.
+    """
+    try:
+        yield
+    except (stripe.AuthenticationError, stripe.PermissionError) as error:
+        raise CredentialsRejected(
+            f"Stripe refused the API key (HTTP {error.http_status or 401})"
+        ) from None
+    except stripe.StripeError as error:
+        raise StripeUnavailable(describe_stripe_error(error)) from None
+
+
+def describe_stripe_error(error: stripe.StripeError) -> str:
+    """Return a one-line description of a Stripe failure with its request id and no key."""
+    status = f"HTTP {error.http_status}" if error.http_status else "no answer"
+    request = f"request {error.request_id}" if error.request_id else "no request id"
+    message = " ".join(str(error.user_message or type(error).__name__).split())
+    message = _KEY_PATTERN.sub("[key]", message)
+    if isinstance(error, stripe.APIConnectionError):
+        message = "could not connect"
+    return f"Stripe failed ({status}, {request}): {message[:200]}"

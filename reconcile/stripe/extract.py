@@ -1,0 +1,283 @@
+"""Read a window of Stripe history and yield the ledger entries Moesif should hold for it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import stripe
+
+from reconcile.domain import EntryType, ExpectedEntry, Source
+from reconcile.stripe.client import api_version_of, stripe_errors
+from reconcile.stripe.mapping import StripeDict, StripeLookup, TopUp, id_of
+from reconcile.times import Window, from_unix
+
+logger = logging.getLogger(__name__)
+
+SLICE_LENGTH = timedelta(days=1)
+"""A long window is read as slices of this length, several at a time."""
+
+WORKERS = 4
+"""How many slices are read at once."""
+
+PAGE_LIMIT = 100
+
+_BALANCE_MOVEMENTS = {
+    "dispute": (Source.DISPUTE, EntryType.DEBIT),
+    "dispute_reversal": (Source.DISPUTE_REVERSAL, EntryType.CREDIT),
+    "refund_failure": (Source.REFUND_FAILURE, EntryType.CREDIT),
+}
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class ExtractProgress:
+    """How far an extraction has got, for progress output."""
+
+    slices_done: int
+    slices_total: int
+    entries: int
+
+
+Progress = Callable[[ExtractProgress], None]
+
+
+@dataclass(frozen=True)
+class _Found:
+    """An expected entry and the company it belongs to even when unmapped (for filtering)."""
+
+    entry: ExpectedEntry
+    company_hint: str
+
+
+def extract(
+    client: stripe.StripeClient,
+    since: datetime,
+    until: datetime,
+    *,
+    companies: Collection[str] = (),
+    progress: Progress | None = None,
+    slice_length: timedelta = SLICE_LENGTH,
+    workers: int = WORKERS,
+) -> Iterator[ExpectedEntry]:
+    """Yield each expected entry of Stripe objects created in ``[since, until)`` once.
+
+    Args:
+        client: the run's Stripe client (its pinned API version decides how invoice links are
+            found).
+        since: start of the window, inclusive (the caller includes the lookback).
+        until: end of the window, exclusive.
+        companies: when given, only entries of these Moesif companies (an unmapped entry counts
+            for the company its customer names).
+        progress: called after each slice is read.
+        slice_length: the window is read in slices of this length.
+        workers: how many slices are read at once.
+
+    Raises:
+        CredentialsRejected: Stripe refused the key.
+        StripeUnavailable: Stripe failed after retries.
+    """
+    slices = split_window(Window(since, until), slice_length)
+    lookup = StripeLookup(client, api_version_of(client))
+    wanted = frozenset(companies)
+    seen: set[str] = set()
+    with stripe_errors():
+        for done, found in enumerate(
+            _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
+        ):
+            for item in found:
+                if item.entry.transaction_id in seen:
+                    continue
+                seen.add(item.entry.transaction_id)
+                if not wanted or item.company_hint in wanted:
+                    yield item.entry
+            if progress is not None:
+                progress(ExtractProgress(done, len(slices), len(seen)))
+    logger.info("read %d Stripe movements in %d slices", len(seen), len(slices))
+
+
+def split_window(window: Window, length: timedelta) -> list[Window]:
+    """Return ``window`` cut into consecutive slices of at most ``length``."""
+    pieces = []
+    start = window.since
+    while start < window.until:
+        end = min(start + length, window.until)
+        pieces.append(Window(start, end))
+        start = end
+    return pieces
+
+
+def _in_order(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
+    """Yield ``work(item)`` for each item in order, running at most ``workers`` at once."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stripe-slice")
+    pending: deque[Future[_R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_slice(client: stripe.StripeClient, lookup: StripeLookup, piece: Window) -> list[_Found]:
+    """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements."""
+    gte, lt = _ceil_unix(piece.since), _ceil_unix(piece.until)
+    found: list[_Found] = []
+    for payment_intent in client.v1.payment_intents.list(
+        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+    ).auto_paging_iter():
+        found.extend(_topup_entries(payment_intent.to_dict(), lookup))
+    for refund in client.v1.refunds.list(
+        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+    ).auto_paging_iter():
+        found.extend(_refund_entries(refund.to_dict(), lookup))
+    for transaction in client.v1.balance_transactions.list(
+        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT, "expand": ["data.source"]}
+    ).auto_paging_iter():
+        found.extend(_balance_entries(transaction.to_dict(), client, lookup))
+    return found
+
+
+def _ceil_unix(moment: datetime) -> int:
+    """Return the first whole Unix second at or after ``moment`` (Stripe's ``created`` unit)."""
+    return math.ceil(moment.timestamp())
+
+
+def refund_moved_money(refund: StripeDict) -> bool:
+    """Return whether a refund took money back from a customer.
+
+    A succeeded refund did. So did a failed one that had a balance transaction: the money left
+    and came back, and the ``refund_failure`` credit only balances if the debit counts too.
+    Pending and canceled refunds are not final, so they are not drift yet.
+    """
+    status = refund.get("status")
+    return status == "succeeded" or (status == "failed" and bool(refund.get("balance_transaction")))
+
+
+def balance_movement(transaction: StripeDict) -> tuple[Source, EntryType] | None:
+    """Return what a balance transaction is for Moesif, or ``None`` when it is none of ours."""
+    category = transaction.get("reporting_category") or transaction.get("type")
+    return _BALANCE_MOVEMENTS.get(str(category))
+
+
+def movement_amount(transaction: StripeDict, source: StripeDict) -> tuple[int, str]:
+    """Return ``(minor units, currency)`` of a balance movement, in the payment's currency.
+
+    A balance transaction is in the settlement currency; when that differs from the dispute's
+    or refund's own currency, the source's amount is the one the customer paid in.
+    """
+    currency = str(transaction["currency"]).lower()
+    source_currency = str(source.get("currency") or currency).lower()
+    if source_currency != currency and source.get("amount") is not None:
+        return abs(int(source["amount"])), source_currency
+    return abs(int(transaction["amount"])), currency
+
+
+def _topup_entries(payment_intent: StripeDict, lookup: StripeLookup) -> list[_Found]:
+    if payment_intent.get("status") != "succeeded" or not payment_intent.get("customer"):
+        return []
+    topup = lookup.topup(payment_intent)
+    if topup is None or int(payment_intent.get("amount_received") or 0) <= 0:
+        return []
+    entry = _entry(
+        topup,
+        transaction_id=str(payment_intent["id"]),
+        source=Source.TOPUP,
+        entry_type=EntryType.CREDIT,
+        amount=(int(payment_intent["amount_received"]), str(payment_intent["currency"]).lower()),
+        created=int(payment_intent["created"]),
+        stripe_object_id=str(payment_intent["id"]),
+    )
+    return [entry]
+
+
+def _refund_entries(refund: StripeDict, lookup: StripeLookup) -> list[_Found]:
+    if not refund_moved_money(refund):
+        return []
+    topup = lookup.topup_of(refund)
+    if topup is None:
+        return []
+    entry = _entry(
+        topup,
+        transaction_id=str(refund["id"]),
+        source=Source.REFUND,
+        entry_type=EntryType.DEBIT,
+        amount=(abs(int(refund["amount"])), str(refund["currency"]).lower()),
+        created=int(refund["created"]),
+        stripe_object_id=str(refund["id"]),
+    )
+    return [entry]
+
+
+def _balance_entries(
+    transaction: StripeDict, client: stripe.StripeClient, lookup: StripeLookup
+) -> list[_Found]:
+    movement = balance_movement(transaction)
+    if movement is None:
+        return []
+    source = _expanded_source(transaction.get("source"), client)
+    topup = lookup.topup_of(source) if source else None
+    if source is None or topup is None:
+        return []
+    entry = _entry(
+        topup,
+        transaction_id=str(transaction["id"]),
+        source=movement[0],
+        entry_type=movement[1],
+        amount=movement_amount(transaction, source),
+        created=int(transaction["created"]),
+        stripe_object_id=str(source["id"]),
+    )
+    return [entry]
+
+
+def _expanded_source(source: object, client: stripe.StripeClient) -> StripeDict | None:
+    """Return a balance transaction's source as an object, fetching it if it came as an id."""
+    if isinstance(source, dict):
+        return source
+    source_id = id_of(source)
+    if source_id is None:
+        return None
+    if source_id.startswith("dp_"):
+        return client.v1.disputes.retrieve(source_id).to_dict()
+    if source_id.startswith(("re_", "pyr_")):
+        return client.v1.refunds.retrieve(source_id).to_dict()
+    return None
+
+
+def _entry(
+    topup: TopUp,
+    *,
+    transaction_id: str,
+    source: Source,
+    entry_type: EntryType,
+    amount: tuple[int, str],
+    created: int,
+    stripe_object_id: str,
+) -> _Found:
+    entry = ExpectedEntry(
+        transaction_id=transaction_id,
+        source=source,
+        entry_type=entry_type,
+        amount_minor=amount[0],
+        currency=amount[1],
+        created_at=from_unix(created),
+        stripe_object_id=stripe_object_id,
+        topup_id=topup.payment_intent_id,
+        stripe_customer_id=topup.customer_id,
+        company_id=topup.company_id,
+        subscription_id=topup.subscription_id,
+        unmapped_reason=topup.unmapped_reason,
+    )
+    return _Found(entry, topup.company_hint)

@@ -1,0 +1,729 @@
+"""A fake Stripe API on 127.0.0.1 for tests and the demo: real HTTP, Stripe's list semantics.
+
+Object shapes start from Stripe's own example objects (``fixtures.json`` beside this module,
+trimmed from github.com/stripe/openapi ``openapi/fixtures3.json``, MIT) with fields overridden.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from reconcile.stripe.mapping import FINAL_INVOICE_LINK_VERSION
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Query = dict[str, str]
+
+TEMPLATES: dict[str, Obj] = {
+    name: template
+    for name, template in json.loads(
+        resources.files("reconcile.stripe").joinpath("fixtures.json").read_text(encoding="utf-8")
+    ).items()
+    if not name.startswith("_")
+}
+"""Stripe's example object of each type this fake serves, by ``object`` name."""
+
+DEFAULT_VERSION = "2025-02-24.acacia"
+
+_COLLECTIONS = {
+    "customers": "customer",
+    "subscriptions": "subscription",
+    "payment_intents": "payment_intent",
+    "charges": "charge",
+    "refunds": "refund",
+    "disputes": "dispute",
+    "balance_transactions": "balance_transaction",
+    "invoice_payments": "invoice_payment",
+}
+_PREFIXES = {
+    "customer": "cus",
+    "subscription": "sub",
+    "payment_intent": "pi",
+    "charge": "ch",
+    "refund": "re",
+    "dispute": "dp",
+    "balance_transaction": "txn",
+    "invoice_payment": "inpay",
+}
+_BY_PREFIX = {prefix: kind for kind, prefix in _PREFIXES.items()}
+_LIST_FILTERS = {
+    "customer": ("customer",),
+    "subscription": ("customer",),
+    "payment_intent": ("customer",),
+    "charge": ("customer", "payment_intent"),
+    "refund": ("charge", "payment_intent"),
+    "dispute": ("charge", "payment_intent"),
+    "balance_transaction": ("type", "source"),
+    "invoice_payment": ("invoice", "payment[payment_intent]", "payment[type]"),
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake answered, for tests to assert on."""
+
+    method: str
+    path: str
+    query: Query
+    stripe_version: str | None
+    status: int
+
+
+@dataclass
+class _Fault:
+    status: int
+    headers: dict[str, str]
+    remaining: int
+
+
+@dataclass
+class _State:
+    objects: dict[str, dict[str, Obj]] = field(
+        default_factory=lambda: {kind: {} for kind in _PREFIXES}
+    )
+    faults: list[_Fault] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+
+class StripeApiError(Exception):
+    """An error the fake answers with, in Stripe's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        headers: Mapping[str, str] | None = None,
+        **extra: str,
+    ) -> None:
+        """Describe the answer: HTTP status, Stripe error type and message."""
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"type": error_type, "message": message, **extra}}
+        self.headers = dict(headers or {})
+
+
+class FakeStripe:
+    """A Stripe API server on 127.0.0.1 in a background thread; a context manager.
+
+    Seed it with ``add_*`` methods, point the SDK at :attr:`base_url`, inject faults with
+    :meth:`fail_next` and :meth:`delay_next`. Thread-safe; silent on stderr.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "sk_test_fake",
+        *,
+        default_version: str = DEFAULT_VERSION,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """Accept only ``api_key``; answer without ``Stripe-Version`` as ``default_version``."""
+        self.api_key = api_key
+        self.default_version = default_version
+        self._clock = clock
+        self._state = _State()
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeStripe:
+        """Start serving."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop serving."""
+        self.stop()
+
+    def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""
+        server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-stripe",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give the SDK as its API base (``http://127.0.0.1:<port>``)."""
+        if self._server is None:
+            raise RuntimeError("the fake Stripe is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def objects(self, kind: str) -> list[Obj]:
+        """Return copies of every stored object of ``kind`` (``payment_intent``, ``refund``...)."""
+        with self._lock:
+            return [copy.deepcopy(item) for item in self._state.objects[kind].values()]
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request answered so far, oldest first."""
+        with self._lock:
+            return list(self._state.requests)
+
+    # -- seeding --------------------------------------------------------------------------------
+
+    def add_customer(self, id: str | None = None, metadata: Mapping[str, str] | None = None) -> str:  # noqa: A002
+        """Create a customer; return its id."""
+        return self._store(
+            "customer", {"id": id, "metadata": dict(metadata or {}), "created": self._now()}
+        )
+
+    def add_subscription(
+        self, customer: str, status: str = "active", *, created: datetime | None = None
+    ) -> str:
+        """Create a subscription of ``customer`` in ``status``; return its id."""
+        moment = self._unix(created)
+        return self._store(
+            "subscription",
+            {
+                "customer": customer,
+                "status": status,
+                "created": moment,
+                "start_date": moment,
+                "cancel_at_period_end": False,
+                "canceled_at": moment if status == "canceled" else None,
+                "ended_at": moment if status == "canceled" else None,
+            },
+        )
+
+    def add_payment_intent(
+        self,
+        customer: str | None,
+        amount: int,
+        currency: str = "usd",
+        status: str = "succeeded",
+        metadata: Mapping[str, str] | None = None,
+        invoice: str | None = None,
+        created: datetime | None = None,
+    ) -> str:
+        """Create a PaymentIntent; a succeeded one gets its charge and balance transaction.
+
+        ``invoice`` links it to an invoice: the PaymentIntent's ``invoice`` field (before basil)
+        and an InvoicePayment (basil and later).
+        """
+        moment = self._unix(created)
+        with self._lock:
+            payment_intent_id = self._store(
+                "payment_intent",
+                {
+                    "amount": amount,
+                    "amount_received": amount if status == "succeeded" else 0,
+                    "currency": currency.lower(),
+                    "customer": customer,
+                    "metadata": dict(metadata or {}),
+                    "status": status,
+                    "created": moment,
+                    "invoice": invoice,
+                    "canceled_at": None,
+                    "last_payment_error": None,
+                },
+            )
+            if status == "succeeded":
+                self._charge(payment_intent_id, moment)
+            if invoice is not None:
+                self._invoice_payment(payment_intent_id, invoice, moment)
+        return payment_intent_id
+
+    def add_refund(
+        self,
+        payment_intent: str,
+        amount: int | None = None,
+        status: str = "succeeded",
+        created: datetime | None = None,
+        *,
+        name_payment_intent: bool = True,
+    ) -> str:
+        """Refund ``amount`` (default: what is left) of a succeeded PaymentIntent.
+
+        A succeeded or pending refund debits the balance (a ``refund`` balance transaction).
+        With ``name_payment_intent=False`` the refund names only its charge.
+        """
+        moment = self._unix(created)
+        with self._lock:
+            intent = self._get("payment_intent", payment_intent)
+            charge = self._get("charge", intent["latest_charge"])
+            amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
+            refund_id = self._store(
+                "refund",
+                {
+                    "amount": amount,
+                    "charge": charge["id"],
+                    "payment_intent": payment_intent if name_payment_intent else None,
+                    "currency": intent["currency"],
+                    "status": status,
+                    "created": moment,
+                },
+            )
+            if status in ("succeeded", "pending"):
+                charge["amount_refunded"] += amount
+                charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+                transaction = self._transaction(
+                    refund_id, -amount, intent["currency"], "refund", "refund", moment
+                )
+                self._get("refund", refund_id)["balance_transaction"] = transaction
+        return refund_id
+
+    def fail_refund(self, refund_id: str, created: datetime | None = None) -> str:
+        """Fail a refund, returning its money (a ``refund_failure`` credit); return that id."""
+        with self._lock:
+            refund = self._get("refund", refund_id)
+            refund["status"] = "failed"
+            return self._transaction(
+                refund_id,
+                refund["amount"],
+                refund["currency"],
+                "refund_failure",
+                "refund_failure",
+                self._unix(created),
+            )
+
+    def add_dispute(
+        self,
+        payment_intent: str,
+        amount: int | None = None,
+        created: datetime | None = None,
+        *,
+        settled: tuple[int, str] | None = None,
+    ) -> str:
+        """Dispute a succeeded PaymentIntent: funds withdrawn (a negative ``dispute`` movement).
+
+        ``settled`` gives the balance transaction another amount and currency (minor units,
+        code) than the dispute's, as when the account settles in another currency.
+        """
+        moment = self._unix(created)
+        with self._lock:
+            intent = self._get("payment_intent", payment_intent)
+            charge = self._get("charge", intent["latest_charge"])
+            amount = charge["amount"] if amount is None else amount
+            dispute_id = self._store(
+                "dispute",
+                {
+                    "amount": amount,
+                    "charge": charge["id"],
+                    "payment_intent": payment_intent,
+                    "currency": intent["currency"],
+                    "status": "needs_response",
+                    "created": moment,
+                    "balance_transactions": [],
+                },
+            )
+            charge["disputed"] = True
+            bt_amount, bt_currency = settled or (amount, intent["currency"])
+            transaction = self._transaction(
+                dispute_id, -abs(bt_amount), bt_currency, "adjustment", "dispute", moment
+            )
+            self._get("dispute", dispute_id)["balance_transactions"].append(transaction)
+        return dispute_id
+
+    def reinstate_dispute(
+        self,
+        dispute_id: str,
+        created: datetime | None = None,
+        *,
+        settled: tuple[int, str] | None = None,
+    ) -> str:
+        """Win a dispute: funds reinstated (a ``dispute_reversal`` credit); return that id."""
+        with self._lock:
+            dispute = self._get("dispute", dispute_id)
+            dispute["status"] = "won"
+            bt_amount, bt_currency = settled or (dispute["amount"], dispute["currency"])
+            transaction = self._transaction(
+                dispute_id,
+                abs(bt_amount),
+                bt_currency,
+                "adjustment",
+                "dispute_reversal",
+                self._unix(created),
+            )
+            dispute["balance_transactions"].append(transaction)
+            return transaction
+
+    def set_status(self, payment_intent: str, status: str) -> None:
+        """Move a PaymentIntent to ``status`` (a processing one that succeeds gets its charge)."""
+        with self._lock:
+            intent = self._get("payment_intent", payment_intent)
+            intent["status"] = status
+            if status == "succeeded" and not intent["latest_charge"]:
+                intent["amount_received"] = intent["amount"]
+                self._charge(payment_intent, intent["created"])
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def fail_next(
+        self, status: int, count: int = 1, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` (and ``headers``) before any work."""
+        with self._lock:
+            self._state.faults.append(_Fault(status, dict(headers or {}), count))
+
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Wait ``seconds`` before answering each of the next ``count`` requests."""
+        with self._lock:
+            self._state.delays.extend([seconds] * count)
+
+    # -- serving --------------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str]
+    ) -> tuple[int, Obj, dict[str, str]]:
+        """Answer one request: return status, JSON body and extra headers."""
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        version = headers.get("stripe-version") or self.default_version
+        self._pause()
+        try:
+            status, body, extra = 200, self._route(method, parts.path, query, headers, version), {}
+        except StripeApiError as error:
+            status, body, extra = error.status, error.body, error.headers
+        with self._lock:
+            self._state.requests.append(
+                RecordedRequest(method, parts.path, query, headers.get("stripe-version"), status)
+            )
+        return status, body, extra
+
+    def _pause(self) -> None:
+        with self._lock:
+            delay = self._state.delays.pop(0) if self._state.delays else 0.0
+        if delay > 0:
+            time.sleep(delay)
+
+    def _take_fault(self) -> _Fault | None:
+        with self._lock:
+            if not self._state.faults:
+                return None
+            fault = self._state.faults[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._state.faults.pop(0)
+            return fault
+
+    def _route(
+        self, method: str, path: str, query: Query, headers: Mapping[str, str], version: str
+    ) -> Obj:
+        fault = self._take_fault()
+        if fault is not None:
+            raise _fault_error(fault)
+        self._authenticate(headers)
+        segments = [part for part in path.split("/") if part]
+        if method != "GET" or len(segments) not in (2, 3) or segments[0] != "v1":
+            raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
+        kind = _COLLECTIONS.get(segments[1])
+        if kind is None:
+            raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
+        with self._lock:
+            if len(segments) == 3:
+                return self._retrieve(kind, segments[2], query, version)
+            return self._list(kind, path, query, version)
+
+    def _authenticate(self, headers: Mapping[str, str]) -> None:
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if given != self.api_key:
+            masked = f"{given[:8]}{'*' * max(0, len(given) - 12)}{given[-4:]}" if given else ""
+            raise StripeApiError(401, f"Invalid API Key provided: {masked}")
+
+    def _retrieve(self, kind: str, object_id: str, query: Query, version: str) -> Obj:
+        found = self._state.objects[kind].get(object_id)
+        if found is None:
+            raise StripeApiError(
+                404, f"No such {kind}: '{object_id}'", code="resource_missing", param="id"
+            )
+        return self._render(found, version, _expansions(query, ""))
+
+    def _list(self, kind: str, path: str, query: Query, version: str) -> Obj:
+        limit = _limit(query)
+        items = sorted(
+            (item for item in self._state.objects[kind].values() if _matches(item, kind, query)),
+            key=lambda item: (item["created"], item["id"]),
+            reverse=True,
+        )
+        page, has_more = _page(items, query, limit)
+        expand = _expansions(query, "data.")
+        return {
+            "object": "list",
+            "data": [self._render(item, version, expand) for item in page],
+            "has_more": has_more,
+            "url": path,
+        }
+
+    def _render(self, item: Obj, version: str, expand: set[str]) -> Obj:
+        rendered = copy.deepcopy(item)
+        if item["object"] == "payment_intent" and version[:10] >= FINAL_INVOICE_LINK_VERSION:
+            rendered.pop("invoice", None)
+        for name in expand:
+            value = rendered.get(name)
+            if isinstance(value, str) and value.split("_", 1)[0] in _BY_PREFIX:
+                target = self._state.objects[_BY_PREFIX[value.split("_", 1)[0]]].get(value)
+                if target is not None:
+                    rendered[name] = self._render(target, version, set())
+        return rendered
+
+    # -- storage helpers ------------------------------------------------------------------------
+
+    def _store(self, kind: str, fields: Obj) -> str:
+        with self._lock:
+            item = copy.deepcopy(TEMPLATES[kind])
+            item.update({name: value for name, value in fields.items() if name != "id"})
+            item["id"] = fields.get("id") or f"{_PREFIXES[kind]}_fake{next(self._ids):012d}"
+            self._state.objects[kind][item["id"]] = item
+            return str(item["id"])
+
+    def _get(self, kind: str, object_id: str) -> Obj:
+        found = self._state.objects[kind].get(object_id)
+        if found is None:
+            raise KeyError(f"the fake Stripe has no {kind} {object_id}")
+        return found
+
+    def _charge(self, payment_intent_id: str, moment: int) -> None:
+        intent = self._get("payment_intent", payment_intent_id)
+        charge_id = self._store(
+            "charge",
+            {
+                "amount": intent["amount"],
+                "amount_captured": intent["amount"],
+                "amount_refunded": 0,
+                "captured": True,
+                "paid": True,
+                "refunded": False,
+                "disputed": False,
+                "status": "succeeded",
+                "currency": intent["currency"],
+                "customer": intent["customer"],
+                "payment_intent": payment_intent_id,
+                "created": moment,
+                "description": None,
+            },
+        )
+        intent["latest_charge"] = charge_id
+        self._get("charge", charge_id)["balance_transaction"] = self._transaction(
+            charge_id, intent["amount"], intent["currency"], "charge", "charge", moment
+        )
+
+    def _invoice_payment(self, payment_intent_id: str, invoice: str, moment: int) -> None:
+        intent = self._get("payment_intent", payment_intent_id)
+        self._store(
+            "invoice_payment",
+            {
+                "invoice": invoice,
+                "amount_paid": intent["amount_received"] or None,
+                "amount_requested": intent["amount"],
+                "currency": intent["currency"],
+                "created": moment,
+                "is_default": True,
+                "payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
+                "status": "paid" if intent["status"] == "succeeded" else "open",
+                "status_transitions": {"canceled_at": None, "paid_at": moment},
+            },
+        )
+
+    def _transaction(
+        self, source: str, amount: int, currency: str, kind: str, category: str, moment: int
+    ) -> str:
+        return self._store(
+            "balance_transaction",
+            {
+                "amount": amount,
+                "currency": currency.lower(),
+                "net": amount,
+                "fee": 0,
+                "fee_details": [],
+                "exchange_rate": None,
+                "type": kind,
+                "reporting_category": category,
+                "source": source,
+                "status": "available",
+                "created": moment,
+                "available_on": moment,
+                "description": None,
+            },
+        )
+
+    def _now(self) -> int:
+        return int(self._clock().timestamp())
+
+    def _unix(self, moment: datetime | None) -> int:
+        return self._now() if moment is None else int(moment.timestamp())
+
+
+def _fault_error(fault: _Fault) -> StripeApiError:
+    if fault.status == 429:
+        return StripeApiError(
+            429,
+            "Too many requests hit the API too quickly.",
+            headers=fault.headers,
+            code="rate_limit",
+        )
+    return StripeApiError(
+        fault.status, "An unknown error occurred.", error_type="api_error", headers=fault.headers
+    )
+
+
+def _limit(query: Query) -> int:
+    raw = query.get("limit", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise StripeApiError(
+            400,
+            "Invalid integer: limit must be between 1 and 100.",
+            code="parameter_invalid_integer",
+            param="limit",
+        )
+    return int(raw)
+
+
+def _matches(item: Obj, kind: str, query: Query) -> bool:
+    if not _created_matches(item["created"], query):
+        return False
+    for name in _LIST_FILTERS[kind]:
+        if name in query and str(_field(item, name) or "") != query[name]:
+            return False
+    if kind == "subscription":
+        return _subscription_status_matches(item["status"], query.get("status"))
+    return True
+
+
+def _field(item: Obj, name: str) -> object:
+    if "[" not in name:
+        return item.get(name)
+    outer, inner = name.rstrip("]").split("[", 1)
+    value = item.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def _created_matches(created: int, query: Query) -> bool:
+    checks: dict[str, Callable[[int, int], bool]] = {
+        "gte": lambda a, b: a >= b,
+        "gt": lambda a, b: a > b,
+        "lte": lambda a, b: a <= b,
+        "lt": lambda a, b: a < b,
+    }
+    if "created" in query:
+        return created == _integer(query["created"], "created")
+    return all(
+        check(created, _integer(query[f"created[{name}]"], f"created[{name}]"))
+        for name, check in checks.items()
+        if f"created[{name}]" in query
+    )
+
+
+def _integer(raw: str, param: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise StripeApiError(400, f"Invalid integer: {raw}", param=param) from None
+
+
+def _subscription_status_matches(status: str, wanted: str | None) -> bool:
+    if wanted == "all":
+        return True
+    if wanted is None:
+        return status not in ("canceled", "incomplete_expired")
+    if wanted == "ended":
+        return status in ("canceled", "incomplete_expired")
+    return status == wanted
+
+
+def _page(items: list[Obj], query: Query, limit: int) -> tuple[list[Obj], bool]:
+    ids = [item["id"] for item in items]
+    if query.get("starting_after"):
+        start = _cursor(ids, query["starting_after"]) + 1
+        return items[start : start + limit], len(items) > start + limit
+    if query.get("ending_before"):
+        end = _cursor(ids, query["ending_before"])
+        return items[max(0, end - limit) : end], end - limit > 0
+    return items[:limit], len(items) > limit
+
+
+def _cursor(ids: list[str], cursor: str) -> int:
+    if cursor not in ids:
+        raise StripeApiError(400, f"No such object: '{cursor}'", param="starting_after")
+    return ids.index(cursor)
+
+
+def _expansions(query: Query, prefix: str) -> set[str]:
+    return {
+        value.removeprefix(prefix)
+        for name, value in query.items()
+        if name.startswith("expand[") and value.startswith(prefix)
+    }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 10
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._answer("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._answer("DELETE")
+
+        def _answer(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            status, body, extra = fake.handle(method, self.path, headers)
+            payload = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Request-Id", f"req_fake{next(_request_ids):010d}")
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            """Stay quiet: tests and the demo own the terminal."""
+
+    return Handler
+
+
+_request_ids = itertools.count(1)

@@ -1,0 +1,237 @@
+"""Which Stripe payments are top-ups, and which Moesif company and subscription each one credits.
+
+The decisions are pure functions of plain Stripe objects (dicts); :class:`StripeLookup` fetches
+and caches the objects they need for one run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+
+StripeDict = Mapping[str, Any]
+"""A Stripe object as plain data (``StripeObject.to_dict()``)."""
+
+FINAL_INVOICE_LINK_VERSION = "2025-03-31"
+"""From this API version (basil) on, a PaymentIntent no longer names its invoice."""
+
+_ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True)
+class TopUp:
+    """A payment that bought prepaid credit, and where in Moesif that credit belongs.
+
+    ``company_id`` and ``subscription_id`` are ``None`` when the customer does not map to one
+    Moesif subscription; ``unmapped_reason`` says why, and ``company_hint`` still names the
+    company the payment most likely belongs to (for the ``--company`` filter).
+    """
+
+    payment_intent_id: str
+    customer_id: str
+    company_id: str | None
+    subscription_id: str | None
+    unmapped_reason: str | None
+    company_hint: str
+
+
+def pi_names_invoice(api_version: str) -> bool:
+    """Return whether PaymentIntents carry ``invoice`` in this API version (before basil)."""
+    return api_version[:10] < FINAL_INVOICE_LINK_VERSION
+
+
+def is_topup(payment_intent: StripeDict, invoice_linked: bool) -> bool:
+    """Return whether a PaymentIntent is a prepaid-credit top-up (contract section 4).
+
+    A top-up succeeded, has a customer, is not linked to an invoice, and is not marked with
+    metadata ``moesif_topup`` = ``false`` (any case).
+    """
+    if payment_intent.get("status") != "succeeded" or not id_of(payment_intent.get("customer")):
+        return False
+    flag = str((payment_intent.get("metadata") or {}).get("moesif_topup", "")).strip().lower()
+    return flag != "false" and not invoice_linked
+
+
+def company_of(customer: StripeDict) -> str:
+    """Return the Moesif company of a customer: metadata ``moesif_company_id``, else its id."""
+    company = str((customer.get("metadata") or {}).get("moesif_company_id") or "").strip()
+    return company or str(customer["id"])
+
+
+def live_subscription_ids(subscriptions: Iterable[StripeDict]) -> list[str]:
+    """Return the ids of subscriptions that are not canceled (or expired before starting)."""
+    return [
+        str(item["id"])
+        for item in subscriptions
+        if item.get("status") not in _ENDED_SUBSCRIPTION_STATUSES
+    ]
+
+
+def resolve_subscription(
+    payment_intent: StripeDict, customer: StripeDict, live_subscriptions: list[str] | None
+) -> tuple[str | None, str | None]:
+    """Return ``(subscription_id, unmapped_reason)`` for a top-up; exactly one is ``None``.
+
+    PaymentIntent metadata ``moesif_subscription_id`` wins, then the customer's, then the
+    customer's only live Stripe subscription. None or several is never guessed.
+
+    Args:
+        payment_intent: the top-up.
+        customer: its customer.
+        live_subscriptions: ids from :func:`live_subscription_ids`, or ``None`` when they are
+            not needed because metadata already decides (callers fetch them lazily).
+    """
+    for source in (payment_intent, customer):
+        named = str((source.get("metadata") or {}).get("moesif_subscription_id") or "").strip()
+        if named:
+            return named, None
+    live = live_subscriptions or []
+    if len(live) == 1:
+        return live[0], None
+    counted = (
+        "no active Stripe subscription" if not live else f"{len(live)} active Stripe subscriptions"
+    )
+    return None, f"customer {customer['id']} has no Moesif subscription id and {counted}"
+
+
+def needs_subscription_list(payment_intent: StripeDict, customer: StripeDict) -> bool:
+    """Return whether metadata leaves the subscription open, so Stripe's list must decide."""
+    return not any(
+        str((source.get("metadata") or {}).get("moesif_subscription_id") or "").strip()
+        for source in (payment_intent, customer)
+    )
+
+
+def map_topup(
+    payment_intent: StripeDict, customer: StripeDict, live_subscriptions: list[str] | None
+) -> TopUp:
+    """Return the Moesif destination of a top-up (pure: the caller fetched the objects)."""
+    subscription_id, reason = resolve_subscription(payment_intent, customer, live_subscriptions)
+    company = company_of(customer)
+    return TopUp(
+        payment_intent_id=str(payment_intent["id"]),
+        customer_id=str(customer["id"]),
+        company_id=company if subscription_id else None,
+        subscription_id=subscription_id,
+        unmapped_reason=reason,
+        company_hint=company,
+    )
+
+
+def id_of(value: object) -> str | None:
+    """Return the id of an expandable Stripe field: a bare id, an expanded object, or nothing."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, Mapping):
+        found = value.get("id")
+        return str(found) if found else None
+    return None
+
+
+class _Cache:
+    """A thread-safe memo; two threads may both fetch a missing key once, which is harmless."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, fetch: Callable[[], _V]) -> _V:
+        with self._lock:
+            if key in self._values:
+                return self._values[key]  # type: ignore[return-value]
+        value = fetch()
+        with self._lock:
+            self._values.setdefault(key, value)
+        return value
+
+
+class StripeLookup:
+    """Fetches and caches, for one run, the Stripe objects that mapping decisions need.
+
+    Thread-safe: the extractor's workers share one lookup.
+    """
+
+    def __init__(self, client: stripe.StripeClient, api_version: str) -> None:
+        """Use ``client``; ``api_version`` decides how an invoice link is found."""
+        self._client = client
+        self._names_invoice = pi_names_invoice(api_version)
+        self._customers = _Cache()
+        self._subscriptions = _Cache()
+        self._topups = _Cache()
+        self._charges = _Cache()
+
+    def customer(self, customer_id: str) -> StripeDict:
+        """Return a customer by id."""
+        return self._customers.get(
+            customer_id, lambda: self._client.v1.customers.retrieve(customer_id).to_dict()
+        )
+
+    def live_subscriptions(self, customer_id: str) -> list[str]:
+        """Return the ids of a customer's Stripe subscriptions that are not canceled."""
+        return self._subscriptions.get(customer_id, lambda: self._fetch_live(customer_id))
+
+    def _fetch_live(self, customer_id: str) -> list[str]:
+        listed = self._client.v1.subscriptions.list(
+            params={"customer": customer_id, "status": "all", "limit": 100}
+        )
+        return live_subscription_ids(item.to_dict() for item in listed.auto_paging_iter())
+
+    def invoice_linked(self, payment_intent: StripeDict) -> bool:
+        """Return whether Stripe links a PaymentIntent to an invoice, for the pinned version."""
+        if self._names_invoice and "invoice" in payment_intent:
+            return bool(payment_intent.get("invoice"))
+        listed = self._client.v1.invoice_payments.list(
+            params={
+                "payment": {"type": "payment_intent", "payment_intent": str(payment_intent["id"])},
+                "limit": 1,
+            }
+        )
+        return bool(listed.data)
+
+    def topup(self, payment_intent: StripeDict) -> TopUp | None:
+        """Return where a PaymentIntent's credit belongs, or ``None`` when it is no top-up."""
+        return self._topups.get(str(payment_intent["id"]), lambda: self._map(payment_intent))
+
+    def topup_by_id(self, payment_intent_id: str) -> TopUp | None:
+        """Return :meth:`topup` of a PaymentIntent known only by id (fetched once)."""
+        return self._topups.get(
+            payment_intent_id,
+            lambda: self._map(
+                self._client.v1.payment_intents.retrieve(payment_intent_id).to_dict()
+            ),
+        )
+
+    def payment_intent_of_charge(self, charge_id: str) -> str | None:
+        """Return the PaymentIntent id of a charge (fetched once)."""
+        return self._charges.get(
+            charge_id,
+            lambda: id_of(
+                self._client.v1.charges.retrieve(charge_id).to_dict().get("payment_intent")
+            ),
+        )
+
+    def topup_of(self, movement: StripeDict) -> TopUp | None:
+        """Return the top-up a refund or dispute moves money of, via its PaymentIntent or charge."""
+        payment_intent_id = id_of(movement.get("payment_intent"))
+        charge_id = id_of(movement.get("charge"))
+        if payment_intent_id is None and charge_id is not None:
+            payment_intent_id = self.payment_intent_of_charge(charge_id)
+        return self.topup_by_id(payment_intent_id) if payment_intent_id else None
+
+    def _map(self, payment_intent: StripeDict) -> TopUp | None:
+        if not is_topup(payment_intent, invoice_linked=False):
+            return None
+        if self.invoice_linked(payment_intent):
+            return None
+        customer = self.customer(str(id_of(payment_intent.get("customer"))))
+        live = (
+            self.live_subscriptions(str(customer["id"]))
+            if needs_subscription_list(payment_intent, customer)
+            else None
+        )
+        return map_topup(payment_intent, customer, live)

@@ -1,0 +1,286 @@
+"""The whole job through its command line, against the fakes over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from reconcile.cli import main
+from reconcile.db.engine import make_engine
+from reconcile.db.models import Posting, Run
+from reconcile.demo import seed
+from reconcile.lock import run_lock
+from reconcile.times import to_iso
+from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
+
+EVERY_CATEGORY = {
+    "missing_in_moesif",
+    "amount_mismatch",
+    "duplicate_in_moesif",
+    "missing_in_stripe",
+    "currency_mismatch",
+    "unmapped_customer",
+    "matched_by_amount",
+}
+
+
+def _count(world: World, model: type, *where: object) -> int:
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(select(func.count()).select_from(model).where(*where)))
+    finally:
+        engine.dispose()
+
+
+def test_seeded_history_gives_every_category_and_posts_what_is_missing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+
+    assert main(["--since", world.since]) == 1
+
+    rows = world.report_rows()
+    assert {row["category"] for row in rows} == EVERY_CATEGORY
+    posted = {row["transaction_id"]: row for row in rows if row["action"] == "posted"}
+    assert set(posted) == set(world.posted_ids())
+    assert Counter(body["type"] for body in world.moesif.posts) == {"credit": 2, "debit": 2}
+    amounts = {(row["currency"], row["stripe_amount"]) for row in posted.values()}
+    assert amounts == {("usd", "25.00"), ("usd", "5.00"), ("jpy", "5000"), ("usd", "40.00")}
+    sent = {body["transaction_id"]: body["amount"] for body in world.moesif.posts}
+    assert sorted(sent.values()) == [
+        Decimal("5.00"),
+        Decimal("25.00"),
+        Decimal("40.00"),
+        Decimal("5000"),
+    ]
+    flagged = [row for row in rows if row["action"] == "flagged"]
+    assert all(row["category"] != "missing_in_moesif" for row in flagged)
+    out = capsys.readouterr().out
+    assert "drift-" in out
+    assert "missing_in_moesif" in out
+
+
+def test_a_second_run_posts_nothing(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since]) == 1
+    first = list(world.moesif.posts)
+
+    assert main(["--since", world.since]) == 1
+
+    assert world.moesif.posts == first
+    second = world.report_rows()
+    assert not [row for row in second if row["category"] == "missing_in_moesif"]
+    assert (
+        Counter(row.transaction_id for row in world.moesif.rows() if row.transaction_id)[
+            first[0]["transaction_id"]
+        ]
+        == 1
+    )
+
+
+def test_a_dry_run_posts_nothing_and_records_nothing_as_posted(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+
+    assert main(["--since", world.since, "--dry-run"]) == 1
+
+    assert world.moesif.posts == []
+    assert _count(world, Posting) == 0
+    actions = {
+        row["action"] for row in world.report_rows() if row["category"] == "missing_in_moesif"
+    }
+    assert actions == {"would_post"}
+    assert main(["--since", world.since]) == 1
+    assert len(world.moesif.posts) == 4
+
+
+def test_a_clean_history_exits_0(world: World) -> None:
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    world.moesif.add_subscription("sub_acme", "acme")
+    paid = world.stripe.add_payment_intent(customer, 1234, created=world.now - timedelta(days=1))
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("12.34"),
+        world.now - timedelta(days=1),
+        transaction_id=paid,
+    )
+
+    assert main(["--since", world.since]) == 0
+
+    assert world.report_rows() == []
+    assert world.moesif.posts == []
+
+
+def test_only_missing_movements_are_posted_and_then_the_run_is_clean(world: World) -> None:
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.stripe.add_payment_intent(customer, 1999, created=world.now - timedelta(days=1))
+
+    assert main(["--since", world.since]) == 0
+    assert main(["--since", world.since]) == 0
+
+    assert [body["amount"] for body in world.moesif.posts] == [Decimal("19.99")]
+
+
+def _one_error_line(err: str) -> str:
+    """The error is one line, the last one, and no traceback came before it."""
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("reconcile: error:")]
+    assert len(errors) == 1
+    assert err.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--since", "yesterday"], "not an ISO 8601"),
+        (["--since", "2026-11-02", "--until", "2026-11-01"], "--since must be before --until"),
+        (["--since", "2026-11-01", "--bogus"], "unrecognized arguments"),
+        ([], "no --since given"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    world: World, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        raise SystemExit(main(argv))
+    assert caught.value.code == 2
+    assert fragment in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_missing_key_is_exit_2_naming_the_variable(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STRIPE_API_KEY")
+    assert main(["--since", world.since]) == 2
+    assert "STRIPE_API_KEY" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_rejected_stripe_key_is_exit_2_without_the_key(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrong_key_9999")
+    assert main(["--since", world.since]) == 2
+    err = capsys.readouterr().err
+    assert "Stripe refused the API key" in _one_error_line(err)
+    assert "sk_test_wrong_key_9999" not in err
+
+
+def test_moesif_down_is_exit_3_and_the_rerun_resumes(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    world.moesif.fail_next(503, count=1000)
+
+    assert main(["--since", world.since]) == 3
+    assert world.moesif.posts == []
+    assert "Moesif" in capsys.readouterr().err
+
+    world.moesif.fail_next(200, count=0)
+    world.moesif.clear_faults()
+    assert main(["--since", world.since]) == 1
+    assert len(world.moesif.posts) == 4
+
+
+def test_the_posting_count_guardrail_posts_nothing_and_exits_4(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    monkeypatch.setenv("RECONCILE_MAX_POSTINGS", "3")
+
+    assert main(["--since", world.since]) == 4
+
+    assert world.moesif.posts == []
+    assert "RECONCILE_MAX_POSTINGS=3" in capsys.readouterr().err
+    missing = [row for row in world.report_rows() if row["category"] == "missing_in_moesif"]
+    assert {row["action"] for row in missing} == {"would_post"}
+
+
+def test_the_posting_total_guardrail_posts_nothing_and_exits_4(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    monkeypatch.setenv("RECONCILE_MAX_POSTING_TOTAL", "100")
+
+    assert main(["--since", world.since]) == 4
+    assert world.moesif.posts == []
+
+    monkeypatch.setenv("RECONCILE_MAX_POSTING_TOTAL", "10000")
+    assert main(["--since", world.since]) == 1
+    assert len(world.moesif.posts) == 4
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_75(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(world.database_url)
+    try:
+        from reconcile.db.engine import upgrade_to_head
+
+        upgrade_to_head(engine)
+        with run_lock(engine):
+            assert main(["--since", world.since]) == 75
+    finally:
+        engine.dispose()
+    assert "lock" in capsys.readouterr().err
+    assert main(["--since", world.since]) == 0
+
+
+def test_a_run_without_since_continues_from_the_watermark_minus_the_lookback(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILE_LOOKBACK", "6h")
+    until = world.now - timedelta(hours=1)
+    assert main(["--since", world.since, "--until", to_iso(until)]) == 0
+
+    assert main([]) == 0
+
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            windows = connection.execute(
+                select(Run.since, Run.until).order_by(Run.started_at)
+            ).all()
+    finally:
+        engine.dispose()
+    assert windows[1].since == until - timedelta(hours=6)
+
+
+def test_company_filter_limits_the_run(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+
+    assert main(["--since", world.since, "--company", "acme"]) == 0
+
+    companies = {row["company_id"] for row in world.report_rows()}
+    assert companies == {"acme"}
+    assert {body["company_id"] for body in world.moesif.posts} == {"acme"}
+
+
+def test_secrets_reach_neither_output_nor_report_nor_database(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since, "--verbose"]) == 1
+
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + world.reports()[-1].read_text()
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            for model in (Run, Posting):
+                text += repr(connection.execute(select(model.__table__)).all())
+    finally:
+        engine.dispose()
+    assert STRIPE_KEY not in text
+    assert MOESIF_TOKEN not in text

@@ -1,0 +1,185 @@
+"""Exactly-once under crashes: kill the job process at each step of a posting, then rerun.
+
+The job runs as a real subprocess; the fake Moesif kills it with SIGKILL at the moment a chosen
+request arrives (before or after applying it), so no line of the job gets to tidy up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from reconcile.db.engine import make_engine
+from reconcile.db.models import Posting, Run
+from reconcile.demo import seed
+from reconcile.moesif.fake import Exchange, Verdict
+from tests.e2e.conftest import World
+
+POST_PATH = "/v1/~/billing/reports/balance_transactions"
+MISSING = 4
+"""How many movements the seeded history lacks in Moesif."""
+
+
+def _job(world: World) -> subprocess.Popen[bytes]:
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        **world.environment,
+        "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconcile", "--since", world.since],
+        env=environment,
+        cwd=Path.cwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _kill_when(
+    world: World, wanted: Callable[[Exchange], bool], verdict: Verdict, nth: int = 1
+) -> int:
+    """Run the job, kill it when the ``nth`` wanted request arrives; return its exit status."""
+    seen = 0
+    job: list[subprocess.Popen[bytes]] = []
+
+    def hook(exchange: Exchange) -> Verdict | None:
+        nonlocal seen
+        if not wanted(exchange):
+            return None
+        seen += 1
+        if seen != nth:
+            return None
+        os.kill(job[0].pid, signal.SIGKILL)
+        world.moesif.on_request = None
+        return verdict
+
+    world.moesif.on_request = hook
+    job.append(_job(world))
+    _, err = job[0].communicate(timeout=60)
+    world.moesif.on_request = None
+    assert job[0].returncode == -signal.SIGKILL, err.decode()
+    return job[0].returncode
+
+
+def _rerun(world: World) -> int:
+    """Run the job to the end; a just-killed holder's lock may take a moment to vanish."""
+    for _ in range(20):
+        job = _job(world)
+        _, err = job.communicate(timeout=60)
+        if job.returncode != 75:
+            assert b"Traceback" not in err, err.decode()
+            return job.returncode
+        time.sleep(0.1)
+    raise AssertionError("the lock of the killed run was never released")
+
+
+def _is_post(exchange: Exchange) -> bool:
+    return exchange.method == "POST" and exchange.path == POST_PATH
+
+
+def _is_read_back(exchange: Exchange) -> bool:
+    return exchange.method == "GET" and "company_id" in exchange.query
+
+
+def _assert_each_posted_once(world: World) -> None:
+    ids = Counter(row.transaction_id for row in world.moesif.rows() if row.transaction_id)
+    posted = [tid for tid in ids if not tid.startswith("pi_fake0000000000") or ids[tid] > 1]
+    assert all(count == 1 for count in ids.values()), ids
+    stored = _postings(world)
+    assert len(stored) == MISSING
+    assert {status for _, status in stored} == {"confirmed"}
+    assert {tid for tid, _ in stored} <= set(ids)
+    assert posted is not None
+
+
+def _postings(world: World) -> list[tuple[str, str]]:
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            return [
+                (row.transaction_id, row.status)
+                for row in connection.execute(select(Posting.transaction_id, Posting.status))
+            ]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def seeded(world: World) -> World:
+    seed(world.stripe, world.moesif, world.now)
+    return world
+
+
+def test_crash_before_moesif_applies_the_post_then_rerun_posts_it_once(seeded: World) -> None:
+    _kill_when(seeded, _is_post, "drop")
+    assert [status for _, status in _postings(seeded)] == ["intent"]
+    assert seeded.moesif.posts == []
+
+    assert _rerun(seeded) == 1
+
+    _assert_each_posted_once(seeded)
+    assert len(seeded.moesif.posts) == MISSING
+
+
+def test_crash_after_moesif_applied_the_post_then_rerun_never_resends_it(seeded: World) -> None:
+    _kill_when(seeded, _is_post, "apply_then_drop")
+    first = seeded.moesif.posts[0]["transaction_id"]
+    assert [status for _, status in _postings(seeded)] == ["intent"]
+
+    assert _rerun(seeded) == 1
+
+    _assert_each_posted_once(seeded)
+    sent = Counter(body["transaction_id"] for body in seeded.moesif.posts)
+    assert sent[first] == 1
+    assert len(sent) == MISSING
+
+
+def test_crash_during_the_read_back_then_rerun_posts_once(seeded: World) -> None:
+    _kill_when(seeded, _is_post, "drop")
+    seeded.moesif.add_row(
+        "noise", "sub_noise", "promotion", __import__("decimal").Decimal(1), seeded.now
+    )
+    _kill_when(seeded, lambda exchange: _is_post(exchange) or _is_read_back(exchange), "drop")
+
+    assert _rerun(seeded) == 1
+
+    _assert_each_posted_once(seeded)
+
+
+def test_crash_after_the_outcome_is_recorded_then_rerun_sends_only_the_rest(
+    seeded: World,
+) -> None:
+    _kill_when(seeded, _is_post, "drop", nth=2)
+    statuses = sorted(status for _, status in _postings(seeded))
+    assert statuses == ["confirmed", "intent"]
+
+    assert _rerun(seeded) == 1
+
+    _assert_each_posted_once(seeded)
+    assert len(seeded.moesif.posts) == MISSING
+
+
+def test_a_crashed_run_is_marked_and_does_not_block_the_next(seeded: World) -> None:
+    _kill_when(seeded, _is_post, "drop")
+
+    assert _rerun(seeded) == 1
+
+    engine = make_engine(seeded.database_url)
+    try:
+        with engine.connect() as connection:
+            statuses = [
+                row.status
+                for row in connection.execute(select(Run.status).order_by(Run.started_at))
+            ]
+    finally:
+        engine.dispose()
+    assert statuses == ["crashed", "succeeded"]
