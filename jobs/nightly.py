@@ -210,14 +210,20 @@ def _write_metrics(
         logger.error("could not write metrics to %s: %s", settings.metrics_file, error.strerror)
 
 
-def scheduled_run(run: RunFunction = execute) -> int:
+def scheduled_run(schedule: str | None = None, run: RunFunction = execute) -> int:
     """Run the job for its latest fire time; APScheduler calls this by reference.
 
     Settings are read again at each run, so credentials never enter the job store.
+
+    Args:
+        schedule: the cron line of the trigger that fired (the job stores it); by default
+            ``RECONCILE_SCHEDULE``.
+        run: the run function; :func:`reconcile.run.execute` unless a test injects another.
     """
     try:
         settings = Settings.from_env()
-        fire_time = previous_fire_time(cron_trigger(settings.schedule), datetime.now(UTC))
+        trigger = cron_trigger(schedule or settings.schedule)
+        fire_time = previous_fire_time(trigger, datetime.now(UTC))
     except ConfigError as error:
         logger.error("scheduled run not started: %s", error)
         return int(error.exit_code)
@@ -258,18 +264,26 @@ def build_scheduler(
     )
     options: dict[str, Any] = {}
     missed = _missed_fire_time(store, datetime.now(UTC))
-    if False:
+    if missed is not None:
         options["next_run_time"] = missed
     scheduler.add_job(
         JOB_FUNC,
         trigger,
         id=JOB_ID,
         name="reconcile nightly",
-        kwargs={} if run is execute else {"run": run},
+        kwargs=_job_arguments(settings.schedule, run),
         replace_existing=True,
         **options,
     )
     return scheduler
+
+
+def _job_arguments(schedule: str, run: RunFunction) -> dict[str, Any]:
+    """Return the job's stored arguments: plain values and references, never settings."""
+    arguments: dict[str, Any] = {"schedule": schedule}
+    if run is not execute:
+        arguments["run"] = run
+    return arguments
 
 
 def _missed_fire_time(store: SQLAlchemyJobStore, now: datetime) -> datetime | None:
@@ -341,7 +355,10 @@ def serve(settings: Settings, *, run: RunFunction = execute) -> int:
         settings.safe_database_url,
     )
     if not stopper.requested:
-        scheduler.start()
+        try:
+            scheduler.start()
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailable(f"could not start the job store: {describe(error)}") from None
     logger.info("scheduler stopped")
     return int(ExitCode.OK)
 

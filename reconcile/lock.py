@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,12 +116,13 @@ def _postgres_lock(engine: Engine, name: str, database: str) -> Iterator[None]:
             raise _held(database, _postgres_holder(connection, key))
         label = _application_name(Holder.me())
         connection.execute(text("SELECT set_config('application_name', :v, false)"), {"v": label})
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, LockHeld) as error:
+        # Never hand a connection that may hold the lock back to the pool: close it for good.
+        connection.invalidate()
         connection.close()
+        if isinstance(error, LockHeld):
+            raise
         raise DatabaseUnavailable(f"could not take the run lock: {describe(error)}") from None
-    except LockHeld:
-        connection.close()
-        raise
     logger.debug("took the run lock %r on %s", name, database)
     try:
         yield
@@ -200,9 +201,11 @@ def _file_lock(path: Path, database: str) -> Iterator[None]:
         logger.debug("took the run lock file %s", path)
         yield
     finally:
-        # Never unlink the file: another process may already be waiting on this inode.
-        os.ftruncate(descriptor, 0)
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        # Never unlink the file: another process may already have it open.
+        with suppress(OSError):
+            os.ftruncate(descriptor, 0)
+        with suppress(OSError):
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
         os.close(descriptor)
 
 

@@ -184,14 +184,24 @@ def _category_line(findings: pd.DataFrame, category: Category) -> tuple[str, str
 
 
 def _totals(rows: pd.DataFrame) -> str:
-    """Return ``10.50 USD, 1000 JPY``: per currency, Stripe amounts where present, else Moesif."""
+    """Return ``5000 JPY credit, 25.00 USD credit, 45.00 USD debit``: per currency and type.
+
+    Stripe amounts where present, else Moesif's; credits and debits are never added together.
+    """
     if rows.empty:
         return ""
     amounts = rows["stripe_amount_minor"].fillna(rows["moesif_amount_minor"]).fillna(0)
-    currencies = rows["currency"].fillna(FALLBACK_CURRENCY).astype(str).str.lower()
-    sums = amounts.astype("int64").groupby(currencies.to_numpy()).sum().sort_index()
+    keys = pd.DataFrame(
+        {
+            "currency": rows["currency"].fillna(FALLBACK_CURRENCY).astype(str).str.lower(),
+            "entry_type": rows["entry_type"].fillna("").astype(str),
+            "amount": amounts.astype("int64"),
+        }
+    )
+    sums = keys.groupby(["currency", "entry_type"], sort=True, as_index=False)["amount"].sum()
     return ", ".join(
-        f"{format_major(int(total), str(code))} {str(code).upper()}" for code, total in sums.items()
+        f"{format_major(int(total), code)} {code.upper()} {kind}".rstrip()
+        for code, kind, total in sums.itertuples(index=False, name=None)
     )
 
 

@@ -123,7 +123,7 @@ def test_window_is_half_open_and_refuses_inversion() -> None:
 
 def test_migrations_build_the_schema_and_times_come_back_aware(engine) -> None:
     tables = set(inspect(engine).get_table_names())
-    assert {"runs", "ledger_rows", "expected_entries", "postings", "findings", "locks"} <= tables
+    assert {"runs", "ledger_rows", "expected_entries", "postings", "findings"} <= tables
     moment = datetime(2026, 11, 1, 12, tzinfo=UTC)
     with Session(engine) as session:
         session.add(

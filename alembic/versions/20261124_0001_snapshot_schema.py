@@ -77,14 +77,6 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "locks",
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("holder", sa.String(length=200), nullable=False),
-        sa.Column("acquired_at", reconcile.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", reconcile.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_locks")),
-    )
-    op.create_table(
         "runs",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("since", reconcile.db.models.UTCDateTime(timezone=True), nullable=False),
@@ -195,7 +187,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_runs_status"))
 
     op.drop_table("runs")
-    op.drop_table("locks")
     with op.batch_alter_table("ledger_rows", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ledger_rows_transaction_id"))
         batch_op.drop_index(batch_op.f("ix_ledger_rows_created_at"))

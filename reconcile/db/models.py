@@ -180,14 +180,3 @@ class Finding(Base):
     moesif_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     moesif_id: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
-
-
-class Lock(Base):
-    """A named lease that keeps two runs off one database; an expired lease may be taken over."""
-
-    __tablename__ = "locks"
-
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(200))
-    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -693,6 +693,7 @@ class _Server(ThreadingHTTPServer):
 def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
         timeout = 10
 
         def do_GET(self) -> None:  # noqa: N802

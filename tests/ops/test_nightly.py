@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_STARTED,
+)
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -156,6 +161,7 @@ def test_scheduler_job_is_persisted_with_its_next_fire_time(env: Settings) -> No
     assert job.max_instances == 1
     assert job.misfire_grace_time == nightly.MISFIRE_GRACE_SECONDS
     assert job.func_ref == nightly.JOB_FUNC
+    assert job.kwargs == {"schedule": "0 2 * * *", "run": record_run}
     rows = _stored_jobs(env)
     assert len(rows) == 1
     assert STRIPE_KEY.encode() not in rows[0][1]
@@ -340,6 +346,16 @@ def test_sigterm_waits_for_the_run_in_progress(env: Settings) -> None:
     assert RUN_FINISHED.is_set()
     assert stopper.requested
     stopper(signal.SIGTERM)  # a second signal is harmless
+
+
+def test_a_signal_while_starting_stops_the_scheduler_at_once(env: Settings) -> None:
+    scheduler = nightly.build_scheduler(env, run=record_run, scheduler_class=BackgroundScheduler)
+    stopper = nightly.Stopper(scheduler)
+    scheduler.add_listener(stopper.on_started, EVENT_SCHEDULER_STARTED)
+    stopper(signal.SIGINT)  # not started yet: only noted
+    assert stopper.requested
+    scheduler.start()
+    assert not scheduler.running
 
 
 def test_the_process_stops_cleanly_on_sigterm(env: Settings, tmp_path: Path) -> None:
