@@ -119,8 +119,6 @@ def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> No
         "json" if (fmt or settings.log_format) == "json" else "text",
         settings.secret_values(),
     )
-    for chatty in ("alembic", "httpx", "httpcore", "stripe"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _fail(error: ReconcileError) -> int:

@@ -118,6 +118,10 @@ class _ReconcileHandler(logging.StreamHandler[TextIO]):
     """The handler :func:`configure_logging` installs, so a second call replaces it."""
 
 
+CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "stripe")
+"""Libraries that log every request or migration step at INFO; they speak from WARNING up."""
+
+
 def configure_logging(
     level: int | str,
     fmt: Literal["text", "json"],
@@ -142,6 +146,8 @@ def configure_logging(
     handler.addFilter(SecretFilter(secrets))
     root.addHandler(handler)
     root.setLevel(level)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class Progress:

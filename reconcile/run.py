@@ -421,7 +421,9 @@ def _what(finding: pd.Series) -> str:
 def _totals(findings: pd.DataFrame) -> dict[str, str]:
     totals: dict[str, str] = {}
     amounts = findings.dropna(subset=["stripe_amount_minor", "currency"])
-    for (category, currency), group in amounts.groupby(["category", "currency"]):
-        total = sum((int(v) for v in group["stripe_amount_minor"]), 0)
-        totals[f"{category}:{currency}"] = str(to_major(total, str(currency)))
+    grouped = amounts.groupby(["category", "currency", "entry_type"], as_index=False)
+    for category, currency, entry_type, total in grouped["stripe_amount_minor"].sum().itertuples(
+        index=False, name=None
+    ):
+        totals[f"{category}:{currency}:{entry_type}"] = str(to_major(int(total), str(currency)))
     return totals

@@ -284,3 +284,16 @@ def test_secrets_reach_neither_output_nor_report_nor_database(
         engine.dispose()
     assert STRIPE_KEY not in text
     assert MOESIF_TOKEN not in text
+
+
+def test_logs_are_the_jobs_own_not_every_library_request(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+
+    assert main(["--since", world.since]) == 1
+
+    err = capsys.readouterr().err
+    assert "finished with exit 1" in err
+    for chatter in ("Request to Stripe api", "HTTP Request:", "Context impl"):
+        assert chatter not in err
