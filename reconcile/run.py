@@ -422,8 +422,8 @@ def _totals(findings: pd.DataFrame) -> dict[str, str]:
     totals: dict[str, str] = {}
     amounts = findings.dropna(subset=["stripe_amount_minor", "currency"])
     grouped = amounts.groupby(["category", "currency", "entry_type"], as_index=False)
-    for category, currency, entry_type, total in grouped["stripe_amount_minor"].sum().itertuples(
-        index=False, name=None
+    for category, currency, entry_type, total in (
+        grouped["stripe_amount_minor"].sum().itertuples(index=False, name=None)
     ):
         totals[f"{category}:{currency}:{entry_type}"] = str(to_major(int(total), str(currency)))
     return totals

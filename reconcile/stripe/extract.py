@@ -14,7 +14,7 @@ from typing import TypeVar
 import stripe
 
 from reconcile.domain import EntryType, ExpectedEntry, Source
-from reconcile.stripe.client import api_version_of, stripe_errors
+from reconcile.stripe.client import stripe_errors
 from reconcile.stripe.mapping import StripeDict, StripeLookup, TopUp, id_of
 from reconcile.times import Window, from_unix
 
@@ -86,7 +86,7 @@ def extract(
         StripeUnavailable: Stripe failed after retries.
     """
     slices = split_window(Window(since, until), slice_length)
-    lookup = StripeLookup(client, api_version_of(client))
+    lookup = StripeLookup(client)
     wanted = frozenset(companies)
     seen: set[str] = set()
     with stripe_errors():

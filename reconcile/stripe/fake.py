@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +20,6 @@ from importlib import resources
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-from reconcile.stripe.mapping import FINAL_INVOICE_LINK_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +36,9 @@ TEMPLATES: dict[str, Obj] = {
 """Stripe's example object of each type this fake serves, by ``object`` name."""
 
 DEFAULT_VERSION = "2025-02-24.acacia"
+
+FINAL_INVOICE_LINK_VERSION = "2025-03-31"
+"""From this API version (basil) on, Stripe's PaymentIntents no longer name their invoice."""
 
 _COLLECTIONS = {
     "customers": "customer",
@@ -131,10 +132,16 @@ class FakeStripe:
         *,
         default_version: str = DEFAULT_VERSION,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        serve: Collection[str] | None = None,
     ) -> None:
-        """Accept only ``api_key``; answer without ``Stripe-Version`` as ``default_version``."""
+        """Accept only ``api_key``; answer without ``Stripe-Version`` as ``default_version``.
+
+        ``serve`` limits the collections served (``"invoice_payments"``, ...), to play a
+        Stripe-compatible server that lacks some; the others answer 404 as unknown URLs.
+        """
         self.api_key = api_key
         self.default_version = default_version
+        self._served = frozenset(serve) if serve is not None else frozenset(_COLLECTIONS)
         self._clock = clock
         self._state = _State()
         self._lock = threading.RLock()
@@ -446,7 +453,7 @@ class FakeStripe:
         segments = [part for part in path.split("/") if part]
         if method != "GET" or len(segments) not in (2, 3) or segments[0] != "v1":
             raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
-        kind = _COLLECTIONS.get(segments[1])
+        kind = _COLLECTIONS.get(segments[1]) if segments[1] in self._served else None
         if kind is None:
             raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
         with self._lock:

@@ -6,6 +6,7 @@ and caches the objects they need for one run.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -13,11 +14,10 @@ from typing import Any, TypeVar
 
 import stripe
 
+logger = logging.getLogger(__name__)
+
 StripeDict = Mapping[str, Any]
 """A Stripe object as plain data (``StripeObject.to_dict()``)."""
-
-FINAL_INVOICE_LINK_VERSION = "2025-03-31"
-"""From this API version (basil) on, a PaymentIntent no longer names its invoice."""
 
 _ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
 _V = TypeVar("_V")
@@ -38,11 +38,6 @@ class TopUp:
     subscription_id: str | None
     unmapped_reason: str | None
     company_hint: str
-
-
-def pi_names_invoice(api_version: str) -> bool:
-    """Return whether PaymentIntents carry ``invoice`` in this API version (before basil)."""
-    return api_version[:10] < FINAL_INVOICE_LINK_VERSION
 
 
 def is_topup(payment_intent: StripeDict, invoice_linked: bool) -> bool:
@@ -156,10 +151,10 @@ class StripeLookup:
     Thread-safe: the extractor's workers share one lookup.
     """
 
-    def __init__(self, client: stripe.StripeClient, api_version: str) -> None:
-        """Use ``client``; ``api_version`` decides how an invoice link is found."""
+    def __init__(self, client: stripe.StripeClient) -> None:
+        """Use ``client``, whose pinned API version decides whether PaymentIntents name invoices."""
         self._client = client
-        self._names_invoice = pi_names_invoice(api_version)
+        self._no_invoice_payments = False
         self._customers = _Cache()
         self._subscriptions = _Cache()
         self._topups = _Cache()
@@ -182,15 +177,35 @@ class StripeLookup:
         return live_subscription_ids(item.to_dict() for item in listed.auto_paging_iter())
 
     def invoice_linked(self, payment_intent: StripeDict) -> bool:
-        """Return whether Stripe links a PaymentIntent to an invoice, for the pinned version."""
-        if self._names_invoice and "invoice" in payment_intent:
+        """Return whether Stripe links a PaymentIntent to an invoice, for the pinned version.
+
+        A PaymentIntent that names ``invoice`` is read as it is, in any version. Otherwise the
+        link is looked up in ``/v1/invoice_payments``; a server without that endpoint (a
+        Stripe-compatible proxy or fake that knows no invoices) links none, said once in the log.
+        """
+        if "invoice" in payment_intent:
             return bool(payment_intent.get("invoice"))
-        listed = self._client.v1.invoice_payments.list(
-            params={
-                "payment": {"type": "payment_intent", "payment_intent": str(payment_intent["id"])},
-                "limit": 1,
-            }
-        )
+        if self._no_invoice_payments:
+            return False
+        try:
+            listed = self._client.v1.invoice_payments.list(
+                params={
+                    "payment": {
+                        "type": "payment_intent",
+                        "payment_intent": str(payment_intent["id"]),
+                    },
+                    "limit": 1,
+                }
+            )
+        except stripe.InvalidRequestError as error:
+            if error.http_status != 404:
+                raise
+            self._no_invoice_payments = True
+            logger.warning(
+                "this Stripe server has no /v1/invoice_payments; no payment is taken as an "
+                "invoice payment unless it names its invoice"
+            )
+            return False
         return bool(listed.data)
 
     def topup(self, payment_intent: StripeDict) -> TopUp | None:

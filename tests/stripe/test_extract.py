@@ -581,3 +581,28 @@ def test_extracted_entries_round_trip_through_storage(
         ("credit", 1234, "kwd"),
         ("debit", 234, "kwd"),
     ]
+
+
+def test_a_server_without_invoice_payments_links_no_invoices_but_honours_named_ones(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = {
+        "customers",
+        "subscriptions",
+        "payment_intents",
+        "charges",
+        "refunds",
+        "disputes",
+        "balance_transactions",
+    }
+    with FakeStripe(api_key=API_KEY, clock=lambda: T0, serve=served) as bare:
+        client = make_client(stripe_api_version=BASIL, stripe_api_base=bare.base_url)
+        customer = mapped_customer(bare)
+        first = bare.add_payment_intent(customer, 1000, created=T0)
+        second = bare.add_payment_intent(customer, 2000, created=T0)
+
+        assert set(by_id(client)) == {first, second}
+
+        asked = [r for r in bare.requests if r.path == "/v1/invoice_payments"]
+    assert len(asked) == 1
+    assert "no /v1/invoice_payments" in caplog.text

@@ -11,7 +11,6 @@ from reconcile.stripe.mapping import (
     live_subscription_ids,
     map_topup,
     needs_subscription_list,
-    pi_names_invoice,
     resolve_subscription,
 )
 
@@ -32,13 +31,6 @@ def test_payments_that_are_not_topups() -> None:
     for flag in ("false", "FALSE", " False "):
         assert not is_topup({**PAID, "metadata": {"moesif_topup": flag}}, False)
     assert is_topup({**PAID, "metadata": {"moesif_topup": "true"}}, False)
-
-
-def test_invoice_field_exists_only_before_basil() -> None:
-    assert pi_names_invoice("2025-02-24.acacia")
-    assert pi_names_invoice("2024-06-20")
-    assert not pi_names_invoice("2025-03-31.basil")
-    assert not pi_names_invoice("2025-09-30.clover")
 
 
 def test_company_from_metadata_else_customer_id() -> None:
