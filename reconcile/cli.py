@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from reconcile import __version__
 from reconcile.config import Settings
-from reconcile.errors import ExitCode, ReconcileError
+from reconcile.errors import ExitCode, ReconcileError, RunFailed
 from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
@@ -99,6 +99,8 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         if settings.metrics_file is not None:
             write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))
         return _fail(error)
+    except KeyboardInterrupt:
+        return _fail(RunFailed("interrupted; postings made so far are recorded, a rerun resumes"))
     except Exception as error:  # noqa: BLE001 - the one place an unexpected error becomes a line
         log.debug("unexpected error", exc_info=True)
         return _fail(ReconcileError(f"internal error: {type(error).__name__}: {error}"))
