@@ -31,17 +31,7 @@ MATCH_KEYS = ["company_id", "subscription_id", "entry_type", "amount_minor"]
 """What a ledger row without a Stripe id must share with an entry to match it by amount."""
 
 _TEXT_COLUMNS = [
-    "category",
-    "action",
-    "company_id",
-    "subscription_id",
-    "stripe_customer_id",
-    "stripe_object_id",
-    "transaction_id",
-    "entry_type",
-    "currency",
-    "moesif_id",
-    "detail",
+    column for column in FINDING_COLUMNS if not column.endswith(("_amount_minor", "_created_at"))
 ]
 _AMOUNT_COLUMNS = ["stripe_amount_minor", "moesif_amount_minor"]
 _TIME_COLUMNS = ["stripe_created_at", "moesif_created_at"]

@@ -18,21 +18,7 @@ from reconcile.domain import EXPECTED_COLUMNS, ExpectedEntry
 BATCH_SIZE = 500
 """Entries per INSERT statement."""
 
-_MUTABLE = (
-    "source",
-    "entry_type",
-    "amount_minor",
-    "currency",
-    "created_at",
-    "stripe_object_id",
-    "topup_id",
-    "stripe_customer_id",
-    "company_id",
-    "subscription_id",
-    "unmapped_reason",
-    "last_seen_run_id",
-    "updated_at",
-)
+_MUTABLE = (*EXPECTED_COLUMNS[1:], "last_seen_run_id", "updated_at")
 
 
 def store_expected(

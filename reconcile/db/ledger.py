@@ -26,17 +26,7 @@ BATCH_SIZE = 500
 IN_CHUNK = 500
 """Transaction ids per ``IN (...)`` list when reading rows back by id."""
 
-_MUTABLE = (
-    "transaction_id",
-    "entry_type",
-    "amount_minor",
-    "amount_raw",
-    "currency",
-    "company_id",
-    "subscription_id",
-    "created_at",
-    "description",
-)
+_MUTABLE = tuple(LEDGER_COLUMNS[1:])
 # A later read that lacks these keeps what an earlier read saw (Moesif may omit them).
 _KEPT_WHEN_MISSING = frozenset({"transaction_id", "description"})
 _TEXT_COLUMNS = [name for name in LEDGER_COLUMNS if name not in ("amount_minor", "created_at")]
