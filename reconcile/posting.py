@@ -28,7 +28,7 @@ from reconcile.db import postings
 from reconcile.db.models import Posting
 from reconcile.db.postings import PostingStatus
 from reconcile.domain import Action, EntryType, LedgerRow
-from reconcile.errors import GuardrailTripped, MoesifRejected
+from reconcile.errors import GuardrailTripped, MoesifRejected, RunFailed
 from reconcile.moesif.client import MoesifClient, MoesifOutcomeUnknown
 from reconcile.moesif.rows import normalise
 from reconcile.money import to_major
@@ -54,11 +54,12 @@ class Order:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one order."""
+    """What happened to one order; ``unknown`` when only a later read-back can tell."""
 
     transaction_id: str
     action: Action
     detail: str
+    unknown: bool = False
 
 
 def moesif_amount(amount_minor: int, currency: str, unit: Literal["major", "minor"]) -> Decimal:
@@ -160,11 +161,7 @@ class Poster:
             )
         except MoesifOutcomeUnknown as error:
             self._record(order.transaction_id, PostingStatus.UNKNOWN, str(error))
-            return Outcome(
-                order.transaction_id,
-                Action.POST_FAILED,
-                "no answer from Moesif; the next run reads the ledger back before any resend",
-            )
+            return self._settle_unknown(order)
         except MoesifRejected as error:
             self._record(order.transaction_id, PostingStatus.FAILED, str(error))
             return Outcome(order.transaction_id, Action.POST_FAILED, str(error))
@@ -174,6 +171,28 @@ class Poster:
         self._record(order.transaction_id, PostingStatus.CONFIRMED)
         log.info("posted %s %s", order.entry_type, order.transaction_id)
         return Outcome(order.transaction_id, Action.POSTED, "")
+
+    def _settle_unknown(self, order: Order) -> Outcome:
+        """Read the ledger back once after a lost answer; never resend within this run."""
+        with self._sessions() as session:
+            posting = postings.find(session, order.transaction_id)
+        try:
+            applied = posting is not None and self._already_applied(posting)
+        except RunFailed:
+            applied = False
+        if applied:
+            self._record(order.transaction_id, PostingStatus.CONFIRMED)
+            return Outcome(
+                order.transaction_id,
+                Action.POSTED,
+                "Moesif's answer was lost; found in Moesif on read-back",
+            )
+        return Outcome(
+            order.transaction_id,
+            Action.POST_FAILED,
+            "no answer from Moesif; the next run reads the ledger back before any resend",
+            unknown=True,
+        )
 
     def _record(self, transaction_id: str, status: PostingStatus, error: str | None = None) -> None:
         with self._sessions.begin() as session:

@@ -20,7 +20,7 @@ from reconcile import matching, report
 from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
-from reconcile.db.expected import expected_frame, store_expected
+from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import store_findings
 from reconcile.db.ledger import ledger_frame, sync_ledger
 from reconcile.db.models import Run
@@ -31,7 +31,6 @@ from reconcile.errors import (
     ExitCode,
     GuardrailTripped,
     ReconcileError,
-    RunFailed,
     UsageError,
 )
 from reconcile.lock import run_lock
@@ -131,6 +130,8 @@ class _Pass:
         self.clock = clock
         self.run_id = new_run_id(started_at)
         self.report_dir = request.report_dir or settings.report_dir
+        self.unknown = 0
+        self.unreadable: frozenset[str] = frozenset()
 
     def run(self) -> RunOutcome:
         window = self._window()
@@ -187,9 +188,11 @@ class _Pass:
 
     def _reconcile(self, window: Window, moesif: MoesifClient) -> RunOutcome:
         wide = window.widened(self.settings.match_window)
-        reach = Window(wide.since, min(wide.until, max(self.clock(), window.until)))
-        self._extract_stripe(reach)
-        self._sync_ledger(reach, moesif)
+        now = self.clock()
+        self._extract_stripe(Window(wide.since, min(wide.until, max(now, window.until))))
+        # Up to now, not only to the window's end: rows posted for this window later (by an
+        # earlier run, or a late webhook) carry the time they were posted.
+        self._sync_ledger(Window(wide.since, max(now, wide.until)), moesif)
         findings = self._match(window, wide, moesif)
         findings, posted, failed, guardrail = self._post(findings, moesif)
         return self._finish(window, findings, posted, failed, guardrail)
@@ -233,6 +236,7 @@ class _Pass:
             )
             session.get_one(Run, self.run_id).ledger_rows = result.rows_seen
             settled = settle_from_snapshot(session, self.clock())
+        self.unreadable = result.unreadable_ids
         progress.done()
         if settled:
             log.info(
@@ -242,13 +246,7 @@ class _Pass:
             )
 
     def _match(self, window: Window, wide: Window, moesif: MoesifClient) -> pd.DataFrame:
-        with self.sessions() as session:
-            expected = expected_frame(session, wide.since, wide.until, self.request.companies)
-            ledger = ledger_frame(
-                session, wide.since, wide.until, expected["transaction_id"].tolist()
-            )
-        if self.request.companies:
-            ledger = ledger[ledger["company_id"].isin(self.request.companies)]
+        expected, ledger = self._frames(wide)
         in_window = expected[
             (expected["created_at"] >= window.since) & (expected["created_at"] < window.until)
         ]
@@ -256,7 +254,11 @@ class _Pass:
         currencies: dict[str, str | None] = {}
         for subscription_id in subscriptions:
             found = moesif.subscription(subscription_id)
-            currencies[subscription_id] = found.currency if found else None
+            if found is None:
+                currencies[subscription_id] = None
+            elif found.currency:
+                currencies[subscription_id] = found.currency
+            # a subscription without a currency exists; only the currency check is skipped
         return matching.match(
             expected,
             ledger,
@@ -264,6 +266,28 @@ class _Pass:
             match_window=self.settings.match_window,
             subscription_currency=currencies,
         )
+
+    def _frames(self, wide: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Load the expected entries and ledger rows of the widened window.
+
+        Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a
+        late webhook) bring that movement's expected entry along, so they match it.
+        """
+        companies = self.request.companies
+        with self.sessions() as session:
+            expected = expected_frame(session, wide.since, wide.until, companies)
+            ledger = ledger_frame(
+                session, wide.since, wide.until, expected["transaction_id"].tolist()
+            )
+            if companies:
+                ledger = ledger[ledger["company_id"].isin(companies)]
+            named = {tid for tid in ledger["transaction_id"].dropna() if matching.is_stripe_id(tid)}
+            strays = named - set(expected["transaction_id"])
+            if strays:
+                older = expected_by_ids(session, strays)
+                if not older.empty:
+                    expected = pd.concat([expected, older], ignore_index=True)
+        return expected, ledger
 
     def _post(
         self, findings: pd.DataFrame, moesif: MoesifClient
@@ -273,7 +297,15 @@ class _Pass:
         with self.sessions() as session:
             already = confirmed(session, findings.loc[missing, "transaction_id"].tolist())
         for index in findings.index[missing]:
-            earlier = already.get(str(findings.at[index, "transaction_id"]))
+            transaction_id = str(findings.at[index, "transaction_id"])
+            if transaction_id in self.unreadable:
+                findings.at[index, "action"] = Action.FLAGGED
+                findings.at[index, "detail"] = (
+                    "Moesif holds a row with this transaction id that could not be read; "
+                    "not posted, check it in Moesif"
+                )
+                continue
+            earlier = already.get(transaction_id)
             if earlier is not None:
                 findings.at[index, "action"] = Action.FLAGGED
                 findings.at[index, "detail"] = (
@@ -310,7 +342,7 @@ class _Pass:
         for index, order in zip(todo, orders, strict=True):
             try:
                 outcome = poster.post(order)
-            except RunFailed as error:
+            except ReconcileError as error:
                 rest = todo[todo.get_loc(index) :]
                 findings.loc[rest, "action"] = Action.POST_FAILED
                 findings.loc[rest, "detail"] = f"not posted: {error}"
@@ -320,6 +352,7 @@ class _Pass:
             if outcome.detail:
                 findings.at[index, "detail"] = outcome.detail
             counts[outcome.action] += 1
+            self.unknown += outcome.unknown
             progress.advance(1)
         progress.done()
         return findings, counts[Action.POSTED], counts[Action.POST_FAILED], None
@@ -358,7 +391,7 @@ class _Pass:
         path = self._save(findings)
         review = int(findings["action"].isin(REVIEW_ACTIONS).sum())
         exit_code = ExitCode.DRIFT if review else ExitCode.OK
-        if failed:
+        if self.unknown:
             exit_code = ExitCode.FAILED
         if guardrail is not None:
             exit_code = ExitCode.GUARDRAIL

@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,22 +46,43 @@ def store_expected(
 
 
 def expected_frame(
-    session: Session, since: datetime, until: datetime, companies: Collection[str] = ()
+    session: Session,
+    since: datetime,
+    until: datetime,
+    companies: Collection[str] = (),
 ) -> pd.DataFrame:
     """Return the stored expected entries created in ``[since, until)`` as the matcher's frame.
 
     Columns are :data:`reconcile.domain.EXPECTED_COLUMNS`; ``created_at`` is aware UTC and
     ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries.
     """
-    columns = [getattr(ExpectedRow, name) for name in EXPECTED_COLUMNS]
-    query = (
-        select(*columns)
-        .where(ExpectedRow.created_at >= since, ExpectedRow.created_at < until)
-        .order_by(ExpectedRow.created_at, ExpectedRow.transaction_id)
+    query = _expected_select().where(
+        ExpectedRow.created_at >= since, ExpectedRow.created_at < until
     )
     if companies:
         query = query.where(ExpectedRow.company_id.in_(list(companies)))
-    frame = pd.read_sql(query, session.connection())
+    return _typed(pd.read_sql(query, session.connection()))
+
+
+def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.DataFrame:
+    """Return the stored expected entries with these transaction ids, whenever created."""
+    ids = sorted(set(transaction_ids))
+    frames = [
+        pd.read_sql(
+            _expected_select().where(ExpectedRow.transaction_id.in_(ids[start : start + 500])),
+            session.connection(),
+        )
+        for start in range(0, len(ids), 500)
+    ]
+    return _typed(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+
+
+def _expected_select() -> Select[Any]:
+    columns = [getattr(ExpectedRow, name) for name in EXPECTED_COLUMNS]
+    return select(*columns).order_by(ExpectedRow.created_at, ExpectedRow.transaction_id)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reindex(columns=EXPECTED_COLUMNS)
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     frame["amount_minor"] = frame["amount_minor"].astype("int64")

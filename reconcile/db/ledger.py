@@ -40,6 +40,8 @@ class SyncResult:
     rows_new: int
     rows_updated: int
     rows_skipped: int = 0
+    unreadable_ids: frozenset[str] = frozenset()
+    """Transaction ids named by skipped rows: Moesif may hold these, so they are never posted."""
 
 
 def sync_ledger(
@@ -75,6 +77,7 @@ def sync_ledger(
     """
     counts = {"seen": 0, "new": 0, "updated": 0, "skipped": 0}
     batch: list[LedgerRow] = []
+    unreadable: set[str] = set()
 
     def flush() -> None:
         new, updated = _upsert(session, batch, now)
@@ -89,13 +92,23 @@ def sync_ledger(
         ledger_row = _normalised(raw, client, amount_unit)
         if ledger_row is None:
             counts["skipped"] += 1
+            if raw.get("transaction_id"):
+                unreadable.add(str(raw["transaction_id"]))
             continue
         batch.append(ledger_row)
         if len(batch) >= BATCH_SIZE:
             flush()
     flush()
-    result = SyncResult(counts["seen"], counts["new"], counts["updated"], counts["skipped"])
-    logger.info("Moesif ledger sync: %s", ", ".join(f"{k}={v}" for k, v in asdict(result).items()))
+    result = SyncResult(
+        counts["seen"], counts["new"], counts["updated"], counts["skipped"], frozenset(unreadable)
+    )
+    logger.info(
+        "Moesif ledger sync: rows_seen=%d, rows_new=%d, rows_updated=%d, rows_skipped=%d",
+        result.rows_seen,
+        result.rows_new,
+        result.rows_updated,
+        result.rows_skipped,
+    )
     return result
 
 

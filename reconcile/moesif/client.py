@@ -141,8 +141,11 @@ class MoesifClient:
     ) -> None:
         """Post one credit or debit; ``amount`` is written exactly, in Moesif's amount unit.
 
-        Retrying after a timeout is safe here: Moesif ignores a second balance transaction with
-        a ``transaction_id`` it already holds, so a resend can never credit twice.
+        Attempts that surely did not reach Moesif (refused connections, 429, 502, 503) are
+        retried. Once an attempt may have been applied (a timeout after sending, a dropped
+        connection, 500, 504) nothing is sent again: the outcome is unknown, and the caller reads
+        the ledger back before any resend. Moesif is not relied on to ignore a repeated
+        ``transaction_id``.
 
         Raises:
             MoesifOutcomeUnknown: some attempt may have reached Moesif, none said it was applied.
@@ -284,7 +287,7 @@ class MoesifClient:
                 outcome = self._failure(outcome, method)
             maybe_applied = maybe_applied or outcome.maybe_applied
             delay = retry_delay(self._policy, outcome.status, outcome.headers, attempt)
-            if delay is None:
+            if delay is None or outcome.maybe_applied:
                 raise self._error(outcome, what, maybe_applied, attempt)
             wait = delay if _has_retry_after(outcome.headers) else jittered(delay, self._rng)
             logger.warning(

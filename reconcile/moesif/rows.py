@@ -27,7 +27,6 @@ _TYPED = {
     "promotion": EntryType.PROMOTION,
     "adjustment": EntryType.ADJUSTMENT,
 }
-_FLIPPED = {EntryType.CREDIT: EntryType.DEBIT, EntryType.DEBIT: EntryType.CREDIT}
 _IDENTIFYING = (
     "company_id",
     "subscription_id",
@@ -181,16 +180,16 @@ def _entry_type(
             decimal_text(amount),
         )
         return EntryType.USAGE, abs(amount)
-    if amount < 0 and typed in _FLIPPED:
+    if amount < 0:
         logger.warning(
-            "Moesif row %s is a %s with a negative amount %s; read as a %s, its effect on the "
-            "balance",
+            "Moesif row %s is a %s with a negative amount %s; read as a %s of %s (the type "
+            "says the direction, the sign only repeats it)",
             moesif_id,
             typed.value,
             decimal_text(amount),
-            _FLIPPED[typed].value,
+            typed.value,
+            decimal_text(abs(amount)),
         )
-        return _FLIPPED[typed], abs(amount)
     return typed, abs(amount)
 
 

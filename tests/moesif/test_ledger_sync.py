@@ -90,8 +90,8 @@ def test_row_kinds(fields: dict[str, Any], entry_type: EntryType, minor: int, ra
     [
         ({"type": "refund_note"}, EntryType.USAGE),
         ({"type": "balance_transaction", "amount": Decimal(0)}, EntryType.USAGE),
-        ({"type": "credit", "amount": Decimal("-3")}, EntryType.DEBIT),
-        ({"type": "debit", "amount": Decimal("-3")}, EntryType.CREDIT),
+        ({"type": "credit", "amount": Decimal("-3")}, EntryType.CREDIT),
+        ({"type": "debit", "amount": Decimal("-3")}, EntryType.DEBIT),
     ],
 )
 def test_odd_rows_are_kept_safely_with_a_warning(
@@ -297,6 +297,7 @@ def test_companies_filter_and_unreadable_rows(
     with caplog.at_level(logging.WARNING, logger="reconcile.db.ledger"):
         result = _sync(session, client, companies=["co_2"])
     assert (result.rows_seen, result.rows_new, result.rows_skipped) == (2, 1, 1)
+    assert result.unreadable_ids == {"pi_long"}
     assert set(_stored(session)) == {"pi_2"}
     assert "too many digits" in caplog.text
     assert {exchange.query.get("company_id") for exchange in seeded.exchanges} >= {"co_2"}

@@ -1,0 +1,121 @@
+"""Runs against Moesif and Stripe behaviour our own fakes would not show by default."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from reconcile.cli import main
+from reconcile.demo import seed
+from reconcile.moesif.fake import Exchange, Verdict
+from reconcile.times import to_iso
+from tests.e2e.conftest import World
+
+POST_PATH = "/v1/~/billing/reports/balance_transactions"
+
+
+def _on_first_post(world: World, verdict: Verdict) -> None:
+    def hook(exchange: Exchange) -> Verdict | None:
+        if exchange.method == "POST" and exchange.path == POST_PATH:
+            world.moesif.on_request = None
+            return verdict
+        return None
+
+    world.moesif.on_request = hook
+
+
+def _one_missing_topup(world: World, days_ago: float = 1) -> str:
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    return world.stripe.add_payment_intent(
+        customer, 2500, created=world.now - timedelta(days=days_ago)
+    )
+
+
+def test_a_lost_answer_is_read_back_in_the_same_run_and_never_resent(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    _on_first_post(world, "apply_then_drop")
+
+    assert main(["--since", world.since]) == 1
+
+    sent = [body["transaction_id"] for body in world.moesif.posts]
+    assert len(sent) == len(set(sent)) == 4
+    lost = [row for row in world.report_rows() if "answer was lost" in row["detail"]]
+    assert [row["action"] for row in lost] == ["posted"]
+
+
+def test_an_unanswered_post_is_exit_3_and_the_rerun_posts_it_once(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    payment = _one_missing_topup(world)
+    _on_first_post(world, "drop")
+
+    assert main(["--since", world.since]) == 3
+
+    assert world.moesif.posts == []
+    assert [row["action"] for row in world.report_rows()] == ["post_failed"]
+    assert main(["--since", world.since]) == 0
+    assert [body["transaction_id"] for body in world.moesif.posts] == [payment]
+
+
+def test_a_rerun_of_an_old_window_on_a_fresh_database_finds_its_earlier_postings(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    _one_missing_topup(world, days_ago=10)
+    window = [
+        "--since",
+        to_iso(world.now - timedelta(days=11)),
+        "--until",
+        to_iso(world.now - timedelta(days=9)),
+    ]
+    assert main(window) == 0
+    assert len(world.moesif.posts) == 1
+
+    assert main(window) == 0
+    monkeypatch.setenv("RECONCILE_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert main(window) == 0
+
+    assert len(world.moesif.posts) == 1
+
+
+def test_our_earlier_posting_is_not_missing_in_stripe_in_a_later_window(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    _one_missing_topup(world, days_ago=25)
+    assert main(["--since", to_iso(world.now - timedelta(days=30))]) == 0
+
+    assert main(["--since", to_iso(world.now - timedelta(days=1))]) == 0
+
+    assert world.report_rows() == []
+
+
+def test_a_subscription_without_a_currency_still_gets_its_credit(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme", currency="")
+    payment = _one_missing_topup(world)
+
+    assert main(["--since", world.since]) == 0
+
+    assert [body["transaction_id"] for body in world.moesif.posts] == [payment]
+
+
+def test_a_ledger_row_that_cannot_be_read_blocks_the_posting_of_its_id(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    payment = _one_missing_topup(world)
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("1." + "1" * 60),
+        world.now - timedelta(hours=20),
+        transaction_id=payment,
+    )
+
+    assert main(["--since", world.since]) == 1
+
+    assert world.moesif.posts == []
+    [row] = world.report_rows()
+    assert (row["category"], row["action"]) == ("missing_in_moesif", "flagged")
+    assert "could not be read" in row["detail"]
