@@ -7,6 +7,8 @@ The protocol, per transaction id:
 2. Send the balance transaction.
 3. Record the outcome: ``confirmed`` on success; ``unknown`` when the request may have reached
    Moesif without an answer; ``failed`` when Moesif refused it or surely did not get it.
+   An unknown posting is only ever resent as it was first sent; a failed one, which Moesif
+   surely never applied, is sent as the run's current order says.
 
 A posting found not confirmed (a crash after step 1 or 2, an unknown or failed outcome) is
 resolved by reading the ledger back, the snapshot first and then Moesif itself, before anything is
@@ -118,6 +120,8 @@ class Poster:
                 session.add(self._intent(order))
             elif existing.status == PostingStatus.CONFIRMED:
                 return Outcome(order.transaction_id, Action.FLAGGED, _earlier(existing))
+            elif existing.status == PostingStatus.FAILED:
+                _refresh(existing, order, self._unit)
             else:
                 order = _order_of(existing)
         if existing is not None and self._already_applied(existing):
@@ -223,6 +227,16 @@ def _same_movement(row: LedgerRow, posting: Posting) -> bool:
         and row.amount_minor == posting.amount_minor
         and row.created_at >= posting.created_at - READ_BACK_MARGIN
     )
+
+
+def _refresh(posting: Posting, order: Order, unit: Literal["major", "minor"]) -> None:
+    """Send a posting Moesif surely never applied as today's order says (a mapping fixed since)."""
+    posting.company_id = order.company_id
+    posting.subscription_id = order.subscription_id
+    posting.amount_minor = order.amount_minor
+    posting.currency = order.currency
+    posting.amount_sent = str(moesif_amount(order.amount_minor, order.currency, unit))
+    posting.description = order.description
 
 
 def _order_of(posting: Posting) -> Order:

@@ -39,7 +39,7 @@ from reconcile.money import to_major
 from reconcile.observability import Progress
 from reconcile.posting import Order, Poster, check_guardrails
 from reconcile.stripe.client import build_stripe_client
-from reconcile.stripe.extract import ExtractProgress, extract
+from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.times import Window, to_iso
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class _Pass:
         self.run_id = new_run_id(started_at)
         self.report_dir = request.report_dir or settings.report_dir
         self.unknown = 0
+        self.stripe = build_stripe_client(settings)
         self.unreadable: frozenset[str] = frozenset()
 
     def run(self) -> RunOutcome:
@@ -198,7 +199,7 @@ class _Pass:
         return self._finish(window, findings, posted, failed, guardrail)
 
     def _extract_stripe(self, reach: Window) -> None:
-        client = build_stripe_client(self.settings)
+        client = self.stripe
         progress = Progress("Stripe", unit="days read")
 
         def advance(step: ExtractProgress) -> None:
@@ -271,7 +272,8 @@ class _Pass:
         """Load the expected entries and ledger rows of the widened window.
 
         Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a
-        late webhook) bring that movement's expected entry along, so they match it.
+        late webhook) bring that movement's expected entry along, so they match it: from the
+        snapshot when an earlier run read it, else fetched from Stripe by id.
         """
         companies = self.request.companies
         with self.sessions() as session:
@@ -279,15 +281,21 @@ class _Pass:
             ledger = ledger_frame(
                 session, wide.since, wide.until, expected["transaction_id"].tolist()
             )
-            if companies:
-                ledger = ledger[ledger["company_id"].isin(companies)]
-            named = {tid for tid in ledger["transaction_id"].dropna() if matching.is_stripe_id(tid)}
-            strays = named - set(expected["transaction_id"])
-            if strays:
-                older = expected_by_ids(session, strays)
-                if not older.empty:
-                    expected = pd.concat([expected, older], ignore_index=True)
-        return expected, ledger
+        if companies:
+            ledger = ledger[ledger["company_id"].isin(companies)]
+        named = {tid for tid in ledger["transaction_id"].dropna() if matching.is_stripe_id(tid)}
+        strays = named - set(expected["transaction_id"])
+        if not strays:
+            return expected, ledger
+        with self.sessions.begin() as session:
+            unknown = strays - set(expected_by_ids(session, strays)["transaction_id"])
+            if unknown:
+                fetched = extract_by_ids(self.stripe, unknown, companies=companies)
+                store_expected(session, fetched, run_id=self.run_id, now=self.clock())
+            older = expected_by_ids(session, strays)
+        if older.empty:
+            return expected, ledger
+        return pd.concat([expected, older], ignore_index=True), ledger
 
     def _post(
         self, findings: pd.DataFrame, moesif: MoesifClient

@@ -164,6 +164,13 @@ def build_stripe_client(
     )
 
 
+def api_key_of(client: stripe.StripeClient) -> str | None:
+    """Return the API key ``client`` sends, for scrubbing it from messages (never to show it)."""
+    # Like the version, the key lives only on the SDK's requestor.
+    key = client._requestor._options.api_key
+    return key or None
+
+
 def api_version_of(client: stripe.StripeClient) -> str:
     """Return the API version ``client`` sends in ``Stripe-Version`` (it decides object shapes)."""
     # The SDK keeps the version only on its requestor; nothing public exposes it.
@@ -172,8 +179,12 @@ def api_version_of(client: stripe.StripeClient) -> str:
 
 
 @contextmanager
-def stripe_errors() -> Iterator[None]:
+def stripe_errors(client: stripe.StripeClient | None = None) -> Iterator[None]:
     """Turn Stripe SDK errors raised inside the block into the job's errors, without secrets.
+
+    Args:
+        client: the client whose requests the block makes; its API key, in whatever format, is
+            scrubbed from the messages (without it only ``sk_``/``rk_``/``pk_`` keys are).
 
     Raises:
         CredentialsRejected: Stripe refused the key (401) or its permissions (403).
@@ -186,15 +197,28 @@ def stripe_errors() -> Iterator[None]:
             f"Stripe refused the API key (HTTP {error.http_status or 401})"
         ) from None
     except stripe.StripeError as error:
-        raise StripeUnavailable(describe_stripe_error(error)) from None
+        key = api_key_of(client) if client is not None else None
+        raise StripeUnavailable(describe_stripe_error(error, key)) from None
 
 
-def describe_stripe_error(error: stripe.StripeError) -> str:
-    """Return a one-line description of a Stripe failure with its request id and no key."""
+def describe_stripe_error(error: stripe.StripeError, api_key: str | None = None) -> str:
+    """Return a one-line description of a Stripe failure with its request id and no key.
+
+    Args:
+        error: what the SDK raised.
+        api_key: the key the request was made with; any echo of it in the server's message is
+            replaced by ``[key]``, whatever its format. Keys shaped like Stripe's always are.
+    """
     status = f"HTTP {error.http_status}" if error.http_status else "no answer"
     request = f"request {error.request_id}" if error.request_id else "no request id"
-    message = " ".join(str(error.user_message or type(error).__name__).split())
-    message = _KEY_PATTERN.sub("[key]", message)
+    message = str(error.user_message or type(error).__name__)
     if isinstance(error, stripe.APIConnectionError):
         message = "could not connect"
-    return f"Stripe failed ({status}, {request}): {message[:200]}"
+    return f"Stripe failed ({status}, {_scrub(request, api_key)}): {_scrub(message, api_key)[:200]}"
+
+
+def _scrub(text: str, api_key: str | None) -> str:
+    """Return ``text`` on one line with ``api_key`` and anything shaped like a Stripe key masked."""
+    if api_key:
+        text = text.replace(api_key, "[key]")
+    return _KEY_PATTERN.sub("[key]", " ".join(text.split()))

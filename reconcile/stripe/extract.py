@@ -34,6 +34,9 @@ _BALANCE_MOVEMENTS = {
     "refund_failure": (Source.REFUND_FAILURE, EntryType.CREDIT),
 }
 
+_BY_ID = frozenset({"pi", "re", "txn"})
+"""Id prefixes :func:`extract_by_ids` fetches: PaymentIntents, Refunds, balance transactions."""
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -89,7 +92,7 @@ def extract(
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
     seen: set[str] = set()
-    with stripe_errors():
+    with stripe_errors(client):
         for done, found in enumerate(
             _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
         ):
@@ -102,6 +105,72 @@ def extract(
             if progress is not None:
                 progress(ExtractProgress(done, len(slices), len(seen)))
     logger.info("read %d Stripe movements in %d slices", len(seen), len(slices))
+
+
+def extract_by_ids(
+    client: stripe.StripeClient,
+    transaction_ids: Collection[str],
+    *,
+    companies: Collection[str] = (),
+) -> Iterator[ExpectedEntry]:
+    """Yield the expected entry of each Stripe id given, fetched by id, once per id.
+
+    For ids on ledger rows whose Stripe object lies outside the window read (late webhooks,
+    older postings): each object is mapped exactly as :func:`extract` maps it. ``pi_`` is a
+    PaymentIntent (a top-up credit, or nothing), ``re_`` a Refund (a debit), ``txn_`` a balance
+    transaction (a dispute or refund-failure movement). Other prefixes, and ids Stripe answers
+    404 for, yield nothing (logged at INFO).
+
+    Args:
+        client: the run's Stripe client.
+        transaction_ids: ``transaction_id`` values seen on Moesif ledger rows.
+        companies: when given, only entries of these Moesif companies (an unmapped entry counts
+            for the company its customer names).
+
+    Raises:
+        CredentialsRejected: Stripe refused the key.
+        StripeUnavailable: Stripe failed after retries.
+    """
+    lookup = StripeLookup(client)
+    wanted = frozenset(companies)
+    with stripe_errors(client):
+        for transaction_id in dict.fromkeys(transaction_ids):
+            for item in _entries_of_id(client, lookup, transaction_id):
+                if not wanted or item.company_hint in wanted:
+                    yield item.entry
+
+
+def _entries_of_id(
+    client: stripe.StripeClient, lookup: StripeLookup, object_id: str
+) -> list[_Found]:
+    """Return the expected entries of one Stripe object known by id; none when it is unknown."""
+    prefix = object_id.split("_", 1)[0]
+    if prefix not in _BY_ID:
+        logger.info("skipped %s: not a PaymentIntent, Refund or balance transaction id", object_id)
+        return []
+    try:
+        found = _retrieve(client, prefix, object_id)
+    except stripe.StripeError as error:
+        if error.http_status != 404:
+            raise
+        logger.info("skipped %s: Stripe has no such object (HTTP 404)", object_id)
+        return []
+    if prefix == "pi":
+        return _topup_entries(found, lookup)
+    if prefix == "re":
+        return _refund_entries(found, lookup)
+    return _balance_entries(found, client, lookup)
+
+
+def _retrieve(client: stripe.StripeClient, prefix: str, object_id: str) -> StripeDict:
+    """Return the object an id of ``prefix`` names, a balance transaction with its source."""
+    if prefix == "pi":
+        return client.v1.payment_intents.retrieve(object_id).to_dict()
+    if prefix == "re":
+        return client.v1.refunds.retrieve(object_id).to_dict()
+    return client.v1.balance_transactions.retrieve(
+        object_id, params={"expand": ["source"]}
+    ).to_dict()
 
 
 def split_window(window: Window, length: timedelta) -> list[Window]:

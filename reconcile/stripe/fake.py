@@ -133,15 +133,28 @@ class FakeStripe:
         default_version: str = DEFAULT_VERSION,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         serve: Collection[str] | None = None,
+        unknown_url: tuple[int, Obj] | None = None,
+        ignore_filters: Collection[str] = (),
+        echo_key: bool = False,
     ) -> None:
         """Accept only ``api_key``; answer without ``Stripe-Version`` as ``default_version``.
 
-        ``serve`` limits the collections served (``"invoice_payments"``, ...), to play a
-        Stripe-compatible server that lacks some; the others answer 404 as unknown URLs.
+        The other switches play Stripe-compatible servers that differ from Stripe:
+
+        - ``serve`` limits the collections served (``"invoice_payments"``, ...); the others
+          answer as unknown URLs.
+        - ``unknown_url`` is the status and JSON body of that answer, instead of Stripe's 404
+          in Stripe's error shape (e.g. ``(405, {"detail": "Method Not Allowed"})``).
+        - ``ignore_filters`` names collections whose lists ignore every filter but ``created``
+          (``customer``, ``payment[...]``, ``status``...) and list everything.
+        - ``echo_key`` ends every error message with the API key the request presented.
         """
         self.api_key = api_key
         self.default_version = default_version
         self._served = frozenset(serve) if serve is not None else frozenset(_COLLECTIONS)
+        self._unknown_url = unknown_url
+        self._unfiltered = frozenset(_COLLECTIONS[name] for name in ignore_filters)
+        self._echo_key = echo_key
         self._clock = clock
         self._state = _State()
         self._lock = threading.RLock()
@@ -421,6 +434,9 @@ class FakeStripe:
             status, body, extra = 200, self._route(method, parts.path, query, headers, version), {}
         except StripeApiError as error:
             status, body, extra = error.status, error.body, error.headers
+            if self._echo_key and "error" in body:
+                presented = headers.get("authorization", "").removeprefix("Bearer ").strip()
+                body["error"]["message"] += f" (key {presented})"
         with self._lock:
             self._state.requests.append(
                 RecordedRequest(method, parts.path, query, headers.get("stripe-version"), status)
@@ -452,14 +468,20 @@ class FakeStripe:
         self._authenticate(headers)
         segments = [part for part in path.split("/") if part]
         if method != "GET" or len(segments) not in (2, 3) or segments[0] != "v1":
-            raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
+            raise self._unrecognized(method, path)
         kind = _COLLECTIONS.get(segments[1]) if segments[1] in self._served else None
         if kind is None:
-            raise StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
+            raise self._unrecognized(method, path)
         with self._lock:
             if len(segments) == 3:
                 return self._retrieve(kind, segments[2], query, version)
             return self._list(kind, path, query, version)
+
+    def _unrecognized(self, method: str, path: str) -> StripeApiError:
+        error = StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
+        if self._unknown_url is not None:
+            error.status, error.body = self._unknown_url[0], copy.deepcopy(self._unknown_url[1])
+        return error
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         given = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -478,7 +500,11 @@ class FakeStripe:
     def _list(self, kind: str, path: str, query: Query, version: str) -> Obj:
         limit = _limit(query)
         items = sorted(
-            (item for item in self._state.objects[kind].values() if _matches(item, kind, query)),
+            (
+                item
+                for item in self._state.objects[kind].values()
+                if _matches(item, kind, query, filtered=kind not in self._unfiltered)
+            ),
             key=lambda item: (item["created"], item["id"]),
             reverse=True,
         )
@@ -615,9 +641,11 @@ def _limit(query: Query) -> int:
     return int(raw)
 
 
-def _matches(item: Obj, kind: str, query: Query) -> bool:
+def _matches(item: Obj, kind: str, query: Query, *, filtered: bool = True) -> bool:
     if not _created_matches(item["created"], query):
         return False
+    if not filtered:
+        return True
     for name in _LIST_FILTERS[kind]:
         if name in query and str(_field(item, name) or "") != query[name]:
             return False

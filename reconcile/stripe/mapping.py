@@ -19,7 +19,11 @@ logger = logging.getLogger(__name__)
 StripeDict = Mapping[str, Any]
 """A Stripe object as plain data (``StripeObject.to_dict()``)."""
 
-_ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+INVOICE_PAYMENT_PAGE = 10
+"""Page size when asking ``/v1/invoice_payments`` which invoices a PaymentIntent paid."""
+
+_NO_ENDPOINT_STATUSES = frozenset({404, 405, 501})
+"""Answers of a Stripe-compatible server that does not serve an endpoint at all."""
 _V = TypeVar("_V")
 
 
@@ -58,13 +62,26 @@ def company_of(customer: StripeDict) -> str:
     return company or str(customer["id"])
 
 
-def live_subscription_ids(subscriptions: Iterable[StripeDict]) -> list[str]:
-    """Return the ids of subscriptions that are not canceled (or expired before starting)."""
+def live_subscription_ids(subscriptions: Iterable[StripeDict], customer_id: str) -> list[str]:
+    """Return the ids of ``customer_id``'s subscriptions that are not canceled.
+
+    Only ``canceled`` ends a subscription here (contract section 4); every other status,
+    ``incomplete_expired`` included, counts. Subscriptions of other customers are dropped, so a
+    server that ignores the ``customer`` filter does not lend one customer everyone's.
+    """
     return [
         str(item["id"])
         for item in subscriptions
-        if item.get("status") not in _ENDED_SUBSCRIPTION_STATUSES
+        if item.get("status") != "canceled" and id_of(item.get("customer")) == customer_id
     ]
+
+
+def pays_payment_intent(invoice_payment: StripeDict, payment_intent_id: str) -> bool:
+    """Return whether an InvoicePayment's ``payment`` is the PaymentIntent ``payment_intent_id``."""
+    payment = invoice_payment.get("payment")
+    if not isinstance(payment, Mapping):
+        return False
+    return id_of(payment.get("payment_intent")) == payment_intent_id
 
 
 def resolve_subscription(
@@ -73,7 +90,7 @@ def resolve_subscription(
     """Return ``(subscription_id, unmapped_reason)`` for a top-up; exactly one is ``None``.
 
     PaymentIntent metadata ``moesif_subscription_id`` wins, then the customer's, then the
-    customer's only live Stripe subscription. None or several is never guessed.
+    customer's only non-canceled Stripe subscription. None or several is never guessed.
 
     Args:
         payment_intent: the top-up.
@@ -89,7 +106,9 @@ def resolve_subscription(
     if len(live) == 1:
         return live[0], None
     counted = (
-        "no active Stripe subscription" if not live else f"{len(live)} active Stripe subscriptions"
+        "no Stripe subscription that is not canceled"
+        if not live
+        else f"{len(live)} Stripe subscriptions that are not canceled"
     )
     return None, f"customer {customer['id']} has no Moesif subscription id and {counted}"
 
@@ -155,6 +174,7 @@ class StripeLookup:
         """Use ``client``, whose pinned API version decides whether PaymentIntents name invoices."""
         self._client = client
         self._no_invoice_payments = False
+        self._no_invoice_payments_lock = threading.Lock()
         self._customers = _Cache()
         self._subscriptions = _Cache()
         self._topups = _Cache()
@@ -174,39 +194,50 @@ class StripeLookup:
         listed = self._client.v1.subscriptions.list(
             params={"customer": customer_id, "status": "all", "limit": 100}
         )
-        return live_subscription_ids(item.to_dict() for item in listed.auto_paging_iter())
+        return live_subscription_ids(
+            (item.to_dict() for item in listed.auto_paging_iter()), customer_id
+        )
 
     def invoice_linked(self, payment_intent: StripeDict) -> bool:
         """Return whether Stripe links a PaymentIntent to an invoice, for the pinned version.
 
         A PaymentIntent that names ``invoice`` is read as it is, in any version. Otherwise the
-        link is looked up in ``/v1/invoice_payments``; a server without that endpoint (a
-        Stripe-compatible proxy or fake that knows no invoices) links none, said once in the log.
+        link is looked up in ``/v1/invoice_payments``, and only an InvoicePayment whose
+        ``payment.payment_intent`` is this PaymentIntent counts (a server may ignore the
+        filter and list others). A server without that endpoint (404, 405 or 501, in any body
+        shape) links none, said once in the log.
         """
         if "invoice" in payment_intent:
             return bool(payment_intent.get("invoice"))
         if self._no_invoice_payments:
             return False
+        payment_intent_id = str(payment_intent["id"])
         try:
             listed = self._client.v1.invoice_payments.list(
                 params={
-                    "payment": {
-                        "type": "payment_intent",
-                        "payment_intent": str(payment_intent["id"]),
-                    },
-                    "limit": 1,
+                    "payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
+                    "limit": INVOICE_PAYMENT_PAGE,
                 }
             )
-        except stripe.InvalidRequestError as error:
-            if error.http_status != 404:
+            return any(
+                pays_payment_intent(item.to_dict(), payment_intent_id)
+                for item in listed.auto_paging_iter()
+            )
+        except stripe.StripeError as error:
+            if error.http_status not in _NO_ENDPOINT_STATUSES:
                 raise
-            self._no_invoice_payments = True
+            self._note_no_invoice_payments()
+            return False
+
+    def _note_no_invoice_payments(self) -> None:
+        """Remember that the server has no ``/v1/invoice_payments``; warn the first time only."""
+        with self._no_invoice_payments_lock:
+            known, self._no_invoice_payments = self._no_invoice_payments, True
+        if not known:
             logger.warning(
                 "this Stripe server has no /v1/invoice_payments; no payment is taken as an "
                 "invoice payment unless it names its invoice"
             )
-            return False
-        return bool(listed.data)
 
     def topup(self, payment_intent: StripeDict) -> TopUp | None:
         """Return where a PaymentIntent's credit belongs, or ``None`` when it is no top-up."""

@@ -119,3 +119,26 @@ def test_a_ledger_row_that_cannot_be_read_blocks_the_posting_of_its_id(world: Wo
     [row] = world.report_rows()
     assert (row["category"], row["action"]) == ("missing_in_moesif", "flagged")
     assert "could not be read" in row["detail"]
+
+
+def test_a_row_naming_an_older_movement_matches_it_even_on_a_fresh_database(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    payment = _one_missing_topup(world, days_ago=25)
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("25.00"),
+        world.now - timedelta(hours=3),
+        transaction_id=payment,
+        description="a webhook, 25 days late",
+    )
+    monkeypatch.setenv("RECONCILE_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+
+    assert main(["--since", to_iso(world.now - timedelta(days=1))]) == 0
+
+    assert world.report_rows() == []
+    fetched = [r.path for r in world.stripe.requests if r.path.startswith("/v1/payment_intents/")]
+    assert fetched == [f"/v1/payment_intents/{payment}"]

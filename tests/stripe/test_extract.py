@@ -206,14 +206,14 @@ def test_every_mapping_path(fake_stripe: FakeStripe, client: stripe.StripeClient
     single = fake_stripe.add_customer()
     only = fake_stripe.add_subscription(single)
     fake_stripe.add_subscription(single, status="canceled")
-    fake_stripe.add_subscription(single, status="incomplete_expired")
     by_stripe = fake_stripe.add_payment_intent(single, 100, created=T0)
     none = fake_stripe.add_customer()
     fake_stripe.add_subscription(none, status="canceled")
     unmapped_none = fake_stripe.add_payment_intent(none, 100, created=T0)
     several = fake_stripe.add_customer(metadata={"moesif_company_id": "gamma"})
     fake_stripe.add_subscription(several)
-    fake_stripe.add_subscription(several, status="trialing")
+    # Only "canceled" ends a subscription (contract section 4), "incomplete_expired" counts.
+    fake_stripe.add_subscription(several, status="incomplete_expired")
     unmapped_several = fake_stripe.add_payment_intent(several, 100, created=T0)
     refund = fake_stripe.add_refund(unmapped_several, 50, created=T0)
     found = by_id(client)
@@ -231,12 +231,14 @@ def test_every_mapping_path(fake_stripe: FakeStripe, client: stripe.StripeClient
     assert where(unmapped_none) == (
         None,
         None,
-        f"customer {none} has no Moesif subscription id and no active Stripe subscription",
+        f"customer {none} has no Moesif subscription id and no Stripe subscription that is not "
+        "canceled",
     )
     assert where(unmapped_several) == (
         None,
         None,
-        f"customer {several} has no Moesif subscription id and 2 active Stripe subscriptions",
+        f"customer {several} has no Moesif subscription id and 2 Stripe subscriptions that are "
+        "not canceled",
     )
     assert where(refund) == where(unmapped_several)
     assert found[refund].stripe_customer_id == several

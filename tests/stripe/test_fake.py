@@ -315,3 +315,25 @@ def test_base_url_is_loopback_and_stop_closes_it() -> None:
         assert url.startswith("http://127.0.0.1:")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/v1/customers", timeout=1)
+
+
+def test_switches_that_play_servers_unlike_stripe() -> None:
+    with FakeStripe(
+        api_key=API_KEY,
+        clock=lambda: T0,
+        serve={"customers", "subscriptions"},
+        unknown_url=(405, {"detail": "Method Not Allowed"}),
+        ignore_filters={"subscriptions"},
+        echo_key=True,
+    ) as odd:
+        first, second = odd.add_customer(), odd.add_customer()
+        odd.add_subscription(first)
+        odd.add_subscription(second, status="canceled")
+        assert get(odd, "/v1/invoice_payments")[:2] == (405, {"detail": "Method Not Allowed"})
+        _, listed, _ = get(odd, "/v1/subscriptions", {"customer": first})
+        assert {item["customer"] for item in listed["data"]} == {first, second}
+        _, customers, _ = get(odd, "/v1/customers", {"limit": 1})
+        assert len(customers["data"]) == 1, "collections not named still filter and page"
+        status, missing, _ = get(odd, "/v1/customers/cus_missing")
+        assert status == 404
+        assert missing["error"]["message"].endswith(f"(key {API_KEY})")

@@ -11,6 +11,7 @@ from reconcile.stripe.mapping import (
     live_subscription_ids,
     map_topup,
     needs_subscription_list,
+    pays_payment_intent,
     resolve_subscription,
 )
 
@@ -48,24 +49,52 @@ def test_subscription_from_payment_metadata_first() -> None:
     assert needs_subscription_list(PAID, CUSTOMER)
 
 
-def test_subscription_from_the_only_live_stripe_subscription() -> None:
+def test_subscription_from_the_only_non_canceled_stripe_subscription() -> None:
     listed = [
-        {"id": "sub_old", "status": "canceled"},
-        {"id": "sub_gone", "status": "incomplete_expired"},
-        {"id": "sub_live", "status": "past_due"},
+        {"id": "sub_old", "status": "canceled", "customer": "cus_1"},
+        {"id": "sub_live", "status": "past_due", "customer": "cus_1"},
     ]
-    assert live_subscription_ids(listed) == ["sub_live"]
+    assert live_subscription_ids(listed, "cus_1") == ["sub_live"]
     assert resolve_subscription(PAID, CUSTOMER, ["sub_live"]) == ("sub_live", None)
+
+
+def test_only_canceled_ends_a_subscription() -> None:
+    statuses = ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "unpaid"]
+    listed = [{"id": f"sub_{s}", "status": s, "customer": "cus_1"} for s in statuses]
+    assert live_subscription_ids(listed, "cus_1") == [f"sub_{s}" for s in statuses]
+
+
+def test_subscriptions_of_other_customers_do_not_count() -> None:
+    listed = [
+        {"id": "sub_mine", "status": "active", "customer": "cus_1"},
+        {"id": "sub_expanded", "status": "active", "customer": {"id": "cus_1"}},
+        {"id": "sub_theirs", "status": "active", "customer": "cus_2"},
+        {"id": "sub_nobody", "status": "active"},
+    ]
+    assert live_subscription_ids(listed, "cus_1") == ["sub_mine", "sub_expanded"]
+
+
+def test_an_invoice_payment_counts_only_for_its_own_payment_intent() -> None:
+    def paying(payment: object) -> dict[str, object]:
+        return {"id": "inpay_1", "payment": payment}
+
+    assert pays_payment_intent(paying({"type": "payment_intent", "payment_intent": "pi_1"}), "pi_1")
+    assert pays_payment_intent(paying({"payment_intent": {"id": "pi_1"}}), "pi_1")
+    assert not pays_payment_intent(paying({"payment_intent": "pi_2"}), "pi_1")
+    assert not pays_payment_intent(paying({"type": "charge", "charge": "ch_1"}), "pi_1")
+    assert not pays_payment_intent(paying(None), "pi_1")
 
 
 def test_none_or_several_subscriptions_are_never_guessed() -> None:
     assert resolve_subscription(PAID, CUSTOMER, []) == (
         None,
-        "customer cus_1 has no Moesif subscription id and no active Stripe subscription",
+        "customer cus_1 has no Moesif subscription id and no Stripe subscription that is not "
+        "canceled",
     )
     assert resolve_subscription(PAID, CUSTOMER, ["sub_a", "sub_b"]) == (
         None,
-        "customer cus_1 has no Moesif subscription id and 2 active Stripe subscriptions",
+        "customer cus_1 has no Moesif subscription id and 2 Stripe subscriptions that are not "
+        "canceled",
     )
 
 

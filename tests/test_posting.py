@@ -1,0 +1,145 @@
+"""The posting engine against the fake Moesif over HTTP, on a migrated snapshot database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.config import Secret
+from reconcile.db.models import Posting, Run
+from reconcile.domain import Action
+from reconcile.errors import GuardrailTripped
+from reconcile.moesif.client import MoesifClient
+from reconcile.moesif.fake import FakeMoesif
+from reconcile.posting import Order, Poster, check_guardrails, moesif_amount
+from reconcile.retry import RateLimiter, RetryPolicy
+
+NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)
+TOKEN = "posting-test-token"
+
+
+def _order(
+    transaction_id: str = "pi_1", subscription_id: str = "sub_1", minor: int = 1050
+) -> Order:
+    return Order(transaction_id, "co_1", subscription_id, "credit", minor, "usd", "top-up")
+
+
+@pytest.fixture
+def moesif() -> Iterator[FakeMoesif]:
+    with FakeMoesif(token=TOKEN, clock=lambda: NOW) as fake:
+        fake.add_subscription("sub_1", "co_1")
+        fake.add_subscription("sub_2", "co_1")
+        yield fake
+
+
+@pytest.fixture
+def poster(engine: Engine, moesif: FakeMoesif) -> Iterator[Poster]:
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    with sessions.begin() as session:
+        session.add(Run(id="run-1", since=NOW, until=NOW, status="running", started_at=NOW))
+    import httpx
+
+    with httpx.Client(base_url=moesif.base_url, timeout=5.0) as http:
+        client = MoesifClient(
+            http,
+            Secret(TOKEN),
+            policy=RetryPolicy(max_attempts=2, base_delay=0.01),
+            limiter=RateLimiter(1000, 60.0),
+            sleep=lambda _seconds: None,
+        )
+        yield Poster(sessions, client, run_id="run-1", amount_unit="major", clock=lambda: NOW)
+
+
+def _statuses(engine: Engine) -> dict[str, str]:
+    with Session(engine) as session:
+        return {
+            tid: status
+            for tid, status in session.execute(select(Posting.transaction_id, Posting.status))
+        }
+
+
+def test_a_posting_is_sent_once_and_recorded_confirmed(
+    poster: Poster, moesif: FakeMoesif, engine: Engine
+) -> None:
+    assert poster.post(_order()).action == Action.POSTED
+    again = poster.post(_order())
+
+    assert again.action == Action.FLAGGED
+    assert "not sent again" in again.detail
+    assert [body["amount"] for body in moesif.posts] == [Decimal("10.50")]
+    assert _statuses(engine) == {"pi_1": "confirmed"}
+
+
+def test_an_unfinished_posting_found_in_moesif_is_confirmed_without_a_resend(
+    poster: Poster, moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+    first = poster.post(_order())
+    assert first.action == Action.POSTED
+    assert "read-back" in first.detail
+    assert len(moesif.posts) == 1
+    assert _statuses(engine) == {"pi_1": "confirmed"}
+
+
+def test_a_post_with_no_answer_and_no_row_stays_unknown_and_is_not_resent_in_the_run(
+    poster: Poster, moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
+    outcome = poster.post(_order())
+
+    assert (outcome.action, outcome.unknown) == (Action.POST_FAILED, True)
+    assert _statuses(engine) == {"pi_1": "unknown"}
+    assert moesif.posts == []
+
+
+def test_an_unknown_posting_is_resent_as_first_sent_but_a_failed_one_as_now_ordered(
+    poster: Poster, moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
+    poster.post(_order("pi_unknown", subscription_id="sub_1"))
+    moesif.on_request = None
+    with Session(engine) as session, session.begin():
+        session.add(
+            Posting(
+                transaction_id="pi_failed",
+                run_id="run-1",
+                company_id="co_1",
+                subscription_id="sub_1",
+                entry_type="credit",
+                amount_minor=1050,
+                currency="usd",
+                amount_sent="10.50",
+                description="top-up",
+                status="failed",
+                attempts=1,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+
+    poster.post(_order("pi_unknown", subscription_id="sub_2"))
+    poster.post(_order("pi_failed", subscription_id="sub_2"))
+
+    sent = {body["transaction_id"]: body["subscription_id"] for body in moesif.posts}
+    assert sent == {"pi_unknown": "sub_1", "pi_failed": "sub_2"}
+    assert set(_statuses(engine).values()) == {"confirmed"}
+
+
+def test_guardrails_count_and_total_in_major_units() -> None:
+    orders = [_order(f"pi_{n}", minor=5000) for n in range(3)]
+    check_guardrails(orders, max_postings=3, max_total=Decimal("150"))
+    with pytest.raises(GuardrailTripped, match="RECONCILE_MAX_POSTINGS=2"):
+        check_guardrails(orders, max_postings=2, max_total=None)
+    with pytest.raises(GuardrailTripped, match="RECONCILE_MAX_POSTING_TOTAL=149.99"):
+        check_guardrails(orders, max_postings=10, max_total=Decimal("149.99"))
+
+
+def test_amounts_go_out_in_the_configured_unit() -> None:
+    assert moesif_amount(1050, "usd", "major") == Decimal("10.50")
+    assert moesif_amount(1050, "usd", "minor") == Decimal(1050)
+    assert moesif_amount(5000, "jpy", "major") == Decimal(5000)
