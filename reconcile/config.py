@@ -111,12 +111,16 @@ def _required(values: Mapping[str, str], name: str) -> str:
 
 
 def _moesif_token(values: Mapping[str, str]) -> str:
-    token = _required(values, "MOESIF_MANAGEMENT_TOKEN")
-    if token.lower().startswith("bearer "):
-        token = token[len("bearer ") :].strip()
-    if not token:
-        raise ConfigError("MOESIF_MANAGEMENT_TOKEN is only the word 'Bearer'; set the token")
-    return token
+    words = _required(values, "MOESIF_MANAGEMENT_TOKEN").split()
+    if words[0].lower() == "bearer":
+        words = words[1:]
+    if not words or words[0].lower() == "bearer":
+        raise ConfigError(
+            "MOESIF_MANAGEMENT_TOKEN must be the token, with at most one leading 'Bearer'"
+        )
+    if len(words) > 1:
+        raise ConfigError("MOESIF_MANAGEMENT_TOKEN must be one token without spaces")
+    return words[0]
 
 
 def _url(values: Mapping[str, str], name: str, default: str) -> str:

@@ -39,6 +39,12 @@ def test_moesif_token_with_or_without_bearer(token: str) -> None:
     assert settings.moesif_token.reveal() == "tok_123"
 
 
+@pytest.mark.parametrize("token", ["Bearer", "Bearer   ", "Bearer Bearer", "bearer BEARER x"])
+def test_a_token_that_is_only_or_twice_bearer_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError, match="at most one leading 'Bearer'"):
+        Settings.from_env({**BASE, "MOESIF_MANAGEMENT_TOKEN": token}, dotenv=None)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "fragment"),
     [

@@ -143,3 +143,51 @@ def test_amounts_go_out_in_the_configured_unit() -> None:
     assert moesif_amount(1050, "usd", "major") == Decimal("10.50")
     assert moesif_amount(1050, "usd", "minor") == Decimal(1050)
     assert moesif_amount(5000, "jpy", "major") == Decimal(5000)
+
+
+def _leave_intent(engine: Engine, order: Order) -> None:
+    """A posting an earlier run recorded and then died on; the snapshot knows nothing of it."""
+    with Session(engine) as session, session.begin():
+        session.add(
+            Posting(
+                transaction_id=order.transaction_id,
+                run_id="run-1",
+                company_id=order.company_id,
+                subscription_id=order.subscription_id,
+                entry_type=order.entry_type,
+                amount_minor=order.amount_minor,
+                currency=order.currency,
+                amount_sent="10.50",
+                description=order.description,
+                status="intent",
+                attempts=1,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+
+
+@pytest.mark.parametrize("transaction_id", ["pi_1", None])
+def test_an_unfinished_posting_moesif_already_holds_is_confirmed_not_resent(
+    poster: Poster, moesif: FakeMoesif, engine: Engine, transaction_id: str | None
+) -> None:
+    _leave_intent(engine, _order())
+    moesif.add_row("co_1", "sub_1", "credit", Decimal("10.50"), NOW, transaction_id=transaction_id)
+
+    outcome = poster.post(_order())
+
+    assert outcome.action == Action.POSTED
+    assert "read-back" in outcome.detail
+    assert moesif.posts == []
+    assert _statuses(engine) == {"pi_1": "confirmed"}
+
+
+def test_an_unfinished_posting_moesif_lacks_is_sent_once(
+    poster: Poster, moesif: FakeMoesif, engine: Engine
+) -> None:
+    _leave_intent(engine, _order())
+    moesif.add_row("co_1", "sub_1", "credit", Decimal("99.00"), NOW)
+
+    assert poster.post(_order()).action == Action.POSTED
+
+    assert [body["transaction_id"] for body in moesif.posts] == ["pi_1"]

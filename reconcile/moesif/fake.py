@@ -69,7 +69,7 @@ class _Subscription:
     status: str = "active"
 
 
-Verdict = Literal["drop", "apply_then_drop"]
+Verdict = Literal["drop", "apply_then_drop", "reject"]
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,14 @@ class FakeMoesif:
         self._next_id = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.unlisted: set[str] = set()
+        """Transaction ids whose rows are stored but not yet listed in billing reports, as when
+        Moesif's reports lag its ledger."""
         self.on_request: Callable[[Exchange], Verdict | None] | None = None
         """Called with each request before anything else: return ``"drop"`` to cut the
         connection without handling it, ``"apply_then_drop"`` to handle it and then cut the
-        connection, or ``None`` to go on as usual. Tests use it to kill a client mid-request."""
+        connection, ``"reject"`` to answer 400 without handling it, or ``None`` to go on as
+        usual. Tests use it to kill a client mid-request."""
 
     def __repr__(self) -> str:
         """Name the address, never the token."""
@@ -329,6 +333,8 @@ class FakeMoesif:
             return Answer(503, "", drop=True)
         if verdict == "apply_then_drop":
             return replace(self._route(exchange), drop=True)
+        if verdict == "reject":
+            return Answer(400, _error("rejected: the request does not fit this ledger"))
         if fault is not None and fault.kind == "fail":
             body = fault.body if fault.body is not None else _error(f"injected {fault.status}")
             return Answer(fault.status, body, fault.headers)
@@ -410,6 +416,7 @@ class FakeMoesif:
                 self._row_json(row)
                 for row in sorted(self._rows, key=lambda row: (row.created_at, row.id))
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
+                and row.transaction_id not in self.unlisted
             ]
         return Answer(200, dump_json(rows))
 

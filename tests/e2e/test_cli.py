@@ -297,3 +297,76 @@ def test_logs_are_the_jobs_own_not_every_library_request(
     assert "finished with exit 1" in err
     for chatter in ("Request to Stripe api", "HTTP Request:", "Context impl"):
         assert chatter not in err
+
+
+def _watermarks(world: World) -> list[object]:
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(select(Run.watermark).order_by(Run.started_at)))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("extra", [["--dry-run"], ["--company", "acme"]])
+def test_partial_runs_never_move_the_watermark(world: World, extra: list[str]) -> None:
+    seed(world.stripe, world.moesif, world.now)
+
+    main(["--since", world.since, *extra])
+
+    assert _watermarks(world) == [None]
+
+
+def test_a_full_run_moves_the_watermark_to_its_until(world: World) -> None:
+    until = world.now - timedelta(hours=1)
+    assert main(["--since", world.since, "--until", to_iso(until)]) == 0
+    assert _watermarks(world) == [until]
+
+
+def test_a_guardrail_run_does_not_move_the_watermark(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    monkeypatch.setenv("RECONCILE_MAX_POSTINGS", "1")
+
+    assert main(["--since", world.since]) == 4
+
+    assert _watermarks(world) == [None]
+
+
+def test_a_posting_moesif_refuses_is_flagged_exit_1_and_keeps_the_watermark(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    world.moesif.on_request = lambda exchange: "reject" if exchange.method == "POST" else None
+
+    assert main(["--since", world.since]) == 1
+
+    assert world.moesif.posts == []
+    missing = [row for row in world.report_rows() if row["category"] == "missing_in_moesif"]
+    assert {row["action"] for row in missing} == {"post_failed"}
+    assert all("HTTP 400" in row["detail"] for row in missing)
+    assert _watermarks(world) == [None]
+
+
+def test_a_company_run_after_a_full_run_reports_only_that_company(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since]) == 1
+
+    main(["--since", world.since, "--company", "initech"])
+
+    assert {row["company_id"] for row in world.report_rows()} == {"initech"}
+
+
+def test_a_confirmed_posting_that_reports_do_not_show_yet_is_flagged_not_resent(
+    world: World,
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since]) == 1
+    posted = set(world.posted_ids())
+    world.moesif.unlisted.update(posted)
+
+    assert main(["--since", world.since]) == 1
+
+    assert len(world.moesif.posts) == len(posted)
+    rows = {row["transaction_id"]: row for row in world.report_rows()}
+    assert {rows[tid]["action"] for tid in posted} == {"flagged"}
+    assert all("not sent again" in rows[tid]["detail"] for tid in posted)

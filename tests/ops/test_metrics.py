@@ -101,6 +101,15 @@ def test_a_guardrail_outcome_is_not_a_success(tmp_path: Path) -> None:
     assert samples["reconcile_last_success_timestamp_seconds"] == 0
 
 
+def test_a_completed_run_with_unknown_postings_is_not_a_success(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    write_metrics(path, outcome(), now=NIGHT)
+    write_metrics(path, outcome(ExitCode.FAILED, posted=0, failed=2), now=NIGHT + timedelta(days=1))
+    samples = parse(path.read_text())
+    assert samples["reconcile_last_exit_code"] == 3
+    assert samples["reconcile_last_success_timestamp_seconds"] == NIGHT.timestamp()
+
+
 def test_first_run_failing_reports_no_success_and_no_duration(tmp_path: Path) -> None:
     path = tmp_path / "reconcile.prom"
     write_metrics(path, None, failed_exit_code=int(ExitCode.LOCKED), now=NIGHT)
