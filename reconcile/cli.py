@@ -49,9 +49,16 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--since", type=_when, help="window start, ISO 8601 (UTC if no offset)")
     parser.add_argument("--until", type=_when, help="window end, exclusive (default: now)")
     parser.add_argument("--dry-run", action="store_true", help="read, match and report only")
-    parser.add_argument("--report-dir", type=Path, help="where the CSV report goes")
     parser.add_argument(
-        "--company", nargs="+", action="extend", default=[], metavar="ID", help="only these"
+        "--report-dir", type=Path, help="where the CSV report goes (default RECONCILE_REPORT_DIR)"
+    )
+    parser.add_argument(
+        "--company",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ID",
+        help="only these Moesif company ids (the watermark stays where it is)",
     )
     _common(parser)
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from reconcile.db.models import Run
 from reconcile.db.postings import confirmed, settle_from_snapshot
 from reconcile.domain import Action, Category
 from reconcile.errors import (
+    ConfigError,
     DatabaseUnavailable,
     ExitCode,
     GuardrailTripped,
@@ -136,6 +138,7 @@ class _Pass:
 
     def run(self) -> RunOutcome:
         window = self._window()
+        self._check_report_dir()
         with self.sessions.begin() as session:
             crashed = runs.mark_crashed(session, self.started_at)
             if crashed:
@@ -157,6 +160,18 @@ class _Pass:
         except ReconcileError as error:
             self._finish_failed(error)
             raise
+
+    def _check_report_dir(self) -> None:
+        """Refuse to start, before anything is posted, when the report cannot be written."""
+        try:
+            self.report_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.report_dir, prefix=".probe-"):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"the report directory {self.report_dir} cannot be written: "
+                f"{error.strerror or error}"
+            ) from None
 
     def _window(self) -> Window:
         until = self.request.until or self.started_at

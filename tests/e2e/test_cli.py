@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -370,3 +371,16 @@ def test_a_confirmed_posting_that_reports_do_not_show_yet_is_flagged_not_resent(
     rows = {row["transaction_id"]: row for row in world.report_rows()}
     assert {rows[tid]["action"] for tid in posted} == {"flagged"}
     assert all("not sent again" in rows[tid]["detail"] for tid in posted)
+
+
+def test_an_unwritable_report_directory_stops_the_run_before_anything_is_posted(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    assert main(["--since", world.since, "--report-dir", str(blocker / "reports")]) == 2
+
+    assert world.moesif.posts == []
+    assert "cannot be written" in _one_error_line(capsys.readouterr().err)
