@@ -432,7 +432,9 @@ class _Pass:
             row.post_failed = failed
             row.error = str(guardrail) if guardrail is not None else None
             if full_run and guardrail is None and failed == 0:
-                row.watermark = window.until
+                # Never past the run's start: what Stripe and Moesif had not yet seen then,
+                # the next run must read.
+                row.watermark = min(window.until, self.started_at)
         text = report.summary(
             findings,
             posted=posted,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -384,3 +384,13 @@ def test_an_unwritable_report_directory_stops_the_run_before_anything_is_posted(
 
     assert world.moesif.posts == []
     assert "cannot be written" in _one_error_line(capsys.readouterr().err)
+
+
+def test_the_watermark_never_moves_past_the_runs_start(world: World) -> None:
+    future = world.now + timedelta(days=30)
+
+    assert main(["--since", world.since, "--until", to_iso(future)]) == 0
+
+    [watermark] = _watermarks(world)
+    assert isinstance(watermark, datetime)
+    assert world.now <= watermark < world.now + timedelta(minutes=5)
