@@ -26,6 +26,7 @@ from reconcile.db.findings import store_findings
 from reconcile.db.ledger import ledger_frame, sync_ledger
 from reconcile.db.models import Run
 from reconcile.db.postings import confirmed, settle_from_snapshot
+from reconcile.db.subscriptions import SubscriptionDirectory
 from reconcile.domain import Action, Category
 from reconcile.errors import (
     ConfigError,
@@ -135,6 +136,7 @@ class _Pass:
         self.unknown = 0
         self.stripe = build_stripe_client(settings)
         self.unreadable: frozenset[str] = frozenset()
+        self.subscriptions: SubscriptionDirectory  # set once the Moesif client exists
 
     def run(self) -> RunOutcome:
         window = self._window()
@@ -156,6 +158,7 @@ class _Pass:
                 moesif = MoesifClient(
                     http, self.settings.moesif_token, policy=self.settings.retry_policy()
                 )
+                self.subscriptions = SubscriptionDirectory(moesif, self.clock)
                 return self._reconcile(window, moesif)
         except ReconcileError as error:
             self._finish_failed(error)
@@ -240,6 +243,10 @@ class _Pass:
     def _sync_ledger(self, reach: Window, moesif: MoesifClient) -> None:
         progress = Progress("Moesif ledger", unit="rows")
         with self.sessions.begin() as session:
+
+            def currency_for(subscription_id: str) -> str | None:
+                return self.subscriptions.currency(session, subscription_id)
+
             result = sync_ledger(
                 session,
                 moesif,
@@ -249,6 +256,7 @@ class _Pass:
                 companies=self.request.companies,
                 now=self.clock(),
                 progress=progress.advance,
+                currency_for=currency_for,
             )
             session.get_one(Run, self.run_id).ledger_rows = result.rows_seen
             settled = settle_from_snapshot(session, self.clock())
@@ -266,15 +274,15 @@ class _Pass:
         in_window = expected[
             (expected["created_at"] >= window.since) & (expected["created_at"] < window.until)
         ]
-        subscriptions = sorted(set(in_window["subscription_id"].dropna()))
         currencies: dict[str, str | None] = {}
-        for subscription_id in subscriptions:
-            found = moesif.subscription(subscription_id)
-            if found is None:
-                currencies[subscription_id] = None
-            elif found.currency:
-                currencies[subscription_id] = found.currency
-            # a subscription without a currency exists; only the currency check is skipped
+        with self.sessions.begin() as session:
+            for subscription_id in sorted(set(in_window["subscription_id"].dropna())):
+                known = self.subscriptions.lookup(session, subscription_id)
+                if known is None:
+                    currencies[subscription_id] = None
+                elif known.currency:
+                    currencies[subscription_id] = known.currency
+                # a subscription without a currency exists; only the currency check is skipped
         return matching.match(
             expected,
             ledger,

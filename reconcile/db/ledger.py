@@ -54,6 +54,7 @@ def sync_ledger(
     companies: Sequence[str] = (),
     now: datetime,
     progress: Callable[[int], None] | None = None,
+    currency_for: Callable[[str], str | None] | None = None,
 ) -> SyncResult:
     """Snapshot Moesif's billing reports of ``[since, until)`` into ``ledger_rows``.
 
@@ -71,6 +72,8 @@ def sync_ledger(
         companies: read only these companies (``--company``); all when empty.
         now: the time to record as first and last seen.
         progress: called with the number of rows read so far after each batch.
+        currency_for: a subscription's currency, for rows that name none; by default asked of
+            ``client``.
 
     Raises:
         MoesifUnavailable: Moesif could not be read (from the client).
@@ -89,7 +92,7 @@ def sync_ledger(
 
     for raw in _raw_rows(client, since, until, companies):
         counts["seen"] += 1
-        ledger_row = _normalised(raw, client, amount_unit)
+        ledger_row = _normalised(raw, currency_for or _asking(client), amount_unit)
         if ledger_row is None:
             counts["skipped"] += 1
             if raw.get("transaction_id"):
@@ -148,13 +151,19 @@ def _raw_rows(
         yield from client.billing_reports(since, until, company_id=company_id)
 
 
-def _normalised(
-    raw: dict[str, Any], client: MoesifClient, amount_unit: Literal["major", "minor"]
-) -> LedgerRow | None:
+def _asking(client: MoesifClient) -> Callable[[str], str | None]:
     def currency_for(subscription_id: str) -> str | None:
         subscription = client.subscription(subscription_id)
         return subscription.currency if subscription is not None else None
 
+    return currency_for
+
+
+def _normalised(
+    raw: dict[str, Any],
+    currency_for: Callable[[str], str | None],
+    amount_unit: Literal["major", "minor"],
+) -> LedgerRow | None:
     try:
         return normalise(raw, amount_unit=amount_unit, currency_for=currency_for)
     except ValueError as error:

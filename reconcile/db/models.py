@@ -180,3 +180,13 @@ class Finding(Base):
     moesif_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     moesif_id: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class MoesifSubscription(Base):
+    """A Moesif subscription's currency as last read, so runs need not read it every night."""
+
+    __tablename__ = "moesif_subscriptions"
+
+    subscription_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    currency: Mapped[str | None] = mapped_column(String(3), comment="null: Moesif names none")
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -394,3 +394,15 @@ def test_the_watermark_never_moves_past_the_runs_start(world: World) -> None:
     [watermark] = _watermarks(world)
     assert isinstance(watermark, datetime)
     assert world.now <= watermark < world.now + timedelta(minutes=5)
+
+
+def test_a_second_run_reads_no_subscription_from_moesif_again(world: World) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since]) == 1
+    before = len(world.moesif.exchanges)
+
+    assert main(["--since", world.since]) == 1
+
+    later = [e.path for e in world.moesif.exchanges[before:]]
+    assert later
+    assert not [path for path in later if "/subscriptions/" in path]

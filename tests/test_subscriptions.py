@@ -1,0 +1,72 @@
+"""Subscription currencies cached in the snapshot, read from Moesif about once a week."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from reconcile.config import Secret
+from reconcile.db.subscriptions import MAX_AGE, Known, SubscriptionDirectory
+from reconcile.moesif.client import MoesifClient
+from reconcile.moesif.fake import FakeMoesif
+from reconcile.retry import RateLimiter
+
+NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)
+SUBSCRIPTION_PATH = "/v1/search/~/subscriptions/"
+
+
+@pytest.fixture
+def moesif() -> Iterator[FakeMoesif]:
+    with FakeMoesif(token="t") as fake:
+        fake.add_subscription("sub_jpy", "co_1", currency="JPY")
+        fake.add_subscription("sub_none", "co_1", currency="")
+        yield fake
+
+
+@pytest.fixture
+def http(moesif: FakeMoesif) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=moesif.base_url, timeout=5.0) as client:
+        yield client
+
+
+def _reads(moesif: FakeMoesif) -> list[str]:
+    return [
+        e.path.removeprefix(SUBSCRIPTION_PATH)
+        for e in moesif.exchanges
+        if e.path.startswith(SUBSCRIPTION_PATH)
+    ]
+
+
+def _lookup(engine: Engine, http: httpx.Client, at: datetime, subscription: str) -> Known | None:
+    """One run's lookup: a new client and directory, as every run has."""
+    client = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))
+    directory = SubscriptionDirectory(client, lambda: at)
+    with Session(engine) as session, session.begin():
+        return directory.lookup(session, subscription)
+
+
+def test_a_currency_read_once_serves_later_runs_for_a_week(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW + MAX_AGE - timedelta(minutes=1), "sub_jpy") == Known("jpy")
+    assert _reads(moesif) == ["sub_jpy"]
+
+    assert _lookup(engine, http, NOW + MAX_AGE, "sub_jpy") == Known("jpy")
+    assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
+
+
+def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_again(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+    assert _lookup(engine, http, NOW, "sub_missing") is None
+    assert _lookup(engine, http, NOW, "sub_missing") is None
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+
+    assert _reads(moesif) == ["sub_none", "sub_missing", "sub_missing"]
