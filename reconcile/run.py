@@ -275,13 +275,15 @@ class _Pass:
             (expected["created_at"] >= window.since) & (expected["created_at"] < window.until)
         ]
         currencies: dict[str, str | None] = {}
+        paid_in = in_window.dropna(subset=["subscription_id"]).groupby("subscription_id")
         with self.sessions.begin() as session:
-            for subscription_id in sorted(set(in_window["subscription_id"].dropna())):
-                known = self.subscriptions.lookup(session, subscription_id)
+            for subscription_id, entries in paid_in:
+                currency = str(entries["currency"].iloc[0])
+                known = self.subscriptions.lookup(session, str(subscription_id), expect=currency)
                 if known is None:
-                    currencies[subscription_id] = None
+                    currencies[str(subscription_id)] = None
                 elif known.currency:
-                    currencies[subscription_id] = known.currency
+                    currencies[str(subscription_id)] = known.currency
                 # a subscription without a currency exists; only the currency check is skipped
         return matching.match(
             expected,

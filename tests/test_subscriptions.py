@@ -70,3 +70,20 @@ def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_ag
     assert _lookup(engine, http, NOW, "sub_none") == Known(None)
 
     assert _reads(moesif) == ["sub_none", "sub_missing", "sub_missing"]
+
+
+def test_a_kept_currency_that_disagrees_with_the_payment_is_read_again(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
+    moesif.add_subscription("sub_jpy", "co_1", currency="usd")
+
+    directory = SubscriptionDirectory(
+        MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0)), lambda: NOW
+    )
+    with Session(engine) as session, session.begin():
+        assert directory.lookup(session, "sub_jpy", expect="jpy") == Known("jpy")
+        assert _reads(moesif) == ["sub_jpy"]
+        assert directory.lookup(session, "sub_jpy", expect="USD") == Known("usd")
+    assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("usd")

@@ -43,13 +43,20 @@ class SubscriptionDirectory:
         self._max_age = max_age
         self._answers: dict[str, Known | None] = {}
 
-    def lookup(self, session: Session, subscription_id: str) -> Known | None:
+    def lookup(
+        self, session: Session, subscription_id: str, expect: str | None = None
+    ) -> Known | None:
         """Return the subscription's currency, or ``None`` when Moesif has no such subscription.
 
+        A kept currency that differs from ``expect`` (the payment's) is read again from Moesif
+        before it is believed, so a subscription whose currency was corrected is seen at once.
         Writes what it reads from Moesif through ``session``; the caller commits.
         """
-        if subscription_id not in self._answers:
-            self._answers[subscription_id] = self._fetch(session, subscription_id)
+        known = self._answers.get(subscription_id)
+        if subscription_id not in self._answers or (
+            expect is not None and known is not None and known.currency != expect.lower()
+        ):
+            self._answers[subscription_id] = self._fetch(session, subscription_id, expect)
         return self._answers[subscription_id]
 
     def currency(self, session: Session, subscription_id: str) -> str | None:
@@ -57,10 +64,14 @@ class SubscriptionDirectory:
         known = self.lookup(session, subscription_id)
         return known.currency if known is not None else None
 
-    def _fetch(self, session: Session, subscription_id: str) -> Known | None:
+    def _fetch(
+        self, session: Session, subscription_id: str, expect: str | None = None
+    ) -> Known | None:
         now = self._clock()
         stored = session.get(MoesifSubscription, subscription_id)
-        if stored is not None and now - stored.fetched_at < self._max_age:
+        fresh = stored is not None and now - stored.fetched_at < self._max_age
+        agrees = expect is None or (stored is not None and stored.currency == expect.lower())
+        if stored is not None and fresh and agrees and subscription_id not in self._answers:
             return Known(stored.currency)
         found = self._client.subscription(subscription_id)
         if found is None:

@@ -142,3 +142,20 @@ def test_a_row_naming_an_older_movement_matches_it_even_on_a_fresh_database(
     assert world.report_rows() == []
     fetched = [r.path for r in world.stripe.requests if r.path.startswith("/v1/payment_intents/")]
     assert fetched == [f"/v1/payment_intents/{payment}"]
+
+
+def test_a_currency_mismatch_fixed_in_moesif_is_posted_on_the_next_run(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme", currency="usd")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    payment = world.stripe.add_payment_intent(
+        customer, 3000, currency="eur", created=world.now - timedelta(days=1)
+    )
+    assert main(["--since", world.since]) == 1
+    assert [row["category"] for row in world.report_rows()] == ["currency_mismatch"]
+
+    world.moesif.add_subscription("sub_acme", "acme", currency="eur")
+    assert main(["--since", world.since]) == 0
+
+    assert [body["transaction_id"] for body in world.moesif.posts] == [payment]
