@@ -203,19 +203,34 @@ class Poster:
             postings.set_status(session, transaction_id, status, self._clock(), error)
 
     def _already_applied(self, posting: Posting) -> bool:
+        """Read the ledger back: is this posting's row in Moesif?
+
+        A row with the transaction id says yes. Reports that leave ids out are read with care:
+        an id-less row of the same place, type and amount says yes when its description names
+        this posting's Stripe id, or when there are more such anonymous rows than other
+        confirmed postings that could be them; otherwise the outcome stays unknown.
+        """
         with self._sessions() as session:
             if postings.in_ledger_snapshot(session, posting.transaction_id):
                 return True
         since = posting.created_at - READ_BACK_MARGIN
         until = self._clock() + timedelta(minutes=1)
         subscriptions: dict[str, str] = {posting.subscription_id: posting.currency}
+        anonymous = 0
         for raw in self._client.billing_reports(since, until, company_id=posting.company_id):
             row = normalise(raw, amount_unit=self._unit, currency_for=subscriptions.get)
             if row.transaction_id == posting.transaction_id:
                 return True
-            if not row.transaction_id and _same_movement(row, posting):
+            if row.transaction_id or not _same_movement(row, posting):
+                continue
+            if posting.transaction_id in (row.description or ""):
                 return True
-        return False
+            if not _names_stripe_id(row.description):
+                anonymous += 1
+        if anonymous == 0:
+            return False
+        with self._sessions() as session:
+            return anonymous > postings.confirmed_alike(session, posting, since)
 
 
 def _same_movement(row: LedgerRow, posting: Posting) -> bool:
@@ -237,6 +252,11 @@ def _refresh(posting: Posting, order: Order, unit: Literal["major", "minor"]) ->
     posting.currency = order.currency
     posting.amount_sent = str(moesif_amount(order.amount_minor, order.currency, unit))
     posting.description = order.description
+
+
+def _names_stripe_id(text: str | None) -> bool:
+    """Whether a description names some Stripe movement (``pi_…``, ``re_…``, ``txn_…``)."""
+    return bool(text) and any(prefix in str(text) for prefix in ("pi_", "re_", "txn_"))
 
 
 def _order_of(posting: Posting) -> Order:

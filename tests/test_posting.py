@@ -191,3 +191,56 @@ def test_an_unfinished_posting_moesif_lacks_is_sent_once(
     assert poster.post(_order()).action == Action.POSTED
 
     assert [body["transaction_id"] for body in moesif.posts] == ["pi_1"]
+
+
+@pytest.fixture
+def idless_poster(engine: Engine) -> Iterator[tuple[Poster, FakeMoesif]]:
+    """A Moesif whose reports leave transaction ids out."""
+    with FakeMoesif(token=TOKEN, clock=lambda: NOW, include_transaction_id=False) as fake:
+        fake.add_subscription("sub_1", "co_1")
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with sessions.begin() as session:
+            session.add(Run(id="run-1", since=NOW, until=NOW, status="running", started_at=NOW))
+        import httpx
+
+        with httpx.Client(base_url=fake.base_url, timeout=5.0) as http:
+            client = MoesifClient(http, Secret(TOKEN), limiter=RateLimiter(1000, 60.0))
+            yield (
+                Poster(sessions, client, run_id="run-1", amount_unit="major", clock=lambda: NOW),
+                fake,
+            )
+
+
+@pytest.mark.parametrize("description", ["top-up", "reconcile: credit for Stripe {tid}"])
+def test_without_ids_in_reports_a_lost_post_is_not_confirmed_by_a_twins_row(
+    idless_poster: tuple[Poster, FakeMoesif], description: str
+) -> None:
+    poster, moesif = idless_poster
+    twin, lost = (
+        Order(tid, "co_1", "sub_1", "credit", 5000, "usd", description.format(tid=tid))
+        for tid in ("pi_A", "pi_B")
+    )
+    assert poster.post(twin).action == Action.POSTED
+    moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
+
+    outcome = poster.post(lost)
+
+    assert (outcome.action, outcome.unknown) == (Action.POST_FAILED, True)
+
+
+@pytest.mark.parametrize("description", ["top-up", "reconcile: credit for Stripe {tid}"])
+def test_without_ids_in_reports_a_lost_post_that_arrived_is_confirmed(
+    idless_poster: tuple[Poster, FakeMoesif], description: str
+) -> None:
+    poster, moesif = idless_poster
+    twin, lost = (
+        Order(tid, "co_1", "sub_1", "credit", 5000, "usd", description.format(tid=tid))
+        for tid in ("pi_A", "pi_B")
+    )
+    assert poster.post(twin).action == Action.POSTED
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+
+    outcome = poster.post(lost)
+
+    assert outcome.action == Action.POSTED
+    assert len(moesif.rows()) == 2

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, Posting
@@ -68,6 +68,20 @@ def settle_from_snapshot(session: Session, now: datetime) -> list[str]:
     for transaction_id in settled:
         set_status(session, transaction_id, PostingStatus.CONFIRMED, now)
     return settled
+
+
+def confirmed_alike(session: Session, posting: Posting, since: datetime) -> int:
+    """Count other confirmed postings since ``since`` of the same place, type and amount."""
+    query = select(func.count()).where(
+        Posting.status == PostingStatus.CONFIRMED,
+        Posting.transaction_id != posting.transaction_id,
+        Posting.company_id == posting.company_id,
+        Posting.subscription_id == posting.subscription_id,
+        Posting.entry_type == posting.entry_type,
+        Posting.amount_minor == posting.amount_minor,
+        Posting.created_at >= since,
+    )
+    return int(session.scalar(query) or 0)
 
 
 def set_status(
