@@ -8,7 +8,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +48,9 @@ from reconcile.times import Window, to_iso
 log = logging.getLogger(__name__)
 
 REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED})
+
+PENDING_HORIZON = timedelta(days=30)
+"""How far before the usual start a run reaches back for a payment or refund still pending."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class _Pass:
         self.unknown = 0
         self.stripe = build_stripe_client(settings)
         self.unreadable: frozenset[str] = frozenset()
+        self.pending_since: datetime | None = None
         self.subscriptions: SubscriptionDirectory  # set once the Moesif client exists
 
     def run(self) -> RunOutcome:
@@ -188,10 +192,24 @@ class _Pass:
                     "pass --since for the first run"
                 )
             since = watermark - self.settings.lookback
+            since = min(since, self._pending_start(since))
         try:
             return Window(since, until)
         except ValueError as error:
             raise UsageError(str(error)) from None
+
+    def _pending_start(self, since: datetime) -> datetime:
+        """Reach back to the oldest movement the last run saw pending, within PENDING_HORIZON."""
+        with self.sessions() as session:
+            pending = runs.last_pending_since(session)
+        if pending is None or pending >= since:
+            return since
+        start = max(pending, since - PENDING_HORIZON)
+        log.info(
+            "reading from %s: a Stripe payment or refund seen then was not final yet",
+            to_iso(start),
+        )
+        return start
 
     def _run_row(self, window: Window) -> Run:
         return Run(
@@ -224,6 +242,10 @@ class _Pass:
             progress.total = step.slices_total
             progress.advance(1)
 
+        def pending(created: datetime) -> None:
+            if self.pending_since is None or created < self.pending_since:
+                self.pending_since = created
+
         with self.sessions.begin() as session:
             stored = store_expected(
                 session,
@@ -233,6 +255,7 @@ class _Pass:
                     reach.until,
                     companies=self.request.companies,
                     progress=advance,
+                    on_pending=pending,
                 ),
                 run_id=self.run_id,
                 now=self.clock(),
@@ -441,6 +464,7 @@ class _Pass:
             row.posted = posted
             row.post_failed = failed
             row.error = str(guardrail) if guardrail is not None else None
+            row.pending_since = self.pending_since
             if full_run and guardrail is None and failed == 0:
                 # Never past the run's start: what Stripe and Moesif had not yet seen then,
                 # the next run must read.

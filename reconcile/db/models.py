@@ -74,6 +74,9 @@ class Run(Base):
     watermark: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), comment="set on success of a full, real run: its until"
     )
+    pending_since: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), comment="oldest Stripe movement seen not yet final; the next run reads it"
+    )
     stripe_entries: Mapped[int] = mapped_column(Integer, default=0)
     ledger_rows: Mapped[int] = mapped_column(Integer, default=0)
     findings: Mapped[int] = mapped_column(Integer, default=0)

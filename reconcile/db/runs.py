@@ -26,6 +26,12 @@ def last_watermark(session: Session) -> datetime | None:
     return session.scalar(select(func.max(Run.watermark)))
 
 
+def last_pending_since(session: Session) -> datetime | None:
+    """Return the oldest still-pending Stripe movement the last successful full run saw."""
+    latest = select(func.max(Run.watermark)).scalar_subquery()
+    return session.scalar(select(Run.pending_since).where(Run.watermark == latest).limit(1))
+
+
 def mark_crashed(session: Session, now: datetime) -> int:
     """Mark runs left ``running`` by a process that died; call it only while holding the lock."""
     result = session.execute(

@@ -61,6 +61,20 @@ class _Found:
     company_hint: str
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A top-up or refund whose outcome is not final yet, by when Stripe created it."""
+
+    created: int
+
+
+PENDING_PAYMENT_STATUSES = frozenset({"processing", "requires_capture"})
+"""PaymentIntent statuses that may still end in money received (bank debits take days)."""
+
+PENDING_REFUND_STATUSES = frozenset({"pending", "requires_action"})
+"""Refund statuses that may still end in money returned."""
+
+
 def extract(
     client: stripe.StripeClient,
     since: datetime,
@@ -68,6 +82,7 @@ def extract(
     *,
     companies: Collection[str] = (),
     progress: Progress | None = None,
+    on_pending: Callable[[datetime], None] | None = None,
     slice_length: timedelta = SLICE_LENGTH,
     workers: int = WORKERS,
 ) -> Iterator[ExpectedEntry]:
@@ -81,6 +96,8 @@ def extract(
         companies: when given, only entries of these Moesif companies (an unmapped entry counts
             for the company its customer names).
         progress: called after each slice is read.
+        on_pending: called with the creation time of each top-up or refund that is not final
+            yet, so that a later run can read it again once it is.
         slice_length: the window is read in slices of this length.
         workers: how many slices are read at once.
 
@@ -97,6 +114,10 @@ def extract(
             _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
         ):
             for item in found:
+                if isinstance(item, _Pending):
+                    if on_pending is not None:
+                        on_pending(from_unix(item.created))
+                    continue
                 if item.entry.transaction_id in seen:
                     continue
                 seen.add(item.entry.transaction_id)
@@ -199,18 +220,29 @@ def _in_order(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> It
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_slice(client: stripe.StripeClient, lookup: StripeLookup, piece: Window) -> list[_Found]:
-    """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements."""
+def read_slice(
+    client: stripe.StripeClient, lookup: StripeLookup, piece: Window
+) -> list[_Found | _Pending]:
+    """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements.
+
+    Top-ups and refunds still on their way are returned as :class:`_Pending` marks.
+    """
     gte, lt = _ceil_unix(piece.since), _ceil_unix(piece.until)
-    found: list[_Found] = []
+    found: list[_Found | _Pending] = []
     for payment_intent in client.v1.payment_intents.list(
         params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
     ).auto_paging_iter():
-        found.extend(_topup_entries(payment_intent.to_dict(), lookup))
+        intent = payment_intent.to_dict()
+        if intent.get("status") in PENDING_PAYMENT_STATUSES:
+            found.append(_Pending(int(intent["created"])))
+        found.extend(_topup_entries(intent, lookup))
     for refund in client.v1.refunds.list(
         params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
     ).auto_paging_iter():
-        found.extend(_refund_entries(refund.to_dict(), lookup))
+        returned = refund.to_dict()
+        if returned.get("status") in PENDING_REFUND_STATUSES:
+            found.append(_Pending(int(returned["created"])))
+        found.extend(_refund_entries(returned, lookup))
     for transaction in client.v1.balance_transactions.list(
         params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT, "expand": ["data.source"]}
     ).auto_paging_iter():

@@ -396,7 +396,9 @@ def test_the_watermark_never_moves_past_the_runs_start(world: World) -> None:
     assert world.now <= watermark < world.now + timedelta(minutes=5)
 
 
-def test_a_second_run_reads_no_subscription_from_moesif_again(world: World) -> None:
+def test_a_second_run_reads_again_only_the_subscription_whose_currency_disagrees(
+    world: World,
+) -> None:
     seed(world.stripe, world.moesif, world.now)
     assert main(["--since", world.since]) == 1
     before = len(world.moesif.exchanges)
@@ -405,4 +407,6 @@ def test_a_second_run_reads_no_subscription_from_moesif_again(world: World) -> N
 
     later = [e.path for e in world.moesif.exchanges[before:]]
     assert later
-    assert not [path for path in later if "/subscriptions/" in path]
+    assert [path for path in later if "/subscriptions/" in path] == [
+        "/v1/search/~/subscriptions/sub_hooli"
+    ]

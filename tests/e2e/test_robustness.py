@@ -7,8 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from reconcile.cli import main
+from reconcile.db.engine import make_engine
+from reconcile.db.models import Run
 from reconcile.demo import seed
 from reconcile.moesif.fake import Exchange, Verdict
 from reconcile.times import to_iso
@@ -159,3 +162,64 @@ def test_a_currency_mismatch_fixed_in_moesif_is_posted_on_the_next_run(world: Wo
     assert main(["--since", world.since]) == 0
 
     assert [body["transaction_id"] for body in world.moesif.posts] == [payment]
+
+
+def test_a_payment_that_settles_after_the_lookback_is_still_credited(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILE_LOOKBACK", "1h")
+    world.moesif.add_subscription("sub_acme", "acme")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    slow = world.stripe.add_payment_intent(
+        customer, 9900, status="processing", created=world.now - timedelta(days=5)
+    )
+    assert (
+        main(
+            [
+                "--since",
+                to_iso(world.now - timedelta(days=6)),
+                "--until",
+                to_iso(world.now - timedelta(days=1)),
+            ]
+        )
+        == 0
+    )
+    assert world.moesif.posts == []
+
+    world.stripe.set_status(slow, "succeeded")
+    assert main([]) == 0
+
+    assert [body["transaction_id"] for body in world.moesif.posts] == [slow]
+
+
+def test_a_payment_that_never_settles_stops_holding_the_window_open_after_the_horizon(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILE_LOOKBACK", "1h")
+    customer = world.stripe.add_customer(metadata={"moesif_company_id": "acme"})
+    world.stripe.add_payment_intent(
+        customer, 100, status="processing", created=world.now - timedelta(days=60)
+    )
+    assert (
+        main(
+            [
+                "--since",
+                to_iso(world.now - timedelta(days=61)),
+                "--until",
+                to_iso(world.now - timedelta(days=1)),
+            ]
+        )
+        == 0
+    )
+
+    assert main([]) == 0
+
+    engine = make_engine(world.database_url)
+    try:
+        with engine.connect() as connection:
+            since = connection.scalars(select(Run.since).order_by(Run.started_at)).all()[-1]
+    finally:
+        engine.dispose()
+    assert since == world.now - timedelta(days=1) - timedelta(hours=1) - timedelta(days=30)
