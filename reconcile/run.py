@@ -22,7 +22,7 @@ from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
-from reconcile.db.findings import store_findings
+from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame, sync_ledger
 from reconcile.db.models import Run
 from reconcile.db.postings import confirmed, settle_from_snapshot
@@ -331,6 +331,7 @@ class _Pass:
             )
         if companies:
             ledger = ledger[ledger["company_id"].isin(companies)]
+        ledger = self._with_remembered_pairs(ledger)
         named = {tid for tid in ledger["transaction_id"].dropna() if matching.is_stripe_id(tid)}
         strays = named - set(expected["transaction_id"])
         if not strays:
@@ -344,6 +345,23 @@ class _Pass:
         if older.empty:
             return expected, ledger
         return pd.concat([expected, older], ignore_index=True), ledger
+
+    def _with_remembered_pairs(self, ledger: pd.DataFrame) -> pd.DataFrame:
+        """Give rows an earlier run matched by amount the id of the movement it chose."""
+        anonymous = ~ledger["transaction_id"].map(matching.is_stripe_id, na_action="ignore").eq(
+            True
+        )
+        if not anonymous.any():
+            return ledger
+        with self.sessions() as session:
+            pairs = remembered_pairs(session, ledger.loc[anonymous, "moesif_id"].tolist())
+        if not pairs:
+            return ledger
+        ledger = ledger.copy()
+        chosen = ledger["moesif_id"].map(pairs)
+        remembered = anonymous & chosen.notna()
+        ledger.loc[remembered, "transaction_id"] = chosen[remembered]
+        return ledger
 
     def _post(
         self, findings: pd.DataFrame, moesif: MoesifClient

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding
-from reconcile.domain import FINDING_COLUMNS
+from reconcile.db.models import Finding, Run
+from reconcile.domain import FINDING_COLUMNS, Category
 
 
 def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int:
@@ -32,3 +33,26 @@ def _plain(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str, str]:
+    """Return, for ledger rows an earlier real run matched by amount, the movement it chose.
+
+    A row once matched by amount keeps its movement, so that a later run cannot hand it to a
+    newer payment of the same amount and leave the older one unreported outside its window.
+    """
+    ids = sorted(set(moesif_ids))
+    pairs: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        query = (
+            select(Finding.moesif_id, Finding.transaction_id)
+            .join(Run, Run.id == Finding.run_id)
+            .where(
+                Finding.category == Category.MATCHED_BY_AMOUNT,
+                Finding.moesif_id.in_(ids[start : start + 500]),
+                Run.dry_run.is_(False),
+            )
+            .order_by(Run.started_at)
+        )
+        pairs.update({str(row): str(tid) for row, tid in session.execute(query) if row and tid})
+    return pairs

@@ -223,3 +223,44 @@ def test_a_payment_that_never_settles_stops_holding_the_window_open_after_the_ho
     finally:
         engine.dispose()
     assert since == world.now - timedelta(days=1) - timedelta(hours=1) - timedelta(days=30)
+
+
+def test_a_row_matched_by_amount_stays_with_its_payment_when_a_nearer_twin_appears(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILE_LOOKBACK", "1h")
+    world.moesif.add_subscription("sub_acme", "acme")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    day_ago = world.now - timedelta(days=1)
+    first = world.stripe.add_payment_intent(customer, 5000, created=day_ago)
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("50.00"),
+        day_ago + timedelta(minutes=30),
+        description="webhook, random id",
+    )
+    twin = world.stripe.add_payment_intent(
+        customer, 5000, status="processing", created=day_ago + timedelta(minutes=45)
+    )
+    assert (
+        main(
+            [
+                "--since",
+                to_iso(day_ago - timedelta(hours=1)),
+                "--until",
+                to_iso(day_ago + timedelta(hours=2)),
+            ]
+        )
+        == 0
+    )
+    assert [row["category"] for row in world.report_rows()] == ["matched_by_amount"]
+    assert world.report_rows()[0]["transaction_id"] == first
+
+    world.stripe.set_status(twin, "succeeded")
+    assert main([]) == 0
+
+    assert [body["transaction_id"] for body in world.moesif.posts] == [twin]
