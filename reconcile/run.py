@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import tempfile
 from collections import Counter
@@ -331,7 +332,7 @@ class _Pass:
             )
         if companies:
             ledger = ledger[ledger["company_id"].isin(companies)]
-        ledger = self._with_remembered_pairs(ledger)
+        ledger = self._with_known_ids(ledger)
         named = {tid for tid in ledger["transaction_id"].dropna() if matching.is_stripe_id(tid)}
         strays = named - set(expected["transaction_id"])
         if not strays:
@@ -346,18 +347,24 @@ class _Pass:
             return expected, ledger
         return pd.concat([expected, older], ignore_index=True), ledger
 
-    def _with_remembered_pairs(self, ledger: pd.DataFrame) -> pd.DataFrame:
-        """Give rows an earlier run matched by amount the id of the movement it chose."""
+    def _with_known_ids(self, ledger: pd.DataFrame) -> pd.DataFrame:
+        """Give rows without a Stripe id the one they are known by.
+
+        Reports may leave ids out: a row the job posted names its id in its description, and a
+        row an earlier run matched by amount keeps the movement it was matched to.
+        """
         anonymous = ~ledger["transaction_id"].map(matching.is_stripe_id, na_action="ignore").eq(
             True
         )
         if not anonymous.any():
             return ledger
+        ledger = ledger.copy()
+        own = ledger["description"].str.extract(OWN_POSTING, expand=False)
+        known = anonymous & own.notna()
+        ledger.loc[known, "transaction_id"] = own[known]
+        anonymous &= ~known
         with self.sessions() as session:
             pairs = remembered_pairs(session, ledger.loc[anonymous, "moesif_id"].tolist())
-        if not pairs:
-            return ledger
-        ledger = ledger.copy()
         chosen = ledger["moesif_id"].map(pairs)
         remembered = anonymous & chosen.notna()
         ledger.loc[remembered, "transaction_id"] = chosen[remembered]
@@ -442,7 +449,7 @@ class _Pass:
             entry_type=entry_type,
             amount_minor=int(finding["stripe_amount_minor"]),
             currency=str(finding["currency"]),
-            description=f"reconcile: {_what(finding)} (run {self.run_id})",
+            description=posting_description(finding, self.run_id),
         )
 
     def _save(self, findings: pd.DataFrame) -> Path:
@@ -524,8 +531,16 @@ class _Pass:
             log.exception("could not record the failure of run %s", self.run_id)
 
 
-def _what(finding: pd.Series) -> str:
-    return f"{finding['entry_type']} for Stripe {finding['stripe_object_id']}"
+def posting_description(finding: pd.Series, run_id: str) -> str:
+    """Return the description of a posting; it names the transaction id, to be read back."""
+    return (
+        f"reconcile: {finding['entry_type']} {finding['transaction_id']} "
+        f"for Stripe {finding['stripe_object_id']} (run {run_id})"
+    )
+
+
+OWN_POSTING = re.compile(r"^reconcile: (?:credit|debit) (\S+) for Stripe ")
+"""How a row the job posted names its transaction id in its description."""
 
 
 def _totals(findings: pd.DataFrame) -> dict[str, str]:

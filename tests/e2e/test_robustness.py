@@ -264,3 +264,18 @@ def test_a_row_matched_by_amount_stays_with_its_payment_when_a_nearer_twin_appea
     assert main([]) == 0
 
     assert [body["transaction_id"] for body in world.moesif.posts] == [twin]
+
+
+def test_without_ids_in_reports_our_own_earlier_posting_is_recognised(world: World) -> None:
+    world.moesif.include_transaction_id = False
+    world.moesif.add_subscription("sub_acme", "acme")
+    payment = _one_missing_topup(world, days_ago=5)
+    assert main(["--since", to_iso(world.now - timedelta(days=7))]) == 0
+    assert (
+        f"reconcile: credit {payment} for Stripe {payment}" in world.moesif.posts[0]["description"]
+    )
+
+    assert main(["--since", to_iso(world.now - timedelta(days=1))]) == 0
+
+    assert world.report_rows() == []
+    assert len(world.moesif.posts) == 1
