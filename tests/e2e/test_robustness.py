@@ -30,13 +30,27 @@ def _on_first_post(world: World, verdict: Verdict) -> None:
     world.moesif.on_request = hook
 
 
-def _one_missing_topup(world: World, days_ago: float = 1) -> str:
-    customer = world.stripe.add_customer(
+def _acme(world: World) -> str:
+    """A Stripe customer mapped to Moesif company ``acme``, subscription ``sub_acme``."""
+    return world.stripe.add_customer(
         metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
     )
+
+
+def _one_missing_topup(world: World, days_ago: float = 1) -> str:
     return world.stripe.add_payment_intent(
-        customer, 2500, created=world.now - timedelta(days=days_ago)
+        _acme(world), 2500, created=world.now - timedelta(days=days_ago)
     )
+
+
+def _between(world: World, since_days_ago: float, until_days_ago: float) -> list[str]:
+    """The arguments of a run over ``[now - since_days_ago, now - until_days_ago)``."""
+    return [
+        "--since",
+        to_iso(world.now - timedelta(days=since_days_ago)),
+        "--until",
+        to_iso(world.now - timedelta(days=until_days_ago)),
+    ]
 
 
 def test_a_lost_answer_is_read_back_in_the_same_run_and_never_resent(world: World) -> None:
@@ -149,9 +163,7 @@ def test_a_row_naming_an_older_movement_matches_it_even_on_a_fresh_database(
 
 def test_a_currency_mismatch_fixed_in_moesif_is_posted_on_the_next_run(world: World) -> None:
     world.moesif.add_subscription("sub_acme", "acme", currency="usd")
-    customer = world.stripe.add_customer(
-        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
-    )
+    customer = _acme(world)
     payment = world.stripe.add_payment_intent(
         customer, 3000, currency="eur", created=world.now - timedelta(days=1)
     )
@@ -169,23 +181,11 @@ def test_a_payment_that_settles_after_the_lookback_is_still_credited(
 ) -> None:
     monkeypatch.setenv("RECONCILE_LOOKBACK", "1h")
     world.moesif.add_subscription("sub_acme", "acme")
-    customer = world.stripe.add_customer(
-        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
-    )
+    customer = _acme(world)
     slow = world.stripe.add_payment_intent(
         customer, 9900, status="processing", created=world.now - timedelta(days=5)
     )
-    assert (
-        main(
-            [
-                "--since",
-                to_iso(world.now - timedelta(days=6)),
-                "--until",
-                to_iso(world.now - timedelta(days=1)),
-            ]
-        )
-        == 0
-    )
+    assert main(_between(world, 6, 1)) == 0
     assert world.moesif.posts == []
 
     world.stripe.set_status(slow, "succeeded")
@@ -202,17 +202,7 @@ def test_a_payment_that_never_settles_stops_holding_the_window_open_after_the_ho
     world.stripe.add_payment_intent(
         customer, 100, status="processing", created=world.now - timedelta(days=60)
     )
-    assert (
-        main(
-            [
-                "--since",
-                to_iso(world.now - timedelta(days=61)),
-                "--until",
-                to_iso(world.now - timedelta(days=1)),
-            ]
-        )
-        == 0
-    )
+    assert main(_between(world, 61, 1)) == 0
 
     assert main([]) == 0
 
@@ -230,9 +220,7 @@ def test_a_row_matched_by_amount_stays_with_its_payment_when_a_nearer_twin_appea
 ) -> None:
     monkeypatch.setenv("RECONCILE_LOOKBACK", "1h")
     world.moesif.add_subscription("sub_acme", "acme")
-    customer = world.stripe.add_customer(
-        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
-    )
+    customer = _acme(world)
     day_ago = world.now - timedelta(days=1)
     first = world.stripe.add_payment_intent(customer, 5000, created=day_ago)
     world.moesif.add_row(
