@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from reconcile.domain import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS, REPORT_COLUMNS
+from reconcile.domain import (
+    EXPECTED_COLUMNS,
+    FINDING_COLUMNS,
+    LEDGER_COLUMNS,
+    REPORT_COLUMNS,
+    Category,
+)
 from reconcile.matching import match
 from reconcile.report import neutralise, summary, to_report_frame, write_report
 from reconcile.times import Window
@@ -141,15 +147,7 @@ def empty_findings() -> pd.DataFrame:
 
 def test_scenario_covers_every_category() -> None:
     found = set(every_category()["category"])
-    assert found == {
-        "missing_in_moesif",
-        "amount_mismatch",
-        "duplicate_in_moesif",
-        "missing_in_stripe",
-        "currency_mismatch",
-        "unmapped_customer",
-        "matched_by_amount",
-    }
+    assert found == {category.value for category in Category}
 
 
 def test_report_of_every_category_matches_golden(tmp_path: Path) -> None:

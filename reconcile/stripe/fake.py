@@ -40,7 +40,7 @@ DEFAULT_VERSION = "2025-02-24.acacia"
 FINAL_INVOICE_LINK_VERSION = "2025-03-31"
 """From this API version (basil) on, Stripe's PaymentIntents no longer name their invoice."""
 
-_COLLECTIONS = {
+COLLECTIONS = {
     "customers": "customer",
     "subscriptions": "subscription",
     "payment_intents": "payment_intent",
@@ -50,6 +50,7 @@ _COLLECTIONS = {
     "balance_transactions": "balance_transaction",
     "invoice_payments": "invoice_payment",
 }
+"""The list URLs the fake serves (``/v1/<collection>``) and the object each holds."""
 _PREFIXES = {
     "customer": "cus",
     "subscription": "sub",
@@ -151,9 +152,9 @@ class FakeStripe:
         """
         self.api_key = api_key
         self.default_version = default_version
-        self._served = frozenset(serve) if serve is not None else frozenset(_COLLECTIONS)
+        self._served = frozenset(serve) if serve is not None else frozenset(COLLECTIONS)
         self._unknown_url = unknown_url
-        self._unfiltered = frozenset(_COLLECTIONS[name] for name in ignore_filters)
+        self._unfiltered = frozenset(COLLECTIONS[name] for name in ignore_filters)
         self._echo_key = echo_key
         self._clock = clock
         self._state = _State()
@@ -469,7 +470,7 @@ class FakeStripe:
         segments = [part for part in path.split("/") if part]
         if method != "GET" or len(segments) not in (2, 3) or segments[0] != "v1":
             raise self._unrecognized(method, path)
-        kind = _COLLECTIONS.get(segments[1]) if segments[1] in self._served else None
+        kind = COLLECTIONS.get(segments[1]) if segments[1] in self._served else None
         if kind is None:
             raise self._unrecognized(method, path)
         with self._lock:

@@ -14,19 +14,12 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Posting, Run
 from reconcile.demo import seed
+from reconcile.domain import Category
 from reconcile.lock import run_lock
 from reconcile.times import to_iso
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 
-EVERY_CATEGORY = {
-    "missing_in_moesif",
-    "amount_mismatch",
-    "duplicate_in_moesif",
-    "missing_in_stripe",
-    "currency_mismatch",
-    "unmapped_customer",
-    "matched_by_amount",
-}
+EVERY_CATEGORY = {category.value for category in Category}
 
 
 def _count(world: World, model: type, *where: object) -> int:

@@ -14,20 +14,12 @@ import stripe
 from reconcile.config import Secret
 from reconcile.errors import StripeUnavailable
 from reconcile.stripe.extract import extract
-from reconcile.stripe.fake import FakeStripe
+from reconcile.stripe.fake import COLLECTIONS, FakeStripe
 from reconcile.stripe.mapping import INVOICE_PAYMENT_PAGE, StripeLookup
 from tests.stripe.conftest import API_KEY, T0
 
 BASIL = "2025-03-31.basil"
-WITHOUT_INVOICE_PAYMENTS = {
-    "customers",
-    "subscriptions",
-    "payment_intents",
-    "charges",
-    "refunds",
-    "disputes",
-    "balance_transactions",
-}
+WITHOUT_INVOICE_PAYMENTS = set(COLLECTIONS) - {"invoice_payments"}
 MakeClient = Callable[..., stripe.StripeClient]
 
 

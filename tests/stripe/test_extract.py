@@ -29,7 +29,7 @@ from reconcile.stripe.client import (
     stripe_retry_delay,
 )
 from reconcile.stripe.extract import ExtractProgress, extract, split_window
-from reconcile.stripe.fake import FakeStripe
+from reconcile.stripe.fake import COLLECTIONS, FakeStripe
 from reconcile.times import Window
 from tests.stripe.conftest import API_KEY, T0
 
@@ -588,15 +588,7 @@ def test_extracted_entries_round_trip_through_storage(
 def test_a_server_without_invoice_payments_links_no_invoices_but_honours_named_ones(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    served = {
-        "customers",
-        "subscriptions",
-        "payment_intents",
-        "charges",
-        "refunds",
-        "disputes",
-        "balance_transactions",
-    }
+    served = set(COLLECTIONS) - {"invoice_payments"}
     with FakeStripe(api_key=API_KEY, clock=lambda: T0, serve=served) as bare:
         client = make_client(stripe_api_version=BASIL, stripe_api_base=bare.base_url)
         customer = mapped_customer(bare)

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reconcile.stripe.fake import TEMPLATES, FakeStripe
+from reconcile.stripe.fake import COLLECTIONS, TEMPLATES, FakeStripe
 from tests.conftest import SHARED_DATA
 from tests.stripe.conftest import API_KEY, T0
 
@@ -72,16 +72,7 @@ def test_every_key_served_is_a_key_of_stripes_fixture(fake_stripe: FakeStripe) -
     fixtures = json.loads((SHARED_DATA / "stripe" / "fixtures3.json").read_text())["resources"]
     seed_everything(fake_stripe)
     served: dict[str, set[str]] = {}
-    for collection in (
-        "customers",
-        "subscriptions",
-        "payment_intents",
-        "charges",
-        "refunds",
-        "disputes",
-        "balance_transactions",
-        "invoice_payments",
-    ):
+    for collection in COLLECTIONS:
         for version in (ACACIA, BASIL):
             status, body, _ = get(fake_stripe, f"/v1/{collection}", {"limit": 100}, version=version)
             assert status == 200
