@@ -18,9 +18,9 @@ from pathlib import Path
 
 from reconcile.config import Settings
 from reconcile.demo import DEMO_MOESIF_TOKEN, DEMO_STRIPE_KEY, demo_settings
-from reconcile.moesif.fake import FakeMoesif
+from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.stripe import FakeStripe
 from reconcile.run import RunRequest, execute
-from reconcile.stripe.fake import FakeStripe
 
 
 def seed(stripe: FakeStripe, moesif: FakeMoesif, count: int, now: datetime) -> None:

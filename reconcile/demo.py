@@ -18,9 +18,9 @@ from pathlib import Path
 
 from reconcile.config import Secret, Settings
 from reconcile.errors import ExitCode, ReconcileError
-from reconcile.moesif.fake import FakeMoesif
+from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.stripe import FakeStripe
 from reconcile.run import RunRequest, execute
-from reconcile.stripe.fake import FakeStripe
 from reconcile.times import to_iso
 
 DEMO_STRIPE_KEY = "sk_test_demo_not_a_real_key"

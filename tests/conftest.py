@@ -15,7 +15,8 @@ from sqlalchemy.exc import OperationalError
 
 from reconcile.db.engine import make_engine, upgrade_to_head
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REFERENCE_DATA = Path(__file__).resolve().parent / "data"
+"""Stripe's fixtures and Moesif's OpenAPI document, vendored with their licences."""
 POSTGRES_ADMIN_URL = os.environ.get(
     "RECONCILE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -14,8 +14,8 @@ from reconcile.config import Secret
 from reconcile.db.models import Posting, Run
 from reconcile.domain import Action
 from reconcile.errors import GuardrailTripped
+from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.fake import FakeMoesif
 from reconcile.posting import Order, Poster, check_guardrails, moesif_amount
 from reconcile.retry import RateLimiter, RetryPolicy
 

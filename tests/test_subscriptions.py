@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
 from reconcile.db.subscriptions import MAX_AGE, Known, SubscriptionDirectory
+from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.fake import FakeMoesif
 from reconcile.retry import RateLimiter
 
 NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.moesif.fake import FakeMoesif
-from reconcile.stripe.fake import FakeStripe
+from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.stripe import FakeStripe
 from reconcile.times import to_iso
 
 STRIPE_KEY = "sk_test_e2e_secret_key_1234"

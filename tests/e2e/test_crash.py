@@ -21,7 +21,7 @@ from sqlalchemy import select
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Posting, Run
 from reconcile.demo import seed
-from reconcile.moesif.fake import Exchange, Verdict
+from reconcile.fakes.moesif import Exchange, Verdict
 from tests.e2e.conftest import World
 
 POST_PATH = "/v1/~/billing/reports/balance_transactions"

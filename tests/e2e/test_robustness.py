@@ -13,7 +13,7 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Run
 from reconcile.demo import seed
-from reconcile.moesif.fake import Exchange, Verdict
+from reconcile.fakes.moesif import Exchange, Verdict
 from reconcile.times import to_iso
 from tests.e2e.conftest import World
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from reconcile.config import Secret
+from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.fake import FakeMoesif
 from reconcile.retry import RetryPolicy
 
 TOKEN = "tok_moesif_secret_123"

@@ -15,10 +15,10 @@ from openapi_schema_validator import OAS30Validator
 
 from reconcile.config import Secret, Settings
 from reconcile.errors import CredentialsRejected, MoesifRejected, MoesifUnavailable
+from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient, MoesifOutcomeUnknown, open_http_client
-from reconcile.moesif.fake import FakeMoesif
 from reconcile.retry import RateLimiter, RetryPolicy
-from tests.conftest import SHARED_DATA
+from tests.conftest import REFERENCE_DATA
 from tests.moesif.conftest import TOKEN
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -65,7 +65,7 @@ def test_post_arrives_with_the_exact_amount(fake: FakeMoesif, client: MoesifClie
 def test_posted_bodies_validate_against_moesifs_schema(
     fake: FakeMoesif, client: MoesifClient, amount: str
 ) -> None:
-    document = json.loads((SHARED_DATA / "moesif" / "management-api.json").read_text())
+    document = json.loads((REFERENCE_DATA / "moesif" / "management-api.json").read_text())
     schema = {
         **document["components"]["schemas"]["BillingReportBalanceTransCreate"],
         "components": document["components"],

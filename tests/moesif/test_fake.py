@@ -12,8 +12,8 @@ import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from reconcile.moesif.fake import FakeMoesif
-from tests.conftest import SHARED_DATA
+from reconcile.fakes.moesif import FakeMoesif
+from tests.conftest import REFERENCE_DATA
 from tests.moesif.conftest import TOKEN
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -22,7 +22,7 @@ POST_PATH = "/~/billing/reports/balance_transactions"
 
 
 def _schema(name: str) -> dict[str, object]:
-    document = json.loads((SHARED_DATA / "moesif" / "management-api.json").read_text())
+    document = json.loads((REFERENCE_DATA / "moesif" / "management-api.json").read_text())
     schema: dict[str, object] = document["components"]["schemas"][name]
     return {**schema, "components": document["components"]}
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from reconcile.db.ledger import SyncResult, ledger_frame, sync_ledger
 from reconcile.db.models import LedgerEntry
 from reconcile.domain import LEDGER_COLUMNS, EntryType
+from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.fake import FakeMoesif
 from reconcile.moesif.rows import dump_json, normalise, parse_json
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

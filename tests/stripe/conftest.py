@@ -10,8 +10,8 @@ import pytest
 import stripe
 
 from reconcile.config import Secret, Settings
+from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import build_stripe_client
-from reconcile.stripe.fake import FakeStripe
 
 API_KEY = "sk_test_fakeKey4242424242"
 T0 = datetime(2025, 1, 10, tzinfo=UTC)

@@ -10,9 +10,9 @@ import stripe
 
 from reconcile.domain import ExpectedEntry
 from reconcile.errors import StripeUnavailable
+from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import MAX_NETWORK_RETRIES
 from reconcile.stripe.extract import extract, extract_by_ids
-from reconcile.stripe.fake import FakeStripe
 from tests.stripe.conftest import T0
 
 LONG_AGO = T0 - timedelta(days=60)

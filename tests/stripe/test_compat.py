@@ -13,8 +13,8 @@ import stripe
 
 from reconcile.config import Secret
 from reconcile.errors import StripeUnavailable
+from reconcile.fakes.stripe import COLLECTIONS, FakeStripe
 from reconcile.stripe.extract import extract
-from reconcile.stripe.fake import COLLECTIONS, FakeStripe
 from reconcile.stripe.mapping import INVOICE_PAYMENT_PAGE, StripeLookup
 from tests.stripe.conftest import API_KEY, T0
 

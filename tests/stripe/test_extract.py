@@ -19,6 +19,7 @@ from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.models import ExpectedRow
 from reconcile.domain import EXPECTED_COLUMNS, EntryType, ExpectedEntry, Source
 from reconcile.errors import CredentialsRejected, StripeUnavailable
+from reconcile.fakes.stripe import COLLECTIONS, FakeStripe
 from reconcile.retry import RateLimiter
 from reconcile.stripe.client import (
     MAX_NETWORK_RETRIES,
@@ -29,7 +30,6 @@ from reconcile.stripe.client import (
     stripe_retry_delay,
 )
 from reconcile.stripe.extract import ExtractProgress, extract, split_window
-from reconcile.stripe.fake import COLLECTIONS, FakeStripe
 from reconcile.times import Window
 from tests.stripe.conftest import API_KEY, T0
 

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reconcile.stripe.fake import COLLECTIONS, TEMPLATES, FakeStripe
-from tests.conftest import SHARED_DATA
+from reconcile.fakes.stripe import COLLECTIONS, TEMPLATES, FakeStripe
+from tests.conftest import REFERENCE_DATA
 from tests.stripe.conftest import API_KEY, T0
 
 ACACIA = "2025-02-24.acacia"
@@ -63,13 +63,13 @@ def seed_everything(fake: FakeStripe) -> dict[str, str]:
 
 
 def test_templates_are_copied_from_stripes_fixtures() -> None:
-    fixtures = json.loads((SHARED_DATA / "stripe" / "fixtures3.json").read_text())["resources"]
+    fixtures = json.loads((REFERENCE_DATA / "stripe" / "fixtures3.json").read_text())["resources"]
     for kind, template in TEMPLATES.items():
         assert template.items() <= fixtures[kind].items(), kind
 
 
 def test_every_key_served_is_a_key_of_stripes_fixture(fake_stripe: FakeStripe) -> None:
-    fixtures = json.loads((SHARED_DATA / "stripe" / "fixtures3.json").read_text())["resources"]
+    fixtures = json.loads((REFERENCE_DATA / "stripe" / "fixtures3.json").read_text())["resources"]
     seed_everything(fake_stripe)
     served: dict[str, set[str]] = {}
     for collection in COLLECTIONS:

@@ -1,6 +1,6 @@
 """A fake Stripe API on 127.0.0.1 for tests and the demo: real HTTP, Stripe's list semantics.
 
-Object shapes start from Stripe's own example objects (``fixtures.json`` beside this module,
+Object shapes start from Stripe's own example objects (``stripe_fixtures.json`` beside this module,
 trimmed from github.com/stripe/openapi ``openapi/fixtures3.json``, MIT) with fields overridden.
 """
 
@@ -29,7 +29,9 @@ Query = dict[str, str]
 TEMPLATES: dict[str, Obj] = {
     name: template
     for name, template in json.loads(
-        resources.files("reconcile.stripe").joinpath("fixtures.json").read_text(encoding="utf-8")
+        resources.files("reconcile.fakes")
+        .joinpath("stripe_fixtures.json")
+        .read_text(encoding="utf-8")
     ).items()
     if not name.startswith("_")
 }
