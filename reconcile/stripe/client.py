@@ -215,24 +215,20 @@ def stripe_errors() -> Iterator[None]:
         raise StripeUnavailable(describe_stripe_error(error)) from None
 
 
-def describe_stripe_error(error: stripe.StripeError, api_key: str | None = None) -> str:
+def describe_stripe_error(error: stripe.StripeError) -> str:
     """Return a one-line description of a Stripe failure with its request id and no key.
 
     Args:
-        error: what the SDK raised.
-        api_key: the key the request was made with; any echo of it in the server's message is
-            replaced by ``[key]``, whatever its format. Keys shaped like Stripe's always are.
+        error: what the SDK raised; anything in it shaped like a Stripe key is masked.
     """
     status = f"HTTP {error.http_status}" if error.http_status else "no answer"
     request = f"request {error.request_id}" if error.request_id else "no request id"
     message = str(error.user_message or type(error).__name__)
     if isinstance(error, stripe.APIConnectionError):
         message = "could not connect"
-    return f"Stripe failed ({status}, {_scrub(request, api_key)}): {_scrub(message, api_key)[:200]}"
+    return f"Stripe failed ({status}, {_scrub(request)}): {_scrub(message)[:200]}"
 
 
-def _scrub(text: str, api_key: str | None) -> str:
-    """Return ``text`` on one line with ``api_key`` and anything shaped like a Stripe key masked."""
-    if api_key:
-        text = text.replace(api_key, "[key]")
+def _scrub(text: str) -> str:
+    """Return ``text`` on one line with anything shaped like a Stripe key masked."""
     return _KEY_PATTERN.sub("[key]", " ".join(text.split()))
