@@ -145,8 +145,14 @@ def _subcommand(name: str, args: list[str]) -> int:
 
 
 def _status(args: list[str]) -> int:
-    from reconcile.db.engine import make_engine, upgrade_to_head
-    from reconcile.status import status_report
+    from reconcile.db.engine import database_revision, known_revisions, make_engine
+    from reconcile.errors import ConfigError
+    from reconcile.status import (
+        describe_database,
+        missing_sqlite_file,
+        schema_problem,
+        status_report,
+    )
 
     parser = _Parser(prog="reconcile status", description="Show recent runs and open findings.")
     parser.add_argument("--limit", type=int, default=10, help="how many runs to show")
@@ -155,9 +161,16 @@ def _status(args: list[str]) -> int:
         settings = Settings.from_env(_status_environment())
     except ReconcileError as error:
         return _fail(error)
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        return _fail(ConfigError(f"no snapshot database at {missing} (RECONCILE_DATABASE_URL)"))
     engine = make_engine(settings.database_url)
     try:
-        upgrade_to_head(engine)
+        head, known = known_revisions()
+        problem = schema_problem(database_revision(engine), head, known)
+        if problem is not None:
+            where = describe_database(settings.database_url)
+            raise ConfigError(f"the snapshot database {where} {problem}")
         print(status_report(engine, limit=namespace.limit))
     except ReconcileError as error:
         return _fail(error)

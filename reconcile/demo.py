@@ -8,6 +8,8 @@ both fakes running and prints the settings to point a real run at them.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -136,6 +138,24 @@ def demo_settings(
     )
 
 
+def reconcile_command(executable: str | None = None, cwd: Path | None = None) -> str:
+    """Return a command line that runs reconcile from a new shell, with no environment activated.
+
+    It names the interpreter running now, relative to ``cwd`` when it lies below it (as
+    ``.venv/bin/python`` does in a checkout), else by its absolute path.
+
+    Args:
+        executable: the interpreter; ``sys.executable`` by default.
+        cwd: the directory the command is meant to be typed in; the current one by default.
+    """
+    python = Path(executable or sys.executable)
+    here = Path.cwd() if cwd is None else cwd
+    shown = str(python.relative_to(here)) if python.is_relative_to(here) else str(python)
+    if "/" not in shown:
+        shown = f"./{shown}"
+    return f"{shlex.quote(shown)} -m reconcile"
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the demo; return 0 when it showed what it should."""
     parser = argparse.ArgumentParser(prog="reconcile demo", description=__doc__)
@@ -165,12 +185,13 @@ def _show(settings: Settings, now: datetime) -> int:
         f"Demo: fake Stripe at {settings.stripe_api_base}, fake Moesif at "
         f"{settings.moesif_api_base}\n"
     )
-    print(f"$ reconcile --since {to_iso(since)}\n")
+    print(f"$ {reconcile_command()} --since {to_iso(since)}\n")
     try:
         first = execute(settings, RunRequest(since=since, trigger="demo"), now=now)
         print(first.summary)
         print(f"\nexit code {int(first.exit_code)}\n")
-        print(f"$ reconcile --since {to_iso(since)}   # again: nothing may be posted twice\n")
+        again = f"$ {reconcile_command()} --since {to_iso(since)}"
+        print(f"{again}   # again: nothing may be posted twice\n")
         second = execute(settings, RunRequest(since=since, trigger="demo"))
     except ReconcileError as error:
         print(f"reconcile demo: error: {error}")
@@ -190,8 +211,8 @@ def _serve(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> int:
     print(f"export MOESIF_MANAGEMENT_TOKEN={DEMO_MOESIF_TOKEN}")
     print(f"export MOESIF_API_BASE={moesif.base_url}")
     print("export RECONCILE_DATABASE_URL=sqlite:///demo-serve.db")
-    print(f"python -m reconcile --since {to_iso(now - HISTORY)} --dry-run")
-    print(f"python -m reconcile --since {to_iso(now - HISTORY)}")
+    print(f"{reconcile_command()} --since {to_iso(now - HISTORY)} --dry-run")
+    print(f"{reconcile_command()} --since {to_iso(now - HISTORY)}")
     print("\nCtrl-C stops the fakes.")
     try:
         threading.Event().wait()

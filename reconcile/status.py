@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, Run
@@ -33,6 +34,43 @@ _RUN_COLUMNS = (
     "TOOK",
     "REPORT",
 )
+
+
+def missing_sqlite_file(database_url: str) -> Path | None:
+    """Return the SQLite file ``database_url`` names if it does not exist, else ``None``.
+
+    Connecting would create it, and ``status`` only reads, so this is checked first.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path
+
+
+def schema_problem(current: str | None, head: str | None, known: Collection[str]) -> str | None:
+    """Return why a database at revision ``current`` cannot be shown, or ``None`` if it can.
+
+    Args:
+        current: the database's revision, ``None`` when it has no schema at all.
+        head: the newest revision of the installed migrations.
+        known: every revision the installed migrations know.
+    """
+    if current is None:
+        return "has no reconcile schema (a `reconcile run` creates it)"
+    if current == head:
+        return None
+    if current in known:
+        return f"is at revision {current}, behind {head} (the next `reconcile run` migrates it)"
+    return f"is at revision {current}, which this version of reconcile does not know"
+
+
+def describe_database(database_url: str) -> str:
+    """Return how to name ``database_url`` in a message: its file, or the URL without password."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return str(Path(url.database))
+    return url.render_as_string(hide_password=True)
 
 
 def status_report(engine: Engine, limit: int = 10) -> str:

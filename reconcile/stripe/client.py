@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -10,18 +11,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
 import stripe
 
-from reconcile.config import DEFAULT_STRIPE_API_VERSION, Settings
+from reconcile.config import Settings
 from reconcile.errors import CredentialsRejected, StripeUnavailable
 from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
 
 logger = logging.getLogger(__name__)
 
 MAX_NETWORK_RETRIES = 4
-"""Retries after the first attempt of every Stripe request (the SDK's ``max_network_retries``)."""
+"""Retries after the first attempt of every Stripe request."""
 
 STRIPE_RETRY_POLICY = RetryPolicy(
     max_attempts=MAX_NETWORK_RETRIES + 1,
@@ -34,8 +34,6 @@ STRIPE_RETRY_POLICY = RetryPolicy(
 REQUEST_TIMEOUT_SECONDS = 60.0
 
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
-
-Response = tuple[Any, int, Mapping[str, str]]
 
 
 def stripe_retry_delay(
@@ -69,11 +67,16 @@ def rate_limiter(
 
 
 class PacedHTTPClient(stripe.RequestsClient):
-    """The SDK's default ``requests`` transport, paced by a rate limit and retried by our policy.
+    """The SDK's ``requests`` transport, paced by a rate limit and retried by our policy.
 
-    The SDK calls :meth:`request_with_retries` for every request; this class replaces the SDK's
-    own retry loop so that one policy decides (:func:`stripe_retry_delay`, including 429, which
-    the SDK would not retry) and every wait goes through the injected ``sleep``.
+    Built only on the SDK's public extension points: it is passed as ``http_client`` and
+    overrides only the public :meth:`request`. The client it serves is built with
+    ``max_network_retries=0`` so that the SDK's own retry loop never runs: that loop sleeps with
+    ``time.sleep``, jitters with the global ``random`` and does not retry 429. Every attempt and
+    every wait happens here instead, decided by :func:`stripe_retry_delay`.
+
+    Stripe sometimes echoes the API key in an error message; the key this transport sends is
+    masked in every answer's body before the SDK sees it, so no SDK error carries it.
     """
 
     def __init__(
@@ -84,48 +87,57 @@ class PacedHTTPClient(stripe.RequestsClient):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
+        api_key: str | None = None,
     ) -> None:
-        """Wrap a ``requests`` transport with ``limiter`` before each attempt."""
+        """Wrap a ``requests`` transport with ``limiter`` before each attempt.
+
+        Args:
+            limiter: taken before every attempt, retries included.
+            policy: how many attempts and which answers are transient.
+            sleep: how to wait between attempts (tests inject a fake).
+            rng: the source of retry jitter (tests inject a seeded one).
+            timeout: seconds allowed for one attempt.
+            api_key: the key the requests carry, masked in every answer.
+        """
         super().__init__(timeout=timeout)
         self._limiter = limiter
         self._policy = policy
         self._sleep = sleep
         self._rng = rng
+        self._masks = _echoes_of(api_key)
 
-    def request_with_retries(
+    # The signature is RequestsClient's; mypy compares it with HTTPClient's, which RequestsClient
+    # itself narrows (bytes, and no private ``_usage`` keyword, which the SDK never passes here).
+    def request(  # type: ignore[override]
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | None,
         post_data: object = None,
-        max_network_retries: int | None = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> Response:
-        """Send one request, retrying transient failures up to ``max_network_retries`` times.
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        """Send one request, retrying transient failures as the policy allows.
 
         Waits are jittered, except that a ``Retry-After`` from Stripe is honoured as given.
         """
-        policy = replace(self._policy, max_attempts=(max_network_retries or 0) + 1)
         attempt = 0
         while True:
             attempt += 1
             self._limiter.acquire()
             try:
-                response: Response = self.request(method, url, headers, post_data)
+                body, status, answer_headers = super().request(method, url, headers, post_data)
             except stripe.APIConnectionError as error:
-                delay = stripe_retry_delay(policy, TIMEOUT, {}, attempt)
+                delay = stripe_retry_delay(self._policy, TIMEOUT, {}, attempt)
                 if not error.should_retry or delay is None:
                     raise
                 status_text, advised = "no answer", False
             else:
-                if 200 <= response[1] < 300:
-                    return response
-                delay = stripe_retry_delay(policy, response[1], response[2], attempt)
+                delay = None
+                if not 200 <= status < 300:
+                    delay = stripe_retry_delay(self._policy, status, answer_headers, attempt)
                 if delay is None:
-                    return response
-                status_text = f"HTTP {response[1]}"
-                advised = any(name.lower() == "retry-after" for name in response[2])
+                    return self._masked(body), status, answer_headers
+                status_text = f"HTTP {status}"
+                advised = any(name.lower() == "retry-after" for name in answer_headers)
             wait = delay if advised else jittered(delay, self._rng)
             logger.warning(
                 "Stripe gave %s to %s %s; attempt %d of %d in %.2fs",
@@ -133,10 +145,23 @@ class PacedHTTPClient(stripe.RequestsClient):
                 method.upper(),
                 url.split("?", 1)[0],
                 attempt + 1,
-                policy.max_attempts,
+                self._policy.max_attempts,
                 wait,
             )
             self._sleep(wait)
+
+    def _masked(self, body: bytes) -> bytes:
+        for echo in self._masks:
+            body = body.replace(echo, b"[key]")
+        return body
+
+
+def _echoes_of(api_key: str | None) -> tuple[bytes, ...]:
+    """Return the ways ``api_key`` can appear in a JSON body: as is and JSON-escaped."""
+    if not api_key:
+        return ()
+    escaped = json.dumps(api_key)[1:-1]
+    return tuple(dict.fromkeys((escaped.encode(), api_key.encode())))
 
 
 def build_stripe_client(
@@ -152,39 +177,29 @@ def build_stripe_client(
         sleep: how to wait, for the rate limit and between retries (tests inject a fake).
         rng: the source of retry jitter (tests inject a seeded one).
     """
+    api_key = settings.stripe_api_key.reveal()
     http_client = PacedHTTPClient(
-        rate_limiter(settings.stripe_max_requests_per_second, sleep), sleep=sleep, rng=rng
+        rate_limiter(settings.stripe_max_requests_per_second, sleep),
+        sleep=sleep,
+        rng=rng,
+        api_key=api_key,
     )
     return stripe.StripeClient(
-        settings.stripe_api_key.reveal(),
+        api_key,
         base_addresses={"api": settings.stripe_api_base},
         stripe_version=settings.stripe_api_version,
-        max_network_retries=MAX_NETWORK_RETRIES,
+        # The transport retries (see PacedHTTPClient); the SDK's own loop must not add its own.
+        max_network_retries=0,
         http_client=http_client,
     )
 
 
-def api_key_of(client: stripe.StripeClient) -> str | None:
-    """Return the API key ``client`` sends, for scrubbing it from messages (never to show it)."""
-    # Like the version, the key lives only on the SDK's requestor.
-    key = client._requestor._options.api_key
-    return key or None
-
-
-def api_version_of(client: stripe.StripeClient) -> str:
-    """Return the API version ``client`` sends in ``Stripe-Version`` (it decides object shapes)."""
-    # The SDK keeps the version only on its requestor; nothing public exposes it.
-    version = client._requestor._options.stripe_version
-    return version or DEFAULT_STRIPE_API_VERSION
-
-
 @contextmanager
-def stripe_errors(client: stripe.StripeClient | None = None) -> Iterator[None]:
+def stripe_errors() -> Iterator[None]:
     """Turn Stripe SDK errors raised inside the block into the job's errors, without secrets.
 
-    Args:
-        client: the client whose requests the block makes; its API key, in whatever format, is
-            scrubbed from the messages (without it only ``sk_``/``rk_``/``pk_`` keys are).
+    The client's own key never reaches an SDK error (its transport masks it, see
+    :class:`PacedHTTPClient`); anything else shaped like a Stripe key is masked here.
 
     Raises:
         CredentialsRejected: Stripe refused the key (401) or its permissions (403).
@@ -197,28 +212,23 @@ def stripe_errors(client: stripe.StripeClient | None = None) -> Iterator[None]:
             f"Stripe refused the API key (HTTP {error.http_status or 401})"
         ) from None
     except stripe.StripeError as error:
-        key = api_key_of(client) if client is not None else None
-        raise StripeUnavailable(describe_stripe_error(error, key)) from None
+        raise StripeUnavailable(describe_stripe_error(error)) from None
 
 
-def describe_stripe_error(error: stripe.StripeError, api_key: str | None = None) -> str:
+def describe_stripe_error(error: stripe.StripeError) -> str:
     """Return a one-line description of a Stripe failure with its request id and no key.
 
     Args:
-        error: what the SDK raised.
-        api_key: the key the request was made with; any echo of it in the server's message is
-            replaced by ``[key]``, whatever its format. Keys shaped like Stripe's always are.
+        error: what the SDK raised; anything in it shaped like a Stripe key is masked.
     """
     status = f"HTTP {error.http_status}" if error.http_status else "no answer"
     request = f"request {error.request_id}" if error.request_id else "no request id"
     message = str(error.user_message or type(error).__name__)
     if isinstance(error, stripe.APIConnectionError):
         message = "could not connect"
-    return f"Stripe failed ({status}, {_scrub(request, api_key)}): {_scrub(message, api_key)[:200]}"
+    return f"Stripe failed ({status}, {_scrub(request)}): {_scrub(message)[:200]}"
 
 
-def _scrub(text: str, api_key: str | None) -> str:
-    """Return ``text`` on one line with ``api_key`` and anything shaped like a Stripe key masked."""
-    if api_key:
-        text = text.replace(api_key, "[key]")
+def _scrub(text: str) -> str:
+    """Return ``text`` on one line with anything shaped like a Stripe key masked."""
     return _KEY_PATTERN.sub("[key]", " ".join(text.split()))

@@ -109,7 +109,7 @@ def extract(
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
     seen: set[str] = set()
-    with stripe_errors(client):
+    with stripe_errors():
         for done, found in enumerate(
             _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
         ):
@@ -154,7 +154,7 @@ def extract_by_ids(
     """
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
-    with stripe_errors(client):
+    with stripe_errors():
         for transaction_id in dict.fromkeys(transaction_ids):
             for item in _entries_of_id(client, lookup, transaction_id):
                 if not wanted or item.company_hint in wanted:

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+import pytest
+from alembic import command
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
+from reconcile.cli import main
+from reconcile.db.engine import alembic_config, known_revisions, make_engine
 from reconcile.db.models import Finding, Run
-from reconcile.status import status_report
+from reconcile.status import schema_problem, status_report
 
 NIGHT = datetime(2026, 11, 1, 2, tzinfo=UTC)
 
@@ -131,3 +136,91 @@ def test_a_clean_latest_run_has_no_open_findings_and_reading_changes_nothing(
     assert "scheduler companies=co_1" in report
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Run)) == 2
+
+
+# -- the command: it only reads ------------------------------------------------------------------
+
+
+def _status(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    monkeypatch.setenv("RECONCILE_DATABASE_URL", url)
+    code = main(["status"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_status_of_a_mistyped_sqlite_path_is_one_line_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "snapshto.db"
+    code, out, err = _status(f"sqlite:///{typo}", monkeypatch, capsys)
+    assert code == 2
+    assert out == ""
+    assert err == f"reconcile: error: no snapshot database at {typo} (RECONCILE_DATABASE_URL)\n"
+    assert not typo.exists()
+
+
+def test_status_of_a_database_without_schema_is_one_line_and_migrates_nothing(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:  # an existing, empty database (SQLite: the file)
+            connection.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+        code, out, err = _status(database_url, monkeypatch, capsys)
+        assert code == 2
+        assert out == ""
+        assert err.startswith("reconcile: error: the snapshot database ")
+        assert err.endswith(" has no reconcile schema (a `reconcile run` creates it)\n")
+        assert err.count("\n") == 1
+        assert set(inspect(engine).get_table_names()) == {"unrelated"}
+    finally:
+        engine.dispose()
+
+
+def test_status_of_a_database_behind_head_says_so_and_does_not_migrate(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command.upgrade(alembic_config(sqlite_url), "0001")
+    head, _ = known_revisions()
+    code, out, err = _status(sqlite_url, monkeypatch, capsys)
+    assert code == 2
+    assert out == ""
+    assert err.endswith(
+        f" is at revision 0001, behind {head} (the next `reconcile run` migrates it)\n"
+    )
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
+                ("0001",)
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_status_of_a_migrated_database_prints_the_report(
+    engine: Engine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _seed(engine)
+    code, out, err = _status(database_url, monkeypatch, capsys)
+    assert (code, err) == (0, "")
+    assert out.startswith("Last 5 runs, newest first:")
+
+
+def test_schema_problem() -> None:
+    known = {"0001", "0002"}
+    assert schema_problem("0002", "0002", known) is None
+    assert schema_problem(None, "0002", known) == (
+        "has no reconcile schema (a `reconcile run` creates it)"
+    )
+    assert schema_problem("0001", "0002", known) == (
+        "is at revision 0001, behind 0002 (the next `reconcile run` migrates it)"
+    )
+    assert schema_problem("0099", "0002", known) == (
+        "is at revision 0099, which this version of reconcile does not know"
+    )

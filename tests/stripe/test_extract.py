@@ -25,7 +25,6 @@ from reconcile.stripe.client import (
     MAX_NETWORK_RETRIES,
     STRIPE_RETRY_POLICY,
     PacedHTTPClient,
-    api_version_of,
     rate_limiter,
     stripe_retry_delay,
 )
@@ -174,7 +173,6 @@ def test_invoice_payments_and_their_movements_are_not_topups(
     fake_stripe: FakeStripe, make_client: MakeClient, version: str
 ) -> None:
     client = make_client(stripe_api_version=version)
-    assert api_version_of(client) == version
     customer = mapped_customer(fake_stripe)
     topup = fake_stripe.add_payment_intent(customer, 1000, created=T0)
     billed = fake_stripe.add_payment_intent(customer, 9900, invoice="in_123", created=T0)
@@ -456,7 +454,7 @@ def test_requests_are_paced_by_the_rate_limit(fake_stripe: FakeStripe) -> None:
     client = stripe.StripeClient(
         API_KEY,
         base_addresses={"api": fake_stripe.base_url},
-        max_network_retries=MAX_NETWORK_RETRIES,
+        max_network_retries=0,
         http_client=PacedHTTPClient(limiter, sleep=sleep, rng=random.Random(1)),
     )
     fake_stripe.fail_next(429)
