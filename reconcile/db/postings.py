@@ -25,8 +25,9 @@ def record_intent(session: Session, values: dict[str, Any]) -> bool:
         insert(Posting)
         .values(values)
         .on_conflict_do_nothing(index_elements=[Posting.transaction_id])
+        .returning(Posting.id)
     )
-    return bool(getattr(session.execute(statement), "rowcount", 0))
+    return session.execute(statement).first() is not None
 
 
 def refresh(session: Session, transaction_id: str, values: dict[str, Any], now: datetime) -> None:
