@@ -7,7 +7,7 @@ and PostgreSQL. No ``runs`` row exists in any of these tests.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -48,9 +48,9 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def make_engine(
+def new_poster(
     sessions: sessionmaker[Session], moesif: FakeMoesif
-) -> Iterator[type[PostingEngine]]:
+) -> Iterator[Callable[[], PostingEngine]]:
     """Build posting engines, each with its own HTTP client, as separate processes would."""
     clients: list[httpx.Client] = []
 
@@ -66,7 +66,7 @@ def make_engine(
         )
         return PostingEngine(sessions, client, amount_unit="major", clock=lambda: NOW)
 
-    yield build  # type: ignore[misc]
+    yield build
     for http in clients:
         http.close()
 
@@ -81,9 +81,9 @@ def _read_backs(moesif: FakeMoesif) -> list[Exchange]:
 
 
 def test_a_webhook_posts_with_no_run_and_records_its_origin(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
-    outcome = make_engine().post(ENTRY, origin=WEBHOOK)
+    outcome = new_poster().post(ENTRY, origin=WEBHOOK)
 
     assert (outcome.result, outcome.confirmed, outcome.unknown) == (Result.POSTED, True, False)
     [body] = moesif.posts
@@ -97,23 +97,23 @@ def test_a_webhook_posts_with_no_run_and_records_its_origin(
 
 
 def test_a_run_origin_names_its_run(
-    make_engine: type[PostingEngine], engine: Engine, sessions: sessionmaker[Session]
+    new_poster: Callable[[], PostingEngine], engine: Engine, sessions: sessionmaker[Session]
 ) -> None:
     with sessions.begin() as session:
         session.add(Run(id="run-7", since=NOW, until=NOW, status="running", started_at=NOW))
 
-    make_engine().post(ENTRY, origin=origin.for_run("run-7"))
+    new_poster().post(ENTRY, origin=origin.for_run("run-7"))
 
     [posting] = _postings(engine)
     assert (posting.origin, posting.run_id) == ("run:run-7", "run-7")
 
 
 def test_a_posting_confirmed_by_one_caller_is_never_sent_by_another(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
-    assert make_engine().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
+    assert new_poster().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
 
-    again = make_engine().post(ENTRY, origin=TOP_UP)
+    again = new_poster().post(ENTRY, origin=TOP_UP)
 
     assert again.result is Result.ALREADY_CONFIRMED
     assert "webhook evt_1" in again.detail
@@ -123,7 +123,7 @@ def test_a_posting_confirmed_by_one_caller_is_never_sent_by_another(
 
 
 def test_a_second_caller_never_sends_while_the_first_is_sending(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
     arrived, release = threading.Event(), threading.Event()
 
@@ -134,7 +134,7 @@ def test_a_second_caller_never_sends_while_the_first_is_sending(
         return None
 
     moesif.on_request = hold_the_post
-    first, second = make_engine(), make_engine()
+    first, second = new_poster(), new_poster()
     with ThreadPoolExecutor(max_workers=1) as pool:
         sending = pool.submit(first.post, ENTRY, origin=WEBHOOK)
         assert arrived.wait(timeout=30)
@@ -151,9 +151,9 @@ def test_a_second_caller_never_sends_while_the_first_is_sending(
 
 
 def test_many_callers_racing_on_one_transaction_id_send_it_once(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
-    callers = [make_engine() for _ in range(6)]
+    callers = [new_poster() for _ in range(6)]
     start = threading.Barrier(len(callers))
 
     def post(caller: PostingEngine) -> Result:
@@ -203,27 +203,27 @@ def test_recording_one_intent_at_once_from_many_sessions_inserts_it_once(
 
 
 def test_moesif_unavailable_records_failed_and_a_later_call_sends_it_once(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.fail_next(503, count=2)
     with pytest.raises(MoesifUnavailable):
-        make_engine().post(ENTRY, origin=WEBHOOK)
+        new_poster().post(ENTRY, origin=WEBHOOK)
     [posting] = _postings(engine)
     assert (posting.status, posting.attempts) == ("failed", 1)
     assert "HTTP 503" in (posting.last_error or "")
 
-    assert make_engine().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
+    assert new_poster().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
 
     assert len(moesif.posts) == 1
     assert len(_read_backs(moesif)) == 1, "a failed posting is read back before the resend"
 
 
 def test_a_refused_posting_is_recorded_failed_without_raising(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "reject" if exchange.method == "POST" else None
 
-    outcome = make_engine().post(ENTRY, origin=WEBHOOK)
+    outcome = new_poster().post(ENTRY, origin=WEBHOOK)
 
     assert (outcome.result, outcome.unknown, outcome.confirmed) == (Result.REFUSED, False, False)
     assert "HTTP 400" in outcome.detail
@@ -231,16 +231,16 @@ def test_a_refused_posting_is_recorded_failed_without_raising(
 
 
 def test_a_lost_answer_is_left_unknown_then_resent_as_first_sent(
-    make_engine: type[PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
-    lost = make_engine().post(ENTRY, origin=WEBHOOK)
+    lost = new_poster().post(ENTRY, origin=WEBHOOK)
     assert (lost.result, lost.unknown) == (Result.UNKNOWN, True)
     assert [p.status for p in _postings(engine)] == ["unknown"]
     moesif.on_request = None
 
     changed = Entry("pi_1", "co_1", "sub_1", "credit", 9900, "usd", "another amount")
-    assert make_engine().post(changed, origin=TOP_UP).result is Result.POSTED
+    assert new_poster().post(changed, origin=TOP_UP).result is Result.POSTED
 
     [body] = moesif.posts
     assert (str(body["amount"]), body["description"]) == ("25.00", "top-up pi_1")
