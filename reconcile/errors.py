@@ -8,11 +8,16 @@ The tree::
     │   └── CredentialsRejected     exit 2: Stripe or Moesif refused the key (401/403)
     ├── RunFailed                   exit 3: an outside system failed after retries; a rerun resumes
     │   ├── StripeUnavailable
-    │   ├── MoesifUnavailable
+    │   ├── MoesifUnavailable       no useful answer; a POST surely was not applied
+    │   ├── MoesifOutcomeUnknown    a POST may have been applied: read back before any resend
     │   ├── MoesifRejected          a non-retriable Moesif answer (status and a body excerpt)
     │   └── DatabaseUnavailable
     ├── GuardrailTripped            exit 4: a run would post too much, so it posted nothing
     └── LockHeld                    exit 75: another run holds the lock
+
+``MoesifOutcomeUnknown`` is deliberately not a ``MoesifUnavailable``: whoever catches
+"unavailable" may send again, and a POST whose outcome is unknown must never be sent again
+before the ledger has been read back.
 
 Messages are one line, name what failed, and never carry a secret.
 """
@@ -65,6 +70,13 @@ class StripeUnavailable(RunFailed):
 
 class MoesifUnavailable(RunFailed):
     """Moesif did not answer usefully after retries."""
+
+
+class MoesifOutcomeUnknown(RunFailed):
+    """A POST may have reached Moesif, but no answer said whether it was applied.
+
+    Resolve it by reading the ledger back (the row's ``transaction_id``) before posting again.
+    """
 
 
 class MoesifRejected(RunFailed):

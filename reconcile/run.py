@@ -41,7 +41,10 @@ from reconcile.lock import run_lock
 from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.money import to_major
 from reconcile.observability import Progress
-from reconcile.posting import Order, Poster, check_guardrails
+from reconcile.posting import origin
+from reconcile.posting.engine import PostingEngine
+from reconcile.posting.entry import Entry
+from reconcile.posting.guardrails import check_guardrails
 from reconcile.stripe.client import build_stripe_client
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.times import Window, to_iso
@@ -409,20 +412,16 @@ class _Pass:
         return self._send(findings, todo, orders, moesif)
 
     def _send(
-        self, findings: pd.DataFrame, todo: pd.Index, orders: list[Order], moesif: MoesifClient
+        self, findings: pd.DataFrame, todo: pd.Index, orders: list[Entry], moesif: MoesifClient
     ) -> tuple[pd.DataFrame, int, int, GuardrailTripped | None]:
-        poster = Poster(
-            self.sessions,
-            moesif,
-            run_id=self.run_id,
-            amount_unit=self.settings.moesif_amount_unit,
-            clock=self.clock,
+        poster = PostingEngine(
+            self.sessions, moesif, amount_unit=self.settings.moesif_amount_unit, clock=self.clock
         )
         progress = Progress("Postings", total=len(orders), unit="postings")
         counts: Counter[Action] = Counter()
         for index, order in zip(todo, orders, strict=True):
             try:
-                outcome = poster.post(order)
+                outcome = poster.post(order, origin=origin.for_run(self.run_id))
             except ReconcileError as error:
                 rest = todo[todo.get_loc(index) :]
                 findings.loc[rest, "action"] = Action.POST_FAILED
@@ -438,11 +437,11 @@ class _Pass:
         progress.done()
         return findings, counts[Action.POSTED], counts[Action.POST_FAILED], None
 
-    def _order(self, finding: pd.Series) -> Order:
+    def _order(self, finding: pd.Series) -> Entry:
         entry_type: Literal["credit", "debit"] = (
             "debit" if finding["entry_type"] == "debit" else "credit"
         )
-        return Order(
+        return Entry(
             transaction_id=str(finding["transaction_id"]),
             company_id=str(finding["company_id"]),
             subscription_id=str(finding["subscription_id"]),

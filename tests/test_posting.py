@@ -1,4 +1,4 @@
-"""The posting engine against the fake Moesif over HTTP, on a migrated snapshot database."""
+"""The posting engine as a run uses it, against the fake Moesif over HTTP, on a migrated DB."""
 
 from __future__ import annotations
 
@@ -16,17 +16,20 @@ from reconcile.domain import Action
 from reconcile.errors import GuardrailTripped
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
-from reconcile.posting import Order, Poster, check_guardrails, moesif_amount
+from reconcile.posting.engine import PostingEngine
+from reconcile.posting.entry import Entry, moesif_amount
+from reconcile.posting.guardrails import check_guardrails
 from reconcile.retry import RateLimiter, RetryPolicy
 
 NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)
 TOKEN = "posting-test-token"
+RUN = "run:run-1"
 
 
 def _order(
     transaction_id: str = "pi_1", subscription_id: str = "sub_1", minor: int = 1050
-) -> Order:
-    return Order(transaction_id, "co_1", subscription_id, "credit", minor, "usd", "top-up")
+) -> Entry:
+    return Entry(transaction_id, "co_1", subscription_id, "credit", minor, "usd", "top-up")
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def moesif() -> Iterator[FakeMoesif]:
 
 
 @pytest.fixture
-def poster(engine: Engine, moesif: FakeMoesif) -> Iterator[Poster]:
+def poster(engine: Engine, moesif: FakeMoesif) -> Iterator[PostingEngine]:
     sessions = sessionmaker(engine, expire_on_commit=False)
     with sessions.begin() as session:
         session.add(Run(id="run-1", since=NOW, until=NOW, status="running", started_at=NOW))
@@ -52,7 +55,7 @@ def poster(engine: Engine, moesif: FakeMoesif) -> Iterator[Poster]:
             limiter=RateLimiter(1000, 60.0),
             sleep=lambda _seconds: None,
         )
-        yield Poster(sessions, client, run_id="run-1", amount_unit="major", clock=lambda: NOW)
+        yield PostingEngine(sessions, client, amount_unit="major", clock=lambda: NOW)
 
 
 def _statuses(engine: Engine) -> dict[str, str]:
@@ -64,10 +67,10 @@ def _statuses(engine: Engine) -> dict[str, str]:
 
 
 def test_a_posting_is_sent_once_and_recorded_confirmed(
-    poster: Poster, moesif: FakeMoesif, engine: Engine
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
 ) -> None:
-    assert poster.post(_order()).action == Action.POSTED
-    again = poster.post(_order())
+    assert poster.post(_order(), origin=RUN).action == Action.POSTED
+    again = poster.post(_order(), origin=RUN)
 
     assert again.action == Action.FLAGGED
     assert "not sent again" in again.detail
@@ -76,10 +79,10 @@ def test_a_posting_is_sent_once_and_recorded_confirmed(
 
 
 def test_an_unfinished_posting_found_in_moesif_is_confirmed_without_a_resend(
-    poster: Poster, moesif: FakeMoesif, engine: Engine
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
-    first = poster.post(_order())
+    first = poster.post(_order(), origin=RUN)
     assert first.action == Action.POSTED
     assert "read-back" in first.detail
     assert len(moesif.posts) == 1
@@ -87,10 +90,10 @@ def test_an_unfinished_posting_found_in_moesif_is_confirmed_without_a_resend(
 
 
 def test_a_post_with_no_answer_and_no_row_stays_unknown_and_is_not_resent_in_the_run(
-    poster: Poster, moesif: FakeMoesif, engine: Engine
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
-    outcome = poster.post(_order())
+    outcome = poster.post(_order(), origin=RUN)
 
     assert (outcome.action, outcome.unknown) == (Action.POST_FAILED, True)
     assert _statuses(engine) == {"pi_1": "unknown"}
@@ -98,15 +101,16 @@ def test_a_post_with_no_answer_and_no_row_stays_unknown_and_is_not_resent_in_the
 
 
 def test_an_unknown_posting_is_resent_as_first_sent_but_a_failed_one_as_now_ordered(
-    poster: Poster, moesif: FakeMoesif, engine: Engine
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
-    poster.post(_order("pi_unknown", subscription_id="sub_1"))
+    poster.post(_order("pi_unknown", subscription_id="sub_1"), origin=RUN)
     moesif.on_request = None
     with Session(engine) as session, session.begin():
         session.add(
             Posting(
                 transaction_id="pi_failed",
+                origin=RUN,
                 run_id="run-1",
                 company_id="co_1",
                 subscription_id="sub_1",
@@ -122,8 +126,8 @@ def test_an_unknown_posting_is_resent_as_first_sent_but_a_failed_one_as_now_orde
             )
         )
 
-    poster.post(_order("pi_unknown", subscription_id="sub_2"))
-    poster.post(_order("pi_failed", subscription_id="sub_2"))
+    poster.post(_order("pi_unknown", subscription_id="sub_2"), origin=RUN)
+    poster.post(_order("pi_failed", subscription_id="sub_2"), origin=RUN)
 
     sent = {body["transaction_id"]: body["subscription_id"] for body in moesif.posts}
     assert sent == {"pi_unknown": "sub_1", "pi_failed": "sub_2"}
@@ -145,12 +149,13 @@ def test_amounts_go_out_in_the_configured_unit() -> None:
     assert moesif_amount(5000, "jpy", "major") == Decimal(5000)
 
 
-def _leave_intent(engine: Engine, order: Order) -> None:
+def _leave_intent(engine: Engine, order: Entry) -> None:
     """A posting an earlier run recorded and then died on; the snapshot knows nothing of it."""
     with Session(engine) as session, session.begin():
         session.add(
             Posting(
                 transaction_id=order.transaction_id,
+                origin=RUN,
                 run_id="run-1",
                 company_id=order.company_id,
                 subscription_id=order.subscription_id,
@@ -169,12 +174,12 @@ def _leave_intent(engine: Engine, order: Order) -> None:
 
 @pytest.mark.parametrize("transaction_id", ["pi_1", None])
 def test_an_unfinished_posting_moesif_already_holds_is_confirmed_not_resent(
-    poster: Poster, moesif: FakeMoesif, engine: Engine, transaction_id: str | None
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine, transaction_id: str | None
 ) -> None:
     _leave_intent(engine, _order())
     moesif.add_row("co_1", "sub_1", "credit", Decimal("10.50"), NOW, transaction_id=transaction_id)
 
-    outcome = poster.post(_order())
+    outcome = poster.post(_order(), origin=RUN)
 
     assert outcome.action == Action.POSTED
     assert "read-back" in outcome.detail
@@ -183,18 +188,18 @@ def test_an_unfinished_posting_moesif_already_holds_is_confirmed_not_resent(
 
 
 def test_an_unfinished_posting_moesif_lacks_is_sent_once(
-    poster: Poster, moesif: FakeMoesif, engine: Engine
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
 ) -> None:
     _leave_intent(engine, _order())
     moesif.add_row("co_1", "sub_1", "credit", Decimal("99.00"), NOW)
 
-    assert poster.post(_order()).action == Action.POSTED
+    assert poster.post(_order(), origin=RUN).action == Action.POSTED
 
     assert [body["transaction_id"] for body in moesif.posts] == ["pi_1"]
 
 
 @pytest.fixture
-def idless_poster(engine: Engine) -> Iterator[tuple[Poster, FakeMoesif]]:
+def idless_poster(engine: Engine) -> Iterator[tuple[PostingEngine, FakeMoesif]]:
     """A Moesif whose reports leave transaction ids out."""
     with FakeMoesif(token=TOKEN, clock=lambda: NOW, include_transaction_id=False) as fake:
         fake.add_subscription("sub_1", "co_1")
@@ -204,9 +209,14 @@ def idless_poster(engine: Engine) -> Iterator[tuple[Poster, FakeMoesif]]:
         import httpx
 
         with httpx.Client(base_url=fake.base_url, timeout=5.0) as http:
-            client = MoesifClient(http, Secret(TOKEN), limiter=RateLimiter(1000, 60.0))
+            client = MoesifClient(
+                http,
+                Secret(TOKEN),
+                limiter=RateLimiter(1000, 60.0),
+                sleep=lambda _seconds: None,
+            )
             yield (
-                Poster(sessions, client, run_id="run-1", amount_unit="major", clock=lambda: NOW),
+                PostingEngine(sessions, client, amount_unit="major", clock=lambda: NOW),
                 fake,
             )
 
@@ -214,19 +224,19 @@ def idless_poster(engine: Engine) -> Iterator[tuple[Poster, FakeMoesif]]:
 @pytest.mark.parametrize("description", ["top-up", "reconcile: credit for Stripe {tid}"])
 @pytest.mark.parametrize("arrived", [False, True])
 def test_without_ids_in_reports_a_lost_post_is_confirmed_only_if_it_arrived(
-    idless_poster: tuple[Poster, FakeMoesif], description: str, arrived: bool
+    idless_poster: tuple[PostingEngine, FakeMoesif], description: str, arrived: bool
 ) -> None:
     """A twin's row (same place, type, amount, no id) must not confirm a post that never came."""
     poster, moesif = idless_poster
     twin, lost = (
-        Order(tid, "co_1", "sub_1", "credit", 5000, "usd", description.format(tid=tid))
+        Entry(tid, "co_1", "sub_1", "credit", 5000, "usd", description.format(tid=tid))
         for tid in ("pi_A", "pi_B")
     )
-    assert poster.post(twin).action == Action.POSTED
+    assert poster.post(twin, origin=RUN).action == Action.POSTED
     verdict = "apply_then_drop" if arrived else "drop"
     moesif.on_request = lambda exchange: verdict if exchange.method == "POST" else None
 
-    outcome = poster.post(lost)
+    outcome = poster.post(lost, origin=RUN)
 
     if arrived:
         assert outcome.action == Action.POSTED

@@ -135,17 +135,21 @@ class ExpectedRow(Base):
 
 
 class Posting(Base):
-    """A credit or debit the job sends to Moesif: intent first, outcome after; one per id, ever.
+    """A credit or debit sent to Moesif: intent first, outcome after; one per id, ever.
 
     ``status`` moves ``intent`` → ``confirmed`` | ``failed``; ``unknown`` when the request may
-    have reached Moesif without an answer, resolved by reading the ledger back before any resend.
+    have reached Moesif without an answer, resolved by reading the ledger back before any resend
+    (:mod:`reconcile.posting.next_step`). ``attempts`` is counted, and committed, before each send.
     """
 
     __tablename__ = "postings"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     transaction_id: Mapped[str] = mapped_column(String(200), unique=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    origin: Mapped[str] = mapped_column(
+        Text, comment="who asked for it: run:<run id>, webhook:<event id>, top-up:<key>"
+    )
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), index=True)
     company_id: Mapped[str] = mapped_column(String(200))
     subscription_id: Mapped[str] = mapped_column(String(200))
     entry_type: Mapped[str] = mapped_column(String(20))

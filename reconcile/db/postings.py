@@ -4,21 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, Posting
+from reconcile.posting.next_step import PostingStatus
 
 
-class PostingStatus(StrEnum):
-    """Where a posting stands; only ``confirmed`` is final."""
+def record_intent(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a posting's intent unless its transaction id is recorded; return whether it was new.
 
-    INTENT = "intent"
-    CONFIRMED = "confirmed"
-    UNKNOWN = "unknown"
-    FAILED = "failed"
+    Safe under concurrency: when two callers record the same id at once, the unique constraint
+    decides and the loser inserts nothing (no error).
+    """
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(Posting)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[Posting.transaction_id])
+        .returning(Posting.id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def refresh(session: Session, transaction_id: str, values: dict[str, Any], now: datetime) -> None:
+    """Replace what a posting will send (place, amount, description); only for a failed one."""
+    session.execute(
+        update(Posting)
+        .where(Posting.transaction_id == transaction_id)
+        .values(**values, updated_at=now)
+    )
 
 
 def find(session: Session, transaction_id: str) -> Posting | None:

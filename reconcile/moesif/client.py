@@ -17,6 +17,7 @@ import httpx
 from reconcile.config import Secret, Settings
 from reconcile.errors import (
     CredentialsRejected,
+    MoesifOutcomeUnknown,
     MoesifRejected,
     MoesifUnavailable,
     ReconcileError,
@@ -39,13 +40,6 @@ _REQUEST_ID_HEADERS = ("x-moesif-request-id", "x-request-id")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 # Answers after which Moesif may have applied a POST anyway.
 _MAYBE_APPLIED_STATUSES = frozenset({500, 504})
-
-
-class MoesifOutcomeUnknown(MoesifUnavailable):
-    """A POST may have reached Moesif, but no answer said whether it was applied.
-
-    Resolve it by reading the ledger back (the row's ``transaction_id``) before posting again.
-    """
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""One balance transaction a caller asks the engine to post, and its amount as Moesif takes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from reconcile.money import to_major
+
+AmountUnit = Literal["major", "minor"]
+"""How Moesif amounts are written: currency units (10.50) or minor units (1050)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A credit or debit to post to Moesif, once, under its transaction id."""
+
+    transaction_id: str
+    company_id: str
+    subscription_id: str
+    entry_type: Literal["credit", "debit"]
+    amount_minor: int
+    currency: str
+    description: str
+
+
+def moesif_amount(amount_minor: int, currency: str, unit: AmountUnit) -> Decimal:
+    """Return the amount as Moesif expects it: currency units, or minor units for old setups."""
+    return to_major(amount_minor, currency) if unit == "major" else Decimal(amount_minor)
