@@ -1,0 +1,141 @@
+"""Fixtures of the operator's tools: a local HTTP receiver and a snapshot with runs and findings."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.db.models import Finding, FindingState, Run
+from reconcile.rules.finding_ids import finding_id
+
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+
+@dataclass
+class Receiver:
+    """A tiny webhook receiver on 127.0.0.1 that keeps every body it is sent."""
+
+    port: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+    status: int = 200
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.bodies.append(self.rfile.read(length))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/T000/B000/s3cr3t-webhook-path"
+
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for body in self.bodies]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def add_run(
+    session: Session, run_id: str, *, started_at: datetime = NOW, exit_code: int = 1, **extra: Any
+) -> Run:
+    run = Run(
+        id=run_id,
+        since=started_at - timedelta(days=3),
+        until=started_at,
+        status="succeeded",
+        exit_code=exit_code,
+        started_at=started_at,
+        finished_at=started_at + timedelta(seconds=42),
+        **extra,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def add_finding(session: Session, run_id: str, **values: Any) -> Finding:
+    defaults: dict[str, Any] = {
+        "category": "missing_in_stripe",
+        "action": "flagged",
+        "company_id": "acme",
+        "subscription_id": "sub_acme",
+        "currency": "usd",
+        "entry_type": "credit",
+    }
+    finding = Finding(run_id=run_id, **{**defaults, **values})
+    session.add(finding)
+    session.flush()
+    return finding
+
+
+def add_state(session: Session, **values: Any) -> FindingState:
+    category = values.setdefault("category", "missing_in_stripe")
+    values.setdefault("moesif_id", f"row-{len(values)}-{values.get('company_id', 'x')}")
+    defaults: dict[str, Any] = {
+        "status": "open",
+        "company_id": "acme",
+        "subscription_id": "sub_acme",
+        "currency": "usd",
+        "entry_type": "credit",
+        "first_seen_run_id": "r1",
+        "first_seen_at": NOW - timedelta(days=10),
+        "last_seen_run_id": "r1",
+        "last_seen_at": NOW,
+        "runs_seen": 1,
+    }
+    merged = {**defaults, **values}
+    merged.setdefault(
+        "finding_id", finding_id(category, merged.get("transaction_id"), merged.get("moesif_id"))
+    )
+    state = FindingState(**merged)
+    session.add(state)
+    session.flush()
+    return state
+
+
+Clock = Callable[[], datetime]
