@@ -139,3 +139,43 @@ def add_state(session: Session, **values: Any) -> FindingState:
 
 
 Clock = Callable[[], datetime]
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a thread, for a real HTTP client or browser."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServedApp:
+        self._thread.start()
+        started = threading.Event()
+        for _ in range(500):
+            if self._server.started:
+                started.set()
+                break
+            started.wait(0.01)
+        if not started.is_set():
+            raise RuntimeError("uvicorn did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join()
+        self._socket.close()
