@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.db.models import Finding, FindingState, Run
+from reconcile.db.models import ExpectedRow, Finding, FindingState, LedgerEntry, Run
 from reconcile.rules.finding_ids import finding_id
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+HOSTILE = "<script>alert(1)</script>"
 
 
 @dataclass
@@ -179,3 +180,91 @@ class ServedApp:
         self._server.should_exit = True
         self._thread.join()
         self._socket.close()
+
+
+@pytest.fixture
+def seeded(sessions: sessionmaker[Session]) -> dict[str, str]:
+    with sessions.begin() as session:
+        add_run(session, "20261128T020000Z-aaaaaa", started_at=NOW - timedelta(days=3), findings=2)
+        add_run(session, "20261201T020000Z-bbbbbb", findings=3, flagged=2, posted=1)
+        add_finding(
+            session,
+            "20261128T020000Z-aaaaaa",
+            moesif_id="m-hostile",
+            company_id=HOSTILE,
+            moesif_amount_minor=2000,
+        )
+        add_finding(
+            session,
+            "20261201T020000Z-bbbbbb",
+            moesif_id="m-hostile",
+            company_id=HOSTILE,
+            moesif_amount_minor=2000,
+        )
+        session.add(
+            LedgerEntry(
+                moesif_id="m-hostile",
+                transaction_id=None,
+                entry_type="credit",
+                amount_minor=2000,
+                amount_raw="20.00",
+                currency="usd",
+                company_id=HOSTILE,
+                subscription_id="sub_h",
+                created_at=NOW,
+                description="manual credit <b>by support</b>",
+                first_seen_at=NOW,
+                last_seen_at=NOW,
+            )
+        )
+        session.add(
+            ExpectedRow(
+                transaction_id="pi_owed",
+                source="topup",
+                entry_type="credit",
+                amount_minor=2500,
+                currency="usd",
+                created_at=NOW,
+                stripe_object_id="pi_owed",
+                topup_id="pi_owed",
+                stripe_customer_id="cus_1",
+                company_id="acme",
+                subscription_id="sub_acme",
+                first_seen_run_id="r",
+                last_seen_run_id="r",
+                updated_at=NOW,
+            )
+        )
+        ids = {
+            "hostile": add_state(
+                session,
+                moesif_id="m-hostile",
+                company_id=HOSTILE,
+                subscription_id="sub_h",
+                moesif_amount_minor=2000,
+                delta_minor=-2000,
+                first_seen_at=NOW - timedelta(days=3),
+                first_seen_run_id="20261128T020000Z-aaaaaa",
+            ).finding_id,
+            "owed": add_state(
+                session,
+                category="missing_in_moesif",
+                transaction_id="pi_owed",
+                moesif_id=None,
+                stripe_amount_minor=2500,
+                delta_minor=2500,
+                first_seen_at=NOW - timedelta(hours=1),
+            ).finding_id,
+            "jpy": add_state(
+                session,
+                category="missing_in_moesif",
+                transaction_id="pi_jpy",
+                moesif_id=None,
+                company_id="umbrella",
+                currency="jpy",
+                stripe_amount_minor=5000,
+                delta_minor=5000,
+                first_seen_at=NOW - timedelta(days=2),
+            ).finding_id,
+        }
+    return ids

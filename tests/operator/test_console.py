@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,11 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret
 from reconcile.console import ConsoleSettings, create_console_app
 from reconcile.db.finding_states import get_finding, notes_of
-from reconcile.db.models import ExpectedRow, LedgerEntry
-from tests.operator.conftest import NOW, ServedApp, add_finding, add_run, add_state
+from tests.operator.conftest import HOSTILE, NOW, ServedApp
 
 TOKEN = "console-token-for-tests-0042"
-HOSTILE = "<script>alert(1)</script>"
 
 
 @pytest.fixture
@@ -52,94 +49,6 @@ def _login(client: httpx.Client) -> str:
     assert answer.status_code == 303
     page = client.get("/findings").text
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-
-
-@pytest.fixture
-def seeded(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with sessions.begin() as session:
-        add_run(session, "20261128T020000Z-aaaaaa", started_at=NOW - timedelta(days=3), findings=2)
-        add_run(session, "20261201T020000Z-bbbbbb", findings=3, flagged=2, posted=1)
-        add_finding(
-            session,
-            "20261128T020000Z-aaaaaa",
-            moesif_id="m-hostile",
-            company_id=HOSTILE,
-            moesif_amount_minor=2000,
-        )
-        add_finding(
-            session,
-            "20261201T020000Z-bbbbbb",
-            moesif_id="m-hostile",
-            company_id=HOSTILE,
-            moesif_amount_minor=2000,
-        )
-        session.add(
-            LedgerEntry(
-                moesif_id="m-hostile",
-                transaction_id=None,
-                entry_type="credit",
-                amount_minor=2000,
-                amount_raw="20.00",
-                currency="usd",
-                company_id=HOSTILE,
-                subscription_id="sub_h",
-                created_at=NOW,
-                description="manual credit <b>by support</b>",
-                first_seen_at=NOW,
-                last_seen_at=NOW,
-            )
-        )
-        session.add(
-            ExpectedRow(
-                transaction_id="pi_owed",
-                source="topup",
-                entry_type="credit",
-                amount_minor=2500,
-                currency="usd",
-                created_at=NOW,
-                stripe_object_id="pi_owed",
-                topup_id="pi_owed",
-                stripe_customer_id="cus_1",
-                company_id="acme",
-                subscription_id="sub_acme",
-                first_seen_run_id="r",
-                last_seen_run_id="r",
-                updated_at=NOW,
-            )
-        )
-        ids = {
-            "hostile": add_state(
-                session,
-                moesif_id="m-hostile",
-                company_id=HOSTILE,
-                subscription_id="sub_h",
-                moesif_amount_minor=2000,
-                delta_minor=-2000,
-                first_seen_at=NOW - timedelta(days=3),
-                first_seen_run_id="20261128T020000Z-aaaaaa",
-            ).finding_id,
-            "owed": add_state(
-                session,
-                category="missing_in_moesif",
-                transaction_id="pi_owed",
-                moesif_id=None,
-                stripe_amount_minor=2500,
-                delta_minor=2500,
-                first_seen_at=NOW - timedelta(hours=1),
-            ).finding_id,
-            "jpy": add_state(
-                session,
-                category="missing_in_moesif",
-                transaction_id="pi_jpy",
-                moesif_id=None,
-                company_id="umbrella",
-                currency="jpy",
-                stripe_amount_minor=5000,
-                delta_minor=5000,
-                first_seen_at=NOW - timedelta(days=2),
-            ).finding_id,
-        }
-    return ids
 
 
 def test_the_page_is_off_without_a_token(clients: Callable[..., httpx.Client]) -> None:
