@@ -198,7 +198,8 @@ def _one_line(finding: Mapping[str, Any]) -> str:
     where = finding.get("company_id") or "no company"
     ident = finding.get("transaction_id") or finding.get("moesif_id") or ""
     money = f"{amount} {currency}".strip() if amount is not None else "amount unknown"
-    return f"{finding.get('category')} {money} on {where} {ident}".strip()
+    label = f"{finding['finding_id']} " if finding.get("finding_id") else ""
+    return f"{label}{finding.get('category')} {money} on {where} {ident}".strip()
 
 
 def _slack(value: object) -> str:
