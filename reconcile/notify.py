@@ -348,8 +348,13 @@ def notify_run(
                 )
                 enqueue(session, run_id, payload, clock())
         delivery = deliver_pending(sessions, http, url, clock)
-    except (SQLAlchemyError, OSError, ValueError) as problem:
-        log.warning("notification not stored or sent: %s", _redacted(type(problem).__name__, url))
+    except SQLAlchemyError as problem:
+        log.warning(
+            "notification not stored or sent: the database failed (%s)", type(problem).__name__
+        )
+        return None
+    except Exception as problem:  # noqa: BLE001 - a notification never changes a run's outcome
+        log.warning("notification not stored or sent: %s", type(problem).__name__)
         return None
     if delivery.failed is not None:
         log.warning(

@@ -273,3 +273,35 @@ def test_a_thousand_subscriptions_take_a_minute_at_moesifs_limit(
     assert seconds == pytest.approx(60.0)
     assert max(per_minute.values()) <= 500
     assert sum(per_minute.values()) == 1000
+
+
+def test_a_bad_rate_setting_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOESIF_MANAGEMENT_TOKEN", "tok")
+    monkeypatch.setenv("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "900")
+    assert main(["balances"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to 500" in error
+
+
+def test_since_fills_the_snapshot_through_the_run_first(sqlite_url: str, tmp_path: Path) -> None:
+    calls: list[tuple[datetime, tuple[str, ...], Path]] = []
+
+    def fill(settings: Settings, since: datetime, companies: object, report_dir: Path) -> int:
+        calls.append((since, tuple(companies), report_dir))  # type: ignore[arg-type]
+        return 0
+
+    with FakeMoesif(token="tok") as moesif:
+        check = check_balances(
+            _settings(moesif, sqlite_url, tmp_path),
+            since=NOW - timedelta(days=900),
+            companies=("acme",),
+            clock=lambda: NOW,
+            fill=fill,
+        )
+    assert calls == [(NOW - timedelta(days=900), ("acme",), tmp_path)]
+    assert check.rows == ()
+    assert check.exit_code == 0
