@@ -272,21 +272,30 @@ def read_balances(
     return balances
 
 
-def compute_rows(
-    session: Session,
-    moesif: MoesifClient,
-    amount_unit: Literal["major", "minor"],
-    companies: Sequence[str] = (),
-) -> list[BalanceRow]:
-    """Return the ordered balance rows of the snapshot, with Moesif's balances read live."""
+@dataclass(frozen=True)
+class Snapshot:
+    """What the snapshot says per subscription: the nets, and open findings."""
+
+    nets: dict[Key, tuple[int, int]]
+    open_counts: dict[tuple[str | None, str | None], int]
+
+    def currency_of(self) -> dict[str, str]:
+        """Return a currency per subscription id, to read Moesif's amounts in."""
+        return {subscription: currency for _, subscription, currency in sorted(self.nets)}
+
+
+def read_snapshot(session: Session, companies: Sequence[str] = ()) -> Snapshot:
+    """Return the nets and open-finding counts, each summed by the database."""
     nets = merge_nets(
         stripe_nets(session, companies),
         moesif_nets(session, companies),
         confirmed_unseen_nets(session, companies),
     )
-    currency_of = {subscription: currency for _, subscription, currency in sorted(nets)}
-    balances = read_balances(moesif, sorted(currency_of), amount_unit, currency_of)
-    open_counts = open_counts_by_subscription(session)
+    return Snapshot(nets, open_counts_by_subscription(session))
+
+
+def build_rows(snapshot: Snapshot, balances: Mapping[str, Balance | None]) -> list[BalanceRow]:
+    """Return the ordered balance rows from the snapshot's nets and Moesif's balances."""
     rows = [
         BalanceRow(
             company_id=company,
@@ -295,9 +304,9 @@ def compute_rows(
             stripe_net_minor=stripe_net,
             moesif_net_minor=moesif_net,
             balance=balances.get(subscription),
-            open_findings=open_counts.get((company, subscription), 0),
+            open_findings=snapshot.open_counts.get((company, subscription), 0),
         )
-        for (company, subscription, currency), (stripe_net, moesif_net) in nets.items()
+        for (company, subscription, currency), (stripe_net, moesif_net) in snapshot.nets.items()
     ]
     return order_rows(rows)
 
@@ -431,7 +440,13 @@ def check_balances(
                 limiter=limiter or RateLimiter(requests_per_minute, 60.0),
             )
             with sessions() as session:
-                rows = compute_rows(session, moesif, settings.moesif_amount_unit, companies)
+                snapshot = read_snapshot(session, companies)
+            # Read outside the database transaction: at the rate limit this can take minutes.
+            currency_of = snapshot.currency_of()
+            balances = read_balances(
+                moesif, sorted(currency_of), settings.moesif_amount_unit, currency_of
+            )
+            rows = build_rows(snapshot, balances)
     except SQLAlchemyError as error:
         raise DatabaseUnavailable(f"snapshot database failed: {describe(error)}") from None
     finally:

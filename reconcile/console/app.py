@@ -30,13 +30,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from reconcile.balances import (
-    BALANCE_COLUMNS,
-    confirmed_unseen_nets,
-    merge_nets,
-    moesif_nets,
-    stripe_nets,
-)
+from reconcile.balances import BALANCE_COLUMNS, build_rows, read_snapshot
 from reconcile.console import queries
 from reconcile.console.chart import build_chart
 from reconcile.console.settings import SESSION_LIFETIME, ConsoleSettings
@@ -50,7 +44,6 @@ from reconcile.db.finding_states import (
     history_of,
     list_findings,
     notes_of,
-    open_counts_by_subscription,
 )
 from reconcile.money import format_major
 
@@ -290,29 +283,23 @@ class _Console:
     def _computed_balances(self) -> list[dict[str, Any]]:
         try:
             with self.sessions() as session:
-                nets = merge_nets(
-                    stripe_nets(session), moesif_nets(session), confirmed_unseen_nets(session)
-                )
-                open_counts = open_counts_by_subscription(session)
+                snapshot = read_snapshot(session)
         except SQLAlchemyError:
             log.exception("review page: balances could not be read")
             return []
-        rows = []
-        for (company, subscription, currency), (stripe_net, moesif_net) in sorted(nets.items()):
-            rows.append(
-                {
-                    "company_id": company,
-                    "subscription_id": subscription,
-                    "currency": currency,
-                    "stripe_net": _major(stripe_net, currency),
-                    "moesif_net": _major(moesif_net, currency),
-                    "delta": _major(stripe_net - moesif_net, currency),
-                    "open_findings": str(open_counts.get((company, subscription), 0)),
-                    "blocked_but_owed": False,
-                }
-            )
-        rows.sort(key=lambda row: row["delta"] in ("0", "0.00", "0.000", ""))
-        return rows
+        return [
+            {
+                "company_id": row.company_id,
+                "subscription_id": row.subscription_id,
+                "currency": row.currency,
+                "stripe_net": _major(row.stripe_net_minor, row.currency),
+                "moesif_net": _major(row.moesif_net_minor, row.currency),
+                "delta": _major(row.delta_minor, row.currency),
+                "open_findings": str(row.open_findings),
+                "blocked_but_owed": False,
+            }
+            for row in build_rows(snapshot, {})
+        ]
 
 
 def _base(request: Request) -> str:
