@@ -192,3 +192,29 @@ def test_balances_from_the_latest_csv_highlight_blocked_but_owed(
     assert "from balances-20261201T020000Z-cccccc.csv" in page
     assert re.search(r'<tr class="blocked drift">\s*<td class="company_id">umbrella', page)
     assert HOSTILE not in page
+
+
+def test_mounted_at_the_root_beside_other_routes(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    console = create_console_app(
+        ConsoleSettings(Secret(TOKEN), report_dir=tmp_path), sessions, lambda: NOW
+    )
+    outer = Starlette(
+        routes=[
+            Route("/healthz", lambda request: JSONResponse({"status": "ok"})),
+            Mount("/", app=console),
+        ]
+    )
+    with ServedApp(outer) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/findings").headers["location"] == "/login"
+        csrf = _login(client)
+        assert client.get("/balances").status_code == 200
+        answer = client.post("/logout", data={"csrf": csrf})
+        assert answer.headers["location"] == "/login"
+        assert client.get("/findings").status_code == 303
