@@ -17,7 +17,7 @@ from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status")
+COMMANDS = ("demo", "status", "balances")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog="reconcile",
         description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
         "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
-        "(run history and open findings).",
+        "(run history and open findings), 'reconcile balances' (per-subscription balances).",
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
@@ -141,7 +141,60 @@ def _subcommand(name: str, args: list[str]) -> int:
         from reconcile.demo import main as demo_main
 
         return demo_main(args)
+    if name == "balances":
+        return _balances(args)
     return _status(args)
+
+
+def _balances(args: list[str]) -> int:
+    import os
+    from datetime import UTC
+
+    from reconcile.balances import check_balances, requests_per_minute_from_env, summary_line
+
+    parser = _Parser(
+        prog="reconcile balances",
+        description="Compare each subscription's Stripe and Moesif nets with its Moesif balance "
+        "and write balances-{run_id}.csv. Exit 1 when any delta is not zero.",
+    )
+    parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
+    parser.add_argument("--report-dir", type=Path, help="where the CSV goes")
+    parser.add_argument(
+        "--since", type=_when, help="first fill the snapshot from WHEN (a dry run of the job)"
+    )
+    _common(parser)
+    namespace = parser.parse_args(args)
+    environ = dict(os.environ)
+    if namespace.since is None:
+        environ.setdefault("STRIPE_API_KEY", "not-needed-for-balances")
+    try:
+        settings = Settings.from_env(environ)
+        per_minute = requests_per_minute_from_env({**_dotenv(), **environ})
+    except ReconcileError as error:
+        return _fail(error)
+    _configure_logging(settings, namespace.log_format, namespace.verbose)
+    try:
+        check = check_balances(
+            settings,
+            companies=tuple(namespace.company),
+            report_dir=namespace.report_dir,
+            since=namespace.since,
+            requests_per_minute=per_minute,
+            clock=lambda: datetime.now(UTC),
+        )
+    except ReconcileError as error:
+        return _fail(error)
+    print(summary_line(check.rows, check.path))
+    return check.exit_code
+
+
+def _dotenv() -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    path = Path(".env")
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def _status(args: list[str]) -> int:

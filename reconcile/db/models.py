@@ -197,3 +197,66 @@ class MoesifSubscription(Base):
     subscription_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     currency: Mapped[str | None] = mapped_column(String(3), comment="null: Moesif names none")
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FindingState(Base):
+    """A drift followed across runs: open until a run finds it gone or an operator closes it.
+
+    ``finding_id`` is stable (see :func:`reconcile.rules.finding_ids.finding_id`); the amounts
+    and ids are those of the latest run that reported it.
+    """
+
+    __tablename__ = "finding_states"
+
+    finding_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(40), index=True)
+    transaction_id: Mapped[str | None] = mapped_column(Text)
+    moesif_id: Mapped[str | None] = mapped_column(Text)
+    company_id: Mapped[str | None] = mapped_column(Text)
+    subscription_id: Mapped[str | None] = mapped_column(Text)
+    stripe_customer_id: Mapped[str | None] = mapped_column(Text)
+    stripe_object_id: Mapped[str | None] = mapped_column(Text)
+    entry_type: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str | None] = mapped_column(Text)
+    stripe_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    moesif_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    delta_minor: Mapped[int | None] = mapped_column(
+        BigInteger, comment="the correction the balance needs; positive: the customer is owed"
+    )
+    detail: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True, comment="open|resolved|ignored")
+    first_seen_run_id: Mapped[str] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_run_id: Mapped[str] = mapped_column(String(40))
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    runs_seen: Mapped[int] = mapped_column(Integer, default=1)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_by: Mapped[str | None] = mapped_column(String(20), comment="run|operator")
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class FindingNote(Base):
+    """An operator's or a run's action on a finding, with its note; append-only."""
+
+    __tablename__ = "finding_notes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    finding_id: Mapped[str] = mapped_column(ForeignKey("finding_states.finding_id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(20), comment="resolved|ignored|reopened")
+    note: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), comment="cli|page")
+
+
+class Notification(Base):
+    """A run's summary waiting for, or past, delivery to ``RECONCILE_NOTIFY_URL`` (the outbox)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(40), unique=True)
+    payload: Mapped[str] = mapped_column(Text, comment="the JSON body, sent unchanged")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

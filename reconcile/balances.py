@@ -1,0 +1,455 @@
+"""Per-subscription balance check: Stripe's net against Moesif's net and Moesif's own balance.
+
+The nets are summed by the database (``GROUP BY``) from the snapshot; each subscription's current
+balance, pending activity and available balance are read from Moesif, one request each, under
+the rate limiter. Rows whose delta is not zero come first, and among them customers Moesif
+blocks (available balance zero or less) while they are owed credit.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+
+from reconcile.config import Settings
+from reconcile.db.engine import describe, make_engine, upgrade_to_head
+from reconcile.db.finding_states import open_counts_by_subscription
+from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
+from reconcile.errors import ConfigError, DatabaseUnavailable
+from reconcile.moesif.client import (
+    MOESIF_RATE_LIMIT,
+    MoesifClient,
+    Subscription,
+    open_http_client,
+)
+from reconcile.money import exponent, format_major
+from reconcile.retry import RateLimiter
+
+log = logging.getLogger(__name__)
+
+BALANCE_COLUMNS = [
+    "company_id",
+    "subscription_id",
+    "currency",
+    "stripe_net",
+    "moesif_net",
+    "delta",
+    "current_balance",
+    "pending_activity",
+    "available_balance",
+    "open_findings",
+]
+"""Columns of ``balances-{run_id}.csv``, in the contract's order."""
+
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+Key = tuple[str, str, str]
+"""(company id, subscription id, currency)."""
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Moesif's three figures of one subscription, in major units."""
+
+    current_balance: Decimal
+    pending_activity: Decimal
+    available_balance: Decimal
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    """One subscription and currency: the nets in minor units, Moesif's balance if known."""
+
+    company_id: str
+    subscription_id: str
+    currency: str
+    stripe_net_minor: int
+    moesif_net_minor: int
+    balance: Balance | None
+    open_findings: int
+
+    @property
+    def delta_minor(self) -> int:
+        """Return the correction the balance needs: positive when the customer is owed."""
+        return self.stripe_net_minor - self.moesif_net_minor
+
+    @property
+    def blocked(self) -> bool:
+        """Return whether Moesif shows no available credit (zero or less)."""
+        return self.balance is not None and self.balance.available_balance <= 0
+
+    @property
+    def blocked_but_owed(self) -> bool:
+        """Return whether the customer is blocked while Stripe says they are owed credit."""
+        return self.blocked and self.delta_minor > 0
+
+
+# Rules: plain values in, plain values out.
+
+
+def merge_nets(
+    stripe: Mapping[Key, int], moesif: Mapping[Key, int], confirmed: Mapping[Key, int]
+) -> dict[Key, tuple[int, int]]:
+    """Return (Stripe net, Moesif net) per key; confirmed postings count on Moesif's side."""
+    keys = set(stripe) | set(moesif) | set(confirmed)
+    return {key: (stripe.get(key, 0), moesif.get(key, 0) + confirmed.get(key, 0)) for key in keys}
+
+
+def order_rows(rows: Iterable[BalanceRow]) -> list[BalanceRow]:
+    """Return rows with a non-zero delta first, blocked customers first among them.
+
+    Then by the size of the delta, largest first, then by company and subscription.
+    """
+    return sorted(
+        rows,
+        key=lambda row: (
+            row.delta_minor == 0,
+            not row.blocked,
+            -abs(row.delta_minor),
+            row.company_id,
+            row.subscription_id,
+            row.currency,
+        ),
+    )
+
+
+def exit_code_of(rows: Sequence[BalanceRow]) -> int:
+    """Return 1 when any delta is not zero, else 0."""
+    return 1 if any(row.delta_minor for row in rows) else 0
+
+
+def balance_from_moesif(
+    subscription: Subscription, amount_unit: Literal["major", "minor"], currency: str
+) -> Balance:
+    """Return Moesif's figures in major units (they are minor units when Moesif keeps cents)."""
+    places = exponent(currency) if amount_unit == "minor" else 0
+    return Balance(
+        current_balance=subscription.current_balance.scaleb(-places),
+        pending_activity=subscription.pending_activity.scaleb(-places),
+        available_balance=subscription.available_balance.scaleb(-places),
+    )
+
+
+def csv_cells(row: BalanceRow) -> list[str]:
+    """Return one CSV row: decimal strings in major units, text safe from spreadsheets."""
+    figures = row.balance
+    return [
+        _neutralise(row.company_id),
+        _neutralise(row.subscription_id),
+        _neutralise(row.currency),
+        _major(row.stripe_net_minor, row.currency),
+        _major(row.moesif_net_minor, row.currency),
+        _major(row.delta_minor, row.currency),
+        "" if figures is None else str(figures.current_balance),
+        "" if figures is None else str(figures.pending_activity),
+        "" if figures is None else str(figures.available_balance),
+        str(row.open_findings),
+    ]
+
+
+def _major(minor: int, currency: str) -> str:
+    return format_major(minor, currency) if _is_code(currency) else str(minor)
+
+
+def _is_code(currency: str) -> bool:
+    return len(currency) == 3 and currency.isascii() and currency.isalpha()
+
+
+def _neutralise(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_TRIGGERS) else cell
+
+
+# Queries: the database does the summing.
+
+
+def _signed(
+    entry_type: InstrumentedAttribute[str], amount: InstrumentedAttribute[int]
+) -> ColumnElement[int]:
+    return case((entry_type == "debit", -amount), else_=amount)
+
+
+def stripe_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
+    """Return credits minus debits of every Stripe movement the snapshot holds, per key."""
+    net = func.sum(_signed(ExpectedRow.entry_type, ExpectedRow.amount_minor))
+    query = (
+        select(ExpectedRow.company_id, ExpectedRow.subscription_id, ExpectedRow.currency, net)
+        .where(
+            ExpectedRow.company_id.is_not(None),
+            ExpectedRow.subscription_id.is_not(None),
+            ExpectedRow.entry_type.in_(("credit", "debit")),
+        )
+        .group_by(ExpectedRow.company_id, ExpectedRow.subscription_id, ExpectedRow.currency)
+    )
+    if companies:
+        query = query.where(ExpectedRow.company_id.in_(companies))
+    return {(str(c), str(s), cur.lower()): int(n or 0) for c, s, cur, n in session.execute(query)}
+
+
+def moesif_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
+    """Return credits minus debits of the ledger snapshot per key (promotions etc. left out).
+
+    A row that names no currency takes its subscription's, as the snapshot last read it.
+    """
+    currency = func.lower(func.coalesce(LedgerEntry.currency, MoesifSubscription.currency, ""))
+    net = func.sum(_signed(LedgerEntry.entry_type, LedgerEntry.amount_minor))
+    query = (
+        select(LedgerEntry.company_id, LedgerEntry.subscription_id, currency, net)
+        .outerjoin(
+            MoesifSubscription, MoesifSubscription.subscription_id == LedgerEntry.subscription_id
+        )
+        .where(
+            LedgerEntry.company_id.is_not(None),
+            LedgerEntry.subscription_id.is_not(None),
+            LedgerEntry.entry_type.in_(("credit", "debit")),
+        )
+        .group_by(LedgerEntry.company_id, LedgerEntry.subscription_id, currency)
+    )
+    if companies:
+        query = query.where(LedgerEntry.company_id.in_(companies))
+    return {(str(c), str(s), str(cur)): int(n or 0) for c, s, cur, n in session.execute(query)}
+
+
+def confirmed_unseen_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
+    """Return the net of postings Moesif confirmed that no ledger row shows yet, per key.
+
+    A ledger row shows a posting by its transaction id, or, when reports leave ids out, by the
+    description the job wrote (``reconcile: credit pi_… for Stripe …``).
+    """
+    own = (
+        literal("reconcile: ") + Posting.entry_type + literal(" ") + Posting.transaction_id
+    ) + literal(" for Stripe %")
+    seen = exists().where(
+        or_(
+            LedgerEntry.transaction_id == Posting.transaction_id,
+            and_(LedgerEntry.transaction_id.is_(None), LedgerEntry.description.like(own)),
+        )
+    )
+    net = func.sum(_signed(Posting.entry_type, Posting.amount_minor))
+    query = (
+        select(Posting.company_id, Posting.subscription_id, Posting.currency, net)
+        .where(Posting.status == "confirmed", ~seen)
+        .group_by(Posting.company_id, Posting.subscription_id, Posting.currency)
+    )
+    if companies:
+        query = query.where(Posting.company_id.in_(companies))
+    return {(c, s, cur.lower()): int(n or 0) for c, s, cur, n in session.execute(query)}
+
+
+# The command's work.
+
+
+def read_balances(
+    moesif: MoesifClient,
+    subscription_ids: Iterable[str],
+    amount_unit: Literal["major", "minor"],
+    currency_of: Mapping[str, str],
+) -> dict[str, Balance | None]:
+    """Read each subscription's balance from Moesif once; ``None`` when Moesif has no such id.
+
+    Every request waits for the client's rate limiter, so the batch's share of Moesif's budget
+    is never exceeded.
+    """
+    balances: dict[str, Balance | None] = {}
+    for subscription_id in subscription_ids:
+        found = moesif.subscription(subscription_id)
+        currency = (found.currency if found else None) or currency_of[subscription_id]
+        balances[subscription_id] = (
+            None if found is None else balance_from_moesif(found, amount_unit, currency)
+        )
+    return balances
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the snapshot says per subscription: the nets, and open findings."""
+
+    nets: dict[Key, tuple[int, int]]
+    open_counts: dict[tuple[str | None, str | None], int]
+
+    def currency_of(self) -> dict[str, str]:
+        """Return a currency per subscription id, to read Moesif's amounts in."""
+        return {subscription: currency for _, subscription, currency in sorted(self.nets)}
+
+
+def read_snapshot(session: Session, companies: Sequence[str] = ()) -> Snapshot:
+    """Return the nets and open-finding counts, each summed by the database."""
+    nets = merge_nets(
+        stripe_nets(session, companies),
+        moesif_nets(session, companies),
+        confirmed_unseen_nets(session, companies),
+    )
+    return Snapshot(nets, open_counts_by_subscription(session))
+
+
+def build_rows(snapshot: Snapshot, balances: Mapping[str, Balance | None]) -> list[BalanceRow]:
+    """Return the ordered balance rows from the snapshot's nets and Moesif's balances."""
+    rows = [
+        BalanceRow(
+            company_id=company,
+            subscription_id=subscription,
+            currency=currency,
+            stripe_net_minor=stripe_net,
+            moesif_net_minor=moesif_net,
+            balance=balances.get(subscription),
+            open_findings=snapshot.open_counts.get((company, subscription), 0),
+        )
+        for (company, subscription, currency), (stripe_net, moesif_net) in snapshot.nets.items()
+    ]
+    return order_rows(rows)
+
+
+def balances_run_id(now: datetime) -> str:
+    """Return a sortable, unique id for one balance check, like a run's."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def write_balances(rows: Sequence[BalanceRow], run_id: str, report_dir: Path) -> Path:
+    """Write ``{report_dir}/balances-{run_id}.csv`` atomically and return its path."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"balances-{run_id}.csv"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=report_dir)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(BALANCE_COLUMNS)
+            writer.writerows(csv_cells(row) for row in rows)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def latest_balances_csv(report_dir: Path) -> Path | None:
+    """Return the newest balances CSV in ``report_dir``, if any."""
+    found = sorted(report_dir.glob("balances-*.csv"))
+    return found[-1] if found else None
+
+
+def summary_line(rows: Sequence[BalanceRow], path: Path) -> str:
+    """Return the one-paragraph terminal summary of a balance check."""
+    drifted = sum(1 for row in rows if row.delta_minor)
+    blocked = sum(1 for row in rows if row.delta_minor and row.blocked)
+    unknown = sum(1 for row in rows if row.balance is None)
+    lines = [
+        f"subscriptions: {len(rows)}",
+        f"with a non-zero delta: {drifted} (blocked in Moesif: {blocked})",
+    ]
+    if unknown:
+        lines.append(f"not found in Moesif: {unknown}")
+    lines.append(f"balances: {path}")
+    return "\n".join(lines)
+
+
+# The command: optionally fill the snapshot, then compute, read and write.
+
+DEFAULT_REQUESTS_PER_MINUTE = 400
+"""The batch's share of Moesif's 500 requests a minute, unless configured otherwise."""
+
+
+def requests_per_minute_from_env(values: Mapping[str, str]) -> int:
+    """Return ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``, at most Moesif's 500.
+
+    Raises:
+        ConfigError: it is not a whole number from 1 to 500.
+    """
+    raw = values.get("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "").strip()
+    if not raw:
+        return DEFAULT_REQUESTS_PER_MINUTE
+    if not raw.isdigit() or not 1 <= int(raw) <= MOESIF_RATE_LIMIT:
+        raise ConfigError(
+            f"RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to "
+            f"{MOESIF_RATE_LIMIT}, not {raw!r}"
+        )
+    return int(raw)
+
+
+def fill_snapshot(
+    settings: Settings, since: datetime, companies: Sequence[str], report_dir: Path
+) -> int:
+    """Fill the snapshot from ``since`` to now with the normal job, as a dry run; return its code.
+
+    The run pages Stripe and Moesif politely (its own rate limits) and stores every movement and
+    ledger row of the window; as a dry run it posts nothing.
+    """
+    from reconcile.run import RunRequest, execute
+
+    outcome = execute(
+        settings,
+        RunRequest(
+            since=since,
+            dry_run=True,
+            companies=tuple(companies),
+            report_dir=report_dir,
+            trigger="balances",
+        ),
+    )
+    return int(outcome.exit_code)
+
+
+@dataclass(frozen=True)
+class BalanceCheck:
+    """What one balance check found and where it wrote it."""
+
+    rows: tuple[BalanceRow, ...]
+    path: Path
+    exit_code: int
+
+
+def check_balances(
+    settings: Settings,
+    *,
+    companies: Sequence[str] = (),
+    report_dir: Path | None = None,
+    since: datetime | None = None,
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
+    clock: Callable[[], datetime],
+    limiter: RateLimiter | None = None,
+    fill: Callable[[Settings, datetime, Sequence[str], Path], int] = fill_snapshot,
+) -> BalanceCheck:
+    """Check every subscription's balance and write the CSV; exit code 1 if any delta is not 0.
+
+    Raises:
+        ReconcileError: the database, Moesif or (while filling) Stripe failed; its exit code.
+    """
+    directory = report_dir or settings.report_dir
+    if since is not None:
+        fill(settings, since, companies, directory)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_to_head(engine)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with open_http_client(settings) as http:
+            moesif = MoesifClient(
+                http,
+                settings.moesif_token,
+                policy=settings.retry_policy(),
+                limiter=limiter or RateLimiter(requests_per_minute, 60.0),
+            )
+            with sessions() as session:
+                snapshot = read_snapshot(session, companies)
+            # Read outside the database transaction: at the rate limit this can take minutes.
+            currency_of = snapshot.currency_of()
+            balances = read_balances(
+                moesif, sorted(currency_of), settings.moesif_amount_unit, currency_of
+            )
+            rows = build_rows(snapshot, balances)
+    except SQLAlchemyError as error:
+        raise DatabaseUnavailable(f"snapshot database failed: {describe(error)}") from None
+    finally:
+        engine.dispose()
+    path = write_balances(rows, balances_run_id(clock()), directory)
+    return BalanceCheck(tuple(rows), path, exit_code_of(rows))

@@ -1,0 +1,1 @@
+"""The reconciliation rules: pure functions from plain values to plain values."""

@@ -1,0 +1,308 @@
+"""Balances: nets summed by the database, Moesif's balances read live, blocked-but-owed first."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.balances import (
+    BALANCE_COLUMNS,
+    Balance,
+    BalanceRow,
+    check_balances,
+    order_rows,
+)
+from reconcile.cli import main
+from reconcile.config import Secret, Settings
+from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
+from reconcile.demo import DEMO_MOESIF_TOKEN, DEMO_STRIPE_KEY, seed
+from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.stripe import FakeStripe
+from reconcile.retry import RateLimiter
+from reconcile.times import to_iso
+from tests.operator.conftest import NOW, add_run, add_state
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_order_puts_blocked_customers_owed_credit_first() -> None:
+    def row(sub: str, stripe: int, moesif: int, available: str | None) -> BalanceRow:
+        balance = (
+            None
+            if available is None
+            else Balance(Decimal(available), Decimal(0), Decimal(available))
+        )
+        return BalanceRow("c", sub, "usd", stripe, moesif, balance, 0)
+
+    ordered = order_rows(
+        [
+            row("clean", 100, 100, "0"),
+            row("owed", 500, 0, "10.00"),
+            row("blocked", 200, 0, "0.00"),
+            row("overdrawn", 100, 0, "-3.00"),
+            row("too-much", 0, 9000, "90.00"),
+            row("unknown", 50, 0, None),
+        ]
+    )
+    assert [r.subscription_id for r in ordered] == [
+        "blocked",
+        "overdrawn",
+        "too-much",
+        "owed",
+        "unknown",
+        "clean",
+    ]
+    assert ordered[0].blocked_but_owed
+    assert not ordered[2].blocked_but_owed
+
+
+def test_balances_after_filling_the_snapshot_from_the_demo_history(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    monkeypatch.chdir(tmp_path)
+    with (
+        FakeStripe(api_key=DEMO_STRIPE_KEY) as stripe,
+        FakeMoesif(token=DEMO_MOESIF_TOKEN) as moesif,
+    ):
+        seed(stripe, moesif, now)
+        for name, value in {
+            "STRIPE_API_KEY": DEMO_STRIPE_KEY,
+            "STRIPE_API_BASE": stripe.base_url,
+            "MOESIF_MANAGEMENT_TOKEN": DEMO_MOESIF_TOKEN,
+            "MOESIF_API_BASE": moesif.base_url,
+            "RECONCILE_DATABASE_URL": database_url,
+            "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
+        }.items():
+            monkeypatch.setenv(name, value)
+        reports = tmp_path / "reports"
+        since = to_iso(now - timedelta(days=8))
+        code = main(["balances", "--since", since, "--report-dir", str(reports)])
+        assert moesif.posts == []  # filling is a dry run: balances never posts
+    assert code == 1
+    [path] = sorted(reports.glob("balances-*.csv"))
+    assert "balances:" in capsys.readouterr().out
+    with path.open(encoding="utf-8") as handle:
+        assert handle.readline().strip() == ",".join(BALANCE_COLUMNS)
+    rows = {(r["company_id"], r["currency"]): r for r in _rows(path)}
+    order = [r["company_id"] for r in _rows(path)]
+    # Blocked while owed credit first: the JPY top-up never credited, the EUR one on a USD plan.
+    assert order[:2] == ["umbrella", "hooli"]
+    assert rows["umbrella", "jpy"]["delta"] == "5000"
+    assert rows["umbrella", "jpy"]["available_balance"] == "0"
+    assert rows["acme", "usd"]["stripe_net"] == "70.00"  # 50 + 25 - 5 refunded
+    assert rows["acme", "usd"]["moesif_net"] == "50.00"
+    assert rows["acme", "usd"]["delta"] == "20.00"
+    assert Decimal(rows["acme", "usd"]["current_balance"]) == Decimal("50")
+    assert rows["globex", "usd"]["delta"] == "-100.00"  # the webhook's retry credited twice
+    assert rows["initech", "usd"]["moesif_net"] == "1070.00"  # the promotion is not counted
+    assert order[-1] == "acme"
+
+
+def _settings(moesif: FakeMoesif, database_url: str, reports: Path) -> Settings:
+    return Settings(
+        stripe_api_key=Secret("unused"),
+        moesif_token=Secret(moesif.token),
+        moesif_api_base=moesif.base_url,
+        database_url=database_url,
+        report_dir=reports,
+    )
+
+
+def test_confirmed_postings_count_before_the_ledger_shows_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    sessions = sessionmaker(engine)
+    with sessions.begin() as session:
+        add_run(session, "r1")
+        _movement(session, "pi_a", 4000)
+        _movement(session, "pi_b", 1000)
+        _posting(session, "pi_a", 4000)  # confirmed, not yet in the reports
+        _posting(session, "pi_b", 1000)  # confirmed, the report shows it without its id
+        session.add(
+            _ledger("m1", None, 1000, description="reconcile: credit pi_b for Stripe pi_b (run r1)")
+        )
+        add_state(session, moesif_id="m1", company_id="acme", subscription_id="sub_acme")
+    engine.dispose()
+    with FakeMoesif(token="tok") as moesif:
+        moesif.add_subscription("sub_acme", "acme")
+        moesif.add_subscription("sub_other", "other")
+        check = check_balances(
+            _settings(moesif, database_url, tmp_path), clock=lambda: NOW, companies=("acme",)
+        )
+    [row] = check.rows
+    assert (row.stripe_net_minor, row.moesif_net_minor, row.delta_minor) == (5000, 5000, 0)
+    assert row.open_findings == 1
+    assert check.exit_code == 0
+    assert _rows(check.path)[0]["open_findings"] == "1"
+
+
+def _movement(session: Session, transaction_id: str, amount: int) -> None:
+    session.add(
+        ExpectedRow(
+            transaction_id=transaction_id,
+            source="topup",
+            entry_type="credit",
+            amount_minor=amount,
+            currency="usd",
+            created_at=NOW,
+            stripe_object_id=transaction_id,
+            topup_id=transaction_id,
+            stripe_customer_id="cus_1",
+            company_id="acme",
+            subscription_id="sub_acme",
+            first_seen_run_id="r1",
+            last_seen_run_id="r1",
+            updated_at=NOW,
+        )
+    )
+
+
+def _posting(session: Session, transaction_id: str, amount: int) -> None:
+    session.add(
+        Posting(
+            transaction_id=transaction_id,
+            origin="run:r1",
+            run_id="r1",
+            company_id="acme",
+            subscription_id="sub_acme",
+            entry_type="credit",
+            amount_minor=amount,
+            currency="usd",
+            amount_sent=str(amount),
+            description="",
+            status="confirmed",
+            attempts=1,
+            created_at=NOW,
+            updated_at=NOW,
+            confirmed_at=NOW,
+        )
+    )
+
+
+def _ledger(moesif_id: str, transaction_id: str | None, amount: int, **extra: str) -> LedgerEntry:
+    return LedgerEntry(
+        moesif_id=moesif_id,
+        transaction_id=transaction_id,
+        entry_type="credit",
+        amount_minor=amount,
+        amount_raw=str(amount),
+        currency="usd",
+        company_id="acme",
+        subscription_id="sub_acme",
+        created_at=NOW,
+        first_seen_at=NOW,
+        last_seen_at=NOW,
+        **extra,
+    )
+
+
+class VirtualTime:
+    """A clock that only moves when someone sleeps: elapsed time is computed, never waited."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.seconds += seconds
+
+    def utc(self) -> datetime:
+        return datetime(2026, 12, 1, tzinfo=UTC) + timedelta(seconds=self.seconds)
+
+
+def balances_duration(
+    subscriptions: int, database_url: str, reports: Path, per_minute: int
+) -> tuple[float, Counter[datetime]]:
+    """Return the seconds a balance check of ``subscriptions`` takes at ``per_minute``."""
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    with sessionmaker(engine).begin() as session:
+        session.add_all(
+            LedgerEntry(
+                moesif_id=f"m{i}",
+                transaction_id=None,
+                entry_type="credit",
+                amount_minor=100,
+                amount_raw="1.00",
+                currency="usd",
+                company_id=f"c{i}",
+                subscription_id=f"s{i}",
+                created_at=NOW,
+                first_seen_at=NOW,
+                last_seen_at=NOW,
+            )
+            for i in range(subscriptions)
+        )
+    engine.dispose()
+    time = VirtualTime()
+    with FakeMoesif(token="tok", clock=time.utc) as moesif:
+        for i in range(subscriptions):
+            moesif.add_subscription(f"s{i}", f"c{i}")
+        check = check_balances(
+            _settings(moesif, database_url, reports),
+            clock=time.utc,
+            limiter=RateLimiter(per_minute, 60.0, clock=time.monotonic, sleep=time.sleep),
+        )
+        per_minute_seen = Counter(moesif.requests_per_minute())
+    assert len(check.rows) == subscriptions
+    return time.seconds, per_minute_seen
+
+
+def test_a_thousand_subscriptions_take_a_minute_at_moesifs_limit(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    seconds, per_minute = balances_duration(1000, sqlite_url, tmp_path, per_minute=500)
+    # 500 answered at once, the next 500 a minute later; Moesif never had to say 429.
+    assert seconds == pytest.approx(60.0)
+    assert max(per_minute.values()) <= 500
+    assert sum(per_minute.values()) == 1000
+
+
+def test_a_bad_rate_setting_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOESIF_MANAGEMENT_TOKEN", "tok")
+    monkeypatch.setenv("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "900")
+    assert main(["balances"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to 500" in error
+
+
+def test_since_fills_the_snapshot_through_the_run_first(sqlite_url: str, tmp_path: Path) -> None:
+    calls: list[tuple[datetime, tuple[str, ...], Path]] = []
+
+    def fill(settings: Settings, since: datetime, companies: object, report_dir: Path) -> int:
+        calls.append((since, tuple(companies), report_dir))  # type: ignore[arg-type]
+        return 0
+
+    with FakeMoesif(token="tok") as moesif:
+        check = check_balances(
+            _settings(moesif, sqlite_url, tmp_path),
+            since=NOW - timedelta(days=900),
+            companies=("acme",),
+            clock=lambda: NOW,
+            fill=fill,
+        )
+    assert calls == [(NOW - timedelta(days=900), ("acme",), tmp_path)]
+    assert check.rows == ()
+    assert check.exit_code == 0
