@@ -19,7 +19,7 @@ from reconcile.errors import ExitCode
 from reconcile.files import write_atomically
 
 if TYPE_CHECKING:
-    from reconcile.run import RunOutcome
+    from reconcile.request import RunOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -14,20 +14,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile import frames, report
+from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import Run
-from reconcile.db.postings import settle_from_snapshot
+from reconcile.db.postings import confirmed, settle_from_snapshot
 from reconcile.domain import is_stripe_id
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.ledger_sync import sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
-from reconcile.rules.conclusion import Conclusion
+from reconcile.posting import Order, Outcome, Poster
+from reconcile.request import RunOutcome, RunRequest
+from reconcile.rules.conclusion import Conclusion, Tally
 from reconcile.rules.known_ids import known_id, needs_memory
+from reconcile.rules.orders import Decision, Missing, decide
 from reconcile.rules.window import run_window
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
@@ -77,13 +81,33 @@ def window(
     return chosen
 
 
-def start(sessions: Sessions, row: Run) -> None:
+def start(
+    sessions: Sessions, run_id: str, window: Window, request: RunRequest, started_at: datetime
+) -> None:
     """Mark runs that died mid-run as crashed, then record this one as running."""
     with sessions.begin() as session:
-        crashed = runs.mark_crashed(session, row.started_at)
+        crashed = runs.mark_crashed(session, started_at)
         if crashed:
             log.warning("%d earlier run(s) ended mid-run; their postings are checked", crashed)
-        session.add(row)
+        session.add(
+            Run(
+                id=run_id,
+                since=window.since,
+                until=window.until,
+                dry_run=request.dry_run,
+                companies=",".join(request.companies) or None,
+                trigger=request.trigger,
+                status=runs.RunStatus.RUNNING,
+                started_at=started_at,
+            )
+        )
+    log.info(
+        "run %s: %s to %s%s",
+        run_id,
+        to_iso(window.since),
+        to_iso(window.until),
+        " (dry run)" if request.dry_run else "",
+    )
 
 
 def extract_stripe(
@@ -236,31 +260,67 @@ def save(sessions: Sessions, findings: pd.DataFrame, run_id: str, report_dir: Pa
     return path
 
 
+def decisions(
+    sessions: Sessions, missing: Sequence[Missing], unreadable: frozenset[str], run_id: str
+) -> list[Decision]:
+    """Decide each missing movement (see ``rules.orders``), knowing what earlier runs confirmed."""
+    with sessions() as session:
+        earlier = confirmed(session, [finding.transaction_id for finding in missing])
+    confirmed_by = {tid: posting.run_id for tid, posting in earlier.items()}
+    return [
+        decide(finding, unreadable=unreadable, confirmed_by=confirmed_by, run_id=run_id)
+        for finding in missing
+    ]
+
+
+def send(
+    sessions: Sessions,
+    clients: Clients,
+    settings: Settings,
+    orders: Sequence[Order],
+    outcomes: list[Outcome],
+    run_id: str,
+) -> None:
+    """Post the orders exactly once, appending each outcome to ``outcomes`` as it comes.
+
+    Raises:
+        ReconcileError: sending had to stop; ``outcomes`` holds what was sent before.
+    """
+    poster = Poster(
+        sessions,
+        clients.moesif,
+        run_id=run_id,
+        amount_unit=settings.moesif_amount_unit,
+        clock=clients.clock,
+    )
+    progress = Progress("Postings", total=len(orders), unit="postings")
+    for order in orders:
+        outcomes.append(poster.post(order))
+        progress.advance(1)
+    progress.done()
+
+
 def finish(
     sessions: Sessions,
-    run_id: str,
+    done: RunOutcome,
     conclusion: Conclusion,
-    *,
-    finished_at: datetime,
     review: int,
-    posted: int,
-    post_failed: int,
-    error: str | None,
     pending_since: datetime | None,
-) -> None:
-    """Record how the run concluded."""
+) -> RunOutcome:
+    """Record how the run concluded, and return what it did."""
     with sessions.begin() as session:
-        row = session.get_one(Run, run_id)
+        row = session.get_one(Run, done.run_id)
         row.status = conclusion.status
         row.exit_code = int(conclusion.exit_code)
-        row.finished_at = finished_at
+        row.finished_at = done.finished_at
         row.flagged = review
-        row.posted = posted
-        row.post_failed = post_failed
-        row.error = error
+        row.posted = done.posted
+        row.post_failed = done.post_failed
+        row.error = done.message or None
         row.pending_since = pending_since
         if conclusion.watermark is not None:
             row.watermark = conclusion.watermark
+    return done
 
 
 def fail(sessions: Sessions, run_id: str, error: ReconcileError, finished_at: datetime) -> None:
@@ -276,3 +336,40 @@ def fail(sessions: Sessions, run_id: str, error: ReconcileError, finished_at: da
             row.error = str(error)
     except SQLAlchemyError:
         log.exception("could not record the failure of run %s", run_id)
+
+
+def outcome(
+    run_id: str,
+    findings: pd.DataFrame,
+    window: Window,
+    started_at: datetime,
+    finished_at: datetime,
+    conclusion: Conclusion,
+    counted: Tally,
+    report_path: Path,
+    message: str,
+    *,
+    dry_run: bool,
+) -> RunOutcome:
+    """Return what the run did, with its terminal summary."""
+    return RunOutcome(
+        run_id=run_id,
+        exit_code=conclusion.exit_code,
+        window=window,
+        started_at=started_at,
+        finished_at=finished_at,
+        counts=frames.counts(findings),
+        totals=frames.totals(findings),
+        posted=counted.posted,
+        post_failed=counted.post_failed,
+        report_path=report_path,
+        message=message,
+        summary=report.summary(
+            findings,
+            posted=counted.posted,
+            post_failed=counted.post_failed,
+            report_path=report_path,
+            window=window,
+            dry_run=dry_run,
+        ),
+    )

@@ -10,7 +10,8 @@ import pytest
 from reconcile.db.runs import RunStatus
 from reconcile.domain import Action
 from reconcile.errors import ExitCode
-from reconcile.rules.conclusion import Conclusion, conclude, to_review
+from reconcile.posting import Outcome
+from reconcile.rules.conclusion import Conclusion, Tally, conclude, tally, to_review
 
 STARTED = datetime(2026, 11, 24, 2, tzinfo=UTC)
 UNTIL = STARTED - timedelta(hours=1)
@@ -19,8 +20,7 @@ UNTIL = STARTED - timedelta(hours=1)
 def _conclude(**given: Any) -> Conclusion:
     values: dict[str, Any] = {
         "review": 0,
-        "unknown": 0,
-        "post_failed": 0,
+        "tally": Tally(),
         "guardrail": False,
         "partial": False,
         "window_until": UNTIL,
@@ -44,16 +44,16 @@ def test_the_watermark_never_moves_past_the_runs_start() -> None:
 
 
 def test_an_unknown_outcome_is_exit_3() -> None:
-    assert _conclude(review=1, unknown=1).exit_code == ExitCode.FAILED
+    assert _conclude(review=1, tally=Tally(post_failed=1, unknown=1)).exit_code == ExitCode.FAILED
 
 
 def test_a_guardrail_is_exit_4_recorded_as_such_and_keeps_the_watermark() -> None:
-    assert _conclude(review=2, unknown=1, guardrail=True) == Conclusion(
+    assert _conclude(review=2, tally=Tally(unknown=1), guardrail=True) == Conclusion(
         ExitCode.GUARDRAIL, RunStatus.GUARDRAIL, None
     )
 
 
-@pytest.mark.parametrize("given", [{"partial": True}, {"post_failed": 1}])
+@pytest.mark.parametrize("given", [{"partial": True}, {"tally": Tally(posted=2, post_failed=1)}])
 def test_partial_runs_and_failed_postings_keep_the_watermark(given: dict[str, Any]) -> None:
     assert _conclude(**given).watermark is None
 
@@ -62,3 +62,13 @@ def test_flagged_would_post_and_failed_findings_need_review() -> None:
     actions = [Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED, Action.POSTED, Action.NONE]
     assert to_review([str(action) for action in actions]) == 3
     assert to_review([]) == 0
+
+
+def test_outcomes_are_tallied_posted_failed_and_unknown() -> None:
+    outcomes = [
+        Outcome("pi_1", Action.POSTED, ""),
+        Outcome("pi_2", Action.POST_FAILED, "refused"),
+        Outcome("pi_3", Action.POST_FAILED, "no answer", unknown=True),
+        Outcome("pi_4", Action.FLAGGED, "confirmed earlier"),
+    ]
+    assert tally(outcomes) == Tally(posted=1, post_failed=2, unknown=1)
