@@ -128,7 +128,7 @@ class _Pass:
         todo = index[[decision.order is not None for decision in decisions]]
         orders = [decision.order for decision in decisions if decision.order is not None]
         outcomes: list[Outcome] = []
-        guardrail: GuardrailTripped | None = None
+        guardrail = ""
         if orders and not self.request.dry_run:
             try:
                 check_guardrails(
@@ -137,7 +137,7 @@ class _Pass:
                     max_total=self.settings.max_posting_total,
                 )
             except GuardrailTripped as tripped:
-                guardrail = tripped
+                guardrail = str(tripped)
                 findings = frames.with_detail(findings, todo, f"not posted: {tripped}")
             else:
                 try:
@@ -161,20 +161,20 @@ class _Pass:
         window: Window,
         findings: pd.DataFrame,
         counted: Tally,
-        guardrail: GuardrailTripped | None,
+        guardrail: str,
         pending_since: datetime | None,
     ) -> RunOutcome:
+        """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was."""
         path = steps.save(self.sessions, findings, self.run_id, self.report_dir)
         review = to_review(frames.actions(findings))
         conclusion = conclude(
             review=review,
             tally=counted,
-            guardrail=guardrail is not None,
+            guardrail=bool(guardrail),
             partial=self.request.dry_run or bool(self.request.companies),
             window_until=window.until,
             started_at=self.started_at,
         )
-        message = str(guardrail) if guardrail is not None else ""
         return steps.finish(
             self.sessions,
             steps.outcome(
@@ -186,7 +186,7 @@ class _Pass:
                 conclusion,
                 counted,
                 path,
-                message,
+                guardrail,
                 dry_run=self.request.dry_run,
             ),
             conclusion,
