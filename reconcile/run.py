@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from reconcile import frames, matching, steps
+from reconcile import frames, matching
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
@@ -19,6 +19,7 @@ from reconcile.posting import Outcome, check_guardrails
 from reconcile.request import RunOutcome, RunRequest, new_run_id
 from reconcile.rules.conclusion import Tally, conclude, tally, to_review
 from reconcile.rules.orders import after_sending
+from reconcile.steps import Sessions, begin, ending, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
 
@@ -56,7 +57,7 @@ class _Pass:
         settings: Settings,
         request: RunRequest,
         clients: Clients,
-        sessions: steps.Sessions,
+        sessions: Sessions,
         started_at: datetime,
     ) -> None:
         self.settings, self.request, self.clients = settings, request, clients
@@ -67,15 +68,15 @@ class _Pass:
 
     def run(self) -> RunOutcome:
         request = self.request
-        window = steps.window(
+        window = begin.window(
             self.sessions, request.since, request.until, self.started_at, self.settings.lookback
         )
-        steps.check_report_dir(self.report_dir)
-        steps.start(self.sessions, self.run_id, window, request, self.started_at)
+        begin.check_report_dir(self.report_dir)
+        begin.start(self.sessions, self.run_id, window, request, self.started_at)
         try:
             return self._reconcile(window)
         except ReconcileError as error:
-            steps.fail(self.sessions, self.run_id, error, self.clients.clock())
+            begin.fail(self.sessions, self.run_id, error, self.clients.clock())
             raise
 
     def _reconcile(self, window: Window) -> RunOutcome:
@@ -83,12 +84,12 @@ class _Pass:
         wide = window.widened(settings.match_window)
         now = clock()
         reach = Window(wide.since, min(wide.until, max(now, window.until)))
-        pending_since = steps.extract_stripe(
+        pending_since = snapshot.extract_stripe(
             self.sessions, self.clients.stripe, reach, companies, run_id=self.run_id, now=clock()
         )
         # Up to now, not only to the window's end: rows posted for this window later (by an
         # earlier run, or a late webhook) carry the time they were posted.
-        unreadable = steps.sync_moesif(
+        unreadable = snapshot.sync_moesif(
             self.sessions,
             self.clients.moesif,
             self.directory,
@@ -98,7 +99,7 @@ class _Pass:
             run_id=self.run_id,
             clock=clock,
         )
-        expected, ledger = steps.frames_of(
+        expected, ledger = snapshot.frames_of(
             self.sessions, self.clients.stripe, wide, companies, run_id=self.run_id, now=clock()
         )
         paid = frames.subscriptions_paid(frames.in_window(expected, window))
@@ -108,7 +109,7 @@ class _Pass:
                 ledger,
                 window=window,
                 match_window=settings.match_window,
-                subscription_currency=steps.subscription_currencies(
+                subscription_currency=snapshot.subscription_currencies(
                     self.sessions, self.directory, paid
                 ),
             )
@@ -123,7 +124,7 @@ class _Pass:
         pending_since: datetime | None,
     ) -> RunOutcome:
         index, missing = frames.missing(findings)
-        decisions = steps.decisions(self.sessions, missing, unreadable, self.run_id)
+        decisions = sending.decisions(self.sessions, missing, unreadable, self.run_id)
         findings = frames.decided(findings, index, decisions)
         todo = index[[decision.order is not None for decision in decisions]]
         orders = [decision.order for decision in decisions if decision.order is not None]
@@ -141,12 +142,12 @@ class _Pass:
                 findings = frames.with_detail(findings, todo, f"not posted: {tripped}")
             else:
                 try:
-                    steps.send(
+                    sending.send(
                         self.sessions, self.clients, self.settings, orders, outcomes, self.run_id
                     )
                 except ReconcileError as error:
                     sent = after_sending(outcomes, len(orders), str(error))
-                    steps.save(
+                    ending.save(
                         self.sessions,
                         frames.decided(findings, todo, sent),
                         self.run_id,
@@ -165,7 +166,7 @@ class _Pass:
         pending_since: datetime | None,
     ) -> RunOutcome:
         """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was."""
-        path = steps.save(self.sessions, findings, self.run_id, self.report_dir)
+        path = ending.save(self.sessions, findings, self.run_id, self.report_dir)
         review = to_review(frames.actions(findings))
         conclusion = conclude(
             review=review,
@@ -175,9 +176,9 @@ class _Pass:
             window_until=window.until,
             started_at=self.started_at,
         )
-        return steps.finish(
+        return ending.finish(
             self.sessions,
-            steps.outcome(
+            ending.outcome(
                 self.run_id,
                 findings,
                 window,
