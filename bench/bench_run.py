@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from reconcile.clients import open_clients
 from reconcile.config import Settings
 from reconcile.demo import DEMO_MOESIF_TOKEN, DEMO_STRIPE_KEY, demo_settings
 from reconcile.fakes.moesif import FakeMoesif
@@ -71,7 +72,8 @@ def bench(count: int) -> tuple[float, int]:
         )
         settings = Settings(**{**settings.__dict__, "max_postings": count})
         started = time.perf_counter()
-        outcome = execute(settings, RunRequest(since=now - timedelta(days=4)), now=now)
+        with open_clients(settings) as clients:
+            outcome = execute(settings, RunRequest(since=now - timedelta(days=4)), clients, now=now)
         return time.perf_counter() - started, outcome.posted
 
 

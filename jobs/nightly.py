@@ -27,6 +27,7 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from reconcile.clients import open_clients
 from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.engine import describe, make_engine
@@ -47,8 +48,15 @@ MISFIRE_GRACE_SECONDS = 3600
 """A fire time missed by up to an hour (scheduler down, host asleep) still runs once when the
 scheduler is back; a later one is skipped, and the next run's lookback re-reads what it missed."""
 
-RunFunction = Callable[..., RunOutcome]
-"""``execute``'s shape: ``(settings, request, *, now=None) -> RunOutcome``."""
+RunFunction = Callable[[Settings, RunRequest], RunOutcome]
+"""A run's shape: ``(settings, request) -> RunOutcome``; :func:`live_run` unless a test injects."""
+
+
+def live_run(settings: Settings, request: RunRequest) -> RunOutcome:
+    """Run one pass with the clients the settings name (real time, real waits)."""
+    with open_clients(settings) as clients:
+        return execute(settings, request, clients)
+
 
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
@@ -148,7 +156,7 @@ def fire(
     until: datetime,
     *,
     trigger: str = "scheduler",
-    run: RunFunction = execute,
+    run: RunFunction = live_run,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:
     """Run reconcile once for the window ending at ``until``; log, write metrics, return the code.
@@ -157,7 +165,7 @@ def fire(
         settings: validated settings.
         until: the window's end (the fire time, or now for ``--once``).
         trigger: recorded in ``runs.trigger``.
-        run: the run function; :func:`reconcile.run.execute` unless a test injects another.
+        run: the run function; :func:`live_run` unless a test injects another.
         clock: the current time, for the metrics of a run that failed.
     """
     started_at = clock()
@@ -210,7 +218,7 @@ def _write_metrics(
         logger.error("could not write metrics to %s: %s", settings.metrics_file, error.strerror)
 
 
-def scheduled_run(schedule: str | None = None, run: RunFunction = execute) -> int:
+def scheduled_run(schedule: str | None = None, run: RunFunction = live_run) -> int:
     """Run the job for its latest fire time; APScheduler calls this by reference.
 
     Settings are read again at each run, so credentials never enter the job store.
@@ -218,7 +226,7 @@ def scheduled_run(schedule: str | None = None, run: RunFunction = execute) -> in
     Args:
         schedule: the cron line of the trigger that fired (the job stores it); by default
             ``RECONCILE_SCHEDULE``.
-        run: the run function; :func:`reconcile.run.execute` unless a test injects another.
+        run: the run function; :func:`live_run` unless a test injects another.
     """
     try:
         settings = Settings.from_env()
@@ -233,7 +241,7 @@ def scheduled_run(schedule: str | None = None, run: RunFunction = execute) -> in
 def build_scheduler(
     settings: Settings,
     *,
-    run: RunFunction = execute,
+    run: RunFunction = live_run,
     scheduler_class: type[BaseScheduler] = BlockingScheduler,
     executors: Mapping[str, Any] | None = None,
     misfire_grace_time: int = MISFIRE_GRACE_SECONDS,
@@ -281,7 +289,7 @@ def build_scheduler(
 def _job_arguments(schedule: str, run: RunFunction) -> dict[str, Any]:
     """Return the job's stored arguments: plain values and references, never settings."""
     arguments: dict[str, Any] = {"schedule": schedule}
-    if run is not execute:
+    if run is not live_run:
         arguments["run"] = run
     return arguments
 
@@ -345,7 +353,7 @@ def install_signal_handlers(scheduler: BaseScheduler) -> Stopper:
     return stopper
 
 
-def serve(settings: Settings, *, run: RunFunction = execute) -> int:
+def serve(settings: Settings, *, run: RunFunction = live_run) -> int:
     """Run the scheduler in the foreground until SIGTERM or SIGINT; return 0 on a clean stop."""
     scheduler = build_scheduler(settings, run=run)
     stopper = install_signal_handlers(scheduler)
@@ -374,7 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, run: RunFunction = execute) -> int:
+def main(argv: Sequence[str] | None = None, *, run: RunFunction = live_run) -> int:
     """Start the scheduler, or with ``--once`` fire one run; return the process exit code."""
     namespace = _parser().parse_args(argv)
     try:

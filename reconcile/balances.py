@@ -385,18 +385,18 @@ def fill_snapshot(
     The run pages Stripe and Moesif politely (its own rate limits) and stores every movement and
     ledger row of the window; as a dry run it posts nothing.
     """
+    from reconcile.clients import open_clients
     from reconcile.run import RunRequest, execute
 
-    outcome = execute(
-        settings,
-        RunRequest(
-            since=since,
-            dry_run=True,
-            companies=tuple(companies),
-            report_dir=report_dir,
-            trigger="balances",
-        ),
+    request = RunRequest(
+        since=since,
+        dry_run=True,
+        companies=tuple(companies),
+        report_dir=report_dir,
+        trigger="balances",
     )
+    with open_clients(settings) as clients:
+        outcome = execute(settings, request, clients)
     return int(outcome.exit_code)
 
 

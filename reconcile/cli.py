@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings, namespace: argparse.Namespace) -> int:
+    from reconcile.clients import open_clients
     from reconcile.metrics import write_metrics
     from reconcile.observability import log_summary
     from reconcile.run import RunRequest, execute
@@ -101,7 +102,8 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         trigger="manual",
     )
     try:
-        outcome = execute(settings, request)
+        with open_clients(settings) as clients:
+            outcome = execute(settings, request, clients)
     except ReconcileError as error:
         if settings.metrics_file is not None:
             write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))

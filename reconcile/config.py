@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
@@ -103,6 +103,11 @@ class Settings:
         return _parse(values)
 
 
+def _default(name: str) -> Any:  # noqa: ANN401 - each field's own type
+    """Return the default of a settings field: the one place each default is written."""
+    return Settings.__dataclass_fields__[name].default
+
+
 def _required(values: Mapping[str, str], name: str) -> str:
     value = values.get(name, "").strip()
     if not value:
@@ -130,9 +135,12 @@ def _url(values: Mapping[str, str], name: str, default: str) -> str:
     return value.rstrip("/")
 
 
-def _duration(values: Mapping[str, str], name: str, default: str) -> timedelta:
+def _duration(values: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = values.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        duration = parse_duration(values.get(name, "").strip() or default)
+        duration = parse_duration(raw)
     except ValueError as error:
         raise ConfigError(f"{name}: {error}") from None
     if duration <= timedelta(0):
@@ -185,7 +193,7 @@ def _choice(values: Mapping[str, str], name: str, default: str, allowed: tuple[s
 
 
 def _database_url(values: Mapping[str, str]) -> str:
-    raw = values.get("RECONCILE_DATABASE_URL", "").strip() or "sqlite:///reconcile.db"
+    raw = values.get("RECONCILE_DATABASE_URL", "").strip() or str(_default("database_url"))
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -199,7 +207,7 @@ def _database_url(values: Mapping[str, str]) -> str:
 
 
 def _schedule(values: Mapping[str, str]) -> str:
-    schedule = " ".join(values.get("RECONCILE_SCHEDULE", "").split()) or "0 2 * * *"
+    schedule = " ".join(values.get("RECONCILE_SCHEDULE", "").split()) or str(_default("schedule"))
     if len(schedule.split()) != 5:
         raise ConfigError(
             f"RECONCILE_SCHEDULE must be a five-field cron expression, not {schedule!r}"
@@ -214,31 +222,39 @@ def _parse(values: Mapping[str, str]) -> Settings:
     return Settings(
         stripe_api_key=Secret(stripe_key),
         moesif_token=Secret(moesif_token),
-        stripe_api_base=_url(values, "STRIPE_API_BASE", "https://api.stripe.com"),
+        stripe_api_base=_url(values, "STRIPE_API_BASE", _default("stripe_api_base")),
         stripe_api_version=values.get("STRIPE_API_VERSION", "").strip()
-        or DEFAULT_STRIPE_API_VERSION,
+        or _default("stripe_api_version"),
         stripe_max_requests_per_second=_positive_number(
-            values, "STRIPE_MAX_REQUESTS_PER_SECOND", 20.0
+            values, "STRIPE_MAX_REQUESTS_PER_SECOND", _default("stripe_max_requests_per_second")
         ),
-        moesif_api_base=_url(values, "MOESIF_API_BASE", "https://api.moesif.com/v1"),
+        moesif_api_base=_url(values, "MOESIF_API_BASE", _default("moesif_api_base")),
         moesif_amount_unit=(
             "minor"
-            if _choice(values, "MOESIF_AMOUNT_UNIT", "major", ("major", "minor")) == "minor"
+            if _choice(
+                values, "MOESIF_AMOUNT_UNIT", _default("moesif_amount_unit"), ("major", "minor")
+            )
+            == "minor"
             else "major"
         ),
         database_url=_database_url(values),
-        report_dir=Path(values.get("RECONCILE_REPORT_DIR", "").strip() or "reports"),
-        lookback=_duration(values, "RECONCILE_LOOKBACK", "72h"),
-        match_window=_duration(values, "RECONCILE_MATCH_WINDOW", "48h"),
-        max_postings=_positive_int(values, "RECONCILE_MAX_POSTINGS", 1000),
+        report_dir=Path(values.get("RECONCILE_REPORT_DIR", "").strip() or _default("report_dir")),
+        lookback=_duration(values, "RECONCILE_LOOKBACK", _default("lookback")),
+        match_window=_duration(values, "RECONCILE_MATCH_WINDOW", _default("match_window")),
+        max_postings=_positive_int(values, "RECONCILE_MAX_POSTINGS", _default("max_postings")),
         max_posting_total=_total(values),
         schedule=_schedule(values),
         metrics_file=Path(metrics) if metrics else None,
-        retry_attempts=_positive_int(values, "RECONCILE_RETRY_ATTEMPTS", 6),
-        retry_base_delay=_positive_number(values, "RECONCILE_RETRY_BASE_DELAY", 0.5),
+        retry_attempts=_positive_int(
+            values, "RECONCILE_RETRY_ATTEMPTS", _default("retry_attempts")
+        ),
+        retry_base_delay=_positive_number(
+            values, "RECONCILE_RETRY_BASE_DELAY", _default("retry_base_delay")
+        ),
         log_format=(
             "json"
-            if _choice(values, "RECONCILE_LOG_FORMAT", "text", ("text", "json")) == "json"
+            if _choice(values, "RECONCILE_LOG_FORMAT", _default("log_format"), ("text", "json"))
+            == "json"
             else "text"
         ),
     )

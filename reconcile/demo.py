@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from reconcile.clients import open_clients
 from reconcile.config import Secret, Settings
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.fakes.moesif import FakeMoesif
@@ -187,12 +188,14 @@ def _show(settings: Settings, now: datetime) -> int:
     )
     print(f"$ {reconcile_command()} --since {to_iso(since)}\n")
     try:
-        first = execute(settings, RunRequest(since=since, trigger="demo"), now=now)
+        with open_clients(settings) as clients:
+            first = execute(settings, RunRequest(since=since, trigger="demo"), clients, now=now)
         print(first.summary)
         print(f"\nexit code {int(first.exit_code)}\n")
         again = f"$ {reconcile_command()} --since {to_iso(since)}"
         print(f"{again}   # again: nothing may be posted twice\n")
-        second = execute(settings, RunRequest(since=since, trigger="demo"))
+        with open_clients(settings) as clients:
+            second = execute(settings, RunRequest(since=since, trigger="demo"), clients)
     except ReconcileError as error:
         print(f"reconcile demo: error: {error}")
         return int(error.exit_code)

@@ -6,6 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+STRIPE_ID_PREFIXES = ("pi_", "re_", "txn_", "ch_", "py_", "dp_")
+"""How the id of a Stripe movement begins, wherever one is recognised."""
+
+
+def is_stripe_id(transaction_id: str | None) -> bool:
+    """Return whether a ledger ``transaction_id`` looks like the id of a Stripe movement."""
+    return bool(transaction_id) and str(transaction_id).startswith(STRIPE_ID_PREFIXES)
+
+
+def names_stripe_id(text: str | None) -> bool:
+    """Return whether a text (a row's description) names some Stripe movement's id."""
+    return bool(text) and any(prefix in str(text) for prefix in STRIPE_ID_PREFIXES)
+
 
 class EntryType(StrEnum):
     """The kind of a Moesif balance movement."""
@@ -139,6 +152,18 @@ FINDING_COLUMNS = [
     "detail",
 ]
 """Columns of the findings frame the matcher returns (amounts in minor units, times aware UTC)."""
+
+FINDING_SCHEMA: dict[str, str] = {
+    column: (
+        "Int64"
+        if column.endswith("_amount_minor")
+        else "datetime64[us, UTC]"
+        if column.endswith("_created_at")
+        else "object"
+    )
+    for column in FINDING_COLUMNS
+}
+"""The findings frame's type, column by column: text (``str`` or ``None``), amounts, times."""
 
 REPORT_COLUMNS = [
     "run_id",

@@ -14,15 +14,16 @@ from reconcile.domain import (
     EXPECTED_COLUMNS,
     FINDING_COLUMNS,
     LEDGER_COLUMNS,
+    STRIPE_ID_PREFIXES,
     Action,
     Category,
     EntryType,
+    is_stripe_id,
 )
 from reconcile.money import format_major
 from reconcile.times import Window
 
-STRIPE_ID_PREFIXES = ("pi_", "re_", "txn_", "ch_", "py_", "dp_")
-"""A ledger ``transaction_id`` starting with one of these names a Stripe movement."""
+__all__ = ["STRIPE_ID_PREFIXES", "finding_records", "is_stripe_id", "match", "postable"]
 
 DRIFTING_TYPES = (EntryType.CREDIT.value, EntryType.DEBIT.value)
 """Ledger types that mirror Stripe; promotions, adjustments and usage are Moesif's own."""
@@ -107,11 +108,6 @@ def finding_records(findings: pd.DataFrame) -> list[dict[str, Any]]:
             {name: _plain(value) for name, value in zip(FINDING_COLUMNS, row, strict=True)}
         )
     return records
-
-
-def is_stripe_id(transaction_id: str | None) -> bool:
-    """Return whether a ledger ``transaction_id`` looks like the id of a Stripe movement."""
-    return bool(transaction_id) and str(transaction_id).startswith(STRIPE_ID_PREFIXES)
 
 
 # --- preparing the inputs -------------------------------------------------------------------

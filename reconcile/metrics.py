@@ -7,20 +7,19 @@ previous file; the last success time and the findings are carried over when a ru
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from reconcile.domain import Category
 from reconcile.errors import ExitCode
+from reconcile.files import write_atomically
 
 if TYPE_CHECKING:
-    from reconcile.run import RunOutcome
+    from reconcile.request import RunOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -199,18 +198,9 @@ def _number(value: float) -> str:
 
 
 def _replace_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(stream: TextIO) -> None:
+        stream.write(text)
+
+    write_atomically(path, write)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 from reconcile.times import to_iso
 
 if TYPE_CHECKING:
-    from reconcile.run import RunOutcome
+    from reconcile.request import RunOutcome
 
 MASK = "***"
 _STANDARD_ATTRIBUTES = frozenset(

@@ -5,18 +5,19 @@ from __future__ import annotations
 import csv
 import logging
 import numbers
-import os
 import re
-import tempfile
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
 from reconcile.domain import REPORT_COLUMNS, Action, Category
+from reconcile.files import write_atomically
 from reconcile.money import format_major
 from reconcile.times import Window, to_iso
+from reconcile.totals import FALLBACK_CURRENCY, Key, category_sums
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,6 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 AMOUNT_COLUMNS = ("stripe_amount", "moesif_amount", "delta")
 """Report columns holding our own decimal strings, which stay numbers (``-5.00``)."""
-
-FALLBACK_CURRENCY = "usd"
-"""Whose exponent (2) formats a ledger amount that came with no currency."""
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -80,8 +78,9 @@ def summary(
     lines = [f"reconcile {to_iso(window.since)} .. {to_iso(window.until)}"]
     if dry_run:
         lines[0] += " (dry run)"
+    sums = category_sums(findings, stripe_only=False)
     table = [("category", "count", "total")] + [
-        _category_line(findings, category) for category in Category
+        _category_line(findings, category, sums) for category in Category
     ]
     widths = [max(len(line[column]) for line in table) for column in range(3)]
     for name, count, total in table:
@@ -159,50 +158,33 @@ def _time(value: object) -> str:
 
 
 def _write_atomically(path: Path, rows: Iterable[tuple[object, ...]]) -> None:
-    """Write the header and rows to a temporary file beside ``path``, then rename it over."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            writer = csv.writer(stream, lineterminator="\n")
-            writer.writerow(REPORT_COLUMNS)
-            writer.writerows(rows)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the header and rows to ``path`` atomically."""
+
+    def write(stream: TextIO) -> None:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(REPORT_COLUMNS)
+        writer.writerows(rows)
+
+    write_atomically(path, write)
 
 
 # --- the summary ----------------------------------------------------------------------------
 
 
-def _category_line(findings: pd.DataFrame, category: Category) -> tuple[str, str, str]:
-    """Return (category, count, totals per currency) for one category."""
-    rows = findings[findings["category"] == category.value]
-    return category.value, str(len(rows)), _totals(rows)
+def _category_line(
+    findings: pd.DataFrame, category: Category, sums: Mapping[Key, int]
+) -> tuple[str, str, str]:
+    """Return (category, count, totals per currency and type) for one category.
 
-
-def _totals(rows: pd.DataFrame) -> str:
-    """Return ``5000 JPY credit, 25.00 USD credit, 45.00 USD debit``: per currency and type.
-
-    Stripe amounts where present, else Moesif's; credits and debits are never added together.
+    Totals read ``5000 JPY credit, 25.00 USD credit``; credits and debits are never added.
     """
-    if rows.empty:
-        return ""
-    amounts = rows["stripe_amount_minor"].fillna(rows["moesif_amount_minor"]).fillna(0)
-    keys = pd.DataFrame(
-        {
-            "currency": rows["currency"].fillna(FALLBACK_CURRENCY).astype(str).str.lower(),
-            "entry_type": rows["entry_type"].fillna("").astype(str),
-            "amount": amounts.astype("int64"),
-        }
+    count = int((findings["category"] == category.value).sum())
+    totals = ", ".join(
+        f"{format_major(total, code)} {code.upper()} {kind}".rstrip()
+        for (name, code, kind), total in sums.items()
+        if name == category.value
     )
-    sums = keys.groupby(["currency", "entry_type"], sort=True, as_index=False)["amount"].sum()
-    return ", ".join(
-        f"{format_major(int(total), code)} {code.upper()} {kind}".rstrip()
-        for code, kind, total in sums.itertuples(index=False, name=None)
-    )
+    return category.value, str(count), totals
 
 
 def _postings_line(findings: pd.DataFrame, posted: int, post_failed: int, dry_run: bool) -> str:

@@ -31,6 +31,10 @@ def test_settings_defaults_follow_the_contract() -> None:
     assert settings.max_postings == 1000
     assert settings.max_posting_total is None
     assert settings.schedule == "0 2 * * *"
+    assert settings.stripe_max_requests_per_second == 20.0
+    assert settings.log_format == "text"
+    assert settings.retry_attempts == 6
+    assert settings.retry_base_delay == 0.5
 
 
 @pytest.mark.parametrize("token", ["tok_123", "Bearer tok_123", "bearer  tok_123"])

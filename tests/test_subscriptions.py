@@ -11,10 +11,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
-from reconcile.db.subscriptions import MAX_AGE, Known, SubscriptionDirectory
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
 from reconcile.retry import RateLimiter
+from reconcile.rules.subscription_currency import MAX_AGE
+from reconcile.subscriptions import Known, SubscriptionDirectory
 
 NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)
 SUBSCRIPTION_PATH = "/v1/search/~/subscriptions/"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Select, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import ExpectedRow
+from reconcile.db.sql import chunks, upsert
 from reconcile.domain import EXPECTED_COLUMNS, ExpectedEntry
 
 BATCH_SIZE = 500
@@ -29,13 +29,12 @@ def store_expected(
     A new row records ``run_id`` as first and last seen; an existing row keeps its first run and
     takes the new values, ``run_id`` as last seen and ``now`` as ``updated_at``.
     """
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stored = 0
     for batch in _batches(entries, BATCH_SIZE):
         rows = list(
             {row["transaction_id"]: row for row in (_row(e, run_id, now) for e in batch)}.values()
         )
-        statement = insert(ExpectedRow).values(rows)
+        statement = upsert(session, ExpectedRow, rows)
         statement = statement.on_conflict_do_update(
             index_elements=[ExpectedRow.transaction_id],
             set_={name: statement.excluded[name] for name in _MUTABLE},
@@ -66,13 +65,11 @@ def expected_frame(
 
 def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.DataFrame:
     """Return the stored expected entries with these transaction ids, whenever created."""
-    ids = sorted(set(transaction_ids))
     frames = [
         pd.read_sql(
-            _expected_select().where(ExpectedRow.transaction_id.in_(ids[start : start + 500])),
-            session.connection(),
+            _expected_select().where(ExpectedRow.transaction_id.in_(chunk)), session.connection()
         )
-        for start in range(0, len(ids), 500)
+        for chunk in chunks(transaction_ids)
     ]
     return _typed(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, Run
+from reconcile.db.sql import chunks
 from reconcile.domain import FINDING_COLUMNS, Category
 
 
@@ -41,15 +42,14 @@ def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str,
     A row once matched by amount keeps its movement, so that a later run cannot hand it to a
     newer payment of the same amount and leave the older one unreported outside its window.
     """
-    ids = sorted(set(moesif_ids))
     pairs: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
+    for chunk in chunks(moesif_ids):
         query = (
             select(Finding.moesif_id, Finding.transaction_id)
             .join(Run, Run.id == Finding.run_id)
             .where(
                 Finding.category == Category.MATCHED_BY_AMOUNT,
-                Finding.moesif_id.in_(ids[start : start + 500]),
+                Finding.moesif_id.in_(chunk),
                 Run.dry_run.is_(False),
             )
             .order_by(Run.started_at)

@@ -1,30 +1,22 @@
-"""The Moesif ledger snapshot: sync billing reports into ``ledger_rows``; read them as a frame."""
+"""Queries on the Moesif ledger snapshot: upsert rows into ``ledger_rows``; read them as a frame."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Select, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry
+from reconcile.db.sql import chunks, upsert
 from reconcile.domain import LEDGER_COLUMNS, LedgerRow
-from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.rows import normalise, row_id
-
-logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 """Rows per upsert statement (13 parameters each stays under every backend's limit)."""
-
-IN_CHUNK = 500
-"""Transaction ids per ``IN (...)`` list when reading rows back by id."""
 
 _MUTABLE = tuple(LEDGER_COLUMNS[1:])
 # A later read that lacks these keeps what an earlier read saw (Moesif may omit them).
@@ -32,87 +24,36 @@ _KEPT_WHEN_MISSING = frozenset({"transaction_id", "description"})
 _TEXT_COLUMNS = [name for name in LEDGER_COLUMNS if name not in ("amount_minor", "created_at")]
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    """What one sync did: rows read, new rows, rows whose content changed, rows unreadable."""
+def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) -> tuple[int, int]:
+    """Upsert one batch of rows by ``moesif_id``; return how many were new and how many changed.
 
-    rows_seen: int
-    rows_new: int
-    rows_updated: int
-    rows_skipped: int = 0
-    unreadable_ids: frozenset[str] = frozenset()
-    """Transaction ids named by skipped rows: Moesif may hold these, so they are never posted."""
-
-
-def sync_ledger(
-    session: Session,
-    client: MoesifClient,
-    since: datetime,
-    until: datetime,
-    *,
-    amount_unit: Literal["major", "minor"],
-    companies: Sequence[str] = (),
-    now: datetime,
-    progress: Callable[[int], None] | None = None,
-    currency_for: Callable[[str], str | None] | None = None,
-) -> SyncResult:
-    """Snapshot Moesif's billing reports of ``[since, until)`` into ``ledger_rows``.
-
-    Rows are upserted by ``moesif_id``: a new row gets ``first_seen_at = now``; a row seen
-    again gets ``last_seen_at = now`` and its current content (a ``transaction_id`` or
-    ``description`` Moesif omits this time is kept). A row that cannot be normalised (no time,
-    no amount) is skipped with a warning and counted in ``rows_skipped``. Flushes, never commits.
-
-    Args:
-        session: the caller's session; the caller owns the transaction.
-        client: the Moesif client; its subscription lookups supply missing currencies.
-        since: the window start, inclusive.
-        until: the window end, exclusive.
-        amount_unit: how Moesif amounts are written (``MOESIF_AMOUNT_UNIT``).
-        companies: read only these companies (``--company``); all when empty.
-        now: the time to record as first and last seen.
-        progress: called with the number of rows read so far after each batch.
-        currency_for: a subscription's currency, for rows that name none; by default asked of
-            ``client``.
-
-    Raises:
-        MoesifUnavailable: Moesif could not be read (from the client).
+    A new row gets ``first_seen_at = now``; a row seen again gets ``last_seen_at = now`` and its
+    current content (a ``transaction_id`` or ``description`` Moesif omits this time is kept).
+    Flushes, never commits.
     """
-    counts = {"seen": 0, "new": 0, "updated": 0, "skipped": 0}
-    batch: list[LedgerRow] = []
-    unreadable: set[str] = set()
-
-    def flush() -> None:
-        new, updated = _upsert(session, batch, now)
-        counts["new"] += new
-        counts["updated"] += updated
-        batch.clear()
-        if progress is not None:
-            progress(counts["seen"])
-
-    for raw in _raw_rows(client, since, until, companies):
-        counts["seen"] += 1
-        ledger_row = _normalised(raw, currency_for or _asking(client), amount_unit)
-        if ledger_row is None:
-            counts["skipped"] += 1
-            if raw.get("transaction_id"):
-                unreadable.add(str(raw["transaction_id"]))
-            continue
-        batch.append(ledger_row)
-        if len(batch) >= BATCH_SIZE:
-            flush()
-    flush()
-    result = SyncResult(
-        counts["seen"], counts["new"], counts["updated"], counts["skipped"], frozenset(unreadable)
+    unique = {row.moesif_id: row for row in rows}
+    if not unique:
+        return 0, 0
+    existing = _existing(session, unique)
+    changed = sum(
+        1 for moesif_id, before in existing.items() if before != _content(unique[moesif_id], before)
     )
-    logger.info(
-        "Moesif ledger sync: rows_seen=%d, rows_new=%d, rows_updated=%d, rows_skipped=%d",
-        result.rows_seen,
-        result.rows_new,
-        result.rows_updated,
-        result.rows_skipped,
-    )
-    return result
+    values = [
+        {**_values(row), "first_seen_at": now, "last_seen_at": now} for row in unique.values()
+    ]
+    statement = upsert(session, LedgerEntry, values)
+    updates: dict[str, Any] = {
+        name: (
+            func.coalesce(statement.excluded[name], LedgerEntry.__table__.c[name])
+            if name in _KEPT_WHEN_MISSING
+            else statement.excluded[name]
+        )
+        for name in _MUTABLE
+    }
+    updates["last_seen_at"] = statement.excluded.last_seen_at
+    session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
+    session.flush()
+    return len(unique) - len(existing), changed
 
 
 def ledger_frame(
@@ -131,7 +72,7 @@ def ledger_frame(
     statements = [_ledger_select().where(in_window)]
     statements += [
         _ledger_select().where(LedgerEntry.transaction_id.in_(chunk))
-        for chunk in _chunks(sorted(set(transaction_ids)), IN_CHUNK)
+        for chunk in chunks(transaction_ids)
     ]
     connection = session.connection()
     frames = [pd.read_sql(statement, connection) for statement in statements]
@@ -139,64 +80,6 @@ def ledger_frame(
     frame = pd.concat(filled, ignore_index=True) if filled else frames[0]
     frame = frame.drop_duplicates(subset="moesif_id")
     return _typed(frame).sort_values(["created_at", "moesif_id"]).reset_index(drop=True)
-
-
-def _raw_rows(
-    client: MoesifClient, since: datetime, until: datetime, companies: Sequence[str]
-) -> Iterator[dict[str, Any]]:
-    if not companies:
-        yield from client.billing_reports(since, until)
-        return
-    for company_id in companies:
-        yield from client.billing_reports(since, until, company_id=company_id)
-
-
-def _asking(client: MoesifClient) -> Callable[[str], str | None]:
-    def currency_for(subscription_id: str) -> str | None:
-        subscription = client.subscription(subscription_id)
-        return subscription.currency if subscription is not None else None
-
-    return currency_for
-
-
-def _normalised(
-    raw: dict[str, Any],
-    currency_for: Callable[[str], str | None],
-    amount_unit: Literal["major", "minor"],
-) -> LedgerRow | None:
-    try:
-        return normalise(raw, amount_unit=amount_unit, currency_for=currency_for)
-    except ValueError as error:
-        logger.warning("skipping Moesif row %s: %s", row_id(raw), error)
-        return None
-
-
-def _upsert(session: Session, rows: list[LedgerRow], now: datetime) -> tuple[int, int]:
-    """Insert or update one batch; return how many rows were new and how many changed."""
-    unique = {row.moesif_id: row for row in rows}
-    if not unique:
-        return 0, 0
-    existing = _existing(session, unique)
-    changed = sum(
-        1 for moesif_id, before in existing.items() if before != _content(unique[moesif_id], before)
-    )
-    values = [
-        {**_values(row), "first_seen_at": now, "last_seen_at": now} for row in unique.values()
-    ]
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(LedgerEntry).values(values)
-    updates: dict[str, Any] = {
-        name: (
-            func.coalesce(statement.excluded[name], LedgerEntry.__table__.c[name])
-            if name in _KEPT_WHEN_MISSING
-            else statement.excluded[name]
-        )
-        for name in _MUTABLE
-    }
-    updates["last_seen_at"] = statement.excluded.last_seen_at
-    session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
-    session.flush()
-    return len(unique) - len(existing), changed
 
 
 def _existing(session: Session, rows: dict[str, LedgerRow]) -> dict[str, tuple[Any, ...]]:
@@ -233,14 +116,3 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     for name in _TEXT_COLUMNS:
         typed[name] = typed[name].astype("str")
     return typed
-
-
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

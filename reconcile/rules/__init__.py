@@ -1,1 +1,1 @@
-"""The reconciliation rules: pure functions from plain values to plain values."""
+"""The run's decisions as pure functions of plain values, one module per decision."""

@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.ledger import SyncResult, ledger_frame, sync_ledger
+from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import LedgerEntry
 from reconcile.domain import LEDGER_COLUMNS, EntryType
 from reconcile.fakes.moesif import FakeMoesif
+from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import dump_json, normalise, parse_json
 

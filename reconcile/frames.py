@@ -1,0 +1,128 @@
+"""The frames crossing the matcher's boundary: the findings schema, and column-wide edits to it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from reconcile.domain import FINDING_SCHEMA, Action, Category, is_stripe_id
+from reconcile.rules.orders import Decision, Missing
+from reconcile.times import Window
+from reconcile.totals import category_totals
+
+
+def typed_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """Return the findings in :data:`reconcile.domain.FINDING_SCHEMA`, or raise if they cannot be.
+
+    Raises:
+        ValueError: a column is missing.
+    """
+    absent = [column for column in FINDING_SCHEMA if column not in findings.columns]
+    if absent:
+        raise ValueError(f"the findings lack columns: {', '.join(absent)}")
+    typed = findings[list(FINDING_SCHEMA)].astype(FINDING_SCHEMA)
+    for column, dtype in FINDING_SCHEMA.items():
+        if dtype == "object":
+            typed[column] = typed[column].where(typed[column].notna(), None)
+    return typed
+
+
+def with_ids(ledger: pd.DataFrame, ids: Sequence[str | None]) -> pd.DataFrame:
+    """Return the ledger with its ``transaction_id`` column replaced by ``ids``, row by row."""
+    return ledger.assign(transaction_id=pd.Series(list(ids), index=ledger.index, dtype=object))
+
+
+def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
+    """Return the given ledger columns row by row, missing cells as ``None``."""
+    frame = ledger[list(columns)].astype(object)
+    return list(frame.where(frame.notna(), None).itertuples(index=False, name=None))
+
+
+def stripe_ids(ledger: pd.DataFrame) -> set[str]:
+    """Return the Stripe ids the ledger rows name."""
+    return {str(tid) for tid in ledger["transaction_id"].dropna() if is_stripe_id(str(tid))}
+
+
+def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
+    """Return the index and plain values of the ``missing_in_moesif`` findings."""
+    rows = findings[findings["category"] == Category.MISSING_IN_MOESIF]
+    return rows.index, [
+        Missing(
+            transaction_id=str(row.transaction_id),
+            action=Action(str(row.action)),
+            company_id=str(row.company_id),
+            subscription_id=str(row.subscription_id),
+            entry_type=str(row.entry_type),
+            amount_minor=int(str(row.stripe_amount_minor)),
+            currency=str(row.currency),
+            stripe_object_id=str(row.stripe_object_id),
+        )
+        for row in rows.itertuples(index=False)
+    ]
+
+
+def decided(findings: pd.DataFrame, index: pd.Index, decisions: Sequence[Decision]) -> pd.DataFrame:
+    """Return the findings with the rows at ``index`` given the decisions' actions and details.
+
+    A decision without a detail keeps the detail the finding had.
+    """
+    findings = findings.copy()
+    if not len(index):
+        return findings
+    findings.loc[index, "action"] = [str(decision.action) for decision in decisions]
+    details = pd.Series([decision.detail for decision in decisions], index=index, dtype=object)
+    findings.loc[index, "detail"] = details.where(details.notna(), findings.loc[index, "detail"])
+    return findings
+
+
+def with_detail(findings: pd.DataFrame, index: pd.Index, detail: str) -> pd.DataFrame:
+    """Return the findings with the rows at ``index`` given one detail."""
+    findings = findings.copy()
+    findings.loc[index, "detail"] = detail
+    return findings
+
+
+def actions(findings: pd.DataFrame) -> list[str]:
+    """Return each finding's action."""
+    return [str(action) for action in findings["action"]]
+
+
+def counts(findings: pd.DataFrame) -> dict[str, int]:
+    """Return how many findings each category has."""
+    return dict(Counter(findings["category"].astype(str)))
+
+
+def totals(findings: pd.DataFrame) -> dict[str, str]:
+    """Return Stripe's amounts per ``category:currency:entry_type``, in major units."""
+    return {
+        f"{category}:{currency}:{entry_type}": text
+        for (category, currency, entry_type), text in category_totals(
+            findings, stripe_only=True
+        ).items()
+    }
+
+
+def in_window(expected: pd.DataFrame, window: Window) -> pd.DataFrame:
+    """Return the expected entries created inside the window."""
+    created = expected["created_at"]
+    inside: pd.DataFrame = expected[(created >= window.since) & (created < window.until)]
+    return inside
+
+
+def subscriptions_paid(expected: pd.DataFrame) -> list[tuple[str, str]]:
+    """Return each subscription the entries pay into, with the currency of its first entry."""
+    firsts = expected.dropna(subset=["subscription_id"]).groupby("subscription_id")["currency"]
+    return [(str(sid), str(currency)) for sid, currency in firsts.first().items()]
+
+
+def of_companies(ledger: pd.DataFrame, companies: Sequence[str]) -> pd.DataFrame:
+    """Return the ledger rows of these companies; all of them when none are named."""
+    return ledger[ledger["company_id"].isin(companies)] if companies else ledger
+
+
+def joined(first: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
+    """Return ``first`` with the rows of ``more`` after it."""
+    return first if more.empty else pd.concat([first, more], ignore_index=True)

@@ -1,0 +1,83 @@
+"""How a run ends: its exit code, its recorded status, and whether the watermark moves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from reconcile.db.runs import RunStatus
+from reconcile.domain import Action
+from reconcile.errors import ExitCode
+from reconcile.posting.outcome import Outcome
+
+REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED})
+"""Actions that leave a finding for someone to review."""
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """The end of a run: exit code, status, and the new watermark (``None``: it stays)."""
+
+    exit_code: ExitCode
+    status: RunStatus
+    watermark: datetime | None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What became of a run's orders: posted, failed, and of those failed, how many unknown."""
+
+    posted: int = 0
+    post_failed: int = 0
+    unknown: int = 0
+
+
+def tally(outcomes: Iterable[Outcome]) -> Tally:
+    """Count the outcomes of the orders a run sent."""
+    done = list(outcomes)
+    return Tally(
+        posted=sum(1 for outcome in done if outcome.action == Action.POSTED),
+        post_failed=sum(1 for outcome in done if outcome.action == Action.POST_FAILED),
+        unknown=sum(1 for outcome in done if outcome.unknown),
+    )
+
+
+def to_review(actions: Iterable[str]) -> int:
+    """Return how many findings, by their actions, still need someone's review."""
+    return sum(1 for action in actions if action in REVIEW_ACTIONS)
+
+
+def conclude(
+    *,
+    review: int,
+    tally: Tally,
+    guardrail: bool,
+    partial: bool,
+    window_until: datetime,
+    started_at: datetime,
+) -> Conclusion:
+    """Return how a run that reached its end concludes.
+
+    Args:
+        review: findings left for review (drift).
+        tally: what became of the orders sent (an unknown outcome fails the run, and any
+            failed posting keeps the watermark).
+        guardrail: whether a guardrail stopped all posting.
+        partial: a dry run or one limited to some companies; it never moves the watermark.
+        window_until: the end of the run's window.
+        started_at: when the run started.
+    """
+    exit_code = ExitCode.DRIFT if review else ExitCode.OK
+    if tally.unknown:
+        exit_code = ExitCode.FAILED
+    if guardrail:
+        exit_code = ExitCode.GUARDRAIL
+    moves = not (partial or guardrail or tally.post_failed)
+    # Never past the run's start: what Stripe and Moesif had not yet seen then, the next run
+    # must read.
+    return Conclusion(
+        exit_code=exit_code,
+        status=RunStatus.GUARDRAIL if guardrail else RunStatus.SUCCEEDED,
+        watermark=min(window_until, started_at) if moves else None,
+    )

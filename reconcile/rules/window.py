@@ -1,0 +1,54 @@
+"""Which window a run reads: the request's, or the watermark minus the lookback and pending."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from reconcile.errors import UsageError
+from reconcile.times import Window
+
+PENDING_HORIZON = timedelta(days=30)
+"""How far before the usual start a run reaches back for a payment or refund still pending."""
+
+
+def pending_start(since: datetime, pending_since: datetime | None) -> datetime:
+    """Reach back to the oldest movement the last run saw pending, within PENDING_HORIZON."""
+    if pending_since is None or pending_since >= since:
+        return since
+    return max(pending_since, since - PENDING_HORIZON)
+
+
+def run_window(
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    started_at: datetime,
+    watermark: datetime | None,
+    lookback: timedelta,
+    pending_since: datetime | None,
+) -> Window:
+    """Return the window ``[since, until)`` a run reads.
+
+    Args:
+        since: the requested start; ``None`` continues from the watermark minus ``lookback``,
+            reaching back further for a movement the last run saw pending.
+        until: the requested end; ``None`` is the run's start.
+        started_at: when the run started.
+        watermark: where the last successful full run ended, if any did.
+        lookback: how far before the watermark a continuing run starts.
+        pending_since: the oldest movement the last successful full run saw pending.
+
+    Raises:
+        UsageError: no start can be found, or the window is empty or reversed.
+    """
+    if since is None:
+        if watermark is None:
+            raise UsageError(
+                "no --since given and no earlier successful run to continue from; "
+                "pass --since for the first run"
+            )
+        since = pending_start(watermark - lookback, pending_since)
+    try:
+        return Window(since, until or started_at)
+    except ValueError as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,103 @@
+"""Starting a run: its window, a writable report directory, its row; and its failure."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from reconcile.db import runs
+from reconcile.db.models import Run
+from reconcile.errors import ConfigError, ReconcileError
+from reconcile.request import RunRequest
+from reconcile.rules.window import run_window
+from reconcile.steps import Sessions
+from reconcile.times import Window, to_iso
+
+log = logging.getLogger(__name__)
+
+
+def check_report_dir(report_dir: Path) -> None:
+    """Refuse to start, before anything is posted, when the report cannot be written."""
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"the report directory {report_dir} cannot be written: {error.strerror or error}"
+        ) from None
+
+
+def window(
+    sessions: Sessions,
+    since: datetime | None,
+    until: datetime | None,
+    started_at: datetime,
+    lookback: timedelta,
+) -> Window:
+    """Return the run's window, from the request or from the last run's watermark."""
+    with sessions() as session:
+        watermark = runs.last_watermark(session) if since is None else None
+        pending = runs.last_pending_since(session) if since is None else None
+    chosen = run_window(
+        since=since,
+        until=until,
+        started_at=started_at,
+        watermark=watermark,
+        lookback=lookback,
+        pending_since=pending,
+    )
+    if since is None and watermark is not None and chosen.since < watermark - lookback:
+        log.info(
+            "reading from %s: a Stripe payment or refund seen then was not final yet",
+            to_iso(chosen.since),
+        )
+    return chosen
+
+
+def start(
+    sessions: Sessions, run_id: str, window: Window, request: RunRequest, started_at: datetime
+) -> None:
+    """Mark runs that died mid-run as crashed, then record this one as running."""
+    with sessions.begin() as session:
+        crashed = runs.mark_crashed(session, started_at)
+        if crashed:
+            log.warning("%d earlier run(s) ended mid-run; their postings are checked", crashed)
+        session.add(
+            Run(
+                id=run_id,
+                since=window.since,
+                until=window.until,
+                dry_run=request.dry_run,
+                companies=",".join(request.companies) or None,
+                trigger=request.trigger,
+                status=runs.RunStatus.RUNNING,
+                started_at=started_at,
+            )
+        )
+    log.info(
+        "run %s: %s to %s%s",
+        run_id,
+        to_iso(window.since),
+        to_iso(window.until),
+        " (dry run)" if request.dry_run else "",
+    )
+
+
+def fail(sessions: Sessions, run_id: str, error: ReconcileError, finished_at: datetime) -> None:
+    """Record that the run failed; a database that fails now is only logged."""
+    try:
+        with sessions.begin() as session:
+            row = session.get(Run, run_id)
+            if row is None:
+                return
+            row.status = runs.RunStatus.FAILED
+            row.exit_code = int(error.exit_code)
+            row.finished_at = finished_at
+            row.error = str(error)
+    except SQLAlchemyError:
+        log.exception("could not record the failure of run %s", run_id)

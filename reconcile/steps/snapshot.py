@@ -1,0 +1,168 @@
+"""Snapshotting Stripe and Moesif, and loading both sides as the matcher's frames."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import pandas as pd
+import stripe
+
+from reconcile import frames
+from reconcile.config import Settings
+from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
+from reconcile.db.findings import remembered_pairs
+from reconcile.db.ledger import ledger_frame
+from reconcile.db.models import Run
+from reconcile.db.postings import settle_from_snapshot
+from reconcile.domain import is_stripe_id
+from reconcile.ledger_sync import sync_ledger
+from reconcile.moesif.client import MoesifClient
+from reconcile.observability import Progress
+from reconcile.rules.known_ids import known_id, needs_memory
+from reconcile.steps import Sessions
+from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
+from reconcile.subscriptions import SubscriptionDirectory
+from reconcile.times import Window
+
+log = logging.getLogger(__name__)
+
+
+def extract_stripe(
+    sessions: Sessions,
+    client: stripe.StripeClient,
+    reach: Window,
+    companies: Sequence[str],
+    *,
+    run_id: str,
+    now: datetime,
+) -> datetime | None:
+    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending."""
+    progress = Progress("Stripe", unit="days read")
+    oldest: list[datetime] = []
+
+    def advance(step: ExtractProgress) -> None:
+        progress.total = step.slices_total
+        progress.advance(1)
+
+    def pending(created: datetime) -> None:
+        oldest[:] = [min([created, *oldest])]
+
+    with sessions.begin() as session:
+        stored = store_expected(
+            session,
+            extract(
+                client,
+                reach.since,
+                reach.until,
+                companies=companies,
+                progress=advance,
+                on_pending=pending,
+            ),
+            run_id=run_id,
+            now=now,
+        )
+        session.get_one(Run, run_id).stripe_entries = stored
+    progress.done()
+    return oldest[0] if oldest else None
+
+
+def sync_moesif(
+    sessions: Sessions,
+    moesif: MoesifClient,
+    directory: SubscriptionDirectory,
+    reach: Window,
+    settings: Settings,
+    companies: Sequence[str],
+    *,
+    run_id: str,
+    clock: Callable[[], datetime],
+) -> frozenset[str]:
+    """Snapshot Moesif's ledger of ``reach`` and settle postings it confirms.
+
+    Returns the transaction ids of rows Moesif holds but that could not be read.
+    """
+    progress = Progress("Moesif ledger", unit="rows")
+    with sessions.begin() as session:
+        result = sync_ledger(
+            session,
+            moesif,
+            reach.since,
+            reach.until,
+            amount_unit=settings.moesif_amount_unit,
+            companies=companies,
+            now=clock(),
+            progress=progress.advance,
+            currency_for=lambda subscription_id: directory.currency(session, subscription_id),
+        )
+        session.get_one(Run, run_id).ledger_rows = result.rows_seen
+        settled = settle_from_snapshot(session, clock())
+    progress.done()
+    if settled:
+        log.info(
+            "%d unfinished posting(s) found in the Moesif ledger and confirmed: %s",
+            len(settled),
+            ", ".join(settled),
+        )
+    return result.unreadable_ids
+
+
+def subscription_currencies(
+    sessions: Sessions, directory: SubscriptionDirectory, paid: Sequence[tuple[str, str]]
+) -> dict[str, str | None]:
+    """Return the currency of each subscription paid into, ``None`` when Moesif lacks it.
+
+    A subscription Moesif names no currency for is left out: only its currency check is skipped.
+    """
+    currencies: dict[str, str | None] = {}
+    with sessions.begin() as session:
+        for subscription_id, currency in paid:
+            known = directory.lookup(session, subscription_id, expect=currency)
+            if known is None:
+                currencies[subscription_id] = None
+            elif known.currency:
+                currencies[subscription_id] = known.currency
+    return currencies
+
+
+def frames_of(
+    sessions: Sessions,
+    client: stripe.StripeClient,
+    wide: Window,
+    companies: Sequence[str],
+    *,
+    run_id: str,
+    now: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load the expected entries and ledger rows of the widened window.
+
+    Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a late
+    webhook) bring that movement's expected entry along, so they match it: from the snapshot
+    when an earlier run read it, else fetched from Stripe by id.
+    """
+    with sessions() as session:
+        expected = expected_frame(session, wide.since, wide.until, companies)
+        ledger = ledger_frame(session, wide.since, wide.until, expected["transaction_id"].tolist())
+    ledger = with_known_ids(sessions, frames.of_companies(ledger, companies))
+    strays = frames.stripe_ids(ledger) - set(expected["transaction_id"])
+    if not strays:
+        return expected, ledger
+    with sessions.begin() as session:
+        unknown = strays - set(expected_by_ids(session, strays)["transaction_id"])
+        if unknown:
+            fetched = extract_by_ids(client, unknown, companies=companies)
+            store_expected(session, fetched, run_id=run_id, now=now)
+        older = expected_by_ids(session, strays)
+    return frames.joined(expected, older), ledger
+
+
+def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:
+    """Give rows without a Stripe id the one they are known by (see ``rules.known_ids``)."""
+    cells = frames.ledger_cells(ledger, "transaction_id", "description", "moesif_id")
+    if all(is_stripe_id(tid) for tid, _, _ in cells):
+        return ledger
+    asking = [moesif_id for tid, text, moesif_id in cells if needs_memory(tid, text)]
+    with sessions() as session:
+        pairs = remembered_pairs(session, asking) if asking else {}
+    return frames.with_ids(ledger, [known_id(tid, text, mid, pairs) for tid, text, mid in cells])

@@ -1,0 +1,83 @@
+"""Moesif subscriptions' currencies: one cache, in the run and in the snapshot, read weekly.
+
+Every run needs the currency of each subscription it touches (to read amounts and to catch
+currency mismatches). Reading them all from Moesif every night spends the request budget that the
+live webhook shares, so a currency read once is kept; :mod:`reconcile.rules.subscription_currency`
+decides for how long. A subscription Moesif does not know is never kept: it is asked again next
+time, as it may have been created since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from reconcile.db.subscriptions import keep_currency, kept_currency
+from reconcile.moesif.client import MoesifClient
+from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
+
+
+@dataclass(frozen=True)
+class Known:
+    """A subscription Moesif has, and its currency (``None`` when Moesif names none)."""
+
+    currency: str | None
+
+
+class SubscriptionDirectory:
+    """Answers whether a subscription exists and in which currency, from the snapshot or Moesif."""
+
+    def __init__(
+        self,
+        client: MoesifClient,
+        clock: Callable[[], datetime],
+        max_age: timedelta = MAX_AGE,
+    ) -> None:
+        """Read through ``client`` what the snapshot does not hold fresh enough."""
+        self._client = client
+        self._clock = clock
+        self._max_age = max_age
+        self._answers: dict[str, Known | None] = {}
+
+    def lookup(
+        self, session: Session, subscription_id: str, expect: str | None = None
+    ) -> Known | None:
+        """Return the subscription's currency, or ``None`` when Moesif has no such subscription.
+
+        A kept currency that differs from ``expect`` (the payment's) is read again from Moesif
+        before it is believed, so a subscription whose currency was corrected is seen at once.
+        Writes what it reads from Moesif through ``session``; the caller commits.
+        """
+        if subscription_id in self._answers:
+            answer = self._answers[subscription_id]
+            if answer is None or not disagrees(answer.currency, expect):
+                return answer
+        else:
+            kept = kept_currency(session, subscription_id)
+            if kept is not None and kept_is_fresh(
+                kept.currency,
+                kept.fetched_at,
+                now=self._clock(),
+                expect=expect,
+                max_age=self._max_age,
+            ):
+                self._answers[subscription_id] = Known(kept.currency)
+                return self._answers[subscription_id]
+        self._answers[subscription_id] = self._read(session, subscription_id)
+        return self._answers[subscription_id]
+
+    def currency(self, session: Session, subscription_id: str) -> str | None:
+        """Return the subscription's currency when it is known."""
+        known = self.lookup(session, subscription_id)
+        return known.currency if known is not None else None
+
+    def _read(self, session: Session, subscription_id: str) -> Known | None:
+        found = self._client.subscription(subscription_id)
+        if found is None:
+            return None
+        currency = found.currency.lower() if found.currency else None
+        keep_currency(session, subscription_id, currency, self._clock())
+        return Known(currency)
