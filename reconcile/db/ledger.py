@@ -13,10 +13,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import LedgerEntry
-from reconcile.domain import LEDGER_COLUMNS, LedgerRow
+from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
+from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.rows import normalise, row_id
+from reconcile.moesif.rows import normalise, raw_json_text, unreadable_row
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class SyncResult:
     rows_skipped: int = 0
     unreadable_ids: frozenset[str] = frozenset()
     """Transaction ids named by skipped rows: Moesif may hold these, so they are never posted."""
+    unreadable: tuple[Unreadable, ...] = ()
+    """The skipped rows themselves, each stored as received and to be reported ``unreadable``."""
 
 
 def sync_ledger(
@@ -60,8 +62,11 @@ def sync_ledger(
 
     Rows are upserted by ``moesif_id``: a new row gets ``first_seen_at = now``; a row seen
     again gets ``last_seen_at = now`` and its current content (a ``transaction_id`` or
-    ``description`` Moesif omits this time is kept). A row that cannot be normalised (no time,
-    no amount) is skipped with a warning and counted in ``rows_skipped``. Flushes, never commits.
+    ``description`` Moesif omits this time is kept). A row that cannot be interpreted safely
+    (no time, an amount that does not parse or is out of range, text the database cannot hold)
+    is stored as received in ``unreadable_ledger_rows`` (escaped JSON), counted in
+    ``rows_skipped`` and returned in ``unreadable``; it never stops the sync. Flushes, never
+    commits.
 
     Args:
         session: the caller's session; the caller owns the transaction.
@@ -81,6 +86,7 @@ def sync_ledger(
     counts = {"seen": 0, "new": 0, "updated": 0, "skipped": 0}
     batch: list[LedgerRow] = []
     unreadable: set[str] = set()
+    poison: dict[str, Unreadable] = {}
 
     def flush() -> None:
         new, updated = _upsert(session, batch, now)
@@ -93,17 +99,24 @@ def sync_ledger(
     for raw in _raw_rows(client, since, until, companies):
         counts["seen"] += 1
         ledger_row = _normalised(raw, currency_for or _asking(client), amount_unit)
-        if ledger_row is None:
+        if isinstance(ledger_row, Unreadable):
             counts["skipped"] += 1
-            if raw.get("transaction_id"):
-                unreadable.add(str(raw["transaction_id"]))
+            if ledger_row.transaction_id:
+                unreadable.add(ledger_row.transaction_id)
+            poison[ledger_row.object_id] = ledger_row
+            store_unreadable(session, ledger_row, raw_json_text(raw), now)
             continue
         batch.append(ledger_row)
         if len(batch) >= BATCH_SIZE:
             flush()
     flush()
     result = SyncResult(
-        counts["seen"], counts["new"], counts["updated"], counts["skipped"], frozenset(unreadable)
+        counts["seen"],
+        counts["new"],
+        counts["updated"],
+        counts["skipped"],
+        frozenset(unreadable),
+        tuple(poison.values()),
     )
     logger.info(
         "Moesif ledger sync: rows_seen=%d, rows_new=%d, rows_updated=%d, rows_skipped=%d",
@@ -163,12 +176,36 @@ def _normalised(
     raw: dict[str, Any],
     currency_for: Callable[[str], str | None],
     amount_unit: Literal["major", "minor"],
-) -> LedgerRow | None:
+) -> LedgerRow | Unreadable:
     try:
         return normalise(raw, amount_unit=amount_unit, currency_for=currency_for)
-    except ValueError as error:
-        logger.warning("skipping Moesif row %s: %s", row_id(raw), error)
-        return None
+    except (ValueError, ArithmeticError) as error:
+        found = unreadable_row(raw, str(error))
+        logger.warning("Moesif row %s is unreadable: %s", found.object_id, found.reason)
+        return found
+
+
+def store_unreadable(session: Session, row: Unreadable, raw_json: str, now: datetime) -> None:
+    """Keep an unreadable Moesif row as received: insert it, or mark it seen again. Flushes."""
+    values = {
+        "moesif_id": row.object_id,
+        "transaction_id": row.transaction_id,
+        "company_id": row.company_hint,
+        "created_at": row.created_at,
+        "reason": row.reason,
+        "raw_json": raw_json,
+        "first_seen_at": now,
+        "last_seen_at": now,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(UnreadableLedgerRow).values(values)
+    updates = {
+        name: statement.excluded[name]
+        for name in ("transaction_id", "company_id", "created_at", "reason", "raw_json")
+    }
+    updates["last_seen_at"] = statement.excluded.last_seen_at
+    session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
+    session.flush()
 
 
 def _upsert(session: Session, rows: list[LedgerRow], now: datetime) -> tuple[int, int]:

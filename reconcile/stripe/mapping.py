@@ -14,6 +14,11 @@ from typing import Any, TypeVar
 
 import stripe
 
+from reconcile.domain import Unreadable, UnreadableSource
+from reconcile.money import is_iso_currency, minor_amount_problem
+from reconcile.safe_text import excerpt, text_problem
+from reconcile.times import from_unix
+
 logger = logging.getLogger(__name__)
 
 StripeDict = Mapping[str, Any]
@@ -135,6 +140,57 @@ def map_topup(
         unmapped_reason=reason,
         company_hint=company,
     )
+
+
+def movement_problem(amount: object, currency: object, texts: Mapping[str, object]) -> str | None:
+    """Return why a money movement cannot be interpreted safely, or ``None`` (contract §4).
+
+    Args:
+        amount: the raw Stripe amount in minor units, as Stripe sent it.
+        currency: the raw currency, as Stripe sent it.
+        texts: every text the ledger entry would carry, by name (ids, company, subscription).
+    """
+    if not is_iso_currency(currency):
+        return f"the currency {excerpt(str(currency), 20)!r} is not an ISO 4217 code"
+    problem = minor_amount_problem(amount)
+    if problem is not None:
+        return problem
+    for name, value in texts.items():
+        found = text_problem(value) if isinstance(value, str) else None
+        if found is not None:
+            return f"{name} cannot be stored as it is: {found}"
+    return None
+
+
+def unreadable_object(
+    stripe_object: StripeDict,
+    reason: str,
+    *,
+    company_hint: str | None = None,
+    customer_id: str | None = None,
+) -> Unreadable:
+    """Return the :class:`Unreadable` of a Stripe object, with every text made safe to store."""
+    created = stripe_object.get("created")
+    when = from_unix(created) if isinstance(created, int) and _plausible_unix(created) else None
+    customer = customer_id or id_of(stripe_object.get("customer"))
+    object_id = str(stripe_object.get("id") or "(no id)")
+    return Unreadable(
+        source=UnreadableSource.STRIPE,
+        object_id=excerpt(object_id, 500),
+        reason=excerpt(reason, 500),
+        company_hint=excerpt(company_hint, 500) if company_hint else None,
+        customer_id=excerpt(customer, 500) if customer else None,
+        created_at=when,
+        excerpt=excerpt(repr({key: stripe_object.get(key) for key in _EXCERPT_KEYS})),
+        transaction_id=excerpt(object_id, 500) if stripe_object.get("id") else None,
+    )
+
+
+_EXCERPT_KEYS = ("id", "object", "amount", "amount_received", "currency", "status", "created")
+
+
+def _plausible_unix(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**33
 
 
 def id_of(value: object) -> str | None:
