@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -16,7 +17,14 @@ import stripe
 
 from reconcile.config import DEFAULT_STRIPE_API_VERSION, Settings
 from reconcile.errors import CredentialsRejected, StripeUnavailable
-from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+from reconcile.retry import (
+    TIMEOUT,
+    Deadline,
+    RateLimiter,
+    RetryPolicy,
+    jittered,
+    retry_delay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +39,8 @@ STRIPE_RETRY_POLICY = RetryPolicy(
 )
 """Which Stripe answers are worth another attempt, and how long to wait between attempts."""
 
-REQUEST_TIMEOUT_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+"""How long one Stripe request may take; with retries, at most about 2.5 minutes per call."""
 
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
 
@@ -84,12 +93,19 @@ class PacedHTTPClient(stripe.RequestsClient):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
+        deadline: Deadline | None = None,
     ) -> None:
-        """Wrap a ``requests`` transport with ``limiter`` before each attempt."""
+        """Wrap a ``requests`` transport with ``limiter`` before each attempt.
+
+        ``deadline`` is checked before every attempt and every wait (``sleep`` refuses waits
+        past it), and no request may outlast it.
+        """
         super().__init__(timeout=timeout)
+        self._deadline = deadline or Deadline.never()
+        self._request_timeout = timeout
         self._limiter = limiter
         self._policy = policy
-        self._sleep = sleep
+        self._sleep = self._deadline.sleeper(sleep, "the next Stripe request")
         self._rng = rng
 
     def request_with_retries(
@@ -107,10 +123,14 @@ class PacedHTTPClient(stripe.RequestsClient):
         Waits are jittered, except that a ``Retry-After`` from Stripe is honoured as given.
         """
         policy = replace(self._policy, max_attempts=(max_network_retries or 0) + 1)
+        where = f"{method.upper()} {url.split('?', 1)[0]}"
         attempt = 0
         while True:
             attempt += 1
+            self._deadline.check(f"Stripe {where}")
             self._limiter.acquire()
+            self._deadline.check(f"Stripe {where}")
+            self._timeout = self._deadline.timeout(self._request_timeout)
             try:
                 response: Response = self.request(method, url, headers, post_data)
             except stripe.APIConnectionError as error:
@@ -119,24 +139,63 @@ class PacedHTTPClient(stripe.RequestsClient):
                     raise
                 status_text, advised = "no answer", False
             else:
-                if 200 <= response[1] < 300:
+                if 200 <= response[1] < 300 and is_json_object(response[0]):
                     return response
+                if 200 <= response[1] < 300:
+                    delay = stripe_retry_delay(policy, TIMEOUT, {}, attempt)
+                    if delay is None:
+                        raise StripeUnavailable(_malformed(where, response))
+                    status_text, advised = f"HTTP {response[1]} with no JSON object", False
+                    self._wait(delay, advised, status_text, where, attempt, policy)
+                    continue
                 delay = stripe_retry_delay(policy, response[1], response[2], attempt)
                 if delay is None:
                     return response
                 status_text = f"HTTP {response[1]}"
                 advised = any(name.lower() == "retry-after" for name in response[2])
-            wait = delay if advised else jittered(delay, self._rng)
-            logger.warning(
-                "Stripe gave %s to %s %s; attempt %d of %d in %.2fs",
-                status_text,
-                method.upper(),
-                url.split("?", 1)[0],
-                attempt + 1,
-                policy.max_attempts,
-                wait,
-            )
-            self._sleep(wait)
+            self._wait(delay, advised, status_text, where, attempt, policy)
+
+    def _wait(
+        self,
+        delay: float,
+        advised: bool,
+        status_text: str,
+        where: str,
+        attempt: int,
+        policy: RetryPolicy,
+    ) -> None:
+        wait = delay if advised else jittered(delay, self._rng)
+        logger.warning(
+            "Stripe gave %s to %s; attempt %d of %d in %.2fs",
+            status_text,
+            where,
+            attempt + 1,
+            policy.max_attempts,
+            wait,
+        )
+        self._sleep(wait)
+
+
+def is_json_object(body: object) -> bool:
+    """Return whether a 2xx body is a UTF-8 JSON object, the only answer the SDK can read.
+
+    A proxy's HTML page, a truncated document, an array where an object belongs or bytes that
+    are not UTF-8 are not.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _malformed(where: str, response: Response) -> str:
+    request_id = next((v for k, v in response[2].items() if k.lower() == "request-id"), None)
+    named = f"request {' '.join(str(request_id).split())[:100]}" if request_id else "no request id"
+    return (
+        f"Stripe failed (HTTP {response[1]}, {named}): {where} answered with a body that is "
+        "not a JSON object"
+    )
 
 
 def build_stripe_client(
@@ -144,6 +203,7 @@ def build_stripe_client(
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    deadline: Deadline | None = None,
 ) -> stripe.StripeClient:
     """Return the run's Stripe client: pinned version, explicit retries, client-side rate limit.
 
@@ -151,9 +211,14 @@ def build_stripe_client(
         settings: the API key, base URL, API version and request rate.
         sleep: how to wait, for the rate limit and between retries (tests inject a fake).
         rng: the source of retry jitter (tests inject a seeded one).
+        deadline: the run's deadline, checked before every request and every wait.
     """
+    bounded = (deadline or Deadline.never()).sleeper(sleep, "the next Stripe request")
     http_client = PacedHTTPClient(
-        rate_limiter(settings.stripe_max_requests_per_second, sleep), sleep=sleep, rng=rng
+        rate_limiter(settings.stripe_max_requests_per_second, bounded),
+        sleep=sleep,
+        rng=rng,
+        deadline=deadline,
     )
     return stripe.StripeClient(
         settings.stripe_api_key.reveal(),

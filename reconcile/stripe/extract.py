@@ -22,6 +22,7 @@ from reconcile.stripe.mapping import (
     TopUp,
     id_of,
     movement_problem,
+    paged,
     unreadable_object,
 )
 from reconcile.times import Window, from_unix
@@ -278,21 +279,32 @@ def read_slice(
     """
     gte, lt = _ceil_unix(piece.since), _ceil_unix(piece.until)
     found: list[_Found | _Pending | Unreadable] = []
-    for payment_intent in client.v1.payment_intents.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
-    ).auto_paging_iter():
+    for payment_intent in paged(
+        client.v1.payment_intents.list(
+            params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+        ),
+        "PaymentIntents",
+    ):
         intent = payment_intent.to_dict()
         found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
         found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
-    for refund in client.v1.refunds.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
-    ).auto_paging_iter():
+    for refund in paged(
+        client.v1.refunds.list(params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}),
+        "refunds",
+    ):
         returned = refund.to_dict()
         found.extend(_pending(returned, PENDING_REFUND_STATUSES))
         found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
-    for transaction in client.v1.balance_transactions.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT, "expand": ["data.source"]}
-    ).auto_paging_iter():
+    for transaction in paged(
+        client.v1.balance_transactions.list(
+            params={
+                "created": {"gte": gte, "lt": lt},
+                "limit": PAGE_LIMIT,
+                "expand": ["data.source"],
+            }
+        ),
+        "balance transactions",
+    ):
         moved = transaction.to_dict()
         found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
     return found

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import stripe
 
 from reconcile.domain import Unreadable, UnreadableSource
+from reconcile.errors import StripeUnavailable
 from reconcile.money import is_iso_currency, minor_amount_problem
 from reconcile.safe_text import excerpt, text_problem
 from reconcile.times import from_unix
@@ -142,6 +143,31 @@ def map_topup(
     )
 
 
+def paged(listed: stripe.ListObject[Any], what: str) -> Iterator[Any]:
+    """Yield every item of a Stripe list across its pages, refusing pages that do not advance.
+
+    A server answering ``has_more`` with the same page again (or any page that repeats an id
+    already listed) would page forever; that ends the listing instead.
+
+    Args:
+        listed: the first page, a ``stripe.ListObject``.
+        what: what is listed, for the message.
+
+    Raises:
+        StripeUnavailable: an id came back a second time.
+    """
+    seen: set[str] = set()
+    for item in listed.auto_paging_iter():
+        item_id = str(item["id"] if "id" in item else id(item))
+        if item_id in seen:
+            raise StripeUnavailable(
+                f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not advance "
+                "(has_more without progress)"
+            )
+        seen.add(item_id)
+        yield item
+
+
 def movement_problem(amount: object, currency: object, texts: Mapping[str, object]) -> str | None:
     """Return why a money movement cannot be interpreted safely, or ``None`` (contract §4).
 
@@ -251,7 +277,7 @@ class StripeLookup:
             params={"customer": customer_id, "status": "all", "limit": 100}
         )
         return live_subscription_ids(
-            (item.to_dict() for item in listed.auto_paging_iter()), customer_id
+            (item.to_dict() for item in paged(listed, "subscriptions")), customer_id
         )
 
     def invoice_linked(self, payment_intent: StripeDict) -> bool:
@@ -277,7 +303,7 @@ class StripeLookup:
             )
             return any(
                 pays_payment_intent(item.to_dict(), payment_intent_id)
-                for item in listed.auto_paging_iter()
+                for item in paged(listed, "invoice payments")
             )
         except stripe.StripeError as error:
             if error.http_status not in _NO_ENDPOINT_STATUSES:
