@@ -158,7 +158,7 @@ def test_a_deadline_is_checked_on_an_injected_clock() -> None:
 
 
 def test_iso_currencies_and_amounts() -> None:
-    assert is_iso_currency("usd") and is_iso_currency("KWD") and is_iso_currency("jpy")
+    assert all(is_iso_currency(code) for code in ("usd", "KWD", "jpy"))
     assert not is_iso_currency("xyz")
     assert not is_iso_currency("usdollar")
     assert not is_iso_currency(None)
