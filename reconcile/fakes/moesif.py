@@ -170,6 +170,7 @@ class FakeMoesif:
         self.unlisted: set[str] = set()
         """Transaction ids whose rows are stored but not yet listed in billing reports, as when
         Moesif's reports lag its ledger."""
+        self._raw_rows: list[str] = []
         self.ignore_window = False
         """Answer billing-report reads with every row, ignoring ``from`` and ``to``."""
         self.echo_token = False
@@ -320,6 +321,14 @@ class FakeMoesif:
         """Handle the next ``count`` requests, then drop the connection without an answer."""
         self._queue(_Fault("drop_after"), count)
 
+    def add_raw_row(self, json_text: str) -> None:
+        """Serve ``json_text`` as one more billing-report row in every read, exactly as given.
+
+        For rows no real ledger would hold: ``NaN`` amounts, no time, NUL bytes, odd types.
+        """
+        with self._lock:
+            self._raw_rows.append(json_text)
+
     def garble_next(self, kind: Garble = "html", count: int = 1) -> None:
         """Handle the next ``count`` requests, then spoil a 2xx answer's body as ``kind`` says.
 
@@ -459,6 +468,9 @@ class FakeMoesif:
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
                 and row.transaction_id not in self.unlisted
             ]
+            raw = list(self._raw_rows)
+        if raw:
+            return Answer(200, "[" + ", ".join([dump_json(row) for row in rows] + raw) + "]")
         return Answer(200, dump_json(rows))
 
     def _subscription(self, subscription_id: str) -> Answer:
