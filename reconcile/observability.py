@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from reconcile.redaction import MASK, Redactor
+from reconcile.redaction import Redactor
 from reconcile.times import to_iso
 
 if TYPE_CHECKING:
     from reconcile.run import RunOutcome
 
-__all__ = ["MASK", "SecretFilter"]
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
