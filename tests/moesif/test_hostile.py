@@ -138,16 +138,18 @@ def test_an_echoed_token_never_reaches_messages_or_logs(
     written = io.StringIO()
     handler = logging.StreamHandler(written)
     handler.addFilter(SecretFilter(Redactor([TOKEN])))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore")]
+    levels = [each.level for each in loggers]
+    loggers[0].addHandler(handler)
+    for each in loggers:
+        each.setLevel(logging.DEBUG)
     try:
         with pytest.raises(MoesifRejected) as caught:
             _post(client)
     finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+        loggers[0].removeHandler(handler)
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
     assert fake.exchanges[0].status == 503
     assert TOKEN not in str(caught.value)
     assert "***" in str(caught.value)
