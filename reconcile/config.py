@@ -9,17 +9,34 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from reconcile.errors import ConfigError
+from reconcile.redaction import Redactor
 from reconcile.retry import RetryPolicy
 from reconcile.times import parse_duration
 
 DEFAULT_STRIPE_API_VERSION = "2025-02-24.acacia"
 """The Stripe API version the job pins: the last one whose PaymentIntents name their invoice."""
+
+MIN_STRIPE_REQUESTS_PER_SECOND = 0.5
+"""The slowest Stripe pace a setting may ask for; slower would make a nightly run hang."""
+
+MAX_RETRY_ATTEMPTS = 20
+MAX_RETRY_BASE_DELAY = 60.0
+DEFAULT_RUN_TIMEOUT = timedelta(hours=2)
+
+SECRET_VARIABLES = (
+    "STRIPE_WEBHOOK_SECRET",
+    "RECONCILE_TOPUP_TOKEN",
+    "RECONCILE_NOTIFY_URL",
+    "RECONCILE_CONSOLE_TOKEN",
+)
+"""Settings beyond the two API credentials whose values are secrets wherever they appear."""
 
 
 class Secret:
@@ -72,14 +89,28 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     retry_attempts: int = 6
     retry_base_delay: float = 0.5
+    run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
+    other_secrets: tuple[Secret, ...] = ()
 
     def retry_policy(self) -> RetryPolicy:
         """Return how outside calls retry transient failures under these settings."""
         return RetryPolicy(max_attempts=self.retry_attempts, base_delay=self.retry_base_delay)
 
     def secret_values(self) -> tuple[str, ...]:
-        """Return the credentials in clear, for the log filter that scrubs them."""
-        return (self.stripe_api_key.reveal(), self.moesif_token.reveal())
+        """Return every configured secret in clear, for the redactor that scrubs them.
+
+        The Stripe key, the Moesif token, the database password, and the values of
+        :data:`SECRET_VARIABLES` (each webhook secret on its own).
+        """
+        password = make_url(self.database_url).password
+        values = [self.stripe_api_key.reveal(), self.moesif_token.reveal()]
+        values += [str(password)] if password else []
+        values += [secret.reveal() for secret in self.other_secrets]
+        return tuple(value for value in values if value)
+
+    def redactor(self) -> Redactor:
+        """Return the one redactor every string leaving the process goes through."""
+        return Redactor(self.secret_values())
 
     @property
     def safe_database_url(self) -> str:
@@ -132,6 +163,13 @@ def _url(values: Mapping[str, str], name: str, default: str) -> str:
     value = values.get(name, "").strip() or default
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        host = None
+    if not host:
+        raise ConfigError(f"{name} must name a host and a valid port, not {value!r}")
     return value.rstrip("/")
 
 
@@ -152,9 +190,15 @@ def _positive_int(values: Mapping[str, str], name: str, default: int) -> int:
     raw = values.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, not {raw!r}")
     return int(raw)
+
+
+def _bounded(value: float, name: str, low: float, high: float) -> float:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+    return value
 
 
 def _positive_number(values: Mapping[str, str], name: str, default: float) -> float:
@@ -203,7 +247,35 @@ def _database_url(values: Mapping[str, str]) -> str:
             "RECONCILE_DATABASE_URL must be sqlite:///… or postgresql+psycopg://…, "
             f"not {url.get_backend_name()}"
         )
+    if url.get_backend_name() == "sqlite" and _in_memory(url.database, url.query):
+        raise ConfigError(
+            "RECONCILE_DATABASE_URL is an in-memory SQLite database; the snapshot must persist "
+            "(sqlite:///path/to/file.db)"
+        )
+    _driver_installed(url)
     return raw
+
+
+def _in_memory(database: str | None, query: Mapping[str, object]) -> bool:
+    return database in (None, "", ":memory:") or query.get("mode") == "memory"
+
+
+def _driver_installed(url: URL) -> None:
+    """Refuse a database driver that is asynchronous, unknown or not installed."""
+    name = url.drivername
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except (ImportError, ArgumentError):
+        raise ConfigError(
+            f"RECONCILE_DATABASE_URL names the driver {name!r}, which is not installed; "
+            "use sqlite:///… or postgresql+psycopg://…"
+        ) from None
+    if getattr(dialect, "is_async", False):
+        raise ConfigError(
+            f"RECONCILE_DATABASE_URL names the asynchronous driver {name!r}; "
+            "use postgresql+psycopg://…"
+        )
 
 
 def _schedule(values: Mapping[str, str]) -> str:
@@ -219,14 +291,28 @@ def _parse(values: Mapping[str, str]) -> Settings:
     stripe_key = _required(values, "STRIPE_API_KEY")
     moesif_token = _moesif_token(values)
     metrics = values.get("RECONCILE_METRICS_FILE", "").strip()
+    others = [
+        part.strip()
+        for name in SECRET_VARIABLES
+        for part in (
+            values.get(name, "").split(",")
+            if name == "STRIPE_WEBHOOK_SECRET"
+            else [values.get(name, "")]
+        )
+    ]
     return Settings(
         stripe_api_key=Secret(stripe_key),
         moesif_token=Secret(moesif_token),
         stripe_api_base=_url(values, "STRIPE_API_BASE", _default("stripe_api_base")),
         stripe_api_version=values.get("STRIPE_API_VERSION", "").strip()
         or _default("stripe_api_version"),
-        stripe_max_requests_per_second=_positive_number(
-            values, "STRIPE_MAX_REQUESTS_PER_SECOND", _default("stripe_max_requests_per_second")
+        stripe_max_requests_per_second=_bounded(
+            _positive_number(
+                values, "STRIPE_MAX_REQUESTS_PER_SECOND", _default("stripe_max_requests_per_second")
+            ),
+            "STRIPE_MAX_REQUESTS_PER_SECOND",
+            MIN_STRIPE_REQUESTS_PER_SECOND,
+            1000.0,
         ),
         moesif_api_base=_url(values, "MOESIF_API_BASE", _default("moesif_api_base")),
         moesif_amount_unit=(
@@ -245,12 +331,22 @@ def _parse(values: Mapping[str, str]) -> Settings:
         max_posting_total=_total(values),
         schedule=_schedule(values),
         metrics_file=Path(metrics) if metrics else None,
-        retry_attempts=_positive_int(
-            values, "RECONCILE_RETRY_ATTEMPTS", _default("retry_attempts")
+        retry_attempts=int(
+            _bounded(
+                _positive_int(values, "RECONCILE_RETRY_ATTEMPTS", _default("retry_attempts")),
+                "RECONCILE_RETRY_ATTEMPTS",
+                1,
+                MAX_RETRY_ATTEMPTS,
+            )
         ),
-        retry_base_delay=_positive_number(
-            values, "RECONCILE_RETRY_BASE_DELAY", _default("retry_base_delay")
+        retry_base_delay=_bounded(
+            _positive_number(values, "RECONCILE_RETRY_BASE_DELAY", _default("retry_base_delay")),
+            "RECONCILE_RETRY_BASE_DELAY",
+            0.001,
+            MAX_RETRY_BASE_DELAY,
         ),
+        run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
+        other_secrets=tuple(Secret(value) for value in others if value),
         log_format=(
             "json"
             if _choice(values, "RECONCILE_LOG_FORMAT", _default("log_format"), ("text", "json"))

@@ -50,6 +50,7 @@ class Category(StrEnum):
     CURRENCY_MISMATCH = "currency_mismatch"
     UNMAPPED_CUSTOMER = "unmapped_customer"
     MATCHED_BY_AMOUNT = "matched_by_amount"
+    UNREADABLE = "unreadable"
 
 
 class Action(StrEnum):
@@ -82,6 +83,42 @@ class ExpectedEntry:
     company_id: str | None
     subscription_id: str | None
     unmapped_reason: str | None = None
+
+
+class UnreadableSource(StrEnum):
+    """Which side an unreadable record came from."""
+
+    STRIPE = "stripe"
+    MOESIF = "moesif"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A Stripe object or Moesif row the job cannot interpret safely (contract sections 4, 5).
+
+    Never posted and never a reason to stop the run; it becomes an ``unreadable`` finding.
+    Every text field is safe to store and show: NUL bytes and invalid Unicode are escaped.
+
+    Attributes:
+        source: ``stripe`` or ``moesif``.
+        object_id: the Stripe object id or the Moesif row id.
+        reason: one line saying what could not be interpreted.
+        company_hint: the Moesif company it most likely concerns, when known.
+        customer_id: the Stripe customer, when known.
+        created_at: when the object was created, when known.
+        excerpt: a short, safe excerpt of the raw record.
+        transaction_id: the ledger transaction id it names or would have, when known; such an
+            id is never posted while the record is unreadable.
+    """
+
+    source: UnreadableSource
+    object_id: str
+    reason: str
+    company_hint: str | None = None
+    customer_id: str | None = None
+    created_at: datetime | None = None
+    excerpt: str = ""
+    transaction_id: str | None = None
 
 
 @dataclass(frozen=True)

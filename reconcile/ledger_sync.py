@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.ledger import BATCH_SIZE, store_ledger_rows
-from reconcile.domain import LedgerRow
+from reconcile.db.ledger import BATCH_SIZE, store_ledger_rows, store_unreadable
+from reconcile.domain import LedgerRow, Unreadable
 from reconcile.moesif.client import MoesifClient
-from reconcile.moesif.rows import normalise, row_id
+from reconcile.moesif.rows import normalise, raw_json_text, unreadable_row
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ class SyncResult:
     rows_skipped: int = 0
     unreadable_ids: frozenset[str] = frozenset()
     """Transaction ids named by skipped rows: Moesif may hold these, so they are never posted."""
+    unreadable: tuple[Unreadable, ...] = ()
+    """The skipped rows themselves, each stored as received and to be reported ``unreadable``."""
 
 
 def sync_ledger(
@@ -44,9 +46,10 @@ def sync_ledger(
 ) -> SyncResult:
     """Snapshot Moesif's billing reports of ``[since, until)`` into ``ledger_rows``.
 
-    A row that cannot be normalised (no time, no amount) is skipped with a warning and counted
-    in ``rows_skipped``; the transaction id it names, if any, is returned as unreadable.
-    Flushes, never commits.
+    A row that cannot be interpreted safely (no time, an amount that does not parse or is out of
+    range, text the database cannot hold) is stored as received in ``unreadable_ledger_rows``
+    (escaped JSON), counted in ``rows_skipped`` and returned in ``unreadable``; it never stops
+    the sync. Flushes, never commits.
 
     Args:
         session: the caller's session; the caller owns the transaction.
@@ -65,7 +68,7 @@ def sync_ledger(
     """
     counts = {"seen": 0, "new": 0, "updated": 0}
     unreadable: set[str] = set()
-    skipped = 0
+    poison: dict[str, Unreadable] = {}
     batch: list[LedgerRow] = []
 
     def flush() -> None:
@@ -79,17 +82,23 @@ def sync_ledger(
     for raw in _raw_rows(client, since, until, companies):
         counts["seen"] += 1
         row = _normalised(raw, currency_for or _asking(client), amount_unit)
-        if row is None:
-            skipped += 1
-            if raw.get("transaction_id"):
-                unreadable.add(str(raw["transaction_id"]))
+        if isinstance(row, Unreadable):
+            if row.transaction_id:
+                unreadable.add(row.transaction_id)
+            poison[row.object_id] = row
+            store_unreadable(session, row, raw_json_text(raw), now)
             continue
         batch.append(row)
         if len(batch) >= BATCH_SIZE:
             flush()
     flush()
     result = SyncResult(
-        counts["seen"], counts["new"], counts["updated"], skipped, frozenset(unreadable)
+        counts["seen"],
+        counts["new"],
+        counts["updated"],
+        len(poison),
+        frozenset(unreadable),
+        tuple(poison.values()),
     )
     logger.info(
         "Moesif ledger sync: rows_seen=%d, rows_new=%d, rows_updated=%d, rows_skipped=%d",
@@ -123,9 +132,10 @@ def _normalised(
     raw: dict[str, Any],
     currency_for: Callable[[str], str | None],
     amount_unit: Literal["major", "minor"],
-) -> LedgerRow | None:
+) -> LedgerRow | Unreadable:
     try:
         return normalise(raw, amount_unit=amount_unit, currency_for=currency_for)
-    except ValueError as error:
-        logger.warning("skipping Moesif row %s: %s", row_id(raw), error)
-        return None
+    except (ValueError, ArithmeticError) as error:
+        found = unreadable_row(raw, str(error))
+        logger.warning("Moesif row %s is unreadable: %s", found.object_id, found.reason)
+        return found

@@ -52,8 +52,11 @@ def write_metrics(
     failed_exit_code: int | None = None,
     now: datetime | None = None,
     started_at: datetime | None = None,
-) -> None:
-    """Write the metrics of the run that just ended to ``path``, atomically.
+) -> bool:
+    """Write the metrics of the run that just ended to ``path``, atomically; never raise.
+
+    A file that cannot be written is a warning (contract section 7): the run's exit code does
+    not depend on it. Returns whether the file was written.
 
     Args:
         path: the ``.prom`` file node_exporter reads.
@@ -71,8 +74,14 @@ def write_metrics(
         now=moment,
         started_at=started_at,
     )
-    _replace_atomically(path, text)
+    try:
+        _replace_atomically(path, text)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        logger.warning("could not write the metrics file %s: %s", path, reason)
+        return False
     logger.debug("wrote metrics to %s", path)
+    return True
 
 
 def render_metrics(
@@ -115,8 +124,9 @@ def read_samples(path: Path) -> dict[str, float]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
-    except OSError as error:
-        logger.warning("could not read the previous metrics file %s: %s", path, error.strerror)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        logger.warning("could not read the previous metrics file %s: %s", path, reason)
         return {}
     samples: dict[str, float] = {}
     for line in text.splitlines():

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
+
+import pycountry
 
 ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+MAX_MINOR_UNITS = 10**12 - 1
+"""The largest amount the job handles, in minor units (12 digits): anything larger is a typo
+or an attack, never a top-up, and stays far below the database's 64-bit integers."""
+
+
+@cache
+def _iso_codes() -> frozenset[str]:
+    return frozenset(currency.alpha_3.lower() for currency in pycountry.currencies)
+
+
+def is_iso_currency(code: object) -> bool:
+    """Return whether ``code`` is an ISO 4217 currency code (any case), per ``pycountry``."""
+    return isinstance(code, str) and code.isascii() and code.lower() in _iso_codes()
+
+
+def minor_amount_problem(value: object) -> str | None:
+    """Return why ``value`` is no usable Stripe amount in minor units, or ``None`` when it is.
+
+    Usable means a whole number (not a bool, not a fraction), not negative, at most 12 digits.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"the amount {str(value)[:40]!r} is not a whole number of minor units"
+    if value < 0:
+        return f"the amount {value} is negative"
+    if value > MAX_MINOR_UNITS:
+        return f"the amount {str(value)[:40]} has more than 12 digits"
+    return None
 
 
 def exponent(currency: str) -> int:

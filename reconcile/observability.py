@@ -6,17 +6,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
+from reconcile.redaction import Redactor
 from reconcile.times import to_iso
 
 if TYPE_CHECKING:
     from reconcile.request import RunOutcome
 
-MASK = "***"
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
@@ -24,23 +24,19 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class SecretFilter(logging.Filter):
-    """Replace every given secret value with ``***`` in a record: message, args, extras, trace."""
+    """Mask secrets in a record (message, args, extras, trace) with the one :class:`Redactor`."""
 
-    def __init__(self, secrets: Sequence[str]) -> None:
-        """Scrub the non-empty values of ``secrets``, longest first."""
+    def __init__(self, secrets: Sequence[str] | Redactor) -> None:
+        """Scrub with ``secrets``: a :class:`Redactor`, or the values to build one from."""
         super().__init__()
-        self._secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        self._redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every secret masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self._redactor.text(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record in place with its secrets masked; never drop it."""
-        if not self._secrets:
-            return True
         record.msg = self.scrub(_message(record))
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -54,13 +50,7 @@ class SecretFilter(logging.Filter):
         return True
 
     def _scrub_value(self, value: object) -> object:
-        if isinstance(value, str):
-            return self.scrub(value)
-        if isinstance(value, Mapping):
-            return {key: self._scrub_value(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._scrub_value(item) for item in value]
-        return value
+        return self._redactor.value(value)
 
 
 class UTCFormatter(logging.Formatter):
@@ -125,7 +115,7 @@ CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "stripe")
 def configure_logging(
     level: int | str,
     fmt: Literal["text", "json"],
-    secrets: Sequence[str],
+    secrets: Sequence[str] | Redactor,
     *,
     stream: TextIO | None = None,
 ) -> None:
@@ -134,7 +124,7 @@ def configure_logging(
     Args:
         level: the root level, e.g. ``logging.INFO`` or ``"DEBUG"``.
         fmt: ``text`` for people, ``json`` for log shippers (one object per line).
-        secrets: values that must never be written; each is replaced by ``***``.
+        secrets: the run's :class:`Redactor` (or the values that must never be written).
         stream: where to write; stderr by default.
     """
     root = logging.getLogger()

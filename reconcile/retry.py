@@ -6,12 +6,15 @@ separate, so each is testable without waiting.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+
+from reconcile.errors import RunFailed
 
 TIMEOUT = None
 """The status to pass for a timeout or a lost connection: there was no answer."""
@@ -106,3 +109,75 @@ class RateLimiter:
                     return
                 wait = self._sent[0] - horizon
             self._sleep(wait)
+
+
+class DeadlineExceeded(RunFailed):
+    """The run reached its overall deadline (``RECONCILE_RUN_TIMEOUT``); a rerun resumes."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The moment a run must stop by, on an injectable monotonic clock.
+
+    Clients check it before each request and each wait, so no loop or sleep outlives the run.
+    """
+
+    at: float
+    limit: float
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        """Return the deadline ``seconds`` from now on ``clock``."""
+        return cls(at=clock() + seconds, limit=seconds, clock=clock)
+
+    @classmethod
+    def never(cls) -> Deadline:
+        """Return a deadline that is never reached (for callers without a run)."""
+        return cls(at=math.inf, limit=math.inf)
+
+    def remaining(self) -> float:
+        """Return the seconds left, never below zero."""
+        return max(0.0, self.at - self.clock())
+
+    def check(self, what: str) -> None:
+        """Raise :class:`DeadlineExceeded` when the deadline has passed, naming ``what`` was next.
+
+        Raises:
+            DeadlineExceeded: the run is out of time.
+        """
+        if self.clock() >= self.at:
+            raise DeadlineExceeded(self._message(what))
+
+    def timeout(self, wanted: float) -> float:
+        """Return a request timeout no longer than the time left (at least a millisecond)."""
+        return max(0.001, min(wanted, self.remaining()))
+
+    def sleeper(self, sleep: Callable[[float], None], what: str) -> Callable[[float], None]:
+        """Return ``sleep`` that refuses any wait ending past the deadline.
+
+        The returned function raises :class:`DeadlineExceeded` instead of sleeping beyond it.
+        """
+
+        def bounded(seconds: float) -> None:
+            if self.clock() + max(0.0, seconds) >= self.at:
+                raise DeadlineExceeded(self._message(what))
+            sleep(seconds)
+
+        return bounded
+
+    def _message(self, what: str) -> str:
+        return (
+            f"the run reached its deadline of {_duration_text(self.limit)} "
+            f"(RECONCILE_RUN_TIMEOUT) before {what}; a rerun resumes"
+        )
+
+
+def _duration_text(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "never"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

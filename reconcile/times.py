@@ -14,6 +14,16 @@ _ISO = re.compile(
 )
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
+MAX_DURATION = timedelta(days=3650)
+"""The longest duration a setting may name; anything longer is a typo, not a wish."""
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""The earliest time a window may start: older dates are typos, and the window arithmetic
+(minus lookback and match window) must stay far from ``datetime.min``."""
+
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""The latest time a window may end, far from ``datetime.max`` for the same reason."""
+
 
 @dataclass(frozen=True)
 class Window:
@@ -42,31 +52,52 @@ class Window:
 
 
 def parse_when(text: str) -> datetime:
-    """Parse an ISO 8601 date or date-time; without an offset it is UTC. Raise ValueError."""
+    """Parse an ISO 8601 date or date-time; without an offset it is UTC.
+
+    Raises:
+        ValueError: not a date, or outside [:data:`EARLIEST`, :data:`LATEST`); one line.
+    """
     raw = text.strip()
     try:
         if len(raw) == 10:
             day = date.fromisoformat(raw)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(raw)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError(f"{text!r} is not an ISO 8601 date or date-time") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(
+            f"{text!r} is outside the dates a run can cover "
+            f"({EARLIEST.date().isoformat()} to {LATEST.date().isoformat()})"
+        )
+    return moment
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``90m``, ``72h``, ``3d``, ``2w``, ``45s`` or ISO 8601 ``P3D``/``PT90M``."""
+    """Parse ``90m``, ``72h``, ``3d``, ``2w``, ``45s`` or ISO 8601 ``P3D``/``PT90M``.
+
+    Raises:
+        ValueError: not a duration, or longer than :data:`MAX_DURATION`; one line.
+    """
     raw = text.strip()
-    short = _SHORT.match(raw)
+    short = _SHORT.match(raw) if raw.isascii() else None
+    iso = _ISO.match(raw) if raw.isascii() else None
     if short:
-        return timedelta(**{_UNITS[short.group(2).lower()]: int(short.group(1))})
-    iso = _ISO.match(raw)
-    if iso and raw.upper() not in ("P", "PT") and any(iso.groupdict().values()):
+        parts = {_UNITS[short.group(2).lower()]: int(short.group(1))}
+    elif iso and raw.upper() not in ("P", "PT") and any(iso.groupdict().values()):
         parts = {name: int(value) for name, value in iso.groupdict().items() if value}
-        return timedelta(**parts)
-    raise ValueError(f"{text!r} is not a duration (like 90m, 72h, 3d or P3D)")
+    else:
+        raise ValueError(f"{text!r} is not a duration (like 90m, 72h, 3d or P3D)")
+    try:
+        duration = timedelta(**parts)
+    except OverflowError:
+        duration = None
+    if duration is None or duration > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days} days")
+    return duration
 
 
 def to_iso(moment: datetime) -> str:

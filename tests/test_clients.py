@@ -36,7 +36,7 @@ def test_both_clients_retry_as_the_settings_say_with_the_injected_sleep(
         stripe.fail_next(503, count=10)
         moesif.fail_next(503, count=10)
         with open_clients(chosen, sleep=slept.append) as clients:
-            with pytest.raises(StripeUnavailable), stripe_errors(clients.stripe):
+            with pytest.raises(StripeUnavailable), stripe_errors():
                 clients.stripe.v1.balance_transactions.list()
             stripe_waits = list(slept)
             with pytest.raises(MoesifUnavailable):

@@ -11,9 +11,9 @@ import pandas as pd
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import LedgerEntry
+from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
-from reconcile.domain import LEDGER_COLUMNS, LedgerRow
+from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
 
 BATCH_SIZE = 500
 """Rows per upsert statement (13 parameters each stays under every backend's limit)."""
@@ -54,6 +54,28 @@ def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) ->
     session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
     session.flush()
     return len(unique) - len(existing), changed
+
+
+def store_unreadable(session: Session, row: Unreadable, raw_json: str, now: datetime) -> None:
+    """Keep an unreadable Moesif row as received: insert it, or mark it seen again. Flushes."""
+    values = {
+        "moesif_id": row.object_id,
+        "transaction_id": row.transaction_id,
+        "company_id": row.company_hint,
+        "created_at": row.created_at,
+        "reason": row.reason,
+        "raw_json": raw_json,
+        "first_seen_at": now,
+        "last_seen_at": now,
+    }
+    statement = upsert(session, UnreadableLedgerRow, [values])
+    updates = {
+        name: statement.excluded[name]
+        for name in ("transaction_id", "company_id", "created_at", "reason", "raw_json")
+    }
+    updates["last_seen_at"] = statement.excluded.last_seen_at
+    session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
+    session.flush()
 
 
 def ledger_frame(

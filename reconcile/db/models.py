@@ -93,14 +93,14 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_rows"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    moesif_id: Mapped[str] = mapped_column(String(200), unique=True)
-    transaction_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    moesif_id: Mapped[str] = mapped_column(Text, unique=True)
+    transaction_id: Mapped[str | None] = mapped_column(Text, index=True)
     entry_type: Mapped[str] = mapped_column(String(20))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
-    amount_raw: Mapped[str] = mapped_column(String(40))
-    currency: Mapped[str | None] = mapped_column(String(3))
-    company_id: Mapped[str | None] = mapped_column(String(200))
-    subscription_id: Mapped[str | None] = mapped_column(String(200))
+    amount_raw: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str | None] = mapped_column(Text)
+    company_id: Mapped[str | None] = mapped_column(Text)
+    subscription_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     description: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -117,17 +117,17 @@ class ExpectedRow(Base):
     __tablename__ = "expected_entries"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    transaction_id: Mapped[str] = mapped_column(String(200), unique=True)
+    transaction_id: Mapped[str] = mapped_column(Text, unique=True)
     source: Mapped[str] = mapped_column(String(20))
     entry_type: Mapped[str] = mapped_column(String(20))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
+    currency: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    stripe_object_id: Mapped[str] = mapped_column(String(200))
-    topup_id: Mapped[str] = mapped_column(String(200), index=True)
-    stripe_customer_id: Mapped[str | None] = mapped_column(String(200))
-    company_id: Mapped[str | None] = mapped_column(String(200))
-    subscription_id: Mapped[str | None] = mapped_column(String(200))
+    stripe_object_id: Mapped[str] = mapped_column(Text)
+    topup_id: Mapped[str] = mapped_column(Text, index=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(Text)
+    company_id: Mapped[str | None] = mapped_column(Text)
+    subscription_id: Mapped[str | None] = mapped_column(Text)
     unmapped_reason: Mapped[str | None] = mapped_column(Text)
     first_seen_run_id: Mapped[str] = mapped_column(String(40))
     last_seen_run_id: Mapped[str] = mapped_column(String(40))
@@ -145,17 +145,17 @@ class Posting(Base):
     __tablename__ = "postings"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    transaction_id: Mapped[str] = mapped_column(String(200), unique=True)
+    transaction_id: Mapped[str] = mapped_column(Text, unique=True)
     origin: Mapped[str] = mapped_column(
         Text, comment="who asked for it: run:<run id>, webhook:<event id>, top-up:<key>"
     )
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), index=True)
-    company_id: Mapped[str] = mapped_column(String(200))
-    subscription_id: Mapped[str] = mapped_column(String(200))
+    company_id: Mapped[str] = mapped_column(Text)
+    subscription_id: Mapped[str] = mapped_column(Text)
     entry_type: Mapped[str] = mapped_column(String(20))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    amount_sent: Mapped[str] = mapped_column(String(40), comment="the amount as sent to Moesif")
+    currency: Mapped[str] = mapped_column(Text)
+    amount_sent: Mapped[str] = mapped_column(Text, comment="the amount as sent to Moesif")
     description: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -174,19 +174,35 @@ class Finding(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
     category: Mapped[str] = mapped_column(String(40), index=True)
     action: Mapped[str] = mapped_column(String(20))
-    company_id: Mapped[str | None] = mapped_column(String(200))
-    subscription_id: Mapped[str | None] = mapped_column(String(200))
-    stripe_customer_id: Mapped[str | None] = mapped_column(String(200))
-    stripe_object_id: Mapped[str | None] = mapped_column(String(200))
-    transaction_id: Mapped[str | None] = mapped_column(String(200))
+    company_id: Mapped[str | None] = mapped_column(Text)
+    subscription_id: Mapped[str | None] = mapped_column(Text)
+    stripe_customer_id: Mapped[str | None] = mapped_column(Text)
+    stripe_object_id: Mapped[str | None] = mapped_column(Text)
+    transaction_id: Mapped[str | None] = mapped_column(Text)
     entry_type: Mapped[str | None] = mapped_column(String(20))
-    currency: Mapped[str | None] = mapped_column(String(3))
+    currency: Mapped[str | None] = mapped_column(Text)
     stripe_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     moesif_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     stripe_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     moesif_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    moesif_id: Mapped[str | None] = mapped_column(String(200))
+    moesif_id: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class UnreadableLedgerRow(Base):
+    """A Moesif row the job cannot interpret, kept as received (escaped JSON); never deleted."""
+
+    __tablename__ = "unreadable_ledger_rows"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    moesif_id: Mapped[str] = mapped_column(Text, unique=True)
+    transaction_id: Mapped[str | None] = mapped_column(Text, index=True)
+    company_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    raw_json: Mapped[str] = mapped_column(Text, comment="the row as received, as ASCII JSON")
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MoesifSubscription(Base):
@@ -194,8 +210,8 @@ class MoesifSubscription(Base):
 
     __tablename__ = "moesif_subscriptions"
 
-    subscription_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    currency: Mapped[str | None] = mapped_column(String(3), comment="null: Moesif names none")
+    subscription_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    currency: Mapped[str | None] = mapped_column(Text, comment="null: Moesif names none")
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

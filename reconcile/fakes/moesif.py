@@ -72,13 +72,24 @@ class _Subscription:
 Verdict = Literal["drop", "apply_then_drop", "reject"]
 
 
+Garble = Literal["html", "truncated", "array", "non_utf8"]
+"""How :meth:`FakeMoesif.garble_next` spoils a 2xx answer after handling the request."""
+
+_GARBLED: dict[str, bytes] = {
+    "html": b"<html><body><h1>200 OK</h1><p>Served by a proxy</p></body></html>",
+    "array": b"[]",
+    "non_utf8": b"\xff\xfe{\x00\x00",
+}
+
+
 @dataclass(frozen=True)
 class _Fault:
-    kind: Literal["fail", "delay", "drop_after"]
+    kind: Literal["fail", "delay", "drop_after", "garble"]
     status: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
     seconds: float = 0.0
+    garble: Garble = "html"
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,9 @@ class Answer:
     body: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None
+    """Bytes to send instead of ``body`` (bodies that are not JSON, or not even UTF-8)."""
+    content_type: str = "application/json"
 
 
 class _BadRequest(Exception):
@@ -114,6 +128,10 @@ class FakeMoesif:
       ``Retry-After``, and do not count toward the limit.
     * A subscription's ``current_balance`` is credits + promotions + adjustments - debits
       (metered usage is not subtracted); ``available_balance`` adds ``pending_activity``.
+
+    Hostile modes for tests: ``ignore_window`` answers every billing-report read with all rows,
+    whatever ``from``/``to`` say; ``echo_token`` sends the caller's token back in an
+    ``X-Request-Id`` header and in error bodies; :meth:`garble_next` spoils 2xx answers.
     """
 
     def __init__(
@@ -152,6 +170,11 @@ class FakeMoesif:
         self.unlisted: set[str] = set()
         """Transaction ids whose rows are stored but not yet listed in billing reports, as when
         Moesif's reports lag its ledger."""
+        self._raw_rows: list[str] = []
+        self.ignore_window = False
+        """Answer billing-report reads with every row, ignoring ``from`` and ``to``."""
+        self.echo_token = False
+        """Echo the caller's token back in ``X-Request-Id`` and in error bodies."""
         self.on_request: Callable[[Exchange], Verdict | None] | None = None
         """Called with each request before anything else: return ``"drop"`` to cut the
         connection without handling it, ``"apply_then_drop"`` to handle it and then cut the
@@ -298,6 +321,23 @@ class FakeMoesif:
         """Handle the next ``count`` requests, then drop the connection without an answer."""
         self._queue(_Fault("drop_after"), count)
 
+    def add_raw_row(self, json_text: str) -> None:
+        """Serve ``json_text`` as one more billing-report row in every read, exactly as given.
+
+        For rows no real ledger would hold: ``NaN`` amounts, no time, NUL bytes, odd types.
+        """
+        with self._lock:
+            self._raw_rows.append(json_text)
+
+    def garble_next(self, kind: Garble = "html", count: int = 1) -> None:
+        """Handle the next ``count`` requests, then spoil a 2xx answer's body as ``kind`` says.
+
+        ``html`` is a proxy's page (answered 200 ``text/html``), ``truncated`` cuts the JSON
+        in half, ``array`` answers ``[]`` where an object belongs, ``non_utf8`` sends bytes
+        that are not UTF-8. A POST is applied before its answer is spoiled.
+        """
+        self._queue(_Fault("garble", garble=kind), count)
+
     def clear_faults(self) -> None:
         """Forget every fault still queued."""
         with self._lock:
@@ -325,7 +365,13 @@ class FakeMoesif:
             fault = self._faults.popleft() if self._faults else None
         answer = self._answer(exchange, fault)
         exchange.status = None if answer.drop else answer.status
-        return replace(answer, headers={"X-Moesif-Request-Id": request_id, **answer.headers})
+        headers = {"X-Moesif-Request-Id": request_id, **answer.headers}
+        if self.echo_token:
+            token = exchange.headers.get("authorization", "").removeprefix("Bearer ")
+            headers["X-Request-Id"] = f"{request_id}-{token}"
+            if answer.status >= 400:
+                answer = replace(answer, body=_error(f"token {token} is not welcome here"))
+        return replace(answer, headers=headers)
 
     def _answer(self, exchange: Exchange, fault: _Fault | None) -> Answer:
         verdict = self.on_request(exchange) if self.on_request is not None else None
@@ -343,6 +389,8 @@ class FakeMoesif:
         answer = self._over_limit() or self._unauthorised(exchange) or self._route(exchange)
         if fault is not None and fault.kind == "drop_after":
             return replace(answer, drop=True)
+        if fault is not None and fault.kind == "garble" and 200 <= answer.status < 300:
+            return _garbled(answer, fault.garble)
         return answer
 
     def _over_limit(self) -> Answer | None:
@@ -411,6 +459,8 @@ class FakeMoesif:
     def _reports(self, query: Mapping[str, str]) -> Answer:
         since = _query_time(query, "from")
         until = _query_time(query, "to")
+        if self.ignore_window:
+            since = until = None
         with self._lock:
             rows = [
                 self._row_json(row)
@@ -418,6 +468,9 @@ class FakeMoesif:
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
                 and row.transaction_id not in self.unlisted
             ]
+            raw = list(self._raw_rows)
+        if raw:
+            return Answer(200, "[" + ", ".join([dump_json(row) for row in rows] + raw) + "]")
         return Answer(200, dump_json(rows))
 
     def _subscription(self, subscription_id: str) -> Answer:
@@ -503,6 +556,15 @@ class FakeMoesif:
             signed = -row.amount if row.type == "debit" else row.amount
             return {"type": SIGNED_TYPE, "amount": signed}
         return {"type": row.type, "amount": row.amount}
+
+
+def _garbled(answer: Answer, kind: Garble) -> Answer:
+    """Return ``answer`` with its body spoiled as ``kind`` says (always status 200)."""
+    if kind == "truncated":
+        whole = answer.body or '{"ok": true, "note": "this answer is cut"}'
+        return replace(answer, status=200, raw=whole[: max(1, len(whole) // 2)].encode())
+    content_type = "text/html" if kind == "html" else "application/json"
+    return replace(answer, status=200, raw=_GARBLED[kind], content_type=content_type)
 
 
 def _error(message: str) -> str:
@@ -616,12 +678,12 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.drop:
             self.close_connection = True
             return
-        payload = answer.body.encode()
+        payload = answer.raw if answer.raw is not None else answer.body.encode()
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
         if payload:
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if payload:

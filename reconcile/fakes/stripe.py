@@ -101,6 +101,7 @@ class _State:
     )
     faults: list[_Fault] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)
+    garbles: list[tuple[str, int]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
 
 
@@ -423,16 +424,41 @@ class FakeStripe:
         with self._lock:
             self._state.delays.extend([seconds] * count)
 
+    def garble_next(self, kind: str = "html", count: int = 1, status: int = 200) -> None:
+        """Answer the next ``count`` requests with ``status`` and a spoiled body, doing no work.
+
+        ``kind`` is ``html`` (a proxy's error page), ``truncated`` (a list cut in half),
+        ``array`` (a JSON array where an object belongs) or ``non_utf8`` (bytes that are not
+        UTF-8).
+        """
+        if kind not in _GARBLED:
+            raise ValueError(f"unknown garble {kind!r}; one of {', '.join(_GARBLED)}")
+        with self._lock:
+            self._state.garbles.extend([(kind, status)] * count)
+
+    repeat_pages = False
+    """When set, every list answers its first page with ``has_more`` whatever the cursor."""
+
     # -- serving --------------------------------------------------------------------------------
 
     def handle(
         self, method: str, target: str, headers: Mapping[str, str]
-    ) -> tuple[int, Obj, dict[str, str]]:
-        """Answer one request: return status, JSON body and extra headers."""
+    ) -> tuple[int, Obj | bytes, dict[str, str]]:
+        """Answer one request: return status, JSON body (or raw bytes) and extra headers."""
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         version = headers.get("stripe-version") or self.default_version
         self._pause()
+        with self._lock:
+            garble = self._state.garbles.pop(0) if self._state.garbles else None
+        if garble is not None:
+            with self._lock:
+                self._state.requests.append(
+                    RecordedRequest(
+                        method, parts.path, query, headers.get("stripe-version"), garble[1]
+                    )
+                )
+            return garble[1], _GARBLED[garble[0]], {}
         try:
             status, body, extra = 200, self._route(method, parts.path, query, headers, version), {}
         except StripeApiError as error:
@@ -512,6 +538,8 @@ class FakeStripe:
             reverse=True,
         )
         page, has_more = _page(items, query, limit)
+        if self.repeat_pages:
+            page, has_more = items[:limit], True
         expand = _expansions(query, "data.")
         return {
             "object": "list",
@@ -617,6 +645,19 @@ class FakeStripe:
 
     def _unix(self, moment: datetime | None) -> int:
         return self._now() if moment is None else int(moment.timestamp())
+
+
+_GARBLED = {
+    "html": b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+    "truncated": b'{"object": "list", "data": [{"id": "pi_',
+    "array": b'[{"id": "pi_1", "object": "payment_intent"}]',
+    "non_utf8": b'{"object": "list", "data": [], "url": "\xff\xfe"}',
+}
+"""Spoiled bodies :meth:`FakeStripe.garble_next` answers with."""
+
+
+def _content_type(payload: bytes) -> str:
+    return "text/html" if payload.startswith(b"<html") else "application/json"
 
 
 def _fault_error(fault: _Fault) -> StripeApiError:
@@ -749,9 +790,9 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(length)
             headers = {name.lower(): value for name, value in self.headers.items()}
             status, body, extra = fake.handle(method, self.path, headers)
-            payload = json.dumps(body).encode("utf-8")
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", _content_type(payload))
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Request-Id", f"req_fake{next(_request_ids):010d}")
             for name, value in extra.items():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -22,8 +23,15 @@ from reconcile.errors import (
     MoesifUnavailable,
     ReconcileError,
 )
-from reconcile.moesif.rows import decimal_text, dump_json, parse_json
-from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+from reconcile.moesif.rows import decimal_text, dump_json, parse_json, row_time
+from reconcile.retry import (
+    TIMEOUT,
+    Deadline,
+    RateLimiter,
+    RetryPolicy,
+    jittered,
+    retry_delay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,10 @@ _REQUEST_ID_HEADERS = ("x-moesif-request-id", "x-request-id")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 # Answers after which Moesif may have applied a POST anyway.
 _MAYBE_APPLIED_STATUSES = frozenset({500, 504})
+# A read changes nothing, so a 500 on it is as transient as a 502.
+_READ_RETRY_STATUSES = frozenset({500})
+MAX_SPLIT_DEPTH = 12
+"""How many times a billing-report window is halved at most (4096 windows)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ class MoesifClient:
         rng: random.Random | None = None,
         split_threshold: int = 1000,
         min_split: timedelta = timedelta(minutes=1),
+        deadline: Deadline | None = None,
     ) -> None:
         """Use ``http`` (its ``base_url`` is ``MOESIF_API_BASE``) with the management ``token``.
 
@@ -108,10 +121,13 @@ class MoesifClient:
             rng: the random source of the retry jitter.
             split_threshold: a billing-report answer with this many rows is read again in halves.
             min_split: a window this short is never split further.
+            deadline: the run's deadline, checked before every request and every wait.
         """
         self._http = http
         self._token = _bare_token(token)
         self._policy = policy or RetryPolicy()
+        self._deadline = deadline or Deadline.never()
+        sleep = self._deadline.sleeper(sleep, "the next Moesif request")
         self._limiter = limiter or RateLimiter(MOESIF_RATE_LIMIT, 60.0, sleep=sleep)
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -167,8 +183,11 @@ class MoesifClient:
         """Yield every billing-report row created in ``[since, until)``, once each.
 
         Moesif does not paginate, so an answer of ``split_threshold`` rows or more is read again
-        as two half windows (recursively, down to ``min_split``); rows are de-duplicated by
-        ``_id``. Amounts are exact ``Decimal`` values.
+        as two half windows (recursively, down to ``min_split`` and at most
+        :data:`MAX_SPLIT_DEPTH` times); rows are de-duplicated by ``_id``. Rows whose time lies
+        outside the window asked for (a server that ignores ``from``/``to``) are dropped: they
+        belong to another window's read. Rows without a readable time are kept. Amounts are
+        exact ``Decimal`` values.
 
         Raises:
             MoesifUnavailable: after retries, or the answer is not a JSON array of objects.
@@ -210,10 +229,15 @@ class MoesifClient:
         return _subscription(data, subscription_id)
 
     def _reports(
-        self, since: datetime, until: datetime, company_id: str | None
+        self, since: datetime, until: datetime, company_id: str | None, depth: int = 0
     ) -> Iterator[dict[str, Any]]:
-        rows = self._read_reports(since, until, company_id)
-        if len(rows) >= self._split_threshold and until - since > self._min_split:
+        rows = [
+            row
+            for row in self._read_reports(since, until, company_id)
+            if in_window(row, since, until)
+        ]
+        splittable = until - since > self._min_split and depth < MAX_SPLIT_DEPTH
+        if len(rows) >= self._split_threshold and splittable:
             logger.info(
                 "Moesif billing reports %s to %s: %d rows, reading the window in halves",
                 _iso(since),
@@ -222,8 +246,8 @@ class MoesifClient:
             )
             del rows
             middle = _midpoint(since, until)
-            yield from self._reports(since, middle, company_id)
-            yield from self._reports(middle, until, company_id)
+            yield from self._reports(since, middle, company_id, depth + 1)
+            yield from self._reports(middle, until, company_id, depth + 1)
             return
         if len(rows) >= self._split_threshold:
             logger.warning(
@@ -251,12 +275,12 @@ class MoesifClient:
 
     def _json(self, response: httpx.Response, what: str) -> object:
         try:
-            return parse_json(response.text)
+            return parse_json(response.content.decode("utf-8"))
         except ValueError:
-            excerpt = _excerpt(response.text, self._token)
+            excerpt = _excerpt(_text_of(response), self._token)
             raise MoesifUnavailable(
                 f"Moesif answered {what} with JSON that does not parse: {excerpt}"
-                f"{_request_id(response.headers)}"
+                f"{_request_id(response.headers).replace(self._token, '***')}"
             ) from None
 
     def _request(
@@ -272,15 +296,20 @@ class MoesifClient:
         """Send one request with retries; return a 2xx (or tolerated) answer or raise."""
         maybe_applied = False
         attempt = 0
+        policy = self._policy
+        if method == "GET":
+            policy = replace(policy, retry_statuses=policy.retry_statuses | _READ_RETRY_STATUSES)
         while True:
             attempt += 1
             outcome = self._attempt(method, path, params, content)
             if isinstance(outcome, httpx.Response):
-                if outcome.is_success or outcome.status_code in tolerate:
+                if outcome.status_code in tolerate:
+                    return outcome
+                if outcome.is_success and confirms(outcome, empty_ok=method == "POST"):
                     return outcome
                 outcome = self._failure(outcome, method)
             maybe_applied = maybe_applied or outcome.maybe_applied
-            delay = retry_delay(self._policy, outcome.status, outcome.headers, attempt)
+            delay = retry_delay(policy, outcome.status, outcome.headers, attempt)
             if delay is None or outcome.maybe_applied:
                 raise self._error(outcome, what, maybe_applied, attempt)
             wait = delay if _has_retry_after(outcome.headers) else jittered(delay, self._rng)
@@ -301,17 +330,32 @@ class MoesifClient:
         headers = {"Authorization": f"Bearer {self._token}"}
         if content is not None:
             headers["Content-Type"] = "application/json"
+        self._deadline.check(f"Moesif {method} {path}")
         self._limiter.acquire()
+        self._deadline.check(f"Moesif {method} {path}")
+        timeout: httpx.Timeout | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
+        if not math.isinf(self._deadline.remaining()):
+            timeout = httpx.Timeout(self._deadline.timeout(self._http.timeout.read or 30.0))
         try:
-            return self._http.request(method, path, params=params, content=content, headers=headers)
+            return self._http.request(
+                method, path, params=params, content=content, headers=headers, timeout=timeout
+            )
         except httpx.TransportError as error:
             sent = not isinstance(error, _NOT_SENT)
             detail = f"no answer ({type(error).__name__}: {_excerpt(str(error), self._token)})"
             return _Failure(TIMEOUT, {}, detail, maybe_applied=sent and method == "POST")
 
     def _failure(self, response: httpx.Response, method: str) -> _Failure:
-        excerpt = _excerpt(response.text, self._token)
-        detail = f"HTTP {response.status_code}: {excerpt}{_request_id(response.headers)}"
+        excerpt = _excerpt(_text_of(response), self._token)
+        request_id = _request_id(response.headers).replace(self._token, "***")
+        if response.is_success:
+            # A 2xx whose body is not JSON (a proxy's HTML page, a cut-off answer) confirms
+            # nothing: a POST may have been applied; a read is worth another attempt.
+            detail = (
+                f"HTTP {response.status_code} with a body that is not JSON: {excerpt}{request_id}"
+            )
+            return _Failure(TIMEOUT, response.headers, detail, maybe_applied=method == "POST")
+        detail = f"HTTP {response.status_code}: {excerpt}{request_id}"
         maybe_applied = method == "POST" and response.status_code in _MAYBE_APPLIED_STATUSES
         return _Failure(response.status_code, response.headers, detail, maybe_applied)
 
@@ -333,6 +377,32 @@ class MoesifClient:
                 "read the ledger back before posting it again"
             )
         return MoesifUnavailable(f"Moesif unavailable for {what} {tries}: {failure.detail}")
+
+
+def confirms(response: httpx.Response, *, empty_ok: bool) -> bool:
+    """Return whether a 2xx answer's body is one the job can trust: JSON, or empty when allowed.
+
+    An HTML page from a proxy, a truncated JSON document or bytes that are not UTF-8 confirm
+    nothing (contract section 5).
+    """
+    body = response.content
+    if not body.strip():
+        return empty_ok
+    try:
+        parse_json(body.decode("utf-8"))
+    except ValueError:
+        return False
+    return True
+
+
+def in_window(row: Mapping[str, Any], since: datetime, until: datetime) -> bool:
+    """Return whether a row's time lies in ``[since, until)``; a row without one counts as in."""
+    moment = row_time(row)
+    return moment is None or since <= moment < until
+
+
+def _text_of(response: httpx.Response) -> str:
+    return response.content.decode("utf-8", errors="replace")
 
 
 def _bare_token(token: Secret) -> str:

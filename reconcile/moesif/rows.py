@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-from reconcile.domain import EntryType, LedgerRow
-from reconcile.money import round_to_minor
+from reconcile.domain import EntryType, LedgerRow, Unreadable, UnreadableSource
+from reconcile.money import MAX_MINOR_UNITS, round_to_minor
+from reconcile.safe_text import escaped, excerpt, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ _IDENTIFYING = (
     "billing_meter_id",
 )
 _MAX_RAW_LENGTH = 40
+_MAX_EXPONENT = 15
+"""Amounts of 10^15 or more are out of range before any unit conversion."""
+_MAX_JSON_EXPONENT = 40
+"""A stored raw row writes larger or tinier numbers in exponent form, as text."""
+_TEXT_FIELDS = ("_id", "transaction_id", "company_id", "subscription_id", "description")
 
 
 def parse_json(text: str) -> object:
@@ -87,18 +93,24 @@ def normalise(
             currency itself but names a subscription (a ``dict.get`` will do).
 
     Raises:
-        ValueError: the row has no usable time or amount; the message names the row's id.
+        ValueError: the row cannot be interpreted safely (no usable time, an amount that does
+            not parse or is out of range, text the database cannot hold); the message names
+            the row's id.
     """
     moesif_id = row_id(row)
+    _check_texts(row, moesif_id)
     amount = _amount(row, moesif_id)
     entry_type, amount = _entry_type(row, amount, moesif_id)
     subscription_id = _text(row.get("subscription_id"))
     currency = _currency(row) or _subscription_currency(subscription_id, currency_for)
+    minor = _minor(amount, amount_unit, currency)
+    if minor > MAX_MINOR_UNITS:
+        raise ValueError(f"Moesif row {moesif_id} has an amount with more than 12 digits")
     return LedgerRow(
         moesif_id=moesif_id,
         transaction_id=_text(row.get("transaction_id")),
         entry_type=entry_type,
-        amount_minor=_minor(amount, amount_unit, currency),
+        amount_minor=minor,
         amount_raw=_raw(row.get("amount"), moesif_id),
         currency=currency,
         company_id=_text(row.get("company_id")),
@@ -106,6 +118,65 @@ def normalise(
         created_at=_created_at(row, moesif_id),
         description=_text(row.get("description")),
     )
+
+
+def unreadable_row(row: Mapping[str, Any], reason: str) -> Unreadable:
+    """Return a Moesif row that cannot be interpreted as an :class:`Unreadable`, safe to store."""
+    transaction_id = _text(row.get("transaction_id"))
+    company_id = _text(row.get("company_id"))
+    return Unreadable(
+        source=UnreadableSource.MOESIF,
+        object_id=escaped(row_id(row)),
+        reason=excerpt(reason, 500),
+        company_hint=escaped(company_id) if company_id else None,
+        created_at=row_time(row),
+        excerpt=excerpt(raw_json_text(row)),
+        transaction_id=escaped(transaction_id) if transaction_id else None,
+    )
+
+
+def raw_json_text(row: Mapping[str, Any]) -> str:
+    """Return the row exactly as received, as JSON text every database can hold.
+
+    Non-ASCII characters, NUL bytes and invalid Unicode are written as JSON escapes; exact
+    numbers stay exact; a value that is not finite is written as text.
+    """
+    return dump_json(_jsonable(row))
+
+
+def row_time(row: Mapping[str, Any]) -> datetime | None:
+    """Return a row's time (``created_at``, else ``usage_end_time``), or ``None`` if unreadable."""
+    try:
+        return _created_at(row, "")
+    except (ValueError, OverflowError):
+        return None
+
+
+def _jsonable(value: object) -> object:
+    """Return ``value`` with what JSON cannot carry exactly (NaN, floats, objects) as text."""
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and abs(value.adjusted()) <= _MAX_JSON_EXPONENT
+    ):
+        return value
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def _check_texts(row: Mapping[str, Any], moesif_id: str) -> None:
+    for name in _TEXT_FIELDS:
+        value = row.get(name)
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(
+                f"Moesif row {escaped(moesif_id)} has a {name} the database cannot hold: {problem}"
+            )
 
 
 def row_id(row: Mapping[str, Any]) -> str:
@@ -147,6 +218,8 @@ def _amount(row: Mapping[str, Any], moesif_id: str) -> Decimal:
         raise ValueError(f"Moesif row {moesif_id} has no numeric amount ({value!r})")
     if not amount.is_finite():
         raise ValueError(f"Moesif row {moesif_id} has a non-finite amount ({value!r})")
+    if amount != 0 and amount.adjusted() >= _MAX_EXPONENT:
+        raise ValueError(f"Moesif row {moesif_id} has an amount out of range ({str(value)[:20]})")
     return amount
 
 

@@ -16,12 +16,19 @@ import stripe
 
 from reconcile.config import Settings
 from reconcile.errors import CredentialsRejected, StripeUnavailable
-from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+from reconcile.retry import (
+    TIMEOUT,
+    Deadline,
+    RateLimiter,
+    RetryPolicy,
+    jittered,
+    retry_delay,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_NETWORK_RETRIES = 4
-"""Retries after the first attempt of every Stripe request."""
+"""Retries after the first attempt in the bare policy; a client takes RECONCILE_RETRY_ATTEMPTS."""
 
 STRIPE_RETRY_POLICY = RetryPolicy(
     max_attempts=MAX_NETWORK_RETRIES + 1,
@@ -31,7 +38,8 @@ STRIPE_RETRY_POLICY = RetryPolicy(
 )
 """Which Stripe answers are worth another attempt, and how long to wait between attempts."""
 
-REQUEST_TIMEOUT_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+"""How long one Stripe request may take; with retries, at most about 2.5 minutes per call."""
 
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
 
@@ -88,6 +96,7 @@ class PacedHTTPClient(stripe.RequestsClient):
         rng: random.Random | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
         api_key: str | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         """Wrap a ``requests`` transport with ``limiter`` before each attempt.
 
@@ -98,11 +107,15 @@ class PacedHTTPClient(stripe.RequestsClient):
             rng: the source of retry jitter (tests inject a seeded one).
             timeout: seconds allowed for one attempt.
             api_key: the key the requests carry, masked in every answer.
+            deadline: checked before every attempt and every wait (``sleep`` refuses waits past
+                it), and no request may outlast it.
         """
         super().__init__(timeout=timeout)
+        self._deadline = deadline or Deadline.never()
+        self._request_timeout = timeout
         self._limiter = limiter
         self._policy = policy
-        self._sleep = sleep
+        self._sleep = self._deadline.sleeper(sleep, "the next Stripe request")
         self._rng = rng
         self._masks = _echoes_of(api_key)
 
@@ -117,12 +130,18 @@ class PacedHTTPClient(stripe.RequestsClient):
     ) -> tuple[bytes, int, Mapping[str, str]]:
         """Send one request, retrying transient failures as the policy allows.
 
-        Waits are jittered, except that a ``Retry-After`` from Stripe is honoured as given.
+        Waits are jittered, except that a ``Retry-After`` from Stripe is honoured as given. A 2xx
+        whose body is not a JSON object (a proxy's page, a truncated document) is retried, then
+        reported as a one-line failure.
         """
+        where = f"{method.upper()} {url.split('?', 1)[0]}"
         attempt = 0
         while True:
             attempt += 1
+            self._deadline.check(f"Stripe {where}")
             self._limiter.acquire()
+            self._deadline.check(f"Stripe {where}")
+            self._timeout = self._deadline.timeout(self._request_timeout)
             try:
                 body, status, answer_headers = super().request(method, url, headers, post_data)
             except stripe.APIConnectionError as error:
@@ -131,29 +150,61 @@ class PacedHTTPClient(stripe.RequestsClient):
                     raise
                 status_text, advised = "no answer", False
             else:
-                delay = None
-                if not 200 <= status < 300:
-                    delay = stripe_retry_delay(self._policy, status, answer_headers, attempt)
-                if delay is None:
+                if 200 <= status < 300 and is_json_object(body):
                     return self._masked(body), status, answer_headers
-                status_text = f"HTTP {status}"
-                advised = any(name.lower() == "retry-after" for name in answer_headers)
-            wait = delay if advised else jittered(delay, self._rng)
-            logger.warning(
-                "Stripe gave %s to %s %s; attempt %d of %d in %.2fs",
-                status_text,
-                method.upper(),
-                url.split("?", 1)[0],
-                attempt + 1,
-                self._policy.max_attempts,
-                wait,
-            )
-            self._sleep(wait)
+                if 200 <= status < 300:
+                    delay = stripe_retry_delay(self._policy, TIMEOUT, {}, attempt)
+                    if delay is None:
+                        raise StripeUnavailable(_malformed(where, status, answer_headers))
+                    status_text, advised = f"HTTP {status} with no JSON object", False
+                else:
+                    delay = stripe_retry_delay(self._policy, status, answer_headers, attempt)
+                    if delay is None:
+                        return self._masked(body), status, answer_headers
+                    status_text = f"HTTP {status}"
+                    advised = any(name.lower() == "retry-after" for name in answer_headers)
+            self._wait(delay, advised, status_text, where, attempt)
+
+    def _wait(
+        self, delay: float, advised: bool, status_text: str, where: str, attempt: int
+    ) -> None:
+        wait = delay if advised else jittered(delay, self._rng)
+        logger.warning(
+            "Stripe gave %s to %s; attempt %d of %d in %.2fs",
+            status_text,
+            where,
+            attempt + 1,
+            self._policy.max_attempts,
+            wait,
+        )
+        self._sleep(wait)
 
     def _masked(self, body: bytes) -> bytes:
         for echo in self._masks:
             body = body.replace(echo, b"[key]")
         return body
+
+
+def is_json_object(body: object) -> bool:
+    """Return whether a 2xx body is a UTF-8 JSON object, the only answer the SDK can read.
+
+    A proxy's HTML page, a truncated document, an array where an object belongs or bytes that
+    are not UTF-8 are not.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _malformed(where: str, status: int, headers: Mapping[str, str]) -> str:
+    request_id = next((v for k, v in headers.items() if k.lower() == "request-id"), None)
+    named = f"request {' '.join(str(request_id).split())[:100]}" if request_id else "no request id"
+    return (
+        f"Stripe failed (HTTP {status}, {named}): {where} answered with a body that is "
+        "not a JSON object"
+    )
 
 
 def _echoes_of(api_key: str | None) -> tuple[bytes, ...]:
@@ -169,20 +220,31 @@ def build_stripe_client(
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    deadline: Deadline | None = None,
 ) -> stripe.StripeClient:
-    """Return the run's Stripe client: pinned version, explicit retries, client-side rate limit.
+    """Return the Stripe client: pinned version, paced, retried as the retry settings say.
 
     Args:
-        settings: the API key, base URL, API version and request rate.
+        settings: the API key, base URL, API version, request rate and retry settings
+            (``RECONCILE_RETRY_ATTEMPTS``, ``RECONCILE_RETRY_BASE_DELAY``).
         sleep: how to wait, for the rate limit and between retries (tests inject a fake).
         rng: the source of retry jitter (tests inject a seeded one).
+        deadline: the run's deadline, checked before every request and every wait.
     """
     api_key = settings.stripe_api_key.reveal()
+    bounded = (deadline or Deadline.never()).sleeper(sleep, "the next Stripe request")
+    policy = replace(
+        STRIPE_RETRY_POLICY,
+        max_attempts=settings.retry_attempts,
+        base_delay=settings.retry_base_delay,
+    )
     http_client = PacedHTTPClient(
-        rate_limiter(settings.stripe_max_requests_per_second, sleep),
+        rate_limiter(settings.stripe_max_requests_per_second, bounded),
+        policy=policy,
         sleep=sleep,
         rng=rng,
         api_key=api_key,
+        deadline=deadline,
     )
     return stripe.StripeClient(
         api_key,

@@ -9,13 +9,22 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 import stripe
 
-from reconcile.domain import EntryType, ExpectedEntry, Source
+from reconcile.domain import EntryType, ExpectedEntry, Source, Unreadable
 from reconcile.stripe.client import stripe_errors
-from reconcile.stripe.mapping import StripeDict, StripeLookup, TopUp, id_of
+from reconcile.stripe.mapping import (
+    StripeDict,
+    StripeLookup,
+    TopUp,
+    id_of,
+    movement_problem,
+    paged,
+    unreadable_object,
+)
 from reconcile.times import Window, from_unix
 
 logger = logging.getLogger(__name__)
@@ -51,6 +60,11 @@ class ExtractProgress:
 
 
 Progress = Callable[[ExtractProgress], None]
+OnUnreadable = Callable[[Unreadable], None]
+"""Receives each Stripe object the extraction could not interpret (never posted)."""
+
+_POISON = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError)
+"""What interpreting a malformed Stripe object raises; such an object becomes unreadable."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ def extract(
     companies: Collection[str] = (),
     progress: Progress | None = None,
     on_pending: Callable[[datetime], None] | None = None,
+    on_unreadable: OnUnreadable | None = None,
     slice_length: timedelta = SLICE_LENGTH,
     workers: int = WORKERS,
 ) -> Iterator[ExpectedEntry]:
@@ -98,6 +113,9 @@ def extract(
         progress: called after each slice is read.
         on_pending: called with the creation time of each top-up or refund that is not final
             yet, so that a later run can read it again once it is.
+        on_unreadable: called once with each object that cannot be interpreted safely (bad
+            currency or amount, text the database cannot hold, a malformed object); such an
+            object yields no entry and never stops the extraction.
         slice_length: the window is read in slices of this length.
         workers: how many slices are read at once.
 
@@ -109,6 +127,7 @@ def extract(
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
     seen: set[str] = set()
+    seen_unreadable: set[str] = set()
     with stripe_errors():
         for done, found in enumerate(
             _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
@@ -117,6 +136,9 @@ def extract(
                 if isinstance(item, _Pending):
                     if on_pending is not None:
                         on_pending(from_unix(item.created))
+                    continue
+                if isinstance(item, Unreadable):
+                    _report(item, wanted, seen_unreadable, on_unreadable)
                     continue
                 if item.entry.transaction_id in seen:
                     continue
@@ -133,6 +155,7 @@ def extract_by_ids(
     transaction_ids: Collection[str],
     *,
     companies: Collection[str] = (),
+    on_unreadable: OnUnreadable | None = None,
 ) -> Iterator[ExpectedEntry]:
     """Yield the expected entry of each Stripe id given, fetched by id, once per id.
 
@@ -147,6 +170,7 @@ def extract_by_ids(
         transaction_ids: ``transaction_id`` values seen on Moesif ledger rows.
         companies: when given, only entries of these Moesif companies (an unmapped entry counts
             for the company its customer names).
+        on_unreadable: called once with each object that cannot be interpreted safely.
 
     Raises:
         CredentialsRejected: Stripe refused the key.
@@ -154,16 +178,31 @@ def extract_by_ids(
     """
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
+    seen_unreadable: set[str] = set()
     with stripe_errors():
         for transaction_id in dict.fromkeys(transaction_ids):
             for item in _entries_of_id(client, lookup, transaction_id):
-                if not wanted or item.company_hint in wanted:
+                if isinstance(item, Unreadable):
+                    _report(item, wanted, seen_unreadable, on_unreadable)
+                elif not wanted or item.company_hint in wanted:
                     yield item.entry
+
+
+def _report(
+    item: Unreadable, wanted: frozenset[str], seen: set[str], on_unreadable: OnUnreadable | None
+) -> None:
+    """Hand an unreadable object on once, when it may concern the companies asked for."""
+    if item.object_id in seen:
+        return
+    seen.add(item.object_id)
+    logger.warning("Stripe %s is unreadable: %s", item.object_id, item.reason)
+    if on_unreadable is not None and (not wanted or item.company_hint in wanted):
+        on_unreadable(item)
 
 
 def _entries_of_id(
     client: stripe.StripeClient, lookup: StripeLookup, object_id: str
-) -> list[_Found]:
+) -> list[_Found | Unreadable]:
     """Return the expected entries of one Stripe object known by id; none when it is unknown."""
     prefix = object_id.split("_", 1)[0]
     if prefix not in _BY_ID:
@@ -177,10 +216,21 @@ def _entries_of_id(
         logger.info("skipped %s: Stripe has no such object (HTTP 404)", object_id)
         return []
     if prefix == "pi":
-        return _topup_entries(found, lookup)
+        return _guarded(found, lambda: _topup_entries(found, lookup))
     if prefix == "re":
-        return _refund_entries(found, lookup)
-    return _balance_entries(found, client, lookup)
+        return _guarded(found, lambda: _refund_entries(found, lookup))
+    return _guarded(found, lambda: _balance_entries(found, client, lookup))
+
+
+def _guarded(
+    stripe_object: StripeDict, work: Callable[[], list[_Found | Unreadable]]
+) -> list[_Found | Unreadable]:
+    """Return ``work()``, or the object as unreadable when it is too malformed to interpret."""
+    try:
+        return work()
+    except _POISON as error:
+        reason = f"the object is malformed ({type(error).__name__}: {error})"
+        return [unreadable_object(stripe_object, reason)]
 
 
 def _retrieve(client: stripe.StripeClient, prefix: str, object_id: str) -> StripeDict:
@@ -222,32 +272,50 @@ def _in_order(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> It
 
 def read_slice(
     client: stripe.StripeClient, lookup: StripeLookup, piece: Window
-) -> list[_Found | _Pending]:
+) -> list[_Found | _Pending | Unreadable]:
     """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements.
 
     Top-ups and refunds still on their way are returned as :class:`_Pending` marks.
     """
     gte, lt = _ceil_unix(piece.since), _ceil_unix(piece.until)
-    found: list[_Found | _Pending] = []
-    for payment_intent in client.v1.payment_intents.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
-    ).auto_paging_iter():
+    found: list[_Found | _Pending | Unreadable] = []
+    for payment_intent in paged(
+        client.v1.payment_intents.list(
+            params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+        ),
+        "PaymentIntents",
+    ):
         intent = payment_intent.to_dict()
-        if intent.get("status") in PENDING_PAYMENT_STATUSES:
-            found.append(_Pending(int(intent["created"])))
-        found.extend(_topup_entries(intent, lookup))
-    for refund in client.v1.refunds.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
-    ).auto_paging_iter():
+        found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
+        found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
+    for refund in paged(
+        client.v1.refunds.list(params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}),
+        "refunds",
+    ):
         returned = refund.to_dict()
-        if returned.get("status") in PENDING_REFUND_STATUSES:
-            found.append(_Pending(int(returned["created"])))
-        found.extend(_refund_entries(returned, lookup))
-    for transaction in client.v1.balance_transactions.list(
-        params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT, "expand": ["data.source"]}
-    ).auto_paging_iter():
-        found.extend(_balance_entries(transaction.to_dict(), client, lookup))
+        found.extend(_pending(returned, PENDING_REFUND_STATUSES))
+        found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
+    for transaction in paged(
+        client.v1.balance_transactions.list(
+            params={
+                "created": {"gte": gte, "lt": lt},
+                "limit": PAGE_LIMIT,
+                "expand": ["data.source"],
+            }
+        ),
+        "balance transactions",
+    ):
+        moved = transaction.to_dict()
+        found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
     return found
+
+
+def _pending(stripe_object: StripeDict, statuses: frozenset[str]) -> list[_Pending]:
+    """Return the pending mark of an object not final yet (none when its time is unreadable)."""
+    created = stripe_object.get("created")
+    if stripe_object.get("status") not in statuses or not isinstance(created, int):
+        return []
+    return [_Pending(created)]
 
 
 def _ceil_unix(moment: datetime) -> int:
@@ -272,38 +340,46 @@ def balance_movement(transaction: StripeDict) -> tuple[Source, EntryType] | None
     return _BALANCE_MOVEMENTS.get(str(category))
 
 
-def movement_amount(transaction: StripeDict, source: StripeDict) -> tuple[int, str]:
+def movement_amount(transaction: StripeDict, source: StripeDict) -> tuple[object, str]:
     """Return ``(minor units, currency)`` of a balance movement, in the payment's currency.
 
     A balance transaction is in the settlement currency; when that differs from the dispute's
-    or refund's own currency, the source's amount is the one the customer paid in.
+    or refund's own currency, the source's amount is the one the customer paid in. The sign of
+    a balance transaction is its direction, so its magnitude is returned; an amount that is no
+    whole number is returned as it came, for :func:`movement_problem` to refuse.
     """
     currency = str(transaction["currency"]).lower()
     source_currency = str(source.get("currency") or currency).lower()
     if source_currency != currency and source.get("amount") is not None:
-        return abs(int(source["amount"])), source_currency
-    return abs(int(transaction["amount"])), currency
+        return _magnitude(source["amount"]), source_currency
+    return _magnitude(transaction["amount"]), currency
 
 
-def _topup_entries(payment_intent: StripeDict, lookup: StripeLookup) -> list[_Found]:
+def _magnitude(amount: object) -> object:
+    return abs(amount) if isinstance(amount, int) and not isinstance(amount, bool) else amount
+
+
+def _topup_entries(payment_intent: StripeDict, lookup: StripeLookup) -> list[_Found | Unreadable]:
     if payment_intent.get("status") != "succeeded" or not payment_intent.get("customer"):
         return []
     topup = lookup.topup(payment_intent)
-    if topup is None or int(payment_intent.get("amount_received") or 0) <= 0:
+    received = payment_intent.get("amount_received")
+    if topup is None or received is None or received == 0:
         return []
     entry = _entry(
         topup,
+        stripe_object=payment_intent,
         transaction_id=str(payment_intent["id"]),
         source=Source.TOPUP,
         entry_type=EntryType.CREDIT,
-        amount=(int(payment_intent["amount_received"]), str(payment_intent["currency"]).lower()),
+        amount=(received, payment_intent.get("currency")),
         created=int(payment_intent["created"]),
         stripe_object_id=str(payment_intent["id"]),
     )
     return [entry]
 
 
-def _refund_entries(refund: StripeDict, lookup: StripeLookup) -> list[_Found]:
+def _refund_entries(refund: StripeDict, lookup: StripeLookup) -> list[_Found | Unreadable]:
     if not refund_moved_money(refund):
         return []
     topup = lookup.topup_of(refund)
@@ -311,10 +387,11 @@ def _refund_entries(refund: StripeDict, lookup: StripeLookup) -> list[_Found]:
         return []
     entry = _entry(
         topup,
+        stripe_object=refund,
         transaction_id=str(refund["id"]),
         source=Source.REFUND,
         entry_type=EntryType.DEBIT,
-        amount=(abs(int(refund["amount"])), str(refund["currency"]).lower()),
+        amount=(refund.get("amount"), refund.get("currency")),
         created=int(refund["created"]),
         stripe_object_id=str(refund["id"]),
     )
@@ -323,7 +400,7 @@ def _refund_entries(refund: StripeDict, lookup: StripeLookup) -> list[_Found]:
 
 def _balance_entries(
     transaction: StripeDict, client: stripe.StripeClient, lookup: StripeLookup
-) -> list[_Found]:
+) -> list[_Found | Unreadable]:
     movement = balance_movement(transaction)
     if movement is None:
         return []
@@ -333,6 +410,7 @@ def _balance_entries(
         return []
     entry = _entry(
         topup,
+        stripe_object=transaction,
         transaction_id=str(transaction["id"]),
         source=movement[0],
         entry_type=movement[1],
@@ -363,16 +441,32 @@ def _entry(
     transaction_id: str,
     source: Source,
     entry_type: EntryType,
-    amount: tuple[int, str],
+    amount: tuple[object, object],
     created: int,
     stripe_object_id: str,
-) -> _Found:
+    stripe_object: StripeDict,
+) -> _Found | Unreadable:
+    """Return the expected entry of one movement, or the movement as unreadable (contract §4)."""
+    texts = {
+        "the transaction id": transaction_id,
+        "the object id": stripe_object_id,
+        "the top-up id": topup.payment_intent_id,
+        "the customer id": topup.customer_id,
+        "the company id": topup.company_hint,
+        "the subscription id": topup.subscription_id,
+        "the unmapped reason": topup.unmapped_reason,
+    }
+    problem = movement_problem(amount[0], amount[1], texts)
+    if problem is not None:
+        return unreadable_object(
+            stripe_object, problem, company_hint=topup.company_hint, customer_id=topup.customer_id
+        )
     entry = ExpectedEntry(
         transaction_id=transaction_id,
         source=source,
         entry_type=entry_type,
-        amount_minor=amount[0],
-        currency=amount[1],
+        amount_minor=int(str(amount[0])),
+        currency=str(amount[1]).lower(),
         created_at=from_unix(created),
         stripe_object_id=stripe_object_id,
         topup_id=topup.payment_intent_id,

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import stripe
+
+from reconcile.domain import Unreadable, UnreadableSource
+from reconcile.errors import StripeUnavailable
+from reconcile.money import is_iso_currency, minor_amount_problem
+from reconcile.safe_text import excerpt, text_problem
+from reconcile.times import from_unix
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +143,82 @@ def map_topup(
     )
 
 
+def paged(listed: stripe.ListObject[Any], what: str) -> Iterator[Any]:
+    """Yield every item of a Stripe list across its pages, refusing pages that do not advance.
+
+    A server answering ``has_more`` with the same page again (or any page that repeats an id
+    already listed) would page forever; that ends the listing instead.
+
+    Args:
+        listed: the first page, a ``stripe.ListObject``.
+        what: what is listed, for the message.
+
+    Raises:
+        StripeUnavailable: an id came back a second time.
+    """
+    seen: set[str] = set()
+    for item in listed.auto_paging_iter():
+        item_id = str(item["id"] if "id" in item else id(item))
+        if item_id in seen:
+            raise StripeUnavailable(
+                f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not advance "
+                "(has_more without progress)"
+            )
+        seen.add(item_id)
+        yield item
+
+
+def movement_problem(amount: object, currency: object, texts: Mapping[str, object]) -> str | None:
+    """Return why a money movement cannot be interpreted safely, or ``None`` (contract §4).
+
+    Args:
+        amount: the raw Stripe amount in minor units, as Stripe sent it.
+        currency: the raw currency, as Stripe sent it.
+        texts: every text the ledger entry would carry, by name (ids, company, subscription).
+    """
+    if not is_iso_currency(currency):
+        return f"the currency {excerpt(str(currency), 20)!r} is not an ISO 4217 code"
+    problem = minor_amount_problem(amount)
+    if problem is not None:
+        return problem
+    for name, value in texts.items():
+        found = text_problem(value) if isinstance(value, str) else None
+        if found is not None:
+            return f"{name} cannot be stored as it is: {found}"
+    return None
+
+
+def unreadable_object(
+    stripe_object: StripeDict,
+    reason: str,
+    *,
+    company_hint: str | None = None,
+    customer_id: str | None = None,
+) -> Unreadable:
+    """Return the :class:`Unreadable` of a Stripe object, with every text made safe to store."""
+    created = stripe_object.get("created")
+    when = from_unix(created) if isinstance(created, int) and _plausible_unix(created) else None
+    customer = customer_id or id_of(stripe_object.get("customer"))
+    object_id = str(stripe_object.get("id") or "(no id)")
+    return Unreadable(
+        source=UnreadableSource.STRIPE,
+        object_id=excerpt(object_id, 500),
+        reason=excerpt(reason, 500),
+        company_hint=excerpt(company_hint, 500) if company_hint else None,
+        customer_id=excerpt(customer, 500) if customer else None,
+        created_at=when,
+        excerpt=excerpt(repr({key: stripe_object.get(key) for key in _EXCERPT_KEYS})),
+        transaction_id=excerpt(object_id, 500) if stripe_object.get("id") else None,
+    )
+
+
+_EXCERPT_KEYS = ("id", "object", "amount", "amount_received", "currency", "status", "created")
+
+
+def _plausible_unix(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**33
+
+
 def id_of(value: object) -> str | None:
     """Return the id of an expandable Stripe field: a bare id, an expanded object, or nothing."""
     if isinstance(value, str):
@@ -195,7 +277,7 @@ class StripeLookup:
             params={"customer": customer_id, "status": "all", "limit": 100}
         )
         return live_subscription_ids(
-            (item.to_dict() for item in listed.auto_paging_iter()), customer_id
+            (item.to_dict() for item in paged(listed, "subscriptions")), customer_id
         )
 
     def invoice_linked(self, payment_intent: StripeDict) -> bool:
@@ -221,7 +303,7 @@ class StripeLookup:
             )
             return any(
                 pays_payment_intent(item.to_dict(), payment_intent_id)
-                for item in listed.auto_paging_iter()
+                for item in paged(listed, "invoice payments")
             )
         except stripe.StripeError as error:
             if error.http_status not in _NO_ENDPOINT_STATUSES:

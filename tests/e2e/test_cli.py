@@ -19,7 +19,8 @@ from reconcile.lock import run_lock
 from reconcile.times import to_iso
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 
-EVERY_CATEGORY = {category.value for category in Category}
+# The seeded history holds no record the job cannot interpret.
+EVERY_CATEGORY = {category.value for category in Category} - {Category.UNREADABLE.value}
 
 
 def _count(world: World, model: type, *where: object) -> int:

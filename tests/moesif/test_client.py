@@ -24,7 +24,7 @@ from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.retry import RateLimiter, RetryPolicy
 from tests.conftest import REFERENCE_DATA
-from tests.moesif.conftest import TOKEN
+from tests.moesif.conftest import POLICY, TOKEN
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 POST_PATH = "/v1/~/billing/reports/balance_transactions"
@@ -258,16 +258,31 @@ def test_the_token_never_reaches_exception_text(fake: FakeMoesif, client: Moesif
     assert TOKEN not in repr(client)
 
 
-def test_timeouts_are_retried(
-    fake: FakeMoesif, make_client: MakeClient, slept: list[float]
-) -> None:
+class _FirstRequestImpatient(httpx.HTTPTransport):
+    """Real HTTP; only the first request has a short timeout, so only it can time out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls == 1:
+            request.extensions["timeout"] = httpx.Timeout(0.05).as_dict()
+        return super().handle_request(request)
+
+
+def test_timeouts_are_retried(fake: FakeMoesif, slept: list[float]) -> None:
     _seed(fake)
     fake.delay_next(2.0)
-    client = make_client(timeout=0.05)
-    rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    transport = _FirstRequestImpatient()
+    with httpx.Client(base_url=fake.base_url, timeout=10.0, transport=transport) as http:
+        client = MoesifClient(http, Secret(TOKEN), policy=POLICY, sleep=slept.append)
+        rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
     assert len(rows) == 3
     assert len(slept) == 1
     assert len(fake.exchanges) == 2
+    assert transport.calls == 2
 
 
 def test_a_post_applied_then_timed_out_is_unknown_and_never_sent_again(
@@ -356,8 +371,8 @@ def test_connect_errors_are_unavailable_not_unknown(
 
 
 def test_a_malformed_answer_is_unavailable(fake: FakeMoesif, client: MoesifClient) -> None:
-    fake.fail_next(200, body="<html>oops</html>")
-    with pytest.raises(MoesifUnavailable, match="does not parse"):
+    fake.fail_next(200, body="<html>oops</html>", count=POLICY.max_attempts)
+    with pytest.raises(MoesifUnavailable, match="not JSON"):
         list(client.billing_reports(T0, T0 + timedelta(days=1)))
     fake.fail_next(200, body='{"not": "a list"}')
     with pytest.raises(MoesifUnavailable, match="not a JSON array"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.ledger import ledger_frame
-from reconcile.db.models import LedgerEntry
+from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.domain import LEDGER_COLUMNS, EntryType
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.ledger_sync import SyncResult, sync_ledger
@@ -347,3 +348,107 @@ def test_ledger_frame_empty_keeps_dtypes(session: Session) -> None:
     assert list(frame.columns) == LEDGER_COLUMNS
     assert str(frame["created_at"].dtype) == "datetime64[us, UTC]"
     assert frame["amount_minor"].dtype == "int64"
+
+
+# Rows the job cannot interpret: kept as received, reported unreadable, never a stop.
+
+_GOOD_TIME = '"created_at": "2026-03-01T12:00:00.000Z"'
+
+
+@pytest.mark.parametrize(
+    ("json_text", "reason"),
+    [
+        ('{"_id": "bad", "type": "credit", "amount": 1e50, ' + _GOOD_TIME + "}", "range"),
+        ('{"_id": "bad", "type": "credit", "amount": "1e50", ' + _GOOD_TIME + "}", "range"),
+        ('{"_id": "bad", "type": "credit", "amount": NaN, ' + _GOOD_TIME + "}", "non-finite"),
+        ('{"_id": "bad", "type": "credit", "amount": Infinity, ' + _GOOD_TIME + "}", "finite"),
+        ('{"_id": "bad", "type": "credit", "amount": "ten", ' + _GOOD_TIME + "}", "not a number"),
+        ('{"_id": "bad", "type": "credit", "amount": 1e13, ' + _GOOD_TIME + "}", "12 digits"),
+        ('{"_id": "bad", "type": "credit", "amount": 5}', "neither created_at"),
+        (
+            '{"_id": "bad", "type": "credit", "amount": 5, "created_at": "yesterday"}',
+            "not ISO 8601",
+        ),
+        (
+            '{"_id": "bad", "type": "credit", "amount": 5, "description": "a\\u0000b", '
+            + _GOOD_TIME
+            + "}",
+            "NUL byte",
+        ),
+        (
+            '{"_id": "bad", "type": "credit", "amount": 5, "company_id": "co\\ud800", '
+            + _GOOD_TIME
+            + "}",
+            "not valid Unicode",
+        ),
+    ],
+    ids=[
+        "1e50",
+        "1e50-text",
+        "nan",
+        "infinity",
+        "words",
+        "13-digits",
+        "no-time",
+        "bad-time",
+        "nul",
+        "surrogate",
+    ],
+)
+def test_an_unreadable_row_is_kept_as_received_and_reported(
+    seeded: FakeMoesif, client: MoesifClient, session: Session, json_text: str, reason: str
+) -> None:
+    seeded.add_raw_row(json_text.replace('"_id": "bad"', '"_id": "bad", "transaction_id": "pi_x"'))
+    result = _sync(session, client)
+    session.commit()
+    assert (result.rows_seen, result.rows_new, result.rows_skipped) == (6, 5, 1)
+    assert result.unreadable_ids == {"pi_x"}
+    [found] = result.unreadable
+    assert (found.source, found.object_id, found.transaction_id) == ("moesif", "bad", "pi_x")
+    assert reason in found.reason
+    kept = session.scalars(select(UnreadableLedgerRow)).one()
+    assert (kept.moesif_id, kept.transaction_id) == ("bad", "pi_x")
+    assert json.loads(kept.raw_json)["_id"] == "bad"
+    assert kept.raw_json.isascii()
+    assert set(_stored(session)) == {"pi_1", "re_1", "wh_9", "pi_2"} | {
+        entry.moesif_id
+        for entry in session.scalars(select(LedgerEntry))
+        if not entry.transaction_id
+    }
+    again = _sync(session, client, now=NOW + DAY)
+    session.commit()
+    assert again.rows_skipped == 1
+    kept = session.scalars(select(UnreadableLedgerRow)).one()
+    assert kept.last_seen_at == NOW + DAY
+    assert kept.first_seen_at == NOW
+
+
+def test_any_length_and_odd_currencies_are_stored(
+    fake: FakeMoesif, client: MoesifClient, session: Session
+) -> None:
+    long_id = "x" * 1500
+    fake.add_raw_row(
+        dump_json(
+            {
+                "_id": long_id,
+                "transaction_id": "pi_" + "y" * 700,
+                "company_id": "c" * 800,
+                "subscription_id": "s" * 800,
+                "currency": "dollars",
+                "type": "credit",
+                "amount": Decimal("10.50"),
+                "created_at": "2026-03-01T12:00:00Z",
+                "description": "ünïcode ✓",
+            }
+        )
+    )
+    result = _sync(session, client)
+    session.commit()
+    assert (result.rows_new, result.rows_skipped) == (1, 0)
+    stored = session.scalars(select(LedgerEntry)).one()
+    assert (stored.moesif_id, len(stored.company_id or ""), stored.currency) == (
+        long_id,
+        800,
+        "usd",
+    )
+    assert stored.description == "ünïcode ✓"

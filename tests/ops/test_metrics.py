@@ -136,9 +136,27 @@ def test_file_is_replaced_atomically_and_readable(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["reconcile.prom"]
 
 
-def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+def test_a_failed_write_is_a_warning_and_leaves_no_temporary_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "reconcile.prom"
     path.mkdir()  # renaming a file over a directory fails
-    with pytest.raises(OSError):
-        write_metrics(path, outcome(), now=NIGHT)
+    assert write_metrics(path, outcome(), now=NIGHT) is False
     assert [p.name for p in tmp_path.iterdir()] == ["reconcile.prom"]
+    assert "could not write the metrics file" in caplog.text
+
+
+def test_an_unwritable_place_is_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory belongs")
+    assert write_metrics(blocker / "reconcile.prom", None, now=NIGHT) is False
+    assert caplog.records[-1].levelname == "WARNING"
+
+
+def test_a_previous_file_that_is_not_text_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    path.write_bytes(b"\xff\xfe\x00 not utf-8")
+    assert write_metrics(path, outcome(), now=NIGHT) is True
+    assert "reconcile_last_exit_code" in path.read_text()

@@ -13,6 +13,8 @@ from reconcile.config import Secret, Settings
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import build_stripe_client
 
+ATTEMPTS = 5
+"""Attempts per Stripe request in these tests (RECONCILE_RETRY_ATTEMPTS)."""
 API_KEY = "sk_test_fakeKey4242424242"
 T0 = datetime(2025, 1, 10, tzinfo=UTC)
 """A fixed instant the seeded histories start from."""
@@ -38,6 +40,7 @@ def make_client(fake_stripe: FakeStripe, slept: list[float]) -> Callable[..., st
             moesif_token=Secret("moesif-test-token"),
             stripe_api_base=fake_stripe.base_url,
             stripe_max_requests_per_second=1000.0,
+            retry_attempts=ATTEMPTS,
         )
         return build_stripe_client(replace(settings, **overrides), sleep=slept.append)
 

@@ -11,9 +11,8 @@ import stripe
 from reconcile.domain import ExpectedEntry
 from reconcile.errors import StripeUnavailable
 from reconcile.fakes.stripe import FakeStripe
-from reconcile.stripe.client import MAX_NETWORK_RETRIES
 from reconcile.stripe.extract import extract, extract_by_ids
-from tests.stripe.conftest import T0
+from tests.stripe.conftest import ATTEMPTS, T0
 
 LONG_AGO = T0 - timedelta(days=60)
 """When the seeded history happened: far before the window a run reads."""
@@ -130,6 +129,6 @@ def test_stripe_failures_other_than_404_fail_the_run(
     fake_stripe: FakeStripe, client: stripe.StripeClient
 ) -> None:
     ids = seed_one_of_each(fake_stripe)
-    fake_stripe.fail_next(500, count=MAX_NETWORK_RETRIES + 1)
+    fake_stripe.fail_next(500, count=ATTEMPTS)
     with pytest.raises(StripeUnavailable, match="HTTP 500"):
         list(extract_by_ids(client, [ids["refund"]]))

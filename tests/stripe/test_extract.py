@@ -22,7 +22,6 @@ from reconcile.errors import CredentialsRejected, StripeUnavailable
 from reconcile.fakes.stripe import COLLECTIONS, FakeStripe
 from reconcile.retry import RateLimiter
 from reconcile.stripe.client import (
-    MAX_NETWORK_RETRIES,
     STRIPE_RETRY_POLICY,
     PacedHTTPClient,
     rate_limiter,
@@ -30,7 +29,7 @@ from reconcile.stripe.client import (
 )
 from reconcile.stripe.extract import ExtractProgress, extract, split_window
 from reconcile.times import Window
-from tests.stripe.conftest import API_KEY, T0
+from tests.stripe.conftest import API_KEY, ATTEMPTS, T0
 
 SINCE = T0 - timedelta(days=1)
 UNTIL = T0 + timedelta(days=3)
@@ -371,7 +370,7 @@ def test_retry_decision() -> None:
     assert stripe_retry_delay(policy, 400, {"Stripe-Should-Retry": "true"}, 1) == 0.5
     assert stripe_retry_delay(policy, 400, {}, 1) is None
     assert stripe_retry_delay(policy, 404, {}, 1) is None
-    assert stripe_retry_delay(policy, 503, {}, MAX_NETWORK_RETRIES + 1) is None
+    assert stripe_retry_delay(policy, 503, {}, ATTEMPTS) is None
 
 
 @pytest.mark.parametrize("headers", [None, {"Stripe-Should-Retry": "true"}])
@@ -401,11 +400,11 @@ def test_retry_after_is_waited_in_full(
 def test_5xx_is_retried_then_fails_with_the_request_id(
     fake_stripe: FakeStripe, client: stripe.StripeClient, slept: list[float]
 ) -> None:
-    fake_stripe.fail_next(500, count=MAX_NETWORK_RETRIES + 1)
+    fake_stripe.fail_next(500, count=ATTEMPTS)
     with pytest.raises(StripeUnavailable) as failure:
         list(extract(client, T0, T0 + timedelta(hours=1)))
-    assert len(fake_stripe.requests) == MAX_NETWORK_RETRIES + 1
-    assert len(slept) == MAX_NETWORK_RETRIES
+    assert len(fake_stripe.requests) == ATTEMPTS
+    assert len(slept) == ATTEMPTS - 1
     message = str(failure.value)
     assert "HTTP 500" in message
     assert "request req_fake" in message
