@@ -231,13 +231,14 @@ def _share_keys(entries: _Side, rows: _Side) -> None:
 def _row_codes(entries: _Side, rows: _Side, column: str, positions: IntArray | None) -> IntArray:
     """Return the entries' codes of the rows' values at ``positions`` (all when ``None``)."""
     source = rows.source if positions is None else rows.source[positions]
-    values, own, _ = _keys(rows.frame[column].iloc[source])
+    values = _values(rows.frame[column].iloc[source])
+    present = ~_absent(values)
     index = entries.lookup.get(column)
     if index is None:
         index = entries.lookup[column] = pd.Index(entries.names[column], dtype=object)
     codes = np.asarray(index.get_indexer(pd.Index(values, dtype=object, copy=False)), dtype="int64")
-    codes[own < 0] = -1
-    rows.codes["_present"] = (own >= 0).astype("int64")
+    codes[~present] = -1
+    rows.codes["_present"] = present.astype("int64")
     return codes
 
 
@@ -248,11 +249,7 @@ def _keys(
 
     Equal text, equal code; absent or empty text -1.
     """
-    values = column.to_numpy(dtype=object)
-    if not isinstance(column.dtype, pd.StringDtype) and pd.api.types.infer_dtype(
-        values, skipna=True
-    ) not in ("string", "empty"):
-        values = _text(column).to_numpy(dtype=object)
+    values = _values(column)
     codes, uniques = pd.factorize(values)
     codes = codes.astype("int64")
     names = np.asarray(uniques, dtype=object)
@@ -262,11 +259,31 @@ def _keys(
     return values, codes, names
 
 
+def _values(column: pd.Series) -> npt.NDArray[np.object_]:
+    """Return a text column's values as objects; anything but text is normalised first."""
+    values = column.to_numpy(dtype=object)
+    if isinstance(column.dtype, pd.StringDtype):
+        return values
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values
+    return _text(column).to_numpy(dtype=object)
+
+
+def _absent(values: npt.NDArray[np.object_]) -> BoolArray:
+    """Return where text values are absent: missing or empty."""
+    return np.asarray(pd.isna(values) | (values == ""), dtype=bool)
+
+
 def _kind_codes(column: pd.Series) -> IntArray:
-    """Return ``entry_type`` as indexes into ``_KINDS`` (-1 for absent or unknown)."""
-    codes, uniques = pd.factorize(column.to_numpy(dtype=object))
-    known = np.array([_KINDS.index(str(u)) if str(u) in _KINDS else -1 for u in uniques] + [-1])
-    return known[codes].astype("int64")
+    """Return ``entry_type`` as indexes into ``_KINDS``: credits and debits, -1 for the rest.
+
+    Only credits and debits drift or match, so other types need no code of their own.
+    """
+    values = _values(column)
+    codes = np.full(len(values), -1, dtype="int64")
+    for kind in DRIFTING_TYPES:
+        codes[values == kind] = _KINDS.index(kind)
+    return codes
 
 
 def _content_order(times: IntArray, ids: npt.NDArray[np.object_], codes: IntArray) -> IntArray:
@@ -642,10 +659,11 @@ def _matched_currency_mismatches(
     theirs = np.array(
         [_lower(currencies.get(name)) for name in subscriptions.tolist()] + [None], dtype=object
     )[entries.codes["subscription_id"][positions]]
-    currency = entries.frame["currency"].iloc[entries.source[positions]]
-    _, codes, names = _keys(currency)
-    ours = np.array([_lower(name) for name in names.tolist()] + [None], dtype=object)[codes]
-    differs = pd.notna(theirs) & (theirs != ours)
+    ours = _values(entries.frame["currency"].iloc[entries.source[positions]])
+    differs = pd.notna(theirs) & (theirs != ours)  # then ignore case where they differ
+    differs[differs] = [
+        _lower(mine) != known for mine, known in zip(ours[differs], theirs[differs], strict=True)
+    ]
     entry, row = _sides(entries, rows, pairs[differs])
     _, known = _subscription_currency(entry, currencies)
     keep = _differs(entry, known)
