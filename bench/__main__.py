@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["_child"]:
         return _child(arguments[1], json.loads(arguments[2]))
-    options = _parser().parse_args(arguments)
+    parser = _parser()
+    options = parser.parse_args(arguments)
+    unknown = sorted(set(options.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     size = options.size or (QUICK_SIZE if options.quick else DEFAULT_SIZE)
     results = []
     for name in options.benchmarks or list(BENCHMARKS):
@@ -39,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("benchmarks", nargs="*", choices=[*BENCHMARKS, []], metavar="BENCHMARK")
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="BENCHMARK", help=f"any of {', '.join(BENCHMARKS)} (all)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"small sizes ({QUICK_SIZE}), for CI")
     parser.add_argument("--size", type=int, help=f"expected entries (default {DEFAULT_SIZE})")
     parser.add_argument(
