@@ -218,27 +218,26 @@ def _drifting(rows: _Side) -> _Side:
 def _share_keys(entries: _Side, rows: _Side) -> None:
     """Code the entries' text keys, and the rows' transaction ids by the entries' values.
 
-    A row's code is -1 when its id is absent or no entry has it; ``transaction_id_present``
-    tells the two apart. Rows' companies and subscriptions are coded only where needed.
+    A row's code is -1 when its id is absent or no entry has it. Rows' companies and
+    subscriptions are coded only where needed.
     """
     for column in ("company_id", "subscription_id"):
         _, codes, names = _keys(entries.frame[column].iloc[entries.source])
         entries.codes[column], entries.names[column] = codes, names
     rows.codes["transaction_id"] = _row_codes(entries, rows, "transaction_id", None)
-    rows.codes["transaction_id_present"] = rows.codes.pop("_present")
 
 
 def _row_codes(entries: _Side, rows: _Side, column: str, positions: IntArray | None) -> IntArray:
     """Return the entries' codes of the rows' values at ``positions`` (all when ``None``)."""
     source = rows.source if positions is None else rows.source[positions]
     values = _values(rows.frame[column].iloc[source])
-    present = ~_absent(values)
     index = entries.lookup.get(column)
     if index is None:
         index = entries.lookup[column] = pd.Index(entries.names[column], dtype=object)
     codes = np.asarray(index.get_indexer(pd.Index(values, dtype=object, copy=False)), dtype="int64")
-    codes[~present] = -1
-    rows.codes["_present"] = present.astype("int64")
+    empty = np.flatnonzero(entries.names[column] == "")
+    if empty.size:  # the entries' empty text is absent, not a value to share
+        codes[codes == empty[0]] = -1
     return codes
 
 
@@ -359,7 +358,9 @@ def _exact_pairs(entries: _Side, rows: _Side) -> pd.DataFrame:
     if not present.all():  # an entry without an id pairs with rows without one (equal keys)
         entry_of[-1] = np.flatnonzero(~present)[0]
     partner = entry_of[row_codes]  # code -1 reads the last cell
-    partner[(row_codes < 0) & (rows.codes["transaction_id_present"] > 0)] = -1
+    if not present.all():
+        ids = _values(rows.frame["transaction_id"].iloc[rows.source])
+        partner[(row_codes < 0) & ~_absent(ids)] = -1
     row_ids = np.flatnonzero(partner >= 0)
     entry_ids = partner[row_ids]
     agrees = (entries.kind[entry_ids] == rows.kind[row_ids]) & (
