@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -68,27 +68,35 @@ def match(
     Raises:
         ValueError: a frame lacks a column or holds naive times.
     """
-    entries = _prepare(expected, EXPECTED_COLUMNS, "expected", ["created_at", "transaction_id"])
-    rows = _prepare_ledger(ledger)
-    entries["_in_window"] = _inside(entries["created_at"], window)
-    rows["_in_window"] = _inside(rows["created_at"], window)
+    entries = _side(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window)
+    rows = _side(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window)
+    rows = _drifting(rows)
+    _share_keys(entries, rows)
 
     exact = _exact_pairs(entries, rows)
     primary = exact.loc[exact["_primary"], _PAIR]
+    paired_rows = _mask(len(rows.time), exact["_l"])
     by_amount = _amount_pairs(
-        entries[~entries["_e"].isin(primary["_e"])],
-        rows[~rows["_l"].isin(exact["_l"])],
+        entries,
+        rows,
+        ~_mask(len(entries.time), primary["_e"]),
+        ~paired_rows,
         match_window,
     )
     matched = pd.concat([primary, by_amount[_PAIR]], ignore_index=True)
-    duplicates = _duplicates(entries, rows, exact, matched, match_window)
+    duplicates = _duplicates(entries, rows, exact, matched, paired_rows, match_window)
+    matched_entries = _mask(len(entries.time), matched["_e"])
+    explained = _mask(len(rows.time), pd.concat([matched["_l"], duplicates["_l"]]))
     return _finalise(
         [
             _amount_mismatches(entries, rows, exact),
             _matched_by_amount(entries, rows, by_amount),
             _duplicate_findings(entries, rows, duplicates),
-            _missing_in_stripe(rows, pd.concat([matched["_l"], duplicates["_l"]])),
-            _unmatched(entries[~entries["_e"].isin(matched["_e"])], subscription_currency),
+            _missing_in_stripe(rows, np.flatnonzero(rows.inside & ~explained)),
+            _unmatched(
+                entries.take(np.flatnonzero(entries.inside & ~matched_entries)),
+                subscription_currency,
+            ),
             _matched_currency_mismatches(entries, rows, matched, subscription_currency),
         ]
     )
@@ -111,34 +119,204 @@ def finding_records(findings: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 # --- preparing the inputs -------------------------------------------------------------------
+#
+# Each side is kept as integer arrays in content order (time, then id): times in microseconds,
+# amounts, and small integer codes for the text keys. Text is normalised (``None`` for absent or
+# empty) only for the few rows that become findings.
 
 
-def _prepare(frame: pd.DataFrame, columns: list[str], name: str, order: list[str]) -> pd.DataFrame:
-    """Return a normalised copy sorted by content, so shuffled input gives the same positions."""
+class _Side(NamedTuple):
+    """One input in content order: where each position came from, and its keys as integers."""
+
+    frame: pd.DataFrame
+    columns: list[str]
+    name: str
+    source: IntArray
+    """Position in ``frame`` of each entry or row, in content order, duplicates dropped."""
+    time: IntArray
+    """``created_at`` in microseconds since the epoch."""
+    amount: IntArray
+    kind: IntArray
+    """``entry_type`` as an index into ``_KINDS``, -1 for any other or absent type."""
+    inside: BoolArray
+    codes: dict[str, IntArray]
+    """Integer codes of text keys, filled by ``_share_keys`` (-1 where absent)."""
+    names: dict[str, npt.NDArray[np.object_]]
+    """The text each code of ``codes`` stands for (the entries' own values)."""
+    lookup: dict[str, pd.Index]
+    """``names`` as an index, built once when rows are looked up in it."""
+
+    def take(self, positions: IntArray) -> pd.DataFrame:
+        """Return these positions as a normalised frame, with ``_in_window``."""
+        frame = self.frame.iloc[self.source[positions]][self.columns].reset_index(drop=True)
+        for column in self.columns:
+            if column == "created_at":
+                frame[column] = _utc(frame[column], self.name)
+            elif column == "amount_minor":
+                frame[column] = frame[column].astype("int64")
+            else:
+                frame[column] = _text(frame[column])
+        frame["_in_window"] = self.inside[positions]
+        return frame
+
+    def text(self, column: str, positions: IntArray) -> npt.NDArray[np.object_]:
+        """Return one text column's normalised values at these positions."""
+        values = self.frame[column].iloc[self.source[positions]].reset_index(drop=True)
+        return _text(values).to_numpy(dtype=object)
+
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+_KINDS = [kind.value for kind in EntryType]
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _side(frame: pd.DataFrame, columns: list[str], name: str, key: str, window: Window) -> _Side:
+    """Check a frame, order it by content (time, then ``key``) and drop repeated ``key``s."""
     absent = [column for column in columns if column not in frame.columns]
     if absent:
         raise ValueError(f"the {name} frame lacks columns: {', '.join(absent)}")
-    prepared = frame[columns].copy()
-    for column in columns:
-        if column == "created_at":
-            prepared[column] = _utc(prepared[column], name)
-        elif column == "amount_minor":
-            prepared[column] = prepared[column].astype("int64")
-        else:
-            prepared[column] = _text(prepared[column])
-    prepared = prepared.sort_values(order, kind="mergesort")
-    prepared = prepared.drop_duplicates(order[-1], keep="first").reset_index(drop=True)
-    prepared["_e" if name == "expected" else "_l"] = np.arange(len(prepared), dtype="int64")
-    return prepared
+    times = _utc(frame["created_at"], name).array.asi8.astype("int64")
+    amounts: IntArray = np.asarray(frame["amount_minor"].astype("int64"), dtype=np.int64)
+    ids, codes, names = _keys(frame[key])
+    order = _content_order(times, ids, codes)
+    kept = order[_first_of_each(codes[order])]
+    since = (window.since - _EPOCH) // _MICROSECOND
+    until = (window.until - _EPOCH) // _MICROSECOND
+    return _Side(
+        frame=frame,
+        columns=columns,
+        name=name,
+        source=kept,
+        time=times[kept],
+        amount=amounts[kept],
+        kind=_kind_codes(frame["entry_type"])[kept],
+        inside=(times[kept] >= since) & (times[kept] < until),
+        codes={key: codes[kept]},
+        names={key: names},
+        lookup={},
+    )
 
 
-def _prepare_ledger(ledger: pd.DataFrame) -> pd.DataFrame:
-    """Keep only credits and debits; mark rows whose id names a Stripe movement."""
-    rows = _prepare(ledger, LEDGER_COLUMNS, "ledger", ["created_at", "moesif_id"])
-    rows = rows[rows["entry_type"].isin(DRIFTING_TYPES)].reset_index(drop=True)
-    rows["_l"] = np.arange(len(rows), dtype="int64")
-    rows["_stripe_like"] = rows["transaction_id"].str.startswith(STRIPE_ID_PREFIXES, na=False)
-    return rows
+def _drifting(rows: _Side) -> _Side:
+    """Keep only credits and debits: the ledger rows that mirror Stripe."""
+    keep = np.flatnonzero(np.isin(rows.kind, [_KINDS.index(kind) for kind in DRIFTING_TYPES]))
+    return rows._replace(
+        source=rows.source[keep],
+        time=rows.time[keep],
+        amount=rows.amount[keep],
+        kind=rows.kind[keep],
+        inside=rows.inside[keep],
+    )
+
+
+def _share_keys(entries: _Side, rows: _Side) -> None:
+    """Code the entries' text keys, and the rows' transaction ids by the entries' values.
+
+    A row's code is -1 when its id is absent or no entry has it. Rows' companies and
+    subscriptions are coded only where needed.
+    """
+    for column in ("company_id", "subscription_id"):
+        _, codes, names = _keys(entries.frame[column].iloc[entries.source])
+        entries.codes[column], entries.names[column] = codes, names
+    rows.codes["transaction_id"] = _row_codes(entries, rows, "transaction_id", None)
+
+
+def _row_codes(entries: _Side, rows: _Side, column: str, positions: IntArray | None) -> IntArray:
+    """Return the entries' codes of the rows' values at ``positions`` (all when ``None``)."""
+    source = rows.source if positions is None else rows.source[positions]
+    values = _values(rows.frame[column].iloc[source])
+    index = entries.lookup.get(column)
+    if index is None:
+        index = entries.lookup[column] = pd.Index(entries.names[column], dtype=object)
+    codes = np.asarray(index.get_indexer(pd.Index(values, dtype=object, copy=False)), dtype="int64")
+    empty = np.flatnonzero(entries.names[column] == "")
+    if empty.size:  # the entries' empty text is absent, not a value to share
+        codes[codes == empty[0]] = -1
+    return codes
+
+
+def _keys(
+    column: pd.Series,
+) -> tuple[npt.NDArray[np.object_], IntArray, npt.NDArray[np.object_]]:
+    """Return a text column's values, codes and the text of each code.
+
+    Equal text, equal code; absent or empty text -1.
+    """
+    values = _values(column)
+    codes, uniques = pd.factorize(values)
+    codes = codes.astype("int64")
+    names = np.asarray(uniques, dtype=object)
+    empty = np.flatnonzero(names == "")
+    if empty.size:
+        codes[codes == empty[0]] = -1
+    return values, codes, names
+
+
+def _values(column: pd.Series) -> npt.NDArray[np.object_]:
+    """Return a text column's values as objects; anything but text is normalised first."""
+    values = column.to_numpy(dtype=object)
+    if isinstance(column.dtype, pd.StringDtype):
+        return values
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values
+    return _text(column).to_numpy(dtype=object)
+
+
+def _absent(values: npt.NDArray[np.object_]) -> BoolArray:
+    """Return where text values are absent: missing or empty."""
+    return np.asarray(pd.isna(values) | (values == ""), dtype=bool)
+
+
+def _kind_codes(column: pd.Series) -> IntArray:
+    """Return ``entry_type`` as indexes into ``_KINDS``: credits and debits, -1 for the rest.
+
+    Only credits and debits drift or match, so other types need no code of their own.
+    """
+    values = _values(column)
+    codes = np.full(len(values), -1, dtype="int64")
+    for kind in DRIFTING_TYPES:
+        codes[values == kind] = _KINDS.index(kind)
+    return codes
+
+
+def _content_order(times: IntArray, ids: npt.NDArray[np.object_], codes: IntArray) -> IntArray:
+    """Return the positions sorted by time, then id (absent ids last), ties kept in place.
+
+    Input read from the snapshot is in this order already; only then is the check all it costs.
+    """
+    order = np.argsort(times, kind="stable")
+    same = times[order][1:] == times[order][:-1]
+    if not same.any():
+        return order
+    absent = codes[order] < 0
+    first, second = absent[:-1] & same, absent[1:] & same
+    both = same & ~absent[:-1] & ~absent[1:]
+    ordered_pairs = np.ones(len(same), dtype=bool)
+    ordered_pairs[both] = ids[order][:-1][both] <= ids[order][1:][both]
+    if ordered_pairs.all() and not (first & ~second).any():
+        return order
+    tied = np.zeros(len(times), dtype=bool)
+    tied[order[1:][same]] = True
+    tied[order[:-1][same]] = True
+    ranks = np.zeros(len(times), dtype="int64")
+    positions = np.flatnonzero(tied & (codes >= 0))
+    ranks[positions[np.argsort(ids[positions], kind="stable")]] = np.arange(len(positions)) + 1
+    ranks[tied & (codes < 0)] = len(positions) + 1
+    return np.lexsort((ranks, times))
+
+
+def _first_of_each(codes: IntArray) -> IntArray:
+    """Return the positions of each code's first occurrence (absent counts as one code), sorted."""
+    return np.flatnonzero(~pd.Series(codes).duplicated().to_numpy())
+
+
+def _mask(size: int, positions: pd.Series) -> BoolArray:
+    """Return a boolean array of ``size`` that is true at ``positions``."""
+    mask = np.zeros(size, dtype=bool)
+    mask[positions.to_numpy(dtype="int64")] = True
+    return mask
 
 
 def _text(column: pd.Series) -> pd.Series:
@@ -161,62 +339,123 @@ def _utc(column: pd.Series, name: str) -> pd.Series:
     return pd.to_datetime(column, utc=True).astype("datetime64[us, UTC]")
 
 
-def _inside(times: pd.Series, window: Window) -> pd.Series:
-    """Return which times fall in the half-open window."""
-    since, until = pd.Timestamp(window.since), pd.Timestamp(window.until)
-    return (times >= since) & (times < until)
-
-
 # --- rules 1 to 3: pairing ------------------------------------------------------------------
 
 
-def _exact_pairs(entries: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+def _exact_pairs(entries: _Side, rows: _Side) -> pd.DataFrame:
     """Pair entries with every row carrying their transaction id; mark one primary per entry.
 
     The primary row is the first that agrees in type and amount, else the earliest.
     """
-    keys = ["transaction_id", "entry_type", "amount_minor"]
-    pairs = entries[["_e", *keys]].merge(
-        rows[["_l", *keys]], on="transaction_id", suffixes=("_s", "_m")
+    entry_codes, row_codes = entries.codes["transaction_id"], rows.codes["transaction_id"]
+    present = entry_codes >= 0
+    entry_of = np.full(len(entries.names["transaction_id"]) + 1, -1, dtype="int64")
+    entry_of[entry_codes[present]] = np.flatnonzero(present)
+    if not present.all():  # an entry without an id pairs with rows without one (equal keys)
+        entry_of[-1] = np.flatnonzero(~present)[0]
+    partner = entry_of[row_codes]  # code -1 reads the last cell
+    if not present.all():
+        ids = _values(rows.frame["transaction_id"].iloc[rows.source])
+        partner[(row_codes < 0) & ~_absent(ids)] = -1
+    row_ids = np.flatnonzero(partner >= 0)
+    entry_ids = partner[row_ids]
+    agrees = (entries.kind[entry_ids] == rows.kind[row_ids]) & (
+        entries.amount[entry_ids] == rows.amount[row_ids]
     )
-    pairs["_agrees"] = (pairs["entry_type_s"] == pairs["entry_type_m"]) & (
-        pairs["amount_minor_s"] == pairs["amount_minor_m"]
-    )
-    pairs = pairs.sort_values(["_e", "_agrees", "_l"], ascending=[True, False, True])
-    pairs["_primary"] = ~pairs.duplicated("_e")
-    return pairs[["_e", "_l", "_primary", "_agrees"]].reset_index(drop=True)
+    order = np.lexsort((row_ids, ~agrees, entry_ids))
+    entry_ids, row_ids, agrees = entry_ids[order], row_ids[order], agrees[order]
+    primary = np.ones(len(entry_ids), dtype=bool)
+    primary[1:] = entry_ids[1:] != entry_ids[:-1]
+    return pd.DataFrame({"_e": entry_ids, "_l": row_ids, "_primary": primary, "_agrees": agrees})
 
 
 def _amount_pairs(
-    entries: pd.DataFrame, rows: pd.DataFrame, match_window: timedelta
+    entries: _Side,
+    rows: _Side,
+    free_entries: BoolArray,
+    free_rows: BoolArray,
+    match_window: timedelta,
 ) -> pd.DataFrame:
     """Pair mapped entries with rows that carry no Stripe id: one to one, nearest first."""
-    mapped = entries[entries["company_id"].notna() & entries["subscription_id"].notna()]
-    anonymous = rows[~rows["_stripe_like"]]
-    candidates = _candidates(mapped, anonymous, match_window)
+    anonymous = _anonymous(rows, np.flatnonzero(free_rows))
+    candidates = _candidates(entries, rows, np.flatnonzero(free_entries), anonymous, match_window)
     chosen = _one_to_one(candidates["_e"].to_numpy(), candidates["_l"].to_numpy())
     return candidates.loc[chosen].reset_index(drop=True)
 
 
-def _candidates(entries: pd.DataFrame, rows: pd.DataFrame, match_window: timedelta) -> pd.DataFrame:
-    """Return (entry, row, gap) pairs that share the match keys within the window, nearest first."""
-    rows = rows[rows["company_id"].notna() & rows["subscription_id"].notna()]
-    pairs = entries[["_e", "created_at", *MATCH_KEYS]].merge(
-        rows[["_l", "created_at", *MATCH_KEYS]], on=MATCH_KEYS, suffixes=("_s", "_m")
+def _anonymous(rows: _Side, positions: IntArray) -> IntArray:
+    """Return those of ``positions`` whose transaction id names no Stripe movement."""
+    ids = rows.text("transaction_id", positions)
+    stripe_like = pd.Series(ids, dtype=object).str.startswith(STRIPE_ID_PREFIXES, na=False)
+    return positions[~stripe_like.to_numpy(dtype=bool)]
+
+
+def _candidates(
+    entries: _Side,
+    rows: _Side,
+    entry_ids: IntArray,
+    row_ids: IntArray,
+    match_window: timedelta,
+) -> pd.DataFrame:
+    """Return (entry, row, gap) pairs that share the match keys within the window, nearest first.
+
+    Only mapped entries and rows with a company and subscription take part.
+    """
+    company = entries.codes["company_id"]
+    subscription = entries.codes["subscription_id"]
+    entry_ids = entry_ids[(company[entry_ids] >= 0) & (subscription[entry_ids] >= 0)]
+    row_company = _row_codes(entries, rows, "company_id", row_ids)
+    row_subscription = _row_codes(entries, rows, "subscription_id", row_ids)
+    keep = (row_company >= 0) & (row_subscription >= 0)
+    left = pd.DataFrame(
+        {
+            "_e": entry_ids,
+            "_company": company[entry_ids],
+            "_subscription": subscription[entry_ids],
+            "_kind": entries.kind[entry_ids],
+            "_amount": entries.amount[entry_ids],
+        }
     )
-    pairs["_gap"] = (pairs["created_at_s"] - pairs["created_at_m"]).abs()
-    pairs = pairs[pairs["_gap"] <= pd.Timedelta(match_window)]
-    return pairs.sort_values(["_gap", "_e", "_l"], kind="mergesort")[["_e", "_l", "_gap"]]
+    row_ids = row_ids[keep]
+    right = pd.DataFrame(
+        {
+            "_l": row_ids,
+            "_company": row_company[keep],
+            "_subscription": row_subscription[keep],
+            "_kind": rows.kind[row_ids],
+            "_amount": rows.amount[row_ids],
+        }
+    )
+    pairs = left.merge(right, on=_MATCH_CODES)
+    entry_ids, row_ids = pairs["_e"].to_numpy(), pairs["_l"].to_numpy()
+    gaps = np.abs(entries.time[entry_ids] - rows.time[row_ids])
+    near = gaps <= match_window // _MICROSECOND
+    entry_ids, row_ids, gaps = entry_ids[near], row_ids[near], gaps[near]
+    order = np.lexsort((row_ids, entry_ids, gaps))
+    return pd.DataFrame({"_e": entry_ids[order], "_l": row_ids[order], "_gap": gaps[order]})
 
 
-def _one_to_one(
-    entry_ids: npt.NDArray[np.int64], row_ids: npt.NDArray[np.int64]
-) -> npt.NDArray[np.bool_]:
-    """Walk candidate pairs (already nearest first) once; keep a pair when both sides are free."""
-    chosen = np.zeros(len(entry_ids), dtype=bool)
+_MATCH_CODES = ["_company", "_subscription", "_kind", "_amount"]
+
+
+def _one_to_one(entry_ids: IntArray, row_ids: IntArray) -> BoolArray:
+    """Walk candidate pairs (already nearest first) once; keep a pair when both sides are free.
+
+    A pair whose entry and row appear in no other pair is kept outright; only the contested
+    pairs are walked in order.
+    """
+    lone_entry = ~pd.Series(entry_ids).duplicated(keep=False).to_numpy()
+    lone_row = ~pd.Series(row_ids).duplicated(keep=False).to_numpy()
+    chosen = lone_entry & lone_row
     taken_entries: set[int] = set()
     taken_rows: set[int] = set()
-    for position, (entry, row) in enumerate(zip(entry_ids.tolist(), row_ids.tolist(), strict=True)):
+    contested = np.flatnonzero(~chosen)
+    for position, entry, row in zip(
+        contested.tolist(),
+        entry_ids[contested].tolist(),
+        row_ids[contested].tolist(),
+        strict=True,
+    ):
         if entry in taken_entries or row in taken_rows:
             continue
         taken_entries.add(entry)
@@ -226,10 +465,11 @@ def _one_to_one(
 
 
 def _duplicates(
-    entries: pd.DataFrame,
-    rows: pd.DataFrame,
+    entries: _Side,
+    rows: _Side,
     exact: pd.DataFrame,
     matched: pd.DataFrame,
+    paired_rows: BoolArray,
     match_window: timedelta,
 ) -> pd.DataFrame:
     """Return (entry, row) for leftover rows that repeat a matched movement (rule 3).
@@ -238,9 +478,9 @@ def _duplicates(
     carries no Stripe id and would have matched the movement by amount (the nearest one wins).
     """
     by_id = exact.loc[~exact["_primary"], _PAIR]
-    leftover = rows[~rows["_l"].isin(matched["_l"]) & ~rows["_l"].isin(exact["_l"])]
-    movements = entries[entries["_e"].isin(matched["_e"])]
-    nearest = _candidates(movements, leftover[~leftover["_stripe_like"]], match_window)
+    leftover = np.flatnonzero(~paired_rows & ~_mask(len(rows.time), matched["_l"]))
+    movements = np.flatnonzero(_mask(len(entries.time), matched["_e"]))
+    nearest = _candidates(entries, rows, movements, _anonymous(rows, leftover), match_window)
     by_amount = nearest.drop_duplicates("_l", keep="first")[_PAIR]
     duplicates = pd.concat([by_id, by_amount], ignore_index=True)
     counts = duplicates.groupby("_e")["_l"].transform("size")
@@ -250,9 +490,7 @@ def _duplicates(
 # --- the findings ---------------------------------------------------------------------------
 
 
-def _amount_mismatches(
-    entries: pd.DataFrame, rows: pd.DataFrame, exact: pd.DataFrame
-) -> pd.DataFrame:
+def _amount_mismatches(entries: _Side, rows: _Side, exact: pd.DataFrame) -> pd.DataFrame:
     """Rule 1: the primary row of an entry differs in amount or type."""
     pairs = exact[exact["_primary"] & ~exact["_agrees"]]
     entry, row = _sides(entries, rows, pairs)
@@ -285,9 +523,7 @@ def _difference(
     return "; ".join(parts)
 
 
-def _matched_by_amount(
-    entries: pd.DataFrame, rows: pd.DataFrame, pairs: pd.DataFrame
-) -> pd.DataFrame:
+def _matched_by_amount(entries: _Side, rows: _Side, pairs: pd.DataFrame) -> pd.DataFrame:
     """Rule 2: informational findings for entries matched without a Stripe id."""
     entry, row = _sides(entries, rows, pairs)
     keep = entry["_in_window"].to_numpy()
@@ -299,9 +535,9 @@ def _matched_by_amount(
     return _findings(Category.MATCHED_BY_AMOUNT, Action.NONE, entry, row, details)
 
 
-def _apart(gap: np.timedelta64) -> str:
-    """Format a time gap as ``45s``, ``12m`` or ``3h05m``."""
-    seconds = int(pd.Timedelta(gap).total_seconds())
+def _apart(gap: int) -> str:
+    """Format a time gap in microseconds as ``45s``, ``12m`` or ``3h05m``."""
+    seconds = int(gap) // 1_000_000
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -309,9 +545,7 @@ def _apart(gap: np.timedelta64) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _duplicate_findings(
-    entries: pd.DataFrame, rows: pd.DataFrame, duplicates: pd.DataFrame
-) -> pd.DataFrame:
+def _duplicate_findings(entries: _Side, rows: _Side, duplicates: pd.DataFrame) -> pd.DataFrame:
     """Rule 3: a row that repeats a matched movement; reported if either side is in the window."""
     entry, row = _sides(entries, rows, duplicates)
     keep = (entry["_in_window"] | row["_in_window"]).to_numpy()
@@ -342,9 +576,9 @@ def _repeats(count: int, transaction_id: str, stripe_object_id: str, row_id: str
     return text
 
 
-def _missing_in_stripe(rows: pd.DataFrame, explained: pd.Series) -> pd.DataFrame:
+def _missing_in_stripe(rows: _Side, unexplained: IntArray) -> pd.DataFrame:
     """Rule 3: a credit or debit inside the window that no Stripe movement explains."""
-    row = rows[rows["_in_window"] & ~rows["_l"].isin(explained)].reset_index(drop=True)
+    row = rows.take(unexplained)
     details = [
         _unexplained(*values)
         for values in zip(row["entry_type"], row["transaction_id"], row["description"], strict=True)
@@ -410,17 +644,32 @@ def _missing_in_moesif(entry: pd.DataFrame) -> pd.DataFrame:
 
 
 def _matched_currency_mismatches(
-    entries: pd.DataFrame,
-    rows: pd.DataFrame,
+    entries: _Side,
+    rows: _Side,
     matched: pd.DataFrame,
     currencies: Mapping[str, str | None],
 ) -> pd.DataFrame:
     """Rule 4: a matched entry whose currency differs from its subscription's known currency."""
-    inside = entries["_in_window"].to_numpy()[matched["_e"].to_numpy()]
-    entry, row = _sides(entries, rows, matched[inside])
+    pairs = matched[entries.inside[matched["_e"].to_numpy()]]
+    positions = pairs["_e"].to_numpy()
+    subscriptions = entries.names["subscription_id"]
+    theirs = np.array(
+        [_lower(currencies.get(name)) for name in subscriptions.tolist()] + [None], dtype=object
+    )[entries.codes["subscription_id"][positions]]
+    ours = _values(entries.frame["currency"].iloc[entries.source[positions]])
+    differs = pd.notna(theirs) & (theirs != ours)  # then ignore case where they differ
+    differs[differs] = [
+        _lower(mine) != known for mine, known in zip(ours[differs], theirs[differs], strict=True)
+    ]
+    entry, row = _sides(entries, rows, pairs[differs])
     _, known = _subscription_currency(entry, currencies)
     keep = _differs(entry, known)
     return _currency_findings(entry[keep], row[keep], known[keep], posted=True)
+
+
+def _lower(text: object) -> str | None:
+    """Return text lowercased, ``None`` when absent."""
+    return None if text is None or text != text else str(text).lower()  # NaN != NaN
 
 
 def _currency_findings(
@@ -455,13 +704,9 @@ def _differs(entry: pd.DataFrame, known: pd.Series) -> npt.NDArray[np.bool_]:
     return (theirs.notna() & (theirs != ours)).to_numpy(dtype=bool)
 
 
-def _sides(
-    entries: pd.DataFrame, rows: pd.DataFrame, pairs: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _sides(entries: _Side, rows: _Side, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return the entries and rows of (entry, row) pairs, aligned position by position."""
-    entry = entries.iloc[pairs["_e"].to_numpy()].reset_index(drop=True)
-    row = rows.iloc[pairs["_l"].to_numpy()].reset_index(drop=True)
-    return entry, row
+    return entries.take(pairs["_e"].to_numpy()), rows.take(pairs["_l"].to_numpy())
 
 
 def _findings(

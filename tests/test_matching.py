@@ -536,3 +536,57 @@ def test_importing_the_matcher_loads_no_io_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- content order and keys (the matcher works on integer codes) ----------------------------
+
+
+def test_ties_in_time_resolve_by_id_whatever_the_input_order() -> None:
+    entries = [entry(f"pi_{n}", 10) for n in "dcba"]
+    rows = [row(f"m_{n}", None, 10, at=T + timedelta(hours=1)) for n in "zyx"]
+    findings = run(entries, rows)
+    pairs = findings[findings["category"] == "matched_by_amount"]
+    assert pairs["transaction_id"].tolist() == ["pi_a", "pi_b", "pi_c"]
+    assert pairs["moesif_id"].tolist() == ["m_x", "m_y", "m_z"]
+    assert only(findings, "missing_in_moesif")["transaction_id"] == "pi_d"
+    for seed in range(3):
+        shuffled = match(
+            pd.DataFrame(entries, columns=EXPECTED_COLUMNS).sample(frac=1, random_state=seed),
+            pd.DataFrame(rows, columns=LEDGER_COLUMNS).sample(frac=1, random_state=seed),
+            window=WINDOW,
+            match_window=HOURS_48,
+            subscription_currency={},
+        )
+        pd.testing.assert_frame_equal(shuffled, findings)
+
+
+def test_repeated_ids_keep_the_earliest_entry_and_row() -> None:
+    entries = [entry("pi_1", 500, at=T + timedelta(hours=1)), entry("pi_1", 700)]
+    rows = [row("m1", "pi_x", 5, at=T + timedelta(hours=2)), row("m1", "pi_y", 6)]
+    findings = run(entries, rows)
+    assert only(findings, "missing_in_moesif")["stripe_amount_minor"] == 700
+    assert only(findings, "missing_in_stripe")["moesif_amount_minor"] == 6
+
+
+def test_string_dtype_columns_match_like_object_columns() -> None:
+    entries, rows = scenario()
+    currencies: dict[str, str | None] = {"sub_1": "usd", "sub_jp": "usd"}
+    expected = pd.DataFrame(entries, columns=EXPECTED_COLUMNS)
+    ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    as_objects = run(entries, rows, currencies=currencies)
+    for frame in (expected, ledger):
+        for column in frame.columns:
+            if column not in ("amount_minor", "created_at"):
+                frame[column] = frame[column].astype("str").where(frame[column].notna())
+    as_strings = match(
+        expected, ledger, window=WINDOW, match_window=HOURS_48, subscription_currency=currencies
+    )
+    pd.testing.assert_frame_equal(as_strings, as_objects)
+
+
+def test_empty_and_non_text_keys_count_as_text() -> None:
+    rows = [row("m1", "", company="", at=T + timedelta(hours=1)), row(7, None, 900)]  # type: ignore[arg-type]
+    findings = run([entry("pi_1")], rows)
+    assert categories(findings) == ["missing_in_moesif", "missing_in_stripe", "missing_in_stripe"]
+    assert sorted(findings["moesif_id"].dropna().tolist()) == ["7", "m1"]
+    assert findings.loc[findings["moesif_id"] == "m1", "company_id"].tolist() == [None]

@@ -1,0 +1,1 @@
+"""Benchmarks of reconcile on generated, seeded data: ``python -m bench [match|ingest|...]``."""
