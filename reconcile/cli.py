@@ -17,7 +17,7 @@ from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status")
+COMMANDS = ("demo", "status", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,6 +141,10 @@ def _subcommand(name: str, args: list[str]) -> int:
         from reconcile.demo import main as demo_main
 
         return demo_main(args)
+    if name == "serve":
+        from reconcile.serve.command import main as serve_main
+
+        return serve_main(args, _Parser)
     return _status(args)
 
 

@@ -1,0 +1,144 @@
+"""``reconcile serve``: build settings and clients, wire the posting step, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+from dotenv import dotenv_values
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.config import Settings, serve_settings
+from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.db.models import Run
+from reconcile.errors import ExitCode, ReconcileError
+from reconcile.moesif.client import MoesifClient, open_http_client
+from reconcile.posting import Order, Outcome, Poster
+from reconcile.serve.app import ServeParts, create_app
+from reconcile.serve.worker import PostOrder
+from reconcile.stripe.client import build_stripe_client
+
+log = logging.getLogger("reconcile")
+
+
+def parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Return the parser of ``reconcile serve``."""
+    parsed = parser_class(
+        prog="reconcile serve",
+        description="Serve the Stripe webhook and the /top-up API, posting through the "
+        "exactly-once engine. Exit codes: 0 stopped, 2 configuration error, 3 failed.",
+    )
+    parsed.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parsed.add_argument("--port", type=int, default=4242, help="port to listen on")
+    parsed.add_argument(
+        "--only", choices=("webhook", "top-up"), help="serve only one endpoint (and /healthz)"
+    )
+    parsed.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parsed.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    return parsed
+
+
+def environment() -> dict[str, str]:
+    """Return ``.env`` overlaid by the process environment, as :meth:`Settings.from_env` reads."""
+    values: dict[str, str] = {}
+    if Path(".env").is_file():
+        values.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def serve(namespace: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; return the exit code.
+
+    Raises:
+        ReconcileError: configuration, database or credentials problems (one line each).
+    """
+    from reconcile.observability import configure_logging
+
+    values = environment()
+    settings = Settings.from_env(values, dotenv=None)
+    extra = serve_settings(values)
+    configure_logging(
+        logging.DEBUG if namespace.verbose else logging.INFO,
+        "json" if (namespace.log_format or settings.log_format) == "json" else "text",
+        settings.secret_values() + extra.secret_values(),
+    )
+    engine = make_engine(settings.database_url)
+    upgrade_to_head(engine)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with posting_step(settings, sessions, _utc_now) as post:
+            app = create_app(
+                ServeParts(
+                    settings=extra,
+                    sessions=sessions,
+                    stripe_client=build_stripe_client(settings),
+                    post=post,
+                    clock=_utc_now,
+                    only=namespace.only,
+                )
+            )
+            config = uvicorn.Config(
+                app, host=namespace.host, port=namespace.port, log_config=None, access_log=False
+            )
+            log.info("serving on http://%s:%d", namespace.host, namespace.port)
+            uvicorn.Server(config).run()
+    finally:
+        engine.dispose()
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def posting_step(
+    settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]
+) -> Iterator[PostOrder]:
+    """Yield the one posting step ``serve`` uses: ``post(order, origin) -> Outcome``.
+
+    Today the run-scoped :class:`Poster`, under a run row of its own; the caller-agnostic
+    posting engine replaces this function alone.
+    """
+    started = clock()
+    run_id = f"serve-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
+    with sessions.begin() as session:
+        session.add(
+            Run(
+                id=run_id,
+                since=started,
+                until=started,
+                trigger="serve",
+                status="running",
+                started_at=started,
+            )
+        )
+    with open_http_client(settings) as http:
+        moesif = MoesifClient(http, settings.moesif_token, policy=settings.retry_policy())
+        poster = Poster(
+            sessions, moesif, run_id=run_id, amount_unit=settings.moesif_amount_unit, clock=clock
+        )
+
+        def post(order: Order, origin: str) -> Outcome:
+            return poster.post(order)
+
+        yield post
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def main(args: Sequence[str], parser_class: type[argparse.ArgumentParser]) -> int:
+    """Parse ``args`` and serve; a problem is one line on stderr and its exit code."""
+    namespace = parser(parser_class).parse_args(list(args))
+    try:
+        return serve(namespace)
+    except ReconcileError as failure:
+        import sys
+
+        print(f"reconcile: error: {' '.join(str(failure).split())}", file=sys.stderr)  # noqa: T201
+        return int(failure.exit_code)
