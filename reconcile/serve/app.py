@@ -57,15 +57,12 @@ def create_app(parts: ServeParts) -> Starlette:
     Raises:
         ConfigError: an endpoint to serve lacks its credential.
     """
+    check_credentials(parts.settings, parts.only)
     handlers = _Handlers(parts)
     routes = [Route("/healthz", handlers.healthz, methods=["GET"])]
     if parts.only in (None, "webhook"):
-        if not handlers.secrets:
-            raise ConfigError("STRIPE_WEBHOOK_SECRET is required to serve the webhook")
         routes.append(Route("/webhooks/stripe", handlers.webhook, methods=["POST"]))
     if parts.only in (None, "top-up"):
-        if parts.settings.topup_token is None:
-            raise ConfigError("RECONCILE_TOPUP_TOKEN is required to serve /top-up")
         routes.append(Route("/top-up", handlers.top_up, methods=["POST"]))
 
     @asynccontextmanager
@@ -80,6 +77,20 @@ def create_app(parts: ServeParts) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.worker = handlers.worker
     return app
+
+
+def check_credentials(settings: ServeSettings, only: Only) -> None:
+    """Refuse to serve an endpoint whose credential is not configured.
+
+    Raises:
+        ConfigError: names the missing variable.
+    """
+    if only in (None, "webhook") and not settings.webhook_secrets:
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET is required to serve the webhook (or use --only top-up)"
+        )
+    if only in (None, "top-up") and settings.topup_token is None:
+        raise ConfigError("RECONCILE_TOPUP_TOKEN is required to serve /top-up (or --only webhook)")
 
 
 class _Handlers:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from reconcile.db.models import Run
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.posting import Order, Outcome, Poster
-from reconcile.serve.app import ServeParts, create_app
+from reconcile.serve.app import ServeParts, check_credentials, create_app
 from reconcile.serve.worker import PostOrder
 from reconcile.stripe.client import build_stripe_client
 
@@ -64,6 +65,7 @@ def serve(namespace: argparse.Namespace) -> int:
     values = environment()
     settings = Settings.from_env(values, dotenv=None)
     extra = serve_settings(values)
+    check_credentials(extra, namespace.only)
     configure_logging(
         logging.DEBUG if namespace.verbose else logging.INFO,
         "json" if (namespace.log_format or settings.log_format) == "json" else "text",
@@ -88,7 +90,7 @@ def serve(namespace: argparse.Namespace) -> int:
                 app, host=namespace.host, port=namespace.port, log_config=None, access_log=False
             )
             log.info("serving on http://%s:%d", namespace.host, namespace.port)
-            uvicorn.Server(config).run()
+            _run_until_stopped(uvicorn.Server(config))
     finally:
         engine.dispose()
     return ExitCode.OK
@@ -126,6 +128,25 @@ def posting_step(
             return poster.post(order)
 
         yield post
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived; the server has already finished what was in flight."""
+
+
+def _raise_stopped(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
+def _run_until_stopped(server: uvicorn.Server) -> None:
+    """Run until SIGINT or SIGTERM; uvicorn finishes requests, the worker its posting, first."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        server.run()
+    except (_Stopped, KeyboardInterrupt):
+        log.info("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _utc_now() -> datetime:

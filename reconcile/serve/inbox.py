@@ -33,6 +33,17 @@ PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
 """Statuses the worker still has to act on (also after a crash or restart)."""
 
 
+TOPUP_PREFIX = "topup:"
+"""Ids of events ``/top-up`` queues itself for a payment it saw succeed (``topup:pi_…``)."""
+
+
+def origin_of(event_id: str) -> str:
+    """Return who asked for a posting: ``top-up:pi_…`` or ``webhook:evt_…``."""
+    if event_id.startswith(TOPUP_PREFIX):
+        return f"top-up:{event_id.removeprefix(TOPUP_PREFIX)}"
+    return f"webhook:{event_id}"
+
+
 def backoff(attempts: int) -> timedelta:
     """Return how long to wait after ``attempts`` failed attempts (doubling, capped)."""
     delay: timedelta = BASE_BACKOFF * 2 ** max(0, attempts - 1)

@@ -135,7 +135,7 @@ class TopUps:
         if status != "succeeded":
             return error(402, f"the payment is {status}", decline_code=None)
         event = {
-            "id": f"topup:{payment_intent_id}",
+            "id": f"{inbox.TOPUP_PREFIX}{payment_intent_id}",
             "object": "event",
             "type": "payment_intent.succeeded",
             "created": int(intent.get("created") or self._clock().timestamp()),

@@ -114,9 +114,10 @@ class EventWorker:
             inbox.settle(self._sessions, event_id, inbox.EventStatus.IGNORED, plan.note)
             return inbox.EventStatus.IGNORED
         try:
-            found = orders_of(list(self._entries(plan)), plan, f"webhook:{event_id}")
+            origin = inbox.origin_of(event_id)
+            found = orders_of(list(self._entries(plan)), plan, origin)
             for order in found.orders:
-                outcome = self._post(order, f"webhook:{event_id}")
+                outcome = self._post(order, origin)
                 if outcome.unknown or outcome.action == "post_failed":
                     raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
         except (ReconcileError, _NotYet) as error:

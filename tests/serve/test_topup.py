@@ -67,6 +67,7 @@ def test_a_top_up_charges_once_and_credits_moesif_once(served: Served) -> None:
 
     credits = [post for post in served.moesif.posts if post["transaction_id"] == intent_id]
     assert [(post["type"], post["amount"]) for post in credits] == [("credit", Decimal("25.00"))]
+    assert served.origins[0] == f"top-up:{intent_id}"
 
 
 def test_the_same_idempotency_key_twice_charges_once(served: Served) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -219,3 +220,29 @@ def test_healthz_is_ok_while_the_database_answers(served: Served) -> None:
     with served.http() as http:
         answer = http.get("/healthz")
     assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
+
+def test_concurrent_duplicate_deliveries_record_each_event_once(served: Served) -> None:
+    customer = _mapped_customer(served.stripe)
+    payments = [served.stripe.add_payment_intent(customer, 100 + n) for n in range(8)]
+    bodies = []
+    for payment in payments:
+        served.stripe.emit_event("payment_intent.succeeded", "payment_intent", payment)
+    for event in served.stripe.events():
+        bodies.append(json.dumps(event))
+    statuses: list[int] = []
+    stamp = int(time.time())
+
+    def deliver(body: str) -> None:
+        statuses.append(_post(served, body, sign(body, SECRET, stamp)))
+
+    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies * 5]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * 40
+    assert _event_count(served.sessions) == 8
+    served.worker.drain()
+    assert sorted(post["transaction_id"] for post in served.moesif.posts) == sorted(payments)
