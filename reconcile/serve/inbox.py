@@ -62,7 +62,7 @@ def record(
     row = WebhookEvent(
         event_id=event_id,
         event_type=str(event.get("type") or ""),
-        created=from_unix(int(event.get("created") or now.timestamp())),
+        created=_created(event.get("created"), now),
         payload=raw,
         received_at=now,
         status=EventStatus.RECEIVED,
@@ -130,6 +130,13 @@ def status_of(sessions: sessionmaker[Session], event_id: str) -> WebhookEvent | 
         if row is not None:
             session.expunge(row)
         return row
+
+
+def _created(value: object, now: datetime) -> datetime:
+    """Stripe's ``created`` (Unix seconds), or the time of receipt when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40:
+        return from_unix(value)
+    return now
 
 
 def _row(session: Session, event_id: str) -> WebhookEvent:
