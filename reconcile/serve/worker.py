@@ -89,6 +89,8 @@ class EventWorker:
                 self.drain()
             except SQLAlchemyError as error:
                 log.warning("could not read recorded events: %s", type(error).__name__)
+            except Exception as error:  # noqa: BLE001 - the worker outlives any one failure
+                log.warning("the event worker met %s; it carries on", type(error).__name__)
             if not self._stopping.is_set():
                 self._wait(self._wake, IDLE_WAIT)
 
