@@ -335,7 +335,7 @@ class FakeStripe:
         with self._lock:
             refund = self._get("refund", refund_id)
             refund["status"] = "failed"
-            transaction = self._transaction(
+            return self._transaction(
                 refund_id,
                 refund["amount"],
                 refund["currency"],
@@ -343,8 +343,6 @@ class FakeStripe:
                 "refund_failure",
                 self._unix(created),
             )
-            refund["failure_balance_transaction"] = transaction
-            return transaction
 
     def add_dispute(
         self,

@@ -38,13 +38,16 @@ class EventPlan:
     """What to fetch and map for one event.
 
     ``object_ids`` are ``pi_``/``re_``/``txn_`` ids mapped by id as the nightly run maps them;
-    ``refunds_of_charge`` asks for every refund of a charge; ``sources`` keeps only entries of
-    these kinds (``None``: all). ``handled`` is false for a type ``serve`` does not act on.
+    ``refunds_of_charge`` asks for every refund of a charge, ``transactions_of`` for every
+    balance transaction of a source (a failed refund that does not name its
+    ``failure_balance_transaction``); ``sources`` keeps only entries of these kinds (``None``:
+    all). ``handled`` is false for a type ``serve`` does not act on.
     """
 
     handled: bool
     object_ids: tuple[str, ...] = ()
     refunds_of_charge: str | None = None
+    transactions_of: str | None = None
     sources: frozenset[Source] | None = None
     note: str = ""
 
@@ -82,6 +85,7 @@ def _refund_plan(refund: Mapping[str, Any]) -> EventPlan:
         return EventPlan(
             handled=True,
             object_ids=tuple(found for found in (refund_id, failure) if found),
+            transactions_of=None if failure else refund_id,
             sources=frozenset({Source.REFUND, Source.REFUND_FAILURE}),
         )
     return EventPlan(handled=True, note=f"refund {refund_id} is {status}, not final yet")

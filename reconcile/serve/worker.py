@@ -143,12 +143,17 @@ class EventWorker:
 
     def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
         ids = list(plan.object_ids)
-        if plan.refunds_of_charge:
-            with stripe_errors(self._stripe):
-                listed = self._stripe.v1.refunds.list(
+        with stripe_errors(self._stripe):
+            if plan.refunds_of_charge:
+                refunds = self._stripe.v1.refunds.list(
                     params={"charge": plan.refunds_of_charge, "limit": 100}
                 )
-                ids.extend(str(refund.id) for refund in listed.auto_paging_iter())
+                ids.extend(str(refund.id) for refund in refunds.auto_paging_iter())
+            if plan.transactions_of:
+                moved = self._stripe.v1.balance_transactions.list(
+                    params={"source": plan.transactions_of, "limit": 100}
+                )
+                ids.extend(str(transaction.id) for transaction in moved.auto_paging_iter())
         yield from extract_by_ids(self._stripe, ids)
 
 

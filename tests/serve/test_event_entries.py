@@ -43,7 +43,11 @@ def test_a_failed_refund_names_the_refund_and_its_failure_transaction() -> None:
         )
     )
     assert plan.object_ids == ("re_1", "txn_9")
+    assert plan.transactions_of is None
     assert plan.sources == frozenset({Source.REFUND, Source.REFUND_FAILURE})
+    unnamed = plan_event(_event("refund.failed", {"id": "re_2", "status": "failed"}))
+    assert unnamed.object_ids == ("re_2",)
+    assert unnamed.transactions_of == "re_2"
 
 
 def test_dispute_events_pick_the_balance_transaction_of_their_kind() -> None:
