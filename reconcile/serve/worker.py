@@ -143,7 +143,7 @@ class EventWorker:
 
     def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
         ids = list(plan.object_ids)
-        with stripe_errors(self._stripe):
+        with stripe_errors():
             if plan.refunds_of_charge:
                 refunds = self._stripe.v1.refunds.list(
                     params={"charge": plan.refunds_of_charge, "limit": 100}
