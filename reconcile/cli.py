@@ -17,7 +17,7 @@ from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances")
+COMMANDS = ("demo", "status", "balances", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,6 +145,10 @@ def _subcommand(name: str, args: list[str]) -> int:
         return demo_main(args)
     if name == "balances":
         return _balances(args)
+    if name == "serve":
+        from reconcile.serve.command import main as serve_main
+
+        return serve_main(args, _Parser)
     return _status(args)
 
 

@@ -354,3 +354,37 @@ def _parse(values: Mapping[str, str]) -> Settings:
             else "text"
         ),
     )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``reconcile serve`` needs beyond :class:`Settings`: its two credentials."""
+
+    webhook_secrets: tuple[Secret, ...] = ()
+    topup_token: Secret | None = None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Return the credentials in clear, for the log filter that scrubs them."""
+        token = (self.topup_token.reveal(),) if self.topup_token else ()
+        return tuple(secret.reveal() for secret in self.webhook_secrets) + token
+
+
+def serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Read ``STRIPE_WEBHOOK_SECRET`` (comma-separated, for rotation), ``RECONCILE_TOPUP_TOKEN``.
+
+    Either may be unset here; ``serve`` refuses to offer an endpoint whose credential is missing.
+
+    Raises:
+        ConfigError: a value is malformed; the message names the variable, never the value.
+    """
+    values = os.environ if environ is None else environ
+    secrets = [part.strip() for part in values.get("STRIPE_WEBHOOK_SECRET", "").split(",")]
+    if any(" " in secret for secret in secrets):
+        raise ConfigError("STRIPE_WEBHOOK_SECRET must be comma-separated secrets without spaces")
+    token = values.get("RECONCILE_TOPUP_TOKEN", "").strip()
+    if token.lower().startswith("bearer ") or " " in token:
+        raise ConfigError("RECONCILE_TOPUP_TOKEN must be the token alone, without spaces")
+    return ServeSettings(
+        webhook_secrets=tuple(Secret(secret) for secret in secrets if secret),
+        topup_token=Secret(token) if token else None,
+    )

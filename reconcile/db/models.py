@@ -276,3 +276,26 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEvent(Base):
+    """A Stripe event received by ``serve``, recorded before it is answered; one per event id.
+
+    ``status`` moves ``received`` → ``posted`` | ``ignored`` | ``unmapped``, or ``retry`` (with
+    ``next_attempt_at``) while the posting cannot be done yet.
+    """
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), comment="when Stripe created it")
+    payload: Mapped[str] = mapped_column(Text, comment="the event as JSON text")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_webhook_events_status_next", "status", "next_attempt_at"),)

@@ -7,6 +7,8 @@ trimmed from github.com/stripe/openapi ``openapi/fixtures3.json``, MIT) with fie
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -20,6 +22,8 @@ from importlib import resources
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +169,7 @@ class FakeStripe:
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._live = LivePayments(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -442,7 +447,7 @@ class FakeStripe:
     # -- serving --------------------------------------------------------------------------------
 
     def handle(
-        self, method: str, target: str, headers: Mapping[str, str]
+        self, method: str, target: str, headers: Mapping[str, str], payload: bytes = b""
     ) -> tuple[int, Obj | bytes, dict[str, str]]:
         """Answer one request: return status, JSON body (or raw bytes) and extra headers."""
         parts = urlsplit(target)
@@ -459,8 +464,12 @@ class FakeStripe:
                     )
                 )
             return garble[1], _GARBLED[garble[0]], {}
+        extra: dict[str, str] = {}
         try:
-            status, body, extra = 200, self._route(method, parts.path, query, headers, version), {}
+            if method == "POST":
+                status, body = 200, self._post(parts.path, headers, payload)
+            else:
+                status, body = 200, self._route(method, parts.path, query, headers, version)
         except StripeApiError as error:
             status, body, extra = error.status, error.body, error.headers
             if self._echo_key and "error" in body:
@@ -505,6 +514,55 @@ class FakeStripe:
             if len(segments) == 3:
                 return self._retrieve(kind, segments[2], query, version)
             return self._list(kind, path, query, version)
+
+    def _post(self, path: str, headers: Mapping[str, str], body: bytes) -> Obj:
+        """Create and confirm PaymentIntents (the only writes the fake serves)."""
+        fault = self._take_fault()
+        if fault is not None:
+            raise _fault_error(fault)
+        self._authenticate(headers)
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        return self._live.post(path, form, headers.get("idempotency-key"))
+
+    # -- the live path: payment methods, PaymentIntents, events, webhooks -----------------------
+
+    def set_default_payment_method(self, customer: str, payment_method: str) -> None:
+        """Save ``payment_method`` (a test card such as ``pm_card_visa``) as the default."""
+        with self._lock:
+            self._get("customer", customer)["invoice_settings"] = {
+                "custom_fields": None,
+                "default_payment_method": payment_method,
+                "footer": None,
+                "rendering_options": None,
+            }
+
+    def emit_event(self, event_type: str, kind: str, object_id: str) -> str:
+        """Create an event of ``event_type`` about a stored object, as Stripe creates it."""
+        return self._live.emit(event_type, kind, object_id)
+
+    def events(self) -> list[Obj]:
+        """Return every event created so far, oldest first."""
+        return self._live.events()
+
+    def configure_webhook(
+        self,
+        url: str,
+        secret: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 3,
+        duplicates: bool = False,
+    ) -> None:
+        """Deliver events to ``url`` signed with ``secret`` when :meth:`deliver` is called.
+
+        A non-2xx answer is retried ``attempts`` times in all, waiting with ``sleep``;
+        ``duplicates`` sends every event twice, as Stripe may.
+        """
+        self._live.endpoint = WebhookEndpoint(url, secret, sleep, attempts, duplicates)
+
+    def deliver(self) -> list[int]:
+        """Deliver every event not delivered yet; return the final status of each delivery."""
+        return self._live.deliver()
 
     def _unrecognized(self, method: str, path: str) -> StripeApiError:
         error = StripeApiError(404, f"Unrecognized request URL ({method}: {path}).")
@@ -764,6 +822,231 @@ def _expansions(query: Query, prefix: str) -> set[str]:
     }
 
 
+TEST_CARDS: dict[str, tuple[str, str, str] | str | None] = {
+    "pm_card_visa": None,
+    "pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "card_declined",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
+    "pm_card_authenticationRequired": "requires_action",
+}
+"""Stripe's test payment methods the fake knows: success, declines, authentication needed."""
+
+
+@dataclass
+class WebhookEndpoint:
+    """Where and how the fake delivers events."""
+
+    url: str
+    secret: str
+    sleep: Callable[[float], None]
+    attempts: int
+    duplicates: bool
+
+
+def sign(payload: str, secret: str, timestamp: int) -> str:
+    """Return a ``Stripe-Signature`` header as Stripe computes it (the fake plays Stripe)."""
+    digest = hmac.new(
+        secret.encode("utf-8"), f"{timestamp}.{payload}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+class LivePayments:
+    """The fake's write side: PaymentIntents with test cards, idempotency keys, events."""
+
+    def __init__(self, fake: FakeStripe) -> None:
+        """Serve for ``fake`` (its lock, store and clock)."""
+        self._fake = fake
+        self._replies: dict[str, tuple[str, int, Obj]] = {}
+        self._events: list[Obj] = []
+        self._delivered = 0
+        self.endpoint: WebhookEndpoint | None = None
+
+    def post(self, path: str, form: Query, key: str | None) -> Obj:
+        """Answer a POST, replaying the first answer of a repeated ``Idempotency-Key``."""
+        fingerprint = json.dumps([path, sorted(form.items())])
+        with self._fake._lock:
+            if key is not None and key in self._replies:
+                first, status, body = self._replies[key]
+                if first != fingerprint:
+                    raise StripeApiError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with.",
+                        "idempotency_error",
+                    )
+                if status != 200:
+                    error = StripeApiError(status, "")
+                    error.body = copy.deepcopy(body)
+                    raise error
+                return copy.deepcopy(body)
+            try:
+                answer = self._answer(path, form)
+            except StripeApiError as error:
+                if key is not None:
+                    self._replies[key] = (fingerprint, error.status, copy.deepcopy(error.body))
+                raise
+            if key is not None:
+                self._replies[key] = (fingerprint, 200, copy.deepcopy(answer))
+            return answer
+
+    def _answer(self, path: str, form: Query) -> Obj:
+        segments = [part for part in path.split("/") if part]
+        if segments[:2] != ["v1", "payment_intents"] or len(segments) not in (2, 4):
+            raise StripeApiError(404, f"Unrecognized request URL (POST: {path}).")
+        if len(segments) == 2:
+            intent = self._create(form)
+        else:
+            if segments[3] != "confirm":
+                raise StripeApiError(404, f"Unrecognized request URL (POST: {path}).")
+            intent = self._fake._get("payment_intent", segments[2])
+            intent["payment_method"] = form.get("payment_method") or intent["payment_method"]
+        if form.get("confirm") == "true" or len(segments) == 4:
+            self._confirm(intent)
+        return copy.deepcopy(intent)
+
+    def _create(self, form: Query) -> Obj:
+        try:
+            amount = int(form["amount"])
+        except (KeyError, ValueError):
+            raise StripeApiError(400, "Missing required param: amount.", param="amount") from None
+        customer = form.get("customer")
+        if customer is not None and customer not in self._fake._state.objects["customer"]:
+            raise StripeApiError(404, f"No such customer: '{customer}'", code="resource_missing")
+        metadata = {
+            name[len("metadata[") : -1]: value
+            for name, value in form.items()
+            if name.startswith("metadata[") and name.endswith("]")
+        }
+        intent_id = self._fake._store(
+            "payment_intent",
+            {
+                "amount": amount,
+                "amount_received": 0,
+                "currency": form.get("currency", "usd").lower(),
+                "customer": customer,
+                "metadata": metadata,
+                "payment_method": form.get("payment_method"),
+                "status": "requires_confirmation",
+                "created": self._fake._now(),
+                "invoice": None,
+                "latest_charge": None,
+                "canceled_at": None,
+                "last_payment_error": None,
+            },
+        )
+        intent = self._fake._get("payment_intent", intent_id)
+        self._event("payment_intent.created", intent)
+        return intent
+
+    def _confirm(self, intent: Obj) -> None:
+        card = intent.get("payment_method")
+        if card not in TEST_CARDS:
+            raise StripeApiError(
+                400,
+                f"No such PaymentMethod: '{card}'",
+                code="resource_missing",
+                param="payment_method",
+            )
+        outcome = TEST_CARDS[card]
+        if outcome is None:
+            intent["status"] = "succeeded"
+            intent["amount_received"] = intent["amount"]
+            self._fake._charge(intent["id"], intent["created"])
+            self._event("payment_intent.succeeded", intent)
+        elif outcome == "requires_action":
+            intent["status"] = "requires_action"
+            intent["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {}}
+            self._event("payment_intent.requires_action", intent)
+        elif isinstance(outcome, tuple):
+            code, decline_code, message = outcome
+            intent["status"] = "requires_payment_method"
+            error = {
+                "type": "card_error",
+                "code": code,
+                "decline_code": decline_code,
+                "message": message,
+            }
+            intent["last_payment_error"] = dict(error)
+            self._event("payment_intent.payment_failed", intent)
+            raised = StripeApiError(
+                402, message, "card_error", code=code, decline_code=decline_code
+            )
+            shown: Obj = raised.body["error"]
+            shown["payment_intent"] = copy.deepcopy(intent)
+            raise raised
+
+    def emit(self, event_type: str, kind: str, object_id: str) -> str:
+        """Create an event about a stored object as it is now; return the event id."""
+        with self._fake._lock:
+            return self._event(event_type, self._fake._get(kind, object_id))
+
+    def _event(self, event_type: str, obj: Obj) -> str:
+        rendered = copy.deepcopy(obj)
+        if rendered.get("object") == "dispute":
+            rendered["balance_transactions"] = [
+                copy.deepcopy(self._fake._get("balance_transaction", txn))
+                for txn in obj.get("balance_transactions", [])
+            ]
+        event_id = f"evt_fake{next(self._fake._ids):012d}"
+        self._events.append(
+            {
+                "id": event_id,
+                "object": "event",
+                "api_version": self._fake.default_version,
+                "created": self._fake._now(),
+                "data": {"object": rendered},
+                "livemode": False,
+                "pending_webhooks": 1,
+                "request": {"id": None, "idempotency_key": None},
+                "type": event_type,
+            }
+        )
+        return event_id
+
+    def events(self) -> list[Obj]:
+        """Return every event created so far, oldest first."""
+        with self._fake._lock:
+            return copy.deepcopy(self._events)
+
+    def deliver(self) -> list[int]:
+        """POST each event not delivered yet to the endpoint, signed; retry non-2xx answers."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            raise RuntimeError("no webhook endpoint configured")
+        with self._fake._lock:
+            pending = copy.deepcopy(self._events[self._delivered :])
+            self._delivered = len(self._events)
+        statuses = []
+        for event in pending:
+            for _copy in range(2 if endpoint.duplicates else 1):
+                statuses.append(self._deliver_one(endpoint, event))
+        return statuses
+
+    def _deliver_one(self, endpoint: WebhookEndpoint, event: Obj) -> int:
+        payload = json.dumps(event, indent=2)
+        status = 0
+        for attempt in range(endpoint.attempts):
+            if attempt:
+                endpoint.sleep(2.0**attempt)
+            header = sign(payload, endpoint.secret, self._fake._now())
+            try:
+                status = httpx.post(
+                    endpoint.url,
+                    content=payload.encode("utf-8"),
+                    headers={"Content-Type": "application/json", "Stripe-Signature": header},
+                    timeout=30,
+                ).status_code
+            except httpx.HTTPError:
+                status = 0
+            if 200 <= status < 300:
+                break
+        return status
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -786,10 +1069,9 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            sent = self.rfile.read(length) if length else b""
             headers = {name.lower(): value for name, value in self.headers.items()}
-            status, body, extra = fake.handle(method, self.path, headers)
+            status, body, extra = fake.handle(method, self.path, headers, sent)
             payload = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", _content_type(payload))

@@ -1,0 +1,173 @@
+"""The ASGI app of ``reconcile serve``: thin routes over the inbox, the worker and top-ups."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+import stripe
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from reconcile.config import ServeSettings
+from reconcile.errors import ConfigError
+from reconcile.serve import inbox
+from reconcile.serve.signature import verified_event
+from reconcile.serve.topup import Answer, TopUps, error
+from reconcile.serve.topup_request import InvalidTopUp, parse_topup
+from reconcile.serve.worker import EventWorker, PostOrder
+
+log = logging.getLogger(__name__)
+
+Only = Literal["webhook", "top-up"] | None
+
+MAX_BODY = 1024 * 1024
+"""Bodies larger than this are refused (Stripe's events are far smaller)."""
+
+
+@dataclass(frozen=True)
+class ServeParts:
+    """What the app is built from; every outside system injected."""
+
+    settings: ServeSettings
+    sessions: sessionmaker[Session]
+    stripe_client: stripe.StripeClient
+    post: PostOrder
+    clock: Callable[[], datetime]
+    only: Only = None
+    run_worker: bool = True
+
+
+def create_app(parts: ServeParts) -> Starlette:
+    """Return the app: ``/healthz``, and ``/webhooks/stripe`` and ``/top-up`` unless ``only``.
+
+    Raises:
+        ConfigError: an endpoint to serve lacks its credential.
+    """
+    check_credentials(parts.settings, parts.only)
+    handlers = _Handlers(parts)
+    routes = [Route("/healthz", handlers.healthz, methods=["GET"])]
+    if parts.only in (None, "webhook"):
+        routes.append(Route("/webhooks/stripe", handlers.webhook, methods=["POST"]))
+    if parts.only in (None, "top-up"):
+        routes.append(Route("/top-up", handlers.top_up, methods=["POST"]))
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if parts.run_worker:
+            handlers.worker.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(handlers.worker.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.worker = handlers.worker
+    return app
+
+
+def check_credentials(settings: ServeSettings, only: Only) -> None:
+    """Refuse to serve an endpoint whose credential is not configured.
+
+    Raises:
+        ConfigError: names the missing variable.
+    """
+    if only in (None, "webhook") and not settings.webhook_secrets:
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET is required to serve the webhook (or use --only top-up)"
+        )
+    if only in (None, "top-up") and settings.topup_token is None:
+        raise ConfigError("RECONCILE_TOPUP_TOKEN is required to serve /top-up (or --only webhook)")
+
+
+class _Handlers:
+    """The routes' bodies: parse, hand to a service in a thread, turn the answer into JSON."""
+
+    def __init__(self, parts: ServeParts) -> None:
+        self.parts = parts
+        self.worker = EventWorker(
+            parts.sessions, parts.stripe_client, parts.post, clock=parts.clock
+        )
+        self.topups = TopUps(
+            parts.sessions, parts.stripe_client, clock=parts.clock, queued=self.worker.wake
+        )
+        self.secrets = tuple(secret.reveal() for secret in parts.settings.webhook_secrets)
+        token = parts.settings.topup_token
+        self.token = token.reveal() if token is not None else None
+
+    async def healthz(self, _request: Request) -> Response:
+        """200 while the snapshot database answers, else 503."""
+        if await run_in_threadpool(_database_answers, self.parts.sessions):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+
+    async def webhook(self, request: Request) -> Response:
+        """Verify, record once, answer; the worker posts."""
+        body = await request.body()
+        event = (
+            verified_event(body, request.headers.get("stripe-signature"), self.secrets)
+            if len(body) <= MAX_BODY
+            else None
+        )
+        if event is None:
+            return JSONResponse({"error": "invalid or missing Stripe-Signature"}, status_code=400)
+        try:
+            fresh = await run_in_threadpool(
+                inbox.record, self.parts.sessions, event, body.decode("utf-8"), self.parts.clock()
+            )
+        except SQLAlchemyError:
+            log.warning("could not record Stripe event %s; Stripe will retry", event["id"])
+            return JSONResponse({"error": "could not record the event"}, status_code=500)
+        if fresh:
+            self.worker.wake()
+        return JSONResponse({"received": True, "duplicate": not fresh})
+
+    async def top_up(self, request: Request) -> Response:
+        """Authenticate, validate, then charge and queue the credit."""
+        if self.token is None or not _bearer_matches(
+            request.headers.get("authorization"), self.token
+        ):
+            return _json(error(401, "missing or wrong bearer token"))
+        try:
+            wanted = parse_topup(json.loads(await request.body(), parse_float=Decimal))
+        except InvalidTopUp as invalid:
+            return _json(error(400, str(invalid)))
+        except ValueError:
+            return _json(error(400, "the body is not JSON"))
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= 255:
+            return _json(error(400, "Idempotency-Key must be 1 to 255 characters"))
+        return _json(await run_in_threadpool(self.topups.top_up, wanted, key))
+
+
+def _database_answers(sessions: sessionmaker[Session]) -> bool:
+    try:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+def _bearer_matches(header: str | None, token: str) -> bool:
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8"), token.encode("utf-8")
+    )
+
+
+def _json(answer: Answer) -> Response:
+    return JSONResponse(answer.body, status_code=answer.status)

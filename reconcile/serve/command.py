@@ -1,0 +1,152 @@
+"""``reconcile serve``: build settings and clients, wire the posting step, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+from dotenv import dotenv_values
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.config import Settings, serve_settings
+from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.errors import ExitCode, ReconcileError
+from reconcile.moesif.client import MoesifClient, open_http_client
+from reconcile.posting.engine import PostingEngine
+from reconcile.posting.entry import Entry
+from reconcile.posting.outcome import Outcome
+from reconcile.serve.app import ServeParts, check_credentials, create_app
+from reconcile.serve.worker import PostOrder
+from reconcile.stripe.client import build_stripe_client
+
+log = logging.getLogger("reconcile")
+
+
+def parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Return the parser of ``reconcile serve``."""
+    parsed = parser_class(
+        prog="reconcile serve",
+        description="Serve the Stripe webhook and the /top-up API, posting through the "
+        "exactly-once engine. Exit codes: 0 stopped, 2 configuration error, 3 failed.",
+    )
+    parsed.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parsed.add_argument("--port", type=int, default=4242, help="port to listen on")
+    parsed.add_argument(
+        "--only", choices=("webhook", "top-up"), help="serve only one endpoint (and /healthz)"
+    )
+    parsed.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parsed.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    return parsed
+
+
+def environment() -> dict[str, str]:
+    """Return ``.env`` overlaid by the process environment, as :meth:`Settings.from_env` reads."""
+    values: dict[str, str] = {}
+    if Path(".env").is_file():
+        values.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def serve(namespace: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; return the exit code.
+
+    Raises:
+        ReconcileError: configuration, database or credentials problems (one line each).
+    """
+    from reconcile.observability import configure_logging
+
+    values = environment()
+    settings = Settings.from_env(values, dotenv=None)
+    extra = serve_settings(values)
+    check_credentials(extra, namespace.only)
+    configure_logging(
+        logging.DEBUG if namespace.verbose else logging.INFO,
+        "json" if (namespace.log_format or settings.log_format) == "json" else "text",
+        settings.secret_values() + extra.secret_values(),
+    )
+    engine = make_engine(settings.database_url)
+    upgrade_to_head(engine)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with posting_step(settings, sessions, _utc_now) as post:
+            app = create_app(
+                ServeParts(
+                    settings=extra,
+                    sessions=sessions,
+                    stripe_client=build_stripe_client(settings),
+                    post=post,
+                    clock=_utc_now,
+                    only=namespace.only,
+                )
+            )
+            config = uvicorn.Config(
+                app, host=namespace.host, port=namespace.port, log_config=None, access_log=False
+            )
+            log.info("serving on http://%s:%d", namespace.host, namespace.port)
+            _run_until_stopped(uvicorn.Server(config))
+    finally:
+        engine.dispose()
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def posting_step(
+    settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]
+) -> Iterator[PostOrder]:
+    """Yield the one posting step ``serve`` uses: ``post(entry, origin) -> Outcome``.
+
+    The exactly-once posting engine the nightly run uses, with this process's own Moesif client.
+    """
+    with open_http_client(settings) as http:
+        moesif = MoesifClient(http, settings.moesif_token, policy=settings.retry_policy())
+        engine = PostingEngine(
+            sessions, moesif, amount_unit=settings.moesif_amount_unit, clock=clock
+        )
+
+        def post(order: Entry, origin: str) -> Outcome:
+            return engine.post(order, origin=origin)
+
+        yield post
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived; the server has already finished what was in flight."""
+
+
+def _raise_stopped(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
+def _run_until_stopped(server: uvicorn.Server) -> None:
+    """Run until SIGINT or SIGTERM; uvicorn finishes requests, the worker its posting, first."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        server.run()
+    except (_Stopped, KeyboardInterrupt):
+        log.info("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def main(args: Sequence[str], parser_class: type[argparse.ArgumentParser]) -> int:
+    """Parse ``args`` and serve; a problem is one line on stderr and its exit code."""
+    namespace = parser(parser_class).parse_args(list(args))
+    try:
+        return serve(namespace)
+    except ReconcileError as failure:
+        import sys
+
+        print(f"reconcile: error: {' '.join(str(failure).split())}", file=sys.stderr)  # noqa: T201
+        return int(failure.exit_code)

@@ -1,0 +1,145 @@
+"""The ``webhook_events`` table: events recorded on arrival, drained by the worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.db.models import WebhookEvent
+from reconcile.times import from_unix
+
+BASE_BACKOFF = timedelta(seconds=5)
+MAX_BACKOFF = timedelta(hours=1)
+
+
+class EventStatus(StrEnum):
+    """Where a recorded event stands."""
+
+    RECEIVED = "received"
+    RETRY = "retry"
+    POSTED = "posted"
+    IGNORED = "ignored"
+    UNMAPPED = "unmapped"
+
+
+PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
+"""Statuses the worker still has to act on (also after a crash or restart)."""
+
+
+TOPUP_PREFIX = "topup:"
+"""Ids of events ``/top-up`` queues itself for a payment it saw succeed (``topup:pi_…``)."""
+
+
+def origin_of(event_id: str) -> str:
+    """Return who asked for a posting: ``top-up:pi_…`` or ``webhook:evt_…``."""
+    if event_id.startswith(TOPUP_PREFIX):
+        return f"top-up:{event_id.removeprefix(TOPUP_PREFIX)}"
+    return f"webhook:{event_id}"
+
+
+def backoff(attempts: int) -> timedelta:
+    """Return how long to wait after ``attempts`` failed attempts (doubling, capped)."""
+    delay: timedelta = BASE_BACKOFF * 2 ** max(0, attempts - 1)
+    return min(MAX_BACKOFF, delay)
+
+
+def record(
+    sessions: sessionmaker[Session], event: Mapping[str, Any], raw: str, now: datetime
+) -> bool:
+    """Record an event once, as ``raw`` JSON text; return ``False`` for an id seen before.
+
+    Raises:
+        SQLAlchemyError: the database could not record it; the caller answers 500.
+    """
+    event_id = str(event["id"])
+    row = WebhookEvent(
+        event_id=event_id,
+        event_type=str(event.get("type") or ""),
+        created=_created(event.get("created"), now),
+        payload=raw,
+        received_at=now,
+        status=EventStatus.RECEIVED,
+        attempts=0,
+        next_attempt_at=now,
+    )
+    try:
+        with sessions.begin() as session:
+            if session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == event_id)):
+                return False
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+
+def due(sessions: sessionmaker[Session], now: datetime, limit: int = 50) -> list[str]:
+    """Return ids of events the worker should act on now, oldest first."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(WebhookEvent.event_id)
+                .where(WebhookEvent.status.in_(PENDING), WebhookEvent.next_attempt_at <= now)
+                .order_by(WebhookEvent.created, WebhookEvent.id)
+                .limit(limit)
+            )
+        )
+
+
+def payload(sessions: sessionmaker[Session], event_id: str) -> dict[str, Any]:
+    """Return a recorded event as Stripe sent it."""
+    with sessions() as session:
+        row = session.execute(
+            select(WebhookEvent.payload).where(WebhookEvent.event_id == event_id)
+        ).scalar_one()
+    found: dict[str, Any] = json.loads(row)
+    return found
+
+
+def settle(
+    sessions: sessionmaker[Session], event_id: str, status: EventStatus, note: str | None = None
+) -> None:
+    """Record an event's final status (and why, for ``ignored`` and ``unmapped``)."""
+    with sessions.begin() as session:
+        row = _row(session, event_id)
+        row.status = status
+        row.attempts += 1
+        row.last_error = note
+
+
+def postpone(sessions: sessionmaker[Session], event_id: str, error: str, now: datetime) -> None:
+    """Count a failed attempt and schedule the next one after :func:`backoff`."""
+    with sessions.begin() as session:
+        row = _row(session, event_id)
+        row.attempts += 1
+        row.status = EventStatus.RETRY
+        row.last_error = error
+        row.next_attempt_at = now + backoff(row.attempts)
+
+
+def status_of(sessions: sessionmaker[Session], event_id: str) -> WebhookEvent | None:
+    """Return a recorded event's row (detached), or ``None``."""
+    with sessions() as session:
+        row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def _created(value: object, now: datetime) -> datetime:
+    """Stripe's ``created`` (Unix seconds), or the time of receipt when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40:
+        return from_unix(value)
+    return now
+
+
+def _row(session: Session, event_id: str) -> WebhookEvent:
+    return session.execute(
+        select(WebhookEvent).where(WebhookEvent.event_id == event_id)
+    ).scalar_one()

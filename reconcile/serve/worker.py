@@ -1,0 +1,162 @@
+"""The worker that drains recorded events: map, post through the injected poster, retry later."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Protocol
+
+import stripe
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.domain import ExpectedEntry
+from reconcile.errors import ReconcileError
+from reconcile.posting.entry import Entry
+from reconcile.posting.outcome import Outcome
+from reconcile.serve import inbox
+from reconcile.serve.event_entries import EventPlan, orders_of, plan_event
+from reconcile.stripe.client import stripe_errors
+from reconcile.stripe.extract import extract_by_ids
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT = 5.0
+"""Seconds the worker waits for a wake-up before looking for due events again."""
+
+
+class PostOrder(Protocol):
+    """The posting step: send one order exactly once and say what happened."""
+
+    def __call__(self, order: Entry, origin: str) -> Outcome:
+        """Post ``order``; ``origin`` names the caller (``webhook:evt_…``) for the record."""
+
+
+class EventWorker:
+    """Drains ``webhook_events`` in a thread: one event at a time, oldest first.
+
+    Each due event is planned (:func:`plan_event`), its objects fetched from Stripe and mapped
+    as the nightly run maps them, and each order posted through ``post``. A failure (Stripe or
+    Moesif unreachable, the database) leaves the event to retry after a backoff; events still
+    pending after a crash or restart are picked up again, and the poster never posts one
+    transaction id twice.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stripe_client: stripe.StripeClient,
+        post: PostOrder,
+        *,
+        clock: Callable[[], datetime],
+        wait: Callable[[threading.Event, float], object] | None = None,
+    ) -> None:
+        """Drain with ``sessions``, fetch with ``stripe_client``, post with ``post``.
+
+        ``wait(event, seconds)`` sleeps until woken or the time has passed (injectable).
+        """
+        self._sessions = sessions
+        self._stripe = stripe_client
+        self._post = post
+        self._clock = clock
+        self._wait = wait or (lambda flag, seconds: flag.wait(seconds))
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start draining in a background thread."""
+        self._thread = threading.Thread(target=self._loop, name="webhook-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for due events now (called after an event is recorded)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the event in hand is finished; its posting is never cut short."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.drain()
+            except SQLAlchemyError as error:
+                log.warning("could not read recorded events: %s", type(error).__name__)
+            except Exception as error:  # noqa: BLE001 - the worker outlives any one failure
+                log.warning("the event worker met %s; it carries on", type(error).__name__)
+            if not self._stopping.is_set():
+                self._wait(self._wake, IDLE_WAIT)
+
+    def drain(self) -> int:
+        """Act on every event due now; return how many were acted on."""
+        done = 0
+        while not self._stopping.is_set():
+            batch = inbox.due(self._sessions, self._clock())
+            if not batch:
+                return done
+            for event_id in batch:
+                if self._stopping.is_set():
+                    return done
+                self.process(event_id)
+                done += 1
+        return done
+
+    def process(self, event_id: str) -> inbox.EventStatus:
+        """Act on one recorded event and record the result; return its new status."""
+        event = inbox.payload(self._sessions, event_id)
+        plan = plan_event(event)
+        if not plan.handled:
+            inbox.settle(self._sessions, event_id, inbox.EventStatus.IGNORED, plan.note)
+            return inbox.EventStatus.IGNORED
+        try:
+            origin = inbox.origin_of(event_id)
+            found = orders_of(list(self._entries(plan)), plan, origin)
+            for order in found.orders:
+                outcome = self._post(order, origin)
+                if outcome.unknown or outcome.action == "post_failed":
+                    raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
+        except (ReconcileError, _NotYet) as error:
+            return self._postpone(event_id, str(error))
+        except Exception as error:  # noqa: BLE001 - one bad event never stops the others
+            log.debug("unexpected error on event %s", event_id, exc_info=True)
+            return self._postpone(event_id, f"internal error: {type(error).__name__}")
+        if found.unmapped:
+            note = "; ".join(found.unmapped)
+            inbox.settle(self._sessions, event_id, inbox.EventStatus.UNMAPPED, note)
+            log.warning("event %s cannot be mapped: %s", event_id, note)
+            return inbox.EventStatus.UNMAPPED
+        status = inbox.EventStatus.POSTED if found.orders else inbox.EventStatus.IGNORED
+        inbox.settle(self._sessions, event_id, status, plan.note or None)
+        return status
+
+    def _postpone(self, event_id: str, reason: str) -> inbox.EventStatus:
+        inbox.postpone(self._sessions, event_id, reason, self._clock())
+        log.warning("event %s will be retried: %s", event_id, reason)
+        return inbox.EventStatus.RETRY
+
+    def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
+        ids = list(plan.object_ids)
+        with stripe_errors():
+            if plan.refunds_of_charge:
+                refunds = self._stripe.v1.refunds.list(
+                    params={"charge": plan.refunds_of_charge, "limit": 100}
+                )
+                ids.extend(str(refund.id) for refund in refunds.auto_paging_iter())
+            if plan.transactions_of:
+                moved = self._stripe.v1.balance_transactions.list(
+                    params={"source": plan.transactions_of, "limit": 100}
+                )
+                ids.extend(str(transaction.id) for transaction in moved.auto_paging_iter())
+        yield from extract_by_ids(self._stripe, ids)
+
+
+class _NotYet(Exception):
+    """A posting whose outcome is not confirmed yet; the event is tried again later."""
