@@ -172,11 +172,11 @@ def _movements(draw: st.DrawFn, key: str, amount: int, minutes_ago: int, afterma
         plan.append((f"{key}.refund0", "debit", amount, minutes_ago - later))
     elif aftermath == "partial_then_rest" and amount > 1:
         plan.append((f"{key}.refund0", "debit", part, minutes_ago - later))
-        plan.append((f"{key}.refund1", "debit", amount - part, minutes_ago - later + 1))
+        plan.append((f"{key}.refund1", "debit", amount - part, minutes_ago - later - 1))
     elif aftermath in ("dispute_lost", "dispute_won"):
         plan.append((f"{key}.withdrawn", "debit", amount, minutes_ago - later))
         if aftermath == "dispute_won":
-            plan.append((f"{key}.reinstated", "credit", amount, minutes_ago - later + 1))
+            plan.append((f"{key}.reinstated", "credit", amount, minutes_ago - later - 1))
     return tuple(Movement(name, kind, value, ago, draw(ledger)) for name, kind, value, ago in plan)
 
 

@@ -168,6 +168,7 @@ def _payment_unit(seeded: Seeded, customer: Customer, payment: Payment) -> Calla
                 tid = stripe.add_refund(payment_intent, amount=movement.amount, created=moment)
             elif name == "withdrawn":
                 dispute = stripe.add_dispute(payment_intent, created=moment)
+                seeded.ids[f"{payment.key}.dispute"] = dispute
                 tid = _withdrawal(stripe, dispute)
             else:
                 tid = stripe.reinstate_dispute(dispute, created=moment)
@@ -283,15 +284,25 @@ class _FaultHook:
         self.requests = 0
         self.posts = 0
         self.job: subprocess.Popen[bytes] | None = None
-        self.killed = False
+        self.job_requests = 0
+
+    def start(self, job: subprocess.Popen[bytes]) -> None:
+        """Watch a new job process: the kill counts the requests of this run only."""
+        self.job, self.job_requests = job, 0
+
+    def finish(self) -> None:
+        """The job ended; a kill it never reached moves within the next run's reach."""
+        if self.kill_at is not None and self.job_requests:
+            self.kill_at = (self.kill_at - 1) % self.job_requests + 1
+        self.job = None
 
     def __call__(self, exchange: Exchange) -> Verdict | None:
         self.requests += 1
+        self.job_requests += 1
         is_post = exchange.method == "POST" and exchange.path == POST_PATH
         self.posts += is_post
-        if self.kill_at is not None and self.requests >= self.kill_at and self.job is not None:
+        if self.job is not None and self.kill_at is not None and self.job_requests >= self.kill_at:
             self.kill_at = None
-            self.killed = True
             os.kill(self.job.pid, signal.SIGKILL)
             return self.kill_verdict  # type: ignore[return-value]
         for fault in list(self.pending):
@@ -336,9 +347,9 @@ def run_subprocess(world: World, hook: _FaultHook) -> int:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(world.report_dir.parent)
         job = _job(world)
-    hook.job = job
+    hook.start(job)
     _, err = job.communicate(timeout=120)
-    hook.job = None
+    hook.finish()
     text = err.decode(errors="replace")
     assert "Traceback" not in text, text
     return job.returncode
