@@ -7,7 +7,7 @@ belong in Moesif, where) is computed here too, from the history alone, never fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from hypothesis import strategies as st
@@ -252,3 +252,113 @@ def histories(
         )
     faults = draw(_faults(kill, always_kill))
     return History(customers, poisons, faults, draw(st.integers(min_value=0, max_value=2**32)))
+
+
+def _planned(
+    key: str,
+    amount: int,
+    minutes_ago: int,
+    ledgers: tuple[str, ...],
+    kind: str = "topup",
+    aftermath: str = "none",
+) -> Payment:  # noqa: E501
+    """A payment whose movements are laid out as :func:`_movements` would, with given ledgers."""
+    names = {
+        "none": [],
+        "partial_refund": [("refund0", "debit", amount // 2)],
+        "full_refund": [("refund0", "debit", amount)],
+        "partial_then_rest": [
+            ("refund0", "debit", amount // 4),
+            ("refund1", "debit", amount - amount // 4),
+        ],
+        "dispute_lost": [("withdrawn", "debit", amount)],
+        "dispute_won": [("withdrawn", "debit", amount), ("reinstated", "credit", amount)],
+    }[aftermath]
+    plan = [("credit", "credit", amount)] + names
+    movements = tuple(
+        Movement(f"{key}.{name}", entry, value, minutes_ago - 60 - n, ledger)
+        for n, ((name, entry, value), ledger) in enumerate(zip(plan, ledgers, strict=True))
+    )
+    movements = (replace(movements[0], minutes_ago=minutes_ago),) + movements[1:]
+    return Payment(key, kind, amount, minutes_ago, aftermath, movements)
+
+
+def rich_history(*, kill_at: int | None = None) -> History:
+    """One hand-made history with every mapping, currency, aftermath, ledger state and fault.
+
+    CI runs it first, so a few examples still cover everything.
+    """
+    day = 24 * 60
+    customers = (
+        Customer(
+            "c0",
+            "metadata",
+            "usd",
+            (
+                _planned("c0p0", 5000, 5 * day, ("correct", "missing"), aftermath="partial_refund"),
+                _planned("c0p1", 10000, 3 * day, ("doubled",)),
+                _planned("c0p2", 1050, 3 * day + 7, ("cents",)),
+                _planned(
+                    "c0p3",
+                    4000,
+                    2 * day,
+                    ("correct", "missing", "random_id"),
+                    aftermath="dispute_won",
+                ),
+                _planned("c0p4", 9900, day, ("missing",), kind="invoice"),
+                _planned("c0p5", 1500, day, ("missing",), kind="not_topup"),
+            ),
+            (
+                Extra("c0x0", "manual_credit", Decimal("20.00"), 2 * day),
+                Extra("c0x1", "promotion", Decimal("5.00"), day),
+                Extra("c0x2", "usage", Decimal("3.20"), day),
+            ),
+        ),
+        Customer(
+            "c1",
+            "single_subscription",
+            "jpy",
+            (_planned("c1p0", 5000, 4 * day, ("missing", "missing"), aftermath="full_refund"),),
+            (),
+        ),
+        Customer(
+            "c2",
+            "metadata",
+            "kwd",
+            (
+                _planned("c2p0", 1500, 4 * day, ("missing", "missing"), aftermath="dispute_lost"),
+                _planned(
+                    "c2p1",
+                    2750,
+                    2 * day,
+                    ("correct", "cents", "random_id"),
+                    aftermath="partial_then_rest",
+                ),
+            ),
+            (),
+        ),
+        Customer(
+            "c3", "several_subscriptions", "eur", (_planned("c3p0", 3000, day, ("missing",)),), ()
+        ),
+        Customer(
+            "c4",
+            "no_subscription",
+            "usd",
+            (_planned("c4p0", 2000, day, ("missing", "missing"), aftermath="partial_refund"),),
+            (),
+        ),
+    )
+    faults = Faults(
+        moesif=(
+            ("429", 1, False),
+            ("503", 2, False),
+            ("500", 1, True),
+            ("drop_before", 2, True),
+            ("drop_after", 4, True),
+            ("504", 5, True),
+        ),
+        stripe=("429", "500"),
+        kill_at=kill_at,
+        kill_verdict="apply_then_drop" if kill_at is not None else None,
+    )
+    return History(customers, (), faults, shuffle_seed=7)

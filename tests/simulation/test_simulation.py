@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from tests.conftest import _empty_postgres
 from tests.simulation import invariants
-from tests.simulation.histories import NOT_YET_BUILT, History, histories
+from tests.simulation.histories import NOT_YET_BUILT, History, histories, rich_history
 from tests.simulation.worlds import (
     Seeded,
     converge,
@@ -39,9 +39,11 @@ from tests.simulation.worlds import (
 
 CI_SEED = 20261202
 EXAMPLES = {
-    # (test, soak?): examples
-    ("faults", False): 4,
-    ("faults", True): 150,
+    # (test, soak?): generated examples, besides the hand-made rich history each test runs first
+    ("faults-sqlite", False): 3,
+    ("faults-sqlite", True): 150,
+    ("faults-postgresql", False): 1,
+    ("faults-postgresql", True): 60,
     ("sigkill", False): 1,
     ("sigkill", True): 40,
     ("switch", False): 3,
@@ -99,6 +101,7 @@ def _run(
     name: str,
     strategy: object,
     check: Callable[[History], None],
+    first: History | None = None,
 ) -> None:
     """Run ``check`` over ``strategy`` with the CI or soak settings; print the seed first."""
     soak = bool(request.config.getoption("--soak"))
@@ -118,8 +121,11 @@ def _run(
         phases=phases,
         print_blob=True,
         suppress_health_check=list(HealthCheck),
-    )(hypothesis_seed(chosen_seed)(given(strategy)(check)))
-    runner()
+    )
+    test = given(strategy)(check)
+    if first is not None:
+        test = example(first)(test)
+    runner(hypothesis_seed(chosen_seed)(test))()
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -133,7 +139,7 @@ def test_faults_and_reruns_keep_every_invariant(
         _simulate(request, backend, history)
 
     soak = bool(request.config.getoption("--soak"))
-    _run(request, "faults", histories(kill=soak), check)
+    _run(request, f"faults-{backend}", histories(kill=soak), check, rich_history())
 
 
 def test_sigkill_at_the_nth_request_then_reruns_keep_every_invariant(
@@ -143,7 +149,8 @@ def test_sigkill_at_the_nth_request_then_reruns_keep_every_invariant(
         exit_codes = _simulate(request, "sqlite", history)
         assert -signal.SIGKILL in exit_codes, exit_codes
 
-    _run(request, "sigkill", histories(kill=True, always_kill=True), check)
+    strategy = histories(kill=True, always_kill=True)
+    _run(request, "sigkill", strategy, check, rich_history(kill_at=3))
 
 
 @pytest.mark.parametrize("switch", ["misapplied", "poison"])
