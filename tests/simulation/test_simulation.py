@@ -40,9 +40,9 @@ from tests.simulation.worlds import (
 CI_SEED = 20261202
 EXAMPLES = {
     # (test, soak?): generated examples, besides the hand-made rich history each test runs first
-    ("faults-sqlite", False): 3,
+    ("faults-sqlite", False): 5,
     ("faults-sqlite", True): 150,
-    ("faults-postgresql", False): 1,
+    ("faults-postgresql", False): 2,
     ("faults-postgresql", True): 60,
     ("sigkill", False): 1,
     ("sigkill", True): 40,
