@@ -23,6 +23,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 _PREFIXES = ("STRIPE_", "MOESIF_", "RECONCILE_")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--soak``: run the seeded simulation (tests/simulation) with many more examples."""
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the seeded simulation long: many examples, random seed, SIGKILLs",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _scrub_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the operator's credentials or settings."""
