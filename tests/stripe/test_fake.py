@@ -328,3 +328,11 @@ def test_switches_that_play_servers_unlike_stripe() -> None:
         status, missing, _ = get(odd, "/v1/customers/cus_missing")
         assert status == 404
         assert missing["error"]["message"].endswith(f"(key {API_KEY})")
+
+
+def test_ids_with_reserved_characters_are_found_as_the_sdk_quotes_them(
+    fake_stripe: FakeStripe, client: Any
+) -> None:
+    odd = '=HYPERLINK("x", "y") @+1'
+    fake_stripe.add_customer(id=odd, metadata={"moesif_company_id": "acme"})
+    assert client.v1.customers.retrieve(odd)["id"] == odd
