@@ -1052,6 +1052,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Log at debug level only: a client going away mid-answer is part of the tests."""
+        logger.debug("fake Stripe: a client went away mid-request", exc_info=True)
+
 
 def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):

@@ -336,3 +336,15 @@ def test_ids_with_reserved_characters_are_found_as_the_sdk_quotes_them(
     odd = '=HYPERLINK("x", "y") @+1'
     fake_stripe.add_customer(id=odd, metadata={"moesif_company_id": "acme"})
     assert client.v1.customers.retrieve(odd)["id"] == odd
+
+
+def test_a_client_that_goes_away_prints_no_traceback(
+    fake_stripe: FakeStripe, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = fake_stripe._server
+    assert server is not None
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    assert capfd.readouterr().err == ""
