@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import httpx
 
@@ -504,7 +504,8 @@ class FakeStripe:
         if fault is not None:
             raise _fault_error(fault)
         self._authenticate(headers)
-        segments = [part for part in path.split("/") if part]
+        # The SDK quotes ids as a form does (quote_plus); take them back as it does.
+        segments = [unquote_plus(part) for part in path.split("/") if part]
         if method != "GET" or len(segments) not in (2, 3) or segments[0] != "v1":
             raise self._unrecognized(method, path)
         kind = COLLECTIONS.get(segments[1]) if segments[1] in self._served else None
@@ -1050,6 +1051,10 @@ class LivePayments:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Log at debug level only: a client going away mid-answer is part of the tests."""
+        logger.debug("fake Stripe: a client went away mid-request", exc_info=True)
 
 
 def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:

@@ -154,18 +154,28 @@ def paged(listed: stripe.ListObject[Any], what: str) -> Iterator[Any]:
         what: what is listed, for the message.
 
     Raises:
-        StripeUnavailable: an id came back a second time.
+        StripeUnavailable: an id came back a second time, or an empty page said ``has_more``.
     """
     seen: set[str] = set()
-    for item in listed.auto_paging_iter():
-        item_id = str(item["id"] if "id" in item else id(item))
-        if item_id in seen:
+    page = listed
+    while True:
+        for item in page.data:
+            item_id = str(item["id"] if "id" in item else id(item))
+            if item_id in seen:
+                raise StripeUnavailable(
+                    f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not "
+                    "advance (has_more without progress)"
+                )
+            seen.add(item_id)
+            yield item
+        if not page.has_more:
+            return
+        if not page.data:
             raise StripeUnavailable(
-                f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not advance "
-                "(has_more without progress)"
+                f"Stripe answered an empty page of {what} with has_more: its pages do not "
+                "advance (has_more without progress)"
             )
-        seen.add(item_id)
-        yield item
+        page = page.next_page()
 
 
 def movement_problem(amount: object, currency: object, texts: Mapping[str, object]) -> str | None:

@@ -328,3 +328,23 @@ def test_switches_that_play_servers_unlike_stripe() -> None:
         status, missing, _ = get(odd, "/v1/customers/cus_missing")
         assert status == 404
         assert missing["error"]["message"].endswith(f"(key {API_KEY})")
+
+
+def test_ids_with_reserved_characters_are_found_as_the_sdk_quotes_them(
+    fake_stripe: FakeStripe, client: Any
+) -> None:
+    odd = '=HYPERLINK("x", "y") @+1'
+    fake_stripe.add_customer(id=odd, metadata={"moesif_company_id": "acme"})
+    assert client.v1.customers.retrieve(odd)["id"] == odd
+
+
+def test_a_client_that_goes_away_prints_no_traceback(
+    fake_stripe: FakeStripe, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = fake_stripe._server
+    assert server is not None
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    assert capfd.readouterr().err == ""

@@ -211,6 +211,16 @@ def test_pages_that_never_advance_end_the_listing(
     assert len(fake_stripe.requests) < 10
 
 
+def test_an_empty_page_that_says_has_more_ends_the_listing(
+    fake_stripe: FakeStripe, client: stripe.StripeClient
+) -> None:
+    fake_stripe.repeat_pages = True
+    with pytest.raises(StripeUnavailable, match="empty page") as caught:
+        list(extract(client, SINCE, UNTIL, slice_length=timedelta(days=2)))
+    assert "\n" not in str(caught.value)
+    assert len(fake_stripe.requests) < 10
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 50.0
