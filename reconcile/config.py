@@ -90,6 +90,7 @@ class Settings:
     retry_attempts: int = 6
     retry_base_delay: float = 0.5
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
+    moesif_requests_per_minute: int = 400
     other_secrets: tuple[Secret, ...] = ()
 
     def retry_policy(self) -> RetryPolicy:
@@ -346,6 +347,7 @@ def _parse(values: Mapping[str, str]) -> Settings:
             MAX_RETRY_BASE_DELAY,
         ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
+        moesif_requests_per_minute=_moesif_budget(values),
         other_secrets=tuple(Secret(value) for value in others if value),
         log_format=(
             "json"
@@ -354,6 +356,17 @@ def _parse(values: Mapping[str, str]) -> Settings:
             else "text"
         ),
     )
+
+
+MOESIF_BUDGET_LIMIT = 500
+"""Moesif's requests a minute, of which ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` go to the job."""
+
+
+def _moesif_budget(values: Mapping[str, str]) -> int:
+    """Read ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``: the batch job's share, 1 to 500."""
+    name = "RECONCILE_MOESIF_REQUESTS_PER_MINUTE"
+    share = _positive_int(values, name, _default("moesif_requests_per_minute"))
+    return int(_bounded(share, name, 1, MOESIF_BUDGET_LIMIT))
 
 
 @dataclass(frozen=True)
