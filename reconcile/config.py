@@ -364,9 +364,16 @@ MOESIF_BUDGET_LIMIT = 500
 
 def _moesif_budget(values: Mapping[str, str]) -> int:
     """Read ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``: the batch job's share, 1 to 500."""
-    name = "RECONCILE_MOESIF_REQUESTS_PER_MINUTE"
-    share = _positive_int(values, name, _default("moesif_requests_per_minute"))
-    return int(_bounded(share, name, 1, MOESIF_BUDGET_LIMIT))
+    raw = values.get("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "").strip()
+    if not raw:
+        share: int = _default("moesif_requests_per_minute")
+        return share
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MOESIF_BUDGET_LIMIT:
+        raise ConfigError(
+            "RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to "
+            f"{MOESIF_BUDGET_LIMIT}, not {raw!r}"
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select, update
 
@@ -36,6 +37,7 @@ def serving(
     """Run one ``serve`` process on ``engine``'s database; stop it with SIGTERM on leaving."""
     environ = _environment(tmp_path, stripe.base_url, moesif.base_url)
     environ["RECONCILE_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+    environ["RECONCILE_CONSOLE_TOKEN"] = "console-token-for-tests"
     port = _free_port()
     with (tmp_path / f"{name}.log").open("w") as log:
         process = subprocess.Popen(
@@ -70,6 +72,7 @@ def test_two_serve_processes_draining_one_database_post_each_id_once(
         serving(tmp_path, engine, stripe, moesif, "a") as (first, one),
         serving(tmp_path, engine, stripe, moesif, "b") as (second, _two),
     ):
+        assert httpx.get(f"{first}/login", timeout=30).status_code == 200
         answers = deliver_concurrently([first, second], stripe.events(), copies=2)
         assert answers == [200] * 60
         _wait_for(lambda: event_statuses(engine) == {"posted": 30}, one)
