@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import stripe
 
-from reconcile.config import Settings
+from reconcile.config import MOESIF_BUDGET_LIMIT, Settings
 from reconcile.moesif.client import MoesifClient, open_http_client
-from reconcile.retry import Deadline
+from reconcile.retry import Deadline, RateLimiter
 from reconcile.stripe.client import build_stripe_client
 
 
@@ -38,6 +38,7 @@ def open_clients(
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     deadline: Deadline | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Iterator[Clients]:
     """Open the clients a run needs under ``settings``; close them on leaving.
 
@@ -50,6 +51,8 @@ def open_clients(
         sleep: how to wait, between retries and under rate limits (tests pass a no-op).
         deadline: when the run must end; by default ``RECONCILE_RUN_TIMEOUT`` from now. Both
             clients check it before every request and every wait.
+        monotonic: the clock of the Moesif rate limit, which keeps the run to its share
+            (``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``) of Moesif's budget.
     """
     deadline = deadline or Deadline.after(settings.run_timeout.total_seconds())
     with open_http_client(settings) as http:
@@ -57,8 +60,30 @@ def open_clients(
             http,
             settings.moesif_token,
             policy=settings.retry_policy(),
+            limiter=batch_limiter(
+                settings, deadline.sleeper(sleep, "the next Moesif request"), monotonic
+            ),
             sleep=sleep,
             deadline=deadline,
         )
         stripe_client = build_stripe_client(settings, sleep=sleep, deadline=deadline)
         yield Clients(stripe_client, moesif, clock, sleep)
+
+
+def batch_limiter(
+    settings: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RateLimiter:
+    """Return the batch job's Moesif rate: ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` a minute."""
+    return RateLimiter(settings.moesif_requests_per_minute, 60.0, clock=monotonic, sleep=sleep)
+
+
+def live_limiter(
+    settings: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RateLimiter:
+    """Return ``serve``'s Moesif rate: what the batch share leaves of 500 a minute (at least 1)."""
+    rest = max(1, MOESIF_BUDGET_LIMIT - settings.moesif_requests_per_minute)
+    return RateLimiter(rest, 60.0, clock=monotonic, sleep=sleep)

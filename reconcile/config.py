@@ -90,6 +90,7 @@ class Settings:
     retry_attempts: int = 6
     retry_base_delay: float = 0.5
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
+    moesif_requests_per_minute: int = 400
     other_secrets: tuple[Secret, ...] = ()
 
     def retry_policy(self) -> RetryPolicy:
@@ -346,6 +347,7 @@ def _parse(values: Mapping[str, str]) -> Settings:
             MAX_RETRY_BASE_DELAY,
         ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
+        moesif_requests_per_minute=_moesif_budget(values),
         other_secrets=tuple(Secret(value) for value in others if value),
         log_format=(
             "json"
@@ -354,6 +356,24 @@ def _parse(values: Mapping[str, str]) -> Settings:
             else "text"
         ),
     )
+
+
+MOESIF_BUDGET_LIMIT = 500
+"""Moesif's requests a minute, of which ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` go to the job."""
+
+
+def _moesif_budget(values: Mapping[str, str]) -> int:
+    """Read ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``: the batch job's share, 1 to 500."""
+    raw = values.get("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "").strip()
+    if not raw:
+        share: int = _default("moesif_requests_per_minute")
+        return share
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MOESIF_BUDGET_LIMIT:
+        raise ConfigError(
+            "RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to "
+            f"{MOESIF_BUDGET_LIMIT}, not {raw!r}"
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,49 @@
 """``reconcile demo``: the real job against the bundled fake Stripe and fake Moesif, over HTTP.
 
 It seeds a history with every drift category, runs one reconciliation, prints the summary and
-the report path, then runs again to show that nothing is posted twice. With ``--serve`` it leaves
-both fakes running and prints the settings to point a real run at them.
+the report path, then runs again to show that nothing is posted twice. Then it starts ``serve``
+in-process, tops a customer up through ``/top-up``, lets the fake Stripe deliver the webhook
+twice, shows the credit in Moesif once, and runs the nightly job again: it posts nothing for it.
+With ``--serve`` it leaves both fakes running and prints the settings to point a real run at them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from reconcile.clients import open_clients
-from reconcile.config import Secret, Settings
+import httpx
+import uvicorn
+from sqlalchemy.orm import sessionmaker
+
+from reconcile.clients import open_clients, utc_now
+from reconcile.config import Secret, ServeSettings, Settings
+from reconcile.db.engine import make_engine
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.run import RunRequest, execute
+from reconcile.serve.app import ServeParts, create_app
+from reconcile.serve.command import posting_step
+from reconcile.stripe.client import build_stripe_client
 from reconcile.times import to_iso
 
 DEMO_STRIPE_KEY = "sk_test_demo_not_a_real_key"
 DEMO_MOESIF_TOKEN = "demo-management-token"
+DEMO_WEBHOOK_SECRET = "whsec_demo_not_a_real_secret"
+DEMO_TOPUP_TOKEN = "demo-topup-token"
 HISTORY = timedelta(days=7)
+LIVE_WAIT = 30.0
+"""Seconds the demo waits at most for ``serve`` to post the live top-up."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +192,10 @@ def main(argv: Sequence[str]) -> int:
         settings = demo_settings(
             stripe, moesif, f"sqlite:///{Path(scratch) / 'demo.db'}", args.report_dir
         )
-        return _show(settings, now)
+        shown = _show(settings, now)
+        if shown != ExitCode.OK:
+            return shown
+        return _show_live(settings, stripe, moesif, now)
 
 
 def _show(settings: Settings, now: datetime) -> int:
@@ -205,6 +223,104 @@ def _show(settings: Settings, now: datetime) -> int:
     )
     print(f"\nThe report of the first run: {first.report_path}")
     return ExitCode.OK if second.posted == 0 and first.posted > 0 else ExitCode.FAILED
+
+
+def _show_live(settings: Settings, stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> int:
+    """Top up through ``serve``, deliver the webhook twice, then run the nightly job again."""
+    wayne = _customer(stripe, moesif, "wayne")
+    stripe.set_default_payment_method(wayne.stripe_id, "pm_card_visa")
+    try:
+        with _serving(settings) as url:
+            print(f"\n$ {reconcile_command()} serve --port {url.rsplit(':', 1)[1]}   # in-process")
+            print(f"$ curl -X POST {url}/top-up -H 'Authorization: Bearer {DEMO_TOPUP_TOKEN}' \\")
+            body = {"customer_id": wayne.stripe_id, "amount": "42.00", "currency": "usd"}
+            print(f"    -H 'Idempotency-Key: demo-1' -d '{_json_text(body)}'")
+            answer = httpx.post(
+                f"{url}/top-up",
+                json=body,
+                headers={
+                    "Authorization": f"Bearer {DEMO_TOPUP_TOKEN}",
+                    "Idempotency-Key": "demo-1",
+                },
+                timeout=30,
+            )
+            print(f"{answer.status_code} {answer.text}")
+            payment = str(answer.json().get("payment_intent_id"))
+            stripe.configure_webhook(f"{url}/webhooks/stripe", DEMO_WEBHOOK_SECRET, duplicates=True)
+            delivered = iter(stripe.deliver())
+            for event in stripe.events():
+                if event["data"]["object"].get("id") == payment:
+                    answers = f"{next(delivered)}, {next(delivered)}"
+                    print(f"Stripe delivered {event['type']} twice: answered {answers}")
+            _wait_for_post(moesif, payment)
+    except ReconcileError as error:
+        print(f"reconcile demo: error: {error}")
+        return int(error.exit_code)
+    credits = [post for post in moesif.posts if post.get("transaction_id") == payment]
+    print(
+        f"Moesif holds the top-up {len(credits)} time(s): "
+        + ", ".join(
+            f"{post['type']} {post['amount']} on {wayne.subscription_id}" for post in credits
+        )
+    )
+    print(f"\n$ {reconcile_command()} --since {to_iso(now - HISTORY)}   # the nightly run after it")
+    with open_clients(settings) as clients:
+        nightly = execute(settings, RunRequest(since=now - HISTORY, trigger="demo"), clients)
+    print(f"nightly run {nightly.run_id}: posted {nightly.posted} (the top-up was credited once)")
+    return ExitCode.OK if len(credits) == 1 and nightly.posted == 0 else ExitCode.FAILED
+
+
+@contextlib.contextmanager
+def _serving(settings: Settings) -> Iterator[str]:
+    """Run ``serve`` in this process on a free port of 127.0.0.1; yield its URL."""
+    engine = make_engine(settings.database_url)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with posting_step(settings, sessions, utc_now) as post:
+            app = create_app(
+                ServeParts(
+                    settings=ServeSettings(
+                        webhook_secrets=(Secret(DEMO_WEBHOOK_SECRET),),
+                        topup_token=Secret(DEMO_TOPUP_TOKEN),
+                    ),
+                    sessions=sessions,
+                    stripe_client=build_stripe_client(settings),
+                    post=post,
+                    clock=utc_now,
+                )
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+            )
+            thread = threading.Thread(target=server.run, name="demo-serve", daemon=True)
+            thread.start()
+            try:
+                while not server.started:
+                    if not thread.is_alive():
+                        raise ReconcileError("serve did not start")
+                    threading.Event().wait(0.01)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+                thread.join(LIVE_WAIT)
+    finally:
+        engine.dispose()
+
+
+def _wait_for_post(moesif: FakeMoesif, transaction_id: str) -> None:
+    """Wait, at most :data:`LIVE_WAIT` seconds, until Moesif holds ``transaction_id``."""
+    pause = threading.Event()
+    for _tick in range(int(LIVE_WAIT / 0.05)):
+        if any(post.get("transaction_id") == transaction_id for post in moesif.posts):
+            return
+        pause.wait(0.05)
+
+
+def _json_text(body: dict[str, str]) -> str:
+    import json
+
+    return json.dumps(body)
 
 
 def _serve(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> int:

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from reconcile.config import ServeSettings
 from reconcile.errors import ConfigError
@@ -49,21 +49,27 @@ class ServeParts:
     clock: Callable[[], datetime]
     only: Only = None
     run_worker: bool = True
+    console: Starlette | None = None
+    """The review page, mounted at ``/`` after the routes above (it is off without a token)."""
 
 
 def create_app(parts: ServeParts) -> Starlette:
-    """Return the app: ``/healthz``, and ``/webhooks/stripe`` and ``/top-up`` unless ``only``.
+    """Return the app: its routes (``only`` limits them), then the review page at ``/``.
+
+    ``/healthz``, ``/webhooks/stripe`` and ``/top-up``, then ``console`` mounted at ``/``.
 
     Raises:
         ConfigError: an endpoint to serve lacks its credential.
     """
     check_credentials(parts.settings, parts.only)
     handlers = _Handlers(parts)
-    routes = [Route("/healthz", handlers.healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", handlers.healthz, methods=["GET"])]
     if parts.only in (None, "webhook"):
         routes.append(Route("/webhooks/stripe", handlers.webhook, methods=["POST"]))
     if parts.only in (None, "top-up"):
         routes.append(Route("/top-up", handlers.top_up, methods=["POST"]))
+    if parts.console is not None:
+        routes.append(Mount("/", app=parts.console))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

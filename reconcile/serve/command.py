@@ -15,7 +15,9 @@ import uvicorn
 from dotenv import dotenv_values
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.clients import live_limiter
 from reconcile.config import Settings, serve_settings
+from reconcile.console import ConsoleSettings, create_console_app
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
@@ -85,6 +87,9 @@ def serve(namespace: argparse.Namespace) -> int:
                     post=post,
                     clock=_utc_now,
                     only=namespace.only,
+                    console=create_console_app(
+                        ConsoleSettings.from_env(values, settings.report_dir), sessions, _utc_now
+                    ),
                 )
             )
             config = uvicorn.Config(
@@ -103,10 +108,16 @@ def posting_step(
 ) -> Iterator[PostOrder]:
     """Yield the one posting step ``serve`` uses: ``post(entry, origin) -> Outcome``.
 
-    The exactly-once posting engine the nightly run uses, with this process's own Moesif client.
+    The exactly-once posting engine the nightly run uses, with this process's own Moesif client,
+    kept to what the batch job's share leaves of Moesif's budget.
     """
     with open_http_client(settings) as http:
-        moesif = MoesifClient(http, settings.moesif_token, policy=settings.retry_policy())
+        moesif = MoesifClient(
+            http,
+            settings.moesif_token,
+            policy=settings.retry_policy(),
+            limiter=live_limiter(settings),
+        )
         engine = PostingEngine(
             sessions, moesif, amount_unit=settings.moesif_amount_unit, clock=clock
         )

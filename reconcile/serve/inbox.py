@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +17,10 @@ from reconcile.times import from_unix
 
 BASE_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(hours=1)
+LEASE = timedelta(minutes=2)
+"""How long a claimed event stays with its worker; a worker that died lets go after it."""
+BUSY_RETRY = timedelta(seconds=1)
+"""How soon an event is tried again when another caller was posting its entry at that moment."""
 
 
 class EventStatus(StrEnum):
@@ -89,6 +93,43 @@ def due(sessions: sessionmaker[Session], now: datetime, limit: int = 50) -> list
                 .order_by(WebhookEvent.created, WebhookEvent.id)
                 .limit(limit)
             )
+        )
+
+
+def claim(
+    sessions: sessionmaker[Session], event_id: str, now: datetime, lease: timedelta = LEASE
+) -> bool:
+    """Take a due event for one worker until ``now + lease``; ``False`` if another has it.
+
+    A compare-and-set on ``next_attempt_at`` (one ``UPDATE`` that only matches while the event
+    is still due), so two workers, in one process or many, on SQLite or PostgreSQL, never act on
+    one event at once. The worker's result (:func:`settle`, :func:`postpone`) ends the lease;
+    a worker that dies holding it lets the event fall due again when the lease runs out.
+    """
+    with sessions.begin() as session:
+        taken = session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.event_id == event_id,
+                WebhookEvent.status.in_(PENDING),
+                WebhookEvent.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + lease)
+        )
+    return isinstance(taken, CursorResult) and taken.rowcount == 1
+
+
+def release(sessions: sessionmaker[Session], event_id: str, now: datetime) -> None:
+    """Give a claimed event back, due again after :data:`BUSY_RETRY`; no attempt is counted."""
+    with sessions.begin() as session:
+        _row(session, event_id).next_attempt_at = now + BUSY_RETRY
+
+
+def next_due(sessions: sessionmaker[Session]) -> datetime | None:
+    """Return when the earliest pending event falls due, or ``None`` when none is pending."""
+    with sessions() as session:
+        return session.scalar(
+            select(func.min(WebhookEvent.next_attempt_at)).where(WebhookEvent.status.in_(PENDING))
         )
 
 

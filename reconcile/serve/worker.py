@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.domain import ExpectedEntry
 from reconcile.errors import ReconcileError
 from reconcile.posting.entry import Entry
-from reconcile.posting.outcome import Outcome
+from reconcile.posting.outcome import Outcome, Result
 from reconcile.serve import inbox
 from reconcile.serve.event_entries import EventPlan, orders_of, plan_event
 from reconcile.stripe.client import stripe_errors
@@ -93,7 +93,7 @@ class EventWorker:
             except Exception as error:  # noqa: BLE001 - the worker outlives any one failure
                 log.warning("the event worker met %s; it carries on", type(error).__name__)
             if not self._stopping.is_set():
-                self._wait(self._wake, IDLE_WAIT)
+                self._wait(self._wake, self._idle_seconds())
 
     def drain(self) -> int:
         """Act on every event due now; return how many were acted on."""
@@ -105,12 +105,28 @@ class EventWorker:
             for event_id in batch:
                 if self._stopping.is_set():
                     return done
+                if not inbox.claim(self._sessions, event_id, self._clock()):
+                    continue
                 self.process(event_id)
                 done += 1
         return done
 
+    def _idle_seconds(self) -> float:
+        """Seconds until the next pending event falls due, at most :data:`IDLE_WAIT`."""
+        try:
+            due_at = inbox.next_due(self._sessions)
+        except SQLAlchemyError:
+            return IDLE_WAIT
+        if due_at is None:
+            return IDLE_WAIT
+        return min(IDLE_WAIT, max(0.05, (due_at - self._clock()).total_seconds()))
+
     def process(self, event_id: str) -> inbox.EventStatus:
-        """Act on one recorded event and record the result; return its new status."""
+        """Act on one recorded (and claimed) event and record the result; return its new status.
+
+        An entry another caller is posting at that moment (:attr:`Result.BUSY`) gives the event
+        back to be tried again shortly, without counting an attempt.
+        """
         event = inbox.payload(self._sessions, event_id)
         plan = plan_event(event)
         if not plan.handled:
@@ -121,8 +137,13 @@ class EventWorker:
             found = orders_of(list(self._entries(plan)), plan, origin)
             for order in found.orders:
                 outcome = self._post(order, origin)
+                if outcome.result is Result.BUSY:
+                    raise _Busy(order.transaction_id)
                 if outcome.unknown or outcome.action == "post_failed":
                     raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
+        except _Busy:
+            inbox.release(self._sessions, event_id, self._clock())
+            return inbox.EventStatus.RETRY
         except (ReconcileError, _NotYet) as error:
             return self._postpone(event_id, str(error))
         except Exception as error:  # noqa: BLE001 - one bad event never stops the others
@@ -160,3 +181,7 @@ class EventWorker:
 
 class _NotYet(Exception):
     """A posting whose outcome is not confirmed yet; the event is tried again later."""
+
+
+class _Busy(Exception):
+    """Another caller is posting this entry right now; the event is tried again shortly."""

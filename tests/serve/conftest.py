@@ -117,6 +117,7 @@ def make_served(
         only: Only = None,
         secrets: tuple[str, ...] = (SECRET,),
         session_factory: sessionmaker[Session] | None = None,
+        console: Starlette | None = None,
     ) -> Served:
         clock = Clock()
         origins: list[str] = []
@@ -145,6 +146,7 @@ def make_served(
                 clock=clock,
                 only=only,
                 run_worker=False,
+                console=console,
             )
         )
         server = uvicorn.Server(
