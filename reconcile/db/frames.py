@@ -1,0 +1,64 @@
+"""Read a query's rows into a typed frame in bulk: raw column values, times converted at once."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Column, MetaData, String, Table, insert, type_coerce
+from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.sql import ColumnElement, Select
+
+_IDS = "reconcile_ids"
+"""The session-local temporary table that holds the ids a query joins against."""
+
+
+def raw(column: QueryableAttribute[Any]) -> ColumnElement[Any]:
+    """Return ``column`` read without its Python type's per-row conversion (see :func:`read`)."""
+    return type_coerce(column, String).label(column.key)
+
+
+def read(
+    session: Session,
+    statement: Select[Any],
+    columns: Sequence[str],
+    *,
+    times: Collection[str] = (),
+) -> pd.DataFrame:
+    """Run ``statement`` and return its rows with ``times`` as ``datetime64[us, UTC]``.
+
+    Time columns selected through :func:`raw` come back as the driver gives them (text on
+    SQLite, aware datetimes on PostgreSQL) and are converted in one vectorised step.
+    """
+    result = session.connection().execute(statement)
+    try:
+        # The driver's own tuples: every selected type needs no conversion (see :func:`raw`).
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+    finally:
+        result.close()
+    frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
+    for name in times:
+        frame[name] = to_utc(frame[name])
+    return frame
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Return ``values`` (naive-UTC ISO text or aware datetimes) as ``datetime64[us, UTC]``."""
+    if values.empty:
+        return pd.Series(values, dtype="datetime64[us, UTC]")
+    return pd.to_datetime(values, utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+
+
+def ids_table(session: Session, ids: Collection[str]) -> Table:
+    """Fill (replacing) a temporary one-column table with ``ids`` and return it, to join against.
+
+    One ``executemany`` with a cached statement; the table lives as long as the connection.
+    """
+    table = Table(_IDS, MetaData(), Column("id", String, primary_key=True), prefixes=["TEMPORARY"])
+    connection = session.connection()
+    table.create(connection, checkfirst=True)
+    connection.execute(table.delete())
+    if ids:
+        connection.execute(insert(table), [{"id": value} for value in set(ids)])
+    return table
