@@ -141,24 +141,39 @@ def _incremental(size: int, database: str | None) -> dict[str, Any]:
     }
 
 
-def _not_yet(name: str) -> Any:
-    def runner(size: int, database: str | None) -> dict[str, Any]:
-        return {
-            "benchmark": name,
-            "size": size,
-            "seconds": None,
-            "peak_mb": None,
-            "status": "not yet",
-        }
-
-    return runner
+def _post(size: int, database: str | None) -> dict[str, Any]:
+    postings = min(max(size // 4, 100), 2_000)
+    with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as scratch:
+        ours = _spawn("post", {"postings": postings, "scratch": scratch})
+    return {
+        "benchmark": "post",
+        "size": size,
+        "seconds": round(ours["seconds"], 3),
+        "peak_mb": ours["peak_mb"],
+        "yardstick": None,
+        "yardstick_seconds": None,
+        "ratio": None,
+        "limit_share": round(ours["limit_share"], 3),
+        "share_429": round(ours["share_429"] or 0.0, 4),
+        "webhook_share_429": round(ours["webhook_share_429"] or 0.0, 4),
+        **{
+            key: ours[key]
+            for key in (
+                "postings",
+                "requests",
+                "webhook_requests",
+                "virtual_seconds",
+                "batch_requests_per_minute",
+            )
+        },
+    }
 
 
 _RUNNERS = {
     "match": _match,
     "ingest": _ingest,
     "incremental": _incremental,
-    "post": _not_yet("post"),
+    "post": _post,
 }
 
 
@@ -173,7 +188,7 @@ def _spawn(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(role: str, arguments: dict[str, Any]) -> int:
-    from bench import data, incremental, ingest, match, snapshot  # noqa: PLC0415 - children only
+    from bench import data, incremental, ingest, match, post, snapshot  # noqa: PLC0415 - children only
 
     if role == "serve":
         return ingest.serve(arguments["size"])
@@ -186,6 +201,8 @@ def _child(role: str, arguments: dict[str, Any]) -> int:
         result = {}
     elif role == "incremental_ours":
         result = match.ours(arguments["url"], Path(arguments["report_dir"]), incremental.DAY)
+    elif role == "post":
+        result = post.run(arguments["postings"], Path(arguments["scratch"]))
     elif role == "fill":
         snapshot.fill(arguments["url"], *data.generate(arguments["size"]))
         result: dict[str, Any] = {}

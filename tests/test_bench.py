@@ -63,3 +63,14 @@ def test_quick_incremental_compares_a_long_history_with_a_short_one() -> None:
     assert result["expected_rows"] > 0
     assert result["ledger_rows"] > 0
     assert isinstance(result["ratio"], float)
+
+
+def test_quick_post_keeps_to_the_batch_share_with_a_webhook_alongside() -> None:
+    (result,) = bench("post")
+    assert {"benchmark", "size", "seconds", "peak_mb", "limit_share", "share_429"} <= set(result)
+    assert result["postings"] == 500
+    assert result["requests"] == result["postings"] + result["webhook_requests"]
+    assert result["webhook_requests"] > 0
+    assert 0 < result["limit_share"] <= 1
+    assert result["share_429"] == 0
+    assert result["webhook_share_429"] == 0
