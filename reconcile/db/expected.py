@@ -76,7 +76,7 @@ def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.Da
     if not transaction_ids:
         return _typed(pd.DataFrame(columns=EXPECTED_COLUMNS))
     ids = ids_table(session, transaction_ids)
-    query = _expected_select().join(ids, ids.c.id == ExpectedRow.transaction_id)
+    query = _expected_select().where(ExpectedRow.transaction_id.in_(select(ids.c.id)))
     return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 

@@ -96,7 +96,7 @@ def ledger_frame(
     outside = set(transaction_ids) - set(frame["transaction_id"].dropna())
     if outside:
         ids = ids_table(session, outside)
-        named = _ledger_select().join(ids, ids.c.id == LedgerEntry.transaction_id).where(~in_window)
+        named = _ledger_select().where(LedgerEntry.transaction_id.in_(select(ids.c.id)), ~in_window)
         more = read(session, named, LEDGER_COLUMNS, times=["created_at"])
         if not more.empty:
             frame = pd.concat([frame, more], ignore_index=True)
