@@ -93,9 +93,9 @@ def ledger_frame(
     """
     in_window = (LedgerEntry.created_at >= since) & (LedgerEntry.created_at < until)
     frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
-    outside = set(transaction_ids) - set(frame["transaction_id"].dropna())
-    if outside:
-        ids = ids_table(session, outside)
+    if transaction_ids:
+        # every row naming one of the ids outside the window, even when the id is also inside
+        ids = ids_table(session, transaction_ids)
         named = _ledger_select().where(LedgerEntry.transaction_id.in_(select(ids.c.id)), ~in_window)
         more = read(session, named, LEDGER_COLUMNS, times=["created_at"])
         if not more.empty:
