@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Column, MetaData, String, Table, insert, type_coerce
+from sqlalchemy import Column, MetaData, String, Table, type_coerce
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -53,7 +53,7 @@ def to_utc(values: pd.Series) -> pd.Series:
 def ids_table(session: Session, ids: Collection[str]) -> Table:
     """Fill (replacing) a temporary one-column table with ``ids`` and return it.
 
-    One ``executemany`` with a cached statement; the table lives as long as the connection.
+    One ``executemany`` by the driver; the table lives as long as the connection.
     Query it as ``column.in_(select(table.c.id))``: SQLite then walks the ids through the
     column's index instead of scanning the whole table (as it does for a join), and
     PostgreSQL is given the table's statistics.
@@ -63,7 +63,11 @@ def ids_table(session: Session, ids: Collection[str]) -> Table:
     table.create(connection, checkfirst=True)
     connection.execute(table.delete())
     if ids:
-        connection.execute(insert(table), [{"id": value} for value in set(ids)])
+        # The driver's own executemany of one statement: no per-row work in SQLAlchemy.
+        marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        connection.exec_driver_sql(
+            f"INSERT INTO {_IDS} (id) VALUES ({marker})", [(value,) for value in set(ids)]
+        )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"ANALYZE {_IDS}")
     return table
