@@ -10,6 +10,9 @@ from sqlalchemy import Column, MetaData, String, Table, type_coerce
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
 
+CHUNK = 100_000
+"""Rows fetched from the driver at a time."""
+
 _IDS = "reconcile_ids"
 """The session-local temporary table that holds the ids a query joins against."""
 
@@ -32,15 +35,24 @@ def read(
     SQLite, aware datetimes on PostgreSQL) and are converted in one vectorised step.
     """
     result = session.connection().execute(statement)
+    parts = []
     try:
-        # The driver's own tuples: every selected type needs no conversion (see :func:`raw`).
-        rows = result.cursor.fetchall() if result.cursor is not None else []
+        # The driver's own tuples, a chunk at a time, so that a chunk's tuples are freed once it
+        # is a frame; every selected type needs no conversion (see :func:`raw`).
+        cursor = result.cursor
+        while cursor is not None and (rows := cursor.fetchmany(CHUNK)):
+            part = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
+            for name in times:
+                part[name] = to_utc(part[name])
+            parts.append(part)
     finally:
         result.close()
-    frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
-    for name in times:
-        frame[name] = to_utc(frame[name])
-    return frame
+    if not parts:
+        empty = pd.DataFrame(columns=list(columns))
+        for name in times:
+            empty[name] = to_utc(empty[name])
+        return empty
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def to_utc(values: pd.Series) -> pd.Series:
