@@ -303,7 +303,7 @@ def listed(
     that ends the listing instead.
 
     Raises:
-        StripeUnavailable: an id came back a second time.
+        StripeUnavailable: an id came back a second time, or an empty page said ``has_more``.
         stripe.StripeError: as the SDK raises it (the caller translates it).
     """
     seen: set[str] = set()
@@ -324,8 +324,13 @@ def listed(
                 )
             seen.add(item_id)
             yield item
-        if not page.get("has_more") or not items:
+        if not page.get("has_more"):
             return
+        if not items:
+            raise StripeUnavailable(
+                f"Stripe answered an empty page of {what} with has_more: its pages do not "
+                "advance (has_more without progress)"
+            )
         cursor = {"starting_after": str(items[-1].get("id"))}
 
 
