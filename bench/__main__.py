@@ -81,24 +81,99 @@ def _match(size: int, database: str | None) -> dict[str, Any]:
     return result
 
 
-def _not_yet(name: str) -> Any:
-    def runner(size: int, database: str | None) -> dict[str, Any]:
-        return {
-            "benchmark": name,
-            "size": size,
-            "seconds": None,
-            "peak_mb": None,
-            "status": "not yet",
-        }
+def _ingest(size: int, database: str | None) -> dict[str, Any]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench", "_child", "serve", json.dumps({"size": size})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["url"]
+        theirs = _spawn("ingest_yardstick", {"url": url})
+        ours = _spawn("ingest_ours", {"url": url})
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=120)
+    objects = theirs["objects"]
+    return {
+        "benchmark": "ingest",
+        "size": size,
+        "seconds": round(ours["seconds"], 3),
+        "peak_mb": ours["peak_mb"],
+        "yardstick": "httpx",
+        "yardstick_seconds": round(theirs["seconds"], 3),
+        "yardstick_peak_mb": theirs["peak_mb"],
+        "ratio": round(ours["seconds"] / theirs["seconds"], 3),
+        "objects": objects,
+        "objects_per_second": round(objects / ours["seconds"]),
+        "yardstick_objects_per_second": round(objects / theirs["seconds"]),
+        "entries": ours["entries"],
+        "database": "sqlite",
+    }
 
-    return runner
+
+def _incremental(size: int, database: str | None) -> dict[str, Any]:
+    small = max(size // 20, 1)
+    window_entries = max(min(size // 20, 50_000), 100)
+    timed = {}
+    for history in (size, small):
+        with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as scratch:
+            url = f"sqlite:///{Path(scratch) / 'snapshot.db'}"
+            _spawn("incremental_fill", {"url": url, "history": history, "window": window_entries})
+            timed[history] = _spawn("incremental_ours", {"url": url, "report_dir": scratch})
+    ours, theirs = timed[size], timed[small]
+    return {
+        "benchmark": "incremental",
+        "size": size,
+        "seconds": round(ours["seconds"], 3),
+        "peak_mb": ours["peak_mb"],
+        "yardstick": f"history {small}",
+        "yardstick_seconds": round(theirs["seconds"], 3),
+        "yardstick_peak_mb": theirs["peak_mb"],
+        "ratio": round(ours["seconds"] / theirs["seconds"], 3),
+        "window_entries": window_entries,
+        "expected_rows": ours["expected_rows"],
+        "ledger_rows": ours["ledger_rows"],
+        "database": "sqlite",
+    }
+
+
+def _post(size: int, database: str | None) -> dict[str, Any]:
+    postings = min(max(size // 4, 100), 2_000)
+    with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as scratch:
+        ours = _spawn("post", {"postings": postings, "scratch": scratch})
+    return {
+        "benchmark": "post",
+        "size": size,
+        "seconds": round(ours["seconds"], 3),
+        "peak_mb": ours["peak_mb"],
+        "yardstick": None,
+        "yardstick_seconds": None,
+        "ratio": None,
+        "limit_share": round(ours["limit_share"], 3),
+        "share_429": round(ours["share_429"] or 0.0, 4),
+        "webhook_share_429": round(ours["webhook_share_429"] or 0.0, 4),
+        **{
+            key: ours[key]
+            for key in (
+                "postings",
+                "requests",
+                "webhook_requests",
+                "virtual_seconds",
+                "batch_requests_per_minute",
+            )
+        },
+    }
 
 
 _RUNNERS = {
     "match": _match,
-    "ingest": _not_yet("ingest"),
-    "incremental": _not_yet("incremental"),
-    "post": _not_yet("post"),
+    "ingest": _ingest,
+    "incremental": _incremental,
+    "post": _post,
 }
 
 
@@ -113,9 +188,22 @@ def _spawn(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(role: str, arguments: dict[str, Any]) -> int:
-    from bench import data, match, snapshot  # noqa: PLC0415 - children only
+    from bench import data, incremental, ingest, match, post, snapshot  # noqa: PLC0415 - children only
 
-    if role == "fill":
+    if role == "serve":
+        return ingest.serve(arguments["size"])
+    if role == "ingest_ours":
+        result = ingest.ours(arguments["url"])
+    elif role == "ingest_yardstick":
+        result = ingest.yardstick(arguments["url"])
+    elif role == "incremental_fill":
+        incremental.fill(arguments["url"], arguments["history"], arguments["window"])
+        result = {}
+    elif role == "incremental_ours":
+        result = match.ours(arguments["url"], Path(arguments["report_dir"]), incremental.DAY)
+    elif role == "post":
+        result = post.run(arguments["postings"], Path(arguments["scratch"]))
+    elif role == "fill":
         snapshot.fill(arguments["url"], *data.generate(arguments["size"]))
         result: dict[str, Any] = {}
     elif role == "ours":

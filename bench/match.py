@@ -23,13 +23,16 @@ from reconcile.db.engine import make_engine
 from reconcile.db.expected import expected_frame
 from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import MoesifSubscription
+from reconcile.times import Window
 
 YARDSTICK = "datacompy"
 
 
-def load(url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
+def load(
+    url: str, window: Window = WINDOW
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
     """Read the widened window's expected entries, ledger rows and currencies, as a run does."""
-    wide = WINDOW.widened(MATCH_WINDOW)
+    wide = window.widened(MATCH_WINDOW)
     engine = make_engine(url)
     try:
         with Session(engine) as session:
@@ -44,15 +47,15 @@ def load(url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str | None]]:
     return expected, ledger, currencies
 
 
-def ours(url: str, report_dir: Path) -> dict[str, Any]:
-    """Run the path once and return its phase times and counts."""
+def ours(url: str, report_dir: Path, window: Window = WINDOW) -> dict[str, Any]:
+    """Run the path once over ``window`` and return its phase times and counts."""
     began = time.perf_counter()
-    expected, ledger, currencies = load(url)
+    expected, ledger, currencies = load(url, window)
     loaded = time.perf_counter()
     findings = matching.match(
         expected,
         ledger,
-        window=WINDOW,
+        window=window,
         match_window=MATCH_WINDOW,
         subscription_currency=currencies,
     )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.subscriptions import keep_currency, kept_currency
+from reconcile.db.subscriptions import KeptCurrency, keep_currency, kept_currencies
 from reconcile.moesif.client import MoesifClient
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
@@ -41,6 +41,7 @@ class SubscriptionDirectory:
         self._clock = clock
         self._max_age = max_age
         self._answers: dict[str, Known | None] = {}
+        self._kept: dict[str, KeptCurrency] | None = None
 
     def lookup(
         self, session: Session, subscription_id: str, expect: str | None = None
@@ -56,7 +57,7 @@ class SubscriptionDirectory:
             if answer is None or not disagrees(answer.currency, expect):
                 return answer
         else:
-            kept = kept_currency(session, subscription_id)
+            kept = self._kept_currency(session, subscription_id)
             if kept is not None and kept_is_fresh(
                 kept.currency,
                 kept.fetched_at,
@@ -73,6 +74,12 @@ class SubscriptionDirectory:
         """Return the subscription's currency when it is known."""
         known = self.lookup(session, subscription_id)
         return known.currency if known is not None else None
+
+    def _kept_currency(self, session: Session, subscription_id: str) -> KeptCurrency | None:
+        """Return the snapshot's kept currency; all of them are read in one query, once."""
+        if self._kept is None:
+            self._kept = kept_currencies(session)
+        return self._kept.get(subscription_id)
 
     def _read(self, session: Session, subscription_id: str) -> Known | None:
         found = self._client.subscription(subscription_id)

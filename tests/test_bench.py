@@ -44,7 +44,33 @@ def test_quick_match_prints_its_figures_and_a_yardstick() -> None:
         assert abs(result["ratio"] - ratio) < 0.01 * ratio  # both sides rounded to 3 places
 
 
-def test_benchmarks_not_built_yet_say_so() -> None:
-    results = bench("ingest", "incremental", "post")
-    assert [result["benchmark"] for result in results] == ["ingest", "incremental", "post"]
-    assert all(result["status"] == "not yet" for result in results)
+def test_quick_ingest_reads_every_object_and_measures_the_httpx_floor() -> None:
+    (result,) = bench("ingest")
+    assert KEYS | {"objects_per_second"} <= set(result)
+    assert result["yardstick"] == "httpx"
+    # 2,000 top-ups with their balance transactions, and a refund (with its own) for one in ten
+    assert result["objects"] == 2000 * 2 + 200 * 2
+    assert result["entries"] == 2000 + 200
+    assert result["objects_per_second"] > 0
+    ratio = result["seconds"] / result["yardstick_seconds"]
+    assert abs(result["ratio"] - ratio) < 0.01 * ratio
+
+
+def test_quick_incremental_compares_a_long_history_with_a_short_one() -> None:
+    (result,) = bench("incremental")
+    assert KEYS <= set(result)
+    assert result["yardstick"] == "history 100"
+    assert result["expected_rows"] > 0
+    assert result["ledger_rows"] > 0
+    assert isinstance(result["ratio"], float)
+
+
+def test_quick_post_keeps_to_the_batch_share_with_a_webhook_alongside() -> None:
+    (result,) = bench("post")
+    assert {"benchmark", "size", "seconds", "peak_mb", "limit_share", "share_429"} <= set(result)
+    assert result["postings"] == 500
+    assert result["requests"] == result["postings"] + result["webhook_requests"]
+    assert result["webhook_requests"] > 0
+    assert 0 < result["limit_share"] <= 1
+    assert result["share_429"] == 0
+    assert result["webhook_share_429"] == 0

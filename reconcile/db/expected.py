@@ -9,14 +9,15 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import ExpectedRow
-from reconcile.db.sql import chunks, upsert
 from reconcile.domain import EXPECTED_COLUMNS, ExpectedEntry
 
-BATCH_SIZE = 500
-"""Entries per INSERT statement."""
+BATCH_SIZE = 5_000
+"""Entries per ``executemany`` of the one cached upsert statement."""
 
 _MUTABLE = (*EXPECTED_COLUMNS[1:], "last_seen_run_id", "updated_at")
 
@@ -29,19 +30,26 @@ def store_expected(
     A new row records ``run_id`` as first and last seen; an existing row keeps its first run and
     takes the new values, ``run_id`` as last seen and ``now`` as ``updated_at``.
     """
+    statement = _insert(session)
+    statement = statement.on_conflict_do_update(
+        index_elements=[ExpectedRow.transaction_id],
+        set_={name: statement.excluded[name] for name in _MUTABLE},
+    )
     stored = 0
     for batch in _batches(entries, BATCH_SIZE):
         rows = list(
             {row["transaction_id"]: row for row in (_row(e, run_id, now) for e in batch)}.values()
         )
-        statement = upsert(session, ExpectedRow, rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[ExpectedRow.transaction_id],
-            set_={name: statement.excluded[name] for name in _MUTABLE},
-        )
-        session.execute(statement)
+        session.execute(statement, rows)
         stored += len(batch)
     return stored
+
+
+def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
+    """Return the backend's bare ``INSERT`` for ``executemany``: compiled once, cached."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(ExpectedRow)
+    return sqlite.insert(ExpectedRow)
 
 
 def expected_frame(
@@ -60,28 +68,29 @@ def expected_frame(
     )
     if companies:
         query = query.where(ExpectedRow.company_id.in_(list(companies)))
-    return _typed(pd.read_sql(query, session.connection()))
+    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
 def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.DataFrame:
     """Return the stored expected entries with these transaction ids, whenever created."""
-    frames = [
-        pd.read_sql(
-            _expected_select().where(ExpectedRow.transaction_id.in_(chunk)), session.connection()
-        )
-        for chunk in chunks(transaction_ids)
-    ]
-    return _typed(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    if not transaction_ids:
+        return _typed(pd.DataFrame(columns=EXPECTED_COLUMNS))
+    ids = ids_table(session, transaction_ids)
+    query = _expected_select().where(ExpectedRow.transaction_id.in_(select(ids.c.id)))
+    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
 def _expected_select() -> Select[Any]:
-    columns = [getattr(ExpectedRow, name) for name in EXPECTED_COLUMNS]
+    columns = [
+        raw(ExpectedRow.created_at) if name == "created_at" else getattr(ExpectedRow, name)
+        for name in EXPECTED_COLUMNS
+    ]
     return select(*columns).order_by(ExpectedRow.created_at, ExpectedRow.transaction_id)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reindex(columns=EXPECTED_COLUMNS)
-    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    frame["created_at"] = frame["created_at"].astype("datetime64[us, UTC]")
     frame["amount_minor"] = frame["amount_minor"].astype("int64")
     return frame
 

@@ -11,8 +11,9 @@ import pandas as pd
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
-from reconcile.db.sql import chunks, upsert
+from reconcile.db.sql import upsert
 from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
 
 BATCH_SIZE = 500
@@ -91,16 +92,14 @@ def ledger_frame(
     values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row appears once.
     """
     in_window = (LedgerEntry.created_at >= since) & (LedgerEntry.created_at < until)
-    statements = [_ledger_select().where(in_window)]
-    statements += [
-        _ledger_select().where(LedgerEntry.transaction_id.in_(chunk))
-        for chunk in chunks(transaction_ids)
-    ]
-    connection = session.connection()
-    frames = [pd.read_sql(statement, connection) for statement in statements]
-    filled = [frame for frame in frames if not frame.empty]
-    frame = pd.concat(filled, ignore_index=True) if filled else frames[0]
-    frame = frame.drop_duplicates(subset="moesif_id")
+    frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
+    if transaction_ids:
+        # every row naming one of the ids outside the window, even when the id is also inside
+        ids = ids_table(session, transaction_ids)
+        named = _ledger_select().where(LedgerEntry.transaction_id.in_(select(ids.c.id)), ~in_window)
+        more = read(session, named, LEDGER_COLUMNS, times=["created_at"])
+        if not more.empty:
+            frame = pd.concat([frame, more], ignore_index=True)
     return _typed(frame).sort_values(["created_at", "moesif_id"]).reset_index(drop=True)
 
 
@@ -126,14 +125,17 @@ def _content(row: LedgerRow, before: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _ledger_select() -> Select[Any]:
-    return select(*(getattr(LedgerEntry, name) for name in LEDGER_COLUMNS))
+    return select(
+        *(
+            raw(LedgerEntry.created_at) if name == "created_at" else getattr(LedgerEntry, name)
+            for name in LEDGER_COLUMNS
+        )
+    )
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     typed = frame.reindex(columns=LEDGER_COLUMNS)
-    typed["created_at"] = pd.to_datetime(typed["created_at"], utc=True).astype(
-        "datetime64[us, UTC]"
-    )
+    typed["created_at"] = typed["created_at"].astype("datetime64[us, UTC]")
     typed["amount_minor"] = typed["amount_minor"].astype("int64")
     for name in _TEXT_COLUMNS:
         typed[name] = typed[name].astype("str")

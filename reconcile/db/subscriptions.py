@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import MoesifSubscription
@@ -22,6 +23,19 @@ def kept_currency(session: Session, subscription_id: str) -> KeptCurrency | None
     """Return the kept currency of a subscription, or ``None`` when none was ever kept."""
     stored = session.get(MoesifSubscription, subscription_id)
     return None if stored is None else KeptCurrency(stored.currency, stored.fetched_at)
+
+
+def kept_currencies(session: Session) -> dict[str, KeptCurrency]:
+    """Return every kept currency by subscription id, in one query."""
+    query = select(
+        MoesifSubscription.subscription_id,
+        MoesifSubscription.currency,
+        MoesifSubscription.fetched_at,
+    )
+    return {
+        subscription_id: KeptCurrency(currency, fetched_at)
+        for subscription_id, currency, fetched_at in session.execute(query)
+    }
 
 
 def keep_currency(

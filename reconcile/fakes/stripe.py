@@ -6,12 +6,14 @@ trimmed from github.com/stripe/openapi ``openapi/fixtures3.json``, MIT) with fie
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 import hmac
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -109,6 +111,15 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Stored objects of one kind sorted by ``(created, id)``, for lists served without a scan."""
+
+    items: list[Obj]
+    created: list[int]
+    position: dict[str, int]
+
+
 class StripeApiError(Exception):
     """An error the fake answers with, in Stripe's error shape."""
 
@@ -165,6 +176,7 @@ class FakeStripe:
         self._echo_key = echo_key
         self._clock = clock
         self._state = _State()
+        self._indexes: dict[str, _Index] = {}
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -587,18 +599,19 @@ class FakeStripe:
 
     def _list(self, kind: str, path: str, query: Query, version: str) -> Obj:
         limit = _limit(query)
-        items = sorted(
-            (
-                item
-                for item in self._state.objects[kind].values()
-                if _matches(item, kind, query, filtered=kind not in self._unfiltered)
-            ),
-            key=lambda item: (item["created"], item["id"]),
-            reverse=True,
-        )
-        page, has_more = _page(items, query, limit)
+        filtered = kind not in self._unfiltered
         if self.repeat_pages:
-            page, has_more = items[:limit], True
+            page, has_more = self._indexed_page(kind, {**query, "starting_after": ""}, limit)
+            has_more = True
+        elif query.get("ending_before"):
+            items = [
+                item
+                for item in self._ordered(kind)
+                if _matches(item, kind, query, filtered=filtered)
+            ]
+            page, has_more = _page(items, query, limit)
+        else:
+            page, has_more = self._indexed_page(kind, query, limit)
         expand = _expansions(query, "data.")
         return {
             "object": "list",
@@ -606,6 +619,49 @@ class FakeStripe:
             "has_more": has_more,
             "url": path,
         }
+
+    def _indexed_page(self, kind: str, query: Query, limit: int) -> tuple[list[Obj], bool]:
+        """Return one page, newest first, reading only the index range the query can reach."""
+        index = self._index(kind)
+        low, high = _created_bounds(query)
+        start = bisect.bisect_left(index.created, low)
+        stop = bisect.bisect_right(index.created, high)
+        cursor = query.get("starting_after")
+        filtered = kind not in self._unfiltered
+        if cursor:
+            position = index.position.get(cursor)
+            if position is None or not _matches(
+                index.items[position], kind, query, filtered=filtered
+            ):
+                raise StripeApiError(400, f"No such object: '{cursor}'", param="starting_after")
+            stop = min(stop, position)
+        page: list[Obj] = []
+        for position in range(stop - 1, start - 1, -1):
+            item = index.items[position]
+            if _matches(item, kind, query, filtered=filtered):
+                if len(page) == limit:
+                    return page, True
+                page.append(item)
+        return page, False
+
+    def _ordered(self, kind: str) -> list[Obj]:
+        """Return every stored object of ``kind``, newest first (as lists serve them)."""
+        return self._index(kind).items[::-1]
+
+    def _index(self, kind: str) -> _Index:
+        """Return the list index of ``kind`` by ``(created, id)``; a store rebuilds it."""
+        index = self._indexes.get(kind)
+        if index is None:
+            items = sorted(
+                self._state.objects[kind].values(), key=lambda item: (item["created"], item["id"])
+            )
+            index = _Index(
+                items=items,
+                created=[item["created"] for item in items],
+                position={item["id"]: number for number, item in enumerate(items)},
+            )
+            self._indexes[kind] = index
+        return index
 
     def _render(self, item: Obj, version: str, expand: set[str]) -> Obj:
         rendered = copy.deepcopy(item)
@@ -627,6 +683,7 @@ class FakeStripe:
             item.update({name: value for name, value in fields.items() if name != "id"})
             item["id"] = fields.get("id") or f"{_PREFIXES[kind]}_fake{next(self._ids):012d}"
             self._state.objects[kind][item["id"]] = item
+            self._indexes.pop(kind, None)
             return str(item["id"])
 
     def _get(self, kind: str, object_id: str) -> Obj:
@@ -779,6 +836,23 @@ def _created_matches(created: int, query: Query) -> bool:
         for name, check in checks.items()
         if f"created[{name}]" in query
     )
+
+
+def _created_bounds(query: Query) -> tuple[float, float]:
+    """Return the inclusive range of ``created`` a list query can match."""
+    low, high = -math.inf, math.inf
+    if "created" in query:
+        exact = _integer(query["created"], "created")
+        return exact, exact
+    for name in ("gte", "gt", "lte", "lt"):
+        key = f"created[{name}]"
+        if key in query:
+            value = _integer(query[key], key)
+            if name in ("gte", "gt"):
+                low = max(low, value + (name == "gt"))
+            else:
+                high = min(high, value - (name == "lt"))
+    return low, high
 
 
 def _integer(raw: str, param: str) -> int:

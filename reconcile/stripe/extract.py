@@ -15,6 +15,8 @@ from typing import TypeVar
 import stripe
 
 from reconcile.domain import EntryType, ExpectedEntry, Source, Unreadable
+from reconcile.errors import StripeUnavailable
+from reconcile.safe_text import excerpt
 from reconcile.stripe.client import stripe_errors
 from reconcile.stripe.mapping import (
     StripeDict,
@@ -22,7 +24,6 @@ from reconcile.stripe.mapping import (
     TopUp,
     id_of,
     movement_problem,
-    paged,
     unreadable_object,
 )
 from reconcile.times import Window, from_unix
@@ -277,37 +278,60 @@ def read_slice(
 
     Top-ups and refunds still on their way are returned as :class:`_Pending` marks.
     """
-    gte, lt = _ceil_unix(piece.since), _ceil_unix(piece.until)
+    created = {"created": {"gte": _ceil_unix(piece.since), "lt": _ceil_unix(piece.until)}}
     found: list[_Found | _Pending | Unreadable] = []
-    for payment_intent in paged(
-        client.v1.payment_intents.list(
-            params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
-        ),
-        "PaymentIntents",
-    ):
-        intent = payment_intent.to_dict()
+    for intent in listed(client, "/v1/payment_intents", created, "PaymentIntents"):
         found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
         found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
-    for refund in paged(
-        client.v1.refunds.list(params={"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}),
-        "refunds",
-    ):
-        returned = refund.to_dict()
+    for returned in listed(client, "/v1/refunds", created, "refunds"):
         found.extend(_pending(returned, PENDING_REFUND_STATUSES))
         found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
-    for transaction in paged(
-        client.v1.balance_transactions.list(
-            params={
-                "created": {"gte": gte, "lt": lt},
-                "limit": PAGE_LIMIT,
-                "expand": ["data.source"],
-            }
-        ),
-        "balance transactions",
-    ):
-        moved = transaction.to_dict()
+    expanded = {**created, "expand": ["data.source"]}
+    for moved in listed(client, "/v1/balance_transactions", expanded, "balance transactions"):
         found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
     return found
+
+
+def listed(
+    client: stripe.StripeClient, path: str, params: StripeDict, what: str
+) -> Iterator[StripeDict]:
+    """Yield every item of a Stripe list as plain data, page by page, refusing stuck pages.
+
+    Pages are read with the SDK's public ``raw_request`` and used as the JSON they are: no
+    ``StripeObject`` is built per item (that cost most of an extraction's CPU). A server
+    answering ``has_more`` with a page that repeats an id already listed would page forever;
+    that ends the listing instead.
+
+    Raises:
+        StripeUnavailable: an id came back a second time, or an empty page said ``has_more``.
+        stripe.StripeError: as the SDK raises it (the caller translates it).
+    """
+    seen: set[str] = set()
+    cursor: dict[str, str] = {}
+    while True:
+        page = client.raw_request("get", path, limit=PAGE_LIMIT, **params, **cursor).data
+        items = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(items, list):
+            raise StripeUnavailable(f"Stripe answered a list of {what} without its data")
+        for item in items:
+            if not isinstance(item, dict):
+                raise StripeUnavailable(f"Stripe listed one of its {what} as {type(item).__name__}")
+            item_id = str(item.get("id") or id(item))
+            if item_id in seen:
+                raise StripeUnavailable(
+                    f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not "
+                    "advance (has_more without progress)"
+                )
+            seen.add(item_id)
+            yield item
+        if not page.get("has_more"):
+            return
+        if not items:
+            raise StripeUnavailable(
+                f"Stripe answered an empty page of {what} with has_more: its pages do not "
+                "advance (has_more without progress)"
+            )
+        cursor = {"starting_after": str(items[-1].get("id"))}
 
 
 def _pending(stripe_object: StripeDict, statuses: frozenset[str]) -> list[_Pending]:

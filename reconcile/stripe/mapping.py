@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -239,20 +241,47 @@ def id_of(value: object) -> str | None:
     return None
 
 
-class _Cache:
-    """A thread-safe memo; two threads may both fetch a missing key once, which is harmless."""
+CACHE_SIZE = 50_000
+"""Objects each of the lookup's caches keeps, least recently used evicted first."""
 
-    def __init__(self) -> None:
-        self._values: dict[str, object] = {}
+
+class _Cache:
+    """A thread-safe, bounded memo with single flight: concurrent misses on a key fetch it once.
+
+    The first thread to miss a key fetches it; the others wait for that answer (or its error)
+    instead of asking Stripe again. At most ``size`` answers are kept, least recently used out.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._values: OrderedDict[str, object] = OrderedDict()
+        self._flights: dict[str, Future[object]] = {}
+        self._size = size
         self._lock = threading.Lock()
 
     def get(self, key: str, fetch: Callable[[], _V]) -> _V:
         with self._lock:
             if key in self._values:
+                self._values.move_to_end(key)
                 return self._values[key]  # type: ignore[return-value]
-        value = fetch()
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = Future()
+        if not leader:
+            return flight.result()  # type: ignore[return-value]
+        try:
+            value = fetch()
+        except BaseException as error:
+            with self._lock:
+                del self._flights[key]
+            flight.set_exception(error)
+            raise
         with self._lock:
-            self._values.setdefault(key, value)
+            del self._flights[key]
+            self._values[key] = value
+            if len(self._values) > self._size:
+                self._values.popitem(last=False)
+        flight.set_result(value)
         return value
 
 
