@@ -13,6 +13,7 @@ from typing import NoReturn
 from reconcile import __version__
 from reconcile.config import Settings
 from reconcile.errors import ExitCode, ReconcileError, RunFailed
+from reconcile.redaction import NO_SECRETS
 from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
@@ -88,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings, namespace: argparse.Namespace) -> int:
-    from reconcile.clients import open_clients
+    from reconcile.announce import announce
+    from reconcile.clients import open_clients, utc_now
     from reconcile.metrics import write_metrics
     from reconcile.observability import log_summary
     from reconcile.run import RunRequest, execute
@@ -101,24 +103,29 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         report_dir=namespace.report_dir,
         trigger="manual",
     )
+    began = utc_now()
     try:
         with open_clients(settings) as clients:
             outcome = execute(settings, request, clients)
     except ReconcileError as error:
         if settings.metrics_file is not None:
             write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))
-        return _fail(error)
+        announce(settings, error, utc_now, began=began)
+        return _fail(error, settings)
     except KeyboardInterrupt:
-        return _fail(RunFailed("interrupted; postings made so far are recorded, a rerun resumes"))
+        interrupted = RunFailed("interrupted; postings made so far are recorded, a rerun resumes")
+        return _fail(interrupted, settings)
     except Exception as error:  # noqa: BLE001 - the one place an unexpected error becomes a line
         log.debug("unexpected error", exc_info=True)
-        return _fail(ReconcileError(f"internal error: {type(error).__name__}: {error}"))
+        internal = ReconcileError(f"internal error: {type(error).__name__}: {error}")
+        return _fail(internal, settings)
     print(outcome.summary)
     if outcome.message:
-        print(f"reconcile: {outcome.message}", file=sys.stderr)
+        print(f"reconcile: {settings.redactor().text(outcome.message)}", file=sys.stderr)
     log_summary(log, outcome)
     if settings.metrics_file is not None:
         write_metrics(settings.metrics_file, outcome)
+    announce(settings, outcome, utc_now, began=began)
     return int(outcome.exit_code)
 
 
@@ -132,9 +139,10 @@ def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> No
     )
 
 
-def _fail(error: ReconcileError) -> int:
-    message = " ".join(str(error).split())
-    print(f"reconcile: error: {message}", file=sys.stderr)
+def _fail(error: ReconcileError, settings: Settings | None = None) -> int:
+    """Print the error on one line, every secret masked, and return its exit code."""
+    redactor = settings.redactor() if settings is not None else NO_SECRETS
+    print(f"reconcile: error: {redactor.message(error)}", file=sys.stderr)
     return int(error.exit_code)
 
 
@@ -189,7 +197,7 @@ def _balances(args: list[str]) -> int:
             clock=lambda: datetime.now(UTC),
         )
     except ReconcileError as error:
-        return _fail(error)
+        return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
 
@@ -232,7 +240,7 @@ def _status(args: list[str]) -> int:
             raise ConfigError(f"the snapshot database {where} {problem}")
         print(status_report(engine, limit=namespace.limit))
     except ReconcileError as error:
-        return _fail(error)
+        return _fail(error, settings)
     finally:
         engine.dispose()
     return ExitCode.OK

@@ -50,6 +50,7 @@ class Category(StrEnum):
     CURRENCY_MISMATCH = "currency_mismatch"
     UNMAPPED_CUSTOMER = "unmapped_customer"
     MATCHED_BY_AMOUNT = "matched_by_amount"
+    MISAPPLIED = "misapplied"
     UNREADABLE = "unreadable"
 
 

@@ -13,16 +13,18 @@ from reconcile import frames, matching
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
+from reconcile.domain import Unreadable
 from reconcile.errors import DatabaseUnavailable, GuardrailTripped, ReconcileError
 from reconcile.lock import run_lock
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
 from reconcile.request import RunOutcome, RunRequest, new_run_id
-from reconcile.rules.conclusion import Tally, conclude, tally, to_review
+from reconcile.rules.conclusion import Tally, conclude, tally, to_review, unanswered
 from reconcile.rules.orders import after_sending
 from reconcile.steps import Sessions, begin, ending, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
+from reconcile.unreadable import blocked_transaction_ids, unreadable_findings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ class _Pass:
         try:
             return self._reconcile(window)
         except ReconcileError as error:
-            begin.fail(self.sessions, self.run_id, error, self.clients.clock())
+            begin.fail(
+                self.sessions, self.run_id, error, self.clients.clock(), self.settings.redactor()
+            )
             raise
 
     def _reconcile(self, window: Window) -> RunOutcome:
@@ -85,12 +89,19 @@ class _Pass:
         wide = window.widened(settings.match_window)
         now = clock()
         reach = Window(wide.since, min(wide.until, max(now, window.until)))
+        unreadable: list[Unreadable] = []
         pending_since = snapshot.extract_stripe(
-            self.sessions, self.clients.stripe, reach, companies, run_id=self.run_id, now=clock()
+            self.sessions,
+            self.clients.stripe,
+            reach,
+            companies,
+            run_id=self.run_id,
+            now=clock(),
+            on_unreadable=unreadable.append,
         )
         # Up to now, not only to the window's end: rows posted for this window later (by an
         # earlier run, or a late webhook) carry the time they were posted.
-        unreadable = snapshot.sync_moesif(
+        synced = snapshot.sync_moesif(
             self.sessions,
             self.clients.moesif,
             self.directory,
@@ -100,11 +111,18 @@ class _Pass:
             run_id=self.run_id,
             clock=clock,
         )
+        unreadable.extend(synced.unreadable)
         expected, ledger = snapshot.frames_of(
-            self.sessions, self.clients.stripe, wide, companies, run_id=self.run_id, now=clock()
+            self.sessions,
+            self.clients.stripe,
+            wide,
+            companies,
+            run_id=self.run_id,
+            now=clock(),
+            on_unreadable=unreadable.append,
         )
         paid = frames.subscriptions_paid(frames.in_window(expected, window))
-        findings = frames.typed_findings(
+        matched = frames.typed_findings(
             matching.match(
                 expected,
                 ledger,
@@ -115,7 +133,9 @@ class _Pass:
                 ),
             )
         )
-        return self._post(window, findings, unreadable, pending_since)
+        findings = frames.joined(matched, frames.typed_findings(unreadable_findings(unreadable)))
+        blocked = synced.unreadable_ids | blocked_transaction_ids(unreadable)
+        return self._post(window, findings, blocked, pending_since)
 
     def _post(
         self,
@@ -188,7 +208,7 @@ class _Pass:
                 conclusion,
                 counted,
                 path,
-                guardrail,
+                guardrail or unanswered(counted),
                 dry_run=self.request.dry_run,
             ),
             conclusion,

@@ -16,8 +16,8 @@ from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
-from reconcile.domain import is_stripe_id
-from reconcile.ledger_sync import sync_ledger
+from reconcile.domain import Unreadable, is_stripe_id
+from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
 from reconcile.rules.known_ids import known_id, needs_memory
@@ -37,8 +37,12 @@ def extract_stripe(
     *,
     run_id: str,
     now: datetime,
+    on_unreadable: Callable[[Unreadable], None],
 ) -> datetime | None:
-    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending."""
+    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending.
+
+    Each Stripe object that cannot be interpreted safely is handed to ``on_unreadable``.
+    """
     progress = Progress("Stripe", unit="days read")
     oldest: list[datetime] = []
 
@@ -59,6 +63,7 @@ def extract_stripe(
                 companies=companies,
                 progress=advance,
                 on_pending=pending,
+                on_unreadable=on_unreadable,
             ),
             run_id=run_id,
             now=now,
@@ -78,10 +83,10 @@ def sync_moesif(
     *,
     run_id: str,
     clock: Callable[[], datetime],
-) -> frozenset[str]:
+) -> SyncResult:
     """Snapshot Moesif's ledger of ``reach`` and settle postings it confirms.
 
-    Returns the transaction ids of rows Moesif holds but that could not be read.
+    Returns what the sync did, with the rows Moesif holds but that could not be read.
     """
     progress = Progress("Moesif ledger", unit="rows")
     with sessions.begin() as session:
@@ -105,7 +110,7 @@ def sync_moesif(
             len(settled),
             ", ".join(settled),
         )
-    return result.unreadable_ids
+    return result
 
 
 def subscription_currencies(
@@ -134,12 +139,14 @@ def frames_of(
     *,
     run_id: str,
     now: datetime,
+    on_unreadable: Callable[[Unreadable], None],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load the expected entries and ledger rows of the widened window.
 
     Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a late
     webhook) bring that movement's expected entry along, so they match it: from the snapshot
-    when an earlier run read it, else fetched from Stripe by id.
+    when an earlier run read it, else fetched from Stripe by id (an object fetched that cannot
+    be interpreted safely is handed to ``on_unreadable``).
     """
     with sessions() as session:
         expected = expected_frame(session, wide.since, wide.until, companies)
@@ -151,7 +158,9 @@ def frames_of(
     with sessions.begin() as session:
         unknown = strays - set(expected_by_ids(session, strays)["transaction_id"])
         if unknown:
-            fetched = extract_by_ids(client, unknown, companies=companies)
+            fetched = extract_by_ids(
+                client, unknown, companies=companies, on_unreadable=on_unreadable
+            )
             store_expected(session, fetched, run_id=run_id, now=now)
         older = expected_by_ids(session, strays)
     return frames.joined(expected, older), ledger
