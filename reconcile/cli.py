@@ -18,7 +18,7 @@ from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve")
+COMMANDS = ("demo", "status", "balances", "serve", "findings")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +153,8 @@ def _subcommand(name: str, args: list[str]) -> int:
         return demo_main(args)
     if name == "balances":
         return _balances(args)
+    if name == "findings":
+        return _findings(args)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 
@@ -254,3 +256,65 @@ def _status_environment() -> dict[str, str]:
     environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
     environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
     return environ
+
+
+def _findings(args: list[str]) -> int:
+    from datetime import UTC
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reconcile.db.engine import describe, make_engine, upgrade_to_head
+    from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
+    from reconcile.errors import DatabaseUnavailable, UsageError
+    from reconcile.findings_view import close, listing
+
+    if args and args[0] in ("resolve", "ignore"):
+        parser = _Parser(
+            prog=f"reconcile findings {args[0]}",
+            description=f"Close findings as {args[0]}d, with a note (recorded with its time).",
+        )
+        parser.add_argument("finding_ids", nargs="+", metavar="FINDING_ID")
+        parser.add_argument("--note", required=True, help="why (kept in the audit trail)")
+        namespace = parser.parse_args(args[1:])
+        if not namespace.note.strip():
+            parser.error("--note must not be blank")
+    else:
+        parser = _Parser(
+            prog="reconcile findings",
+            description="List the open findings of all runs; 'findings resolve|ignore ID ... "
+            "--note TEXT' closes them.",
+        )
+        parser.add_argument("--all", action="store_true", help="closed findings too")
+        parser.add_argument("--category", nargs="+", action="extend", default=[], metavar="C")
+        parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
+        parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+        namespace = parser.parse_args(args)
+    try:
+        settings = Settings.from_env(_status_environment())
+    except ReconcileError as error:
+        return _fail(error)
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        upgrade_to_head(engine)
+        if args and args[0] in ("resolve", "ignore"):
+            status = FindingStatus.RESOLVED if args[0] == "resolve" else FindingStatus.IGNORED
+            try:
+                closed = close(engine, namespace.finding_ids, status, namespace.note, now)
+            except UnknownFinding as unknown:
+                raise UsageError(f"{unknown}; nothing was closed") from None
+            print(f"{closed} finding(s) {status.value}")
+            return ExitCode.OK
+        where = FindingFilter(
+            include_closed=namespace.all,
+            categories=tuple(namespace.category),
+            companies=tuple(namespace.company),
+        )
+        print(listing(engine, where, namespace.format, now))
+    except ReconcileError as error:
+        return _fail(error, settings)
+    except SQLAlchemyError as error:
+        return _fail(DatabaseUnavailable(f"snapshot database failed: {describe(error)}"), settings)
+    finally:
+        engine.dispose()
+    return ExitCode.OK

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
@@ -126,3 +126,11 @@ def of_companies(ledger: pd.DataFrame, companies: Sequence[str]) -> pd.DataFrame
 def joined(first: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
     """Return ``first`` with the rows of ``more`` after it."""
     return first if more.empty else pd.concat([first, more], ignore_index=True)
+
+
+def without(findings: pd.DataFrame, finding_ids: Collection[str]) -> pd.DataFrame:
+    """Return the findings whose ``finding_id`` is not one of ``finding_ids``."""
+    if not finding_ids or "finding_id" not in findings.columns:
+        return findings
+    kept: pd.DataFrame = findings[~findings["finding_id"].isin(list(finding_ids))]
+    return kept

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -48,6 +48,7 @@ def match(
     window: Window,
     match_window: timedelta,
     subscription_currency: Mapping[str, str | None],
+    recheck: Collection[str] = (),
 ) -> pd.DataFrame:
     """Match expected entries to ledger rows and return one finding per drift (contract §6).
 
@@ -60,6 +61,8 @@ def match(
         match_window: how far apart in time a row without a Stripe id may be from its entry.
         subscription_currency: Moesif subscription id to its lowercase currency, or ``None``
             when Moesif does not know the subscription; ids not in it are not checked.
+        recheck: transaction ids of entries and Moesif ids of rows reported as if inside the
+            window wherever they lie (the subjects of findings still open).
 
     Returns:
         The findings frame (``FINDING_COLUMNS``): text cells ``str`` or ``None``, amounts
@@ -68,8 +71,8 @@ def match(
     Raises:
         ValueError: a frame lacks a column or holds naive times.
     """
-    entries = _side(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window)
-    rows = _side(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window)
+    entries = _side(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window, recheck)
+    rows = _side(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window, recheck)
     rows = _drifting(rows)
     _share_keys(entries, rows)
 
@@ -172,8 +175,18 @@ _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _side(frame: pd.DataFrame, columns: list[str], name: str, key: str, window: Window) -> _Side:
-    """Check a frame, order it by content (time, then ``key``) and drop repeated ``key``s."""
+def _side(
+    frame: pd.DataFrame,
+    columns: list[str],
+    name: str,
+    key: str,
+    window: Window,
+    recheck: Collection[str] = (),
+) -> _Side:
+    """Check a frame, order it by content (time, then ``key``) and drop repeated ``key``s.
+
+    A position counts as inside the window when its time is, or its ``key`` is in ``recheck``.
+    """
     absent = [column for column in columns if column not in frame.columns]
     if absent:
         raise ValueError(f"the {name} frame lacks columns: {', '.join(absent)}")
@@ -192,7 +205,8 @@ def _side(frame: pd.DataFrame, columns: list[str], name: str, key: str, window: 
         time=times[kept],
         amount=amounts[kept],
         kind=_kind_codes(frame["entry_type"])[kept],
-        inside=(times[kept] >= since) & (times[kept] < until),
+        inside=((times[kept] >= since) & (times[kept] < until))
+        | (pd.Index(ids[kept], dtype=object).isin(list(recheck)) if recheck else False),
         codes={key: codes[kept]},
         names={key: names},
         lookup={},

@@ -28,6 +28,8 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 AMOUNT_COLUMNS = ("stripe_amount", "moesif_amount", "delta")
 """Report columns holding our own decimal strings, which stay numbers (``-5.00``)."""
 
+_TIME_SUFFIXES = ("_created_at", "_seen_at")
+
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -107,7 +109,7 @@ def _report_row(record: Mapping[Hashable, object], run_id: str) -> list[str]:
     cells: dict[str, str] = {
         name: _text(record.get(name))
         for name in REPORT_COLUMNS
-        if name not in AMOUNT_COLUMNS and not name.endswith("_created_at")
+        if name not in AMOUNT_COLUMNS and not name.endswith(_TIME_SUFFIXES)
     }
     cells["run_id"] = run_id
     cells["stripe_amount"] = _amount(stripe_minor, currency)
@@ -115,6 +117,7 @@ def _report_row(record: Mapping[Hashable, object], run_id: str) -> list[str]:
     cells["delta"] = "" if delta is None else format_major(delta, currency)
     cells["stripe_created_at"] = _time(record.get("stripe_created_at"))
     cells["moesif_created_at"] = _time(record.get("moesif_created_at"))
+    cells["first_seen_at"] = _time(record.get("first_seen_at"))
     return [
         cells[name] if name in AMOUNT_COLUMNS else neutralise(cells[name])
         for name in REPORT_COLUMNS

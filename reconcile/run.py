@@ -21,7 +21,7 @@ from reconcile.posting.outcome import Outcome
 from reconcile.request import RunOutcome, RunRequest, new_run_id
 from reconcile.rules.conclusion import Tally, conclude, tally, to_review, unanswered
 from reconcile.rules.orders import after_sending
-from reconcile.steps import Sessions, begin, ending, sending, snapshot
+from reconcile.steps import Sessions, begin, ending, lifecycle, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
 from reconcile.unreadable import blocked_transaction_ids, unreadable_findings
@@ -68,6 +68,8 @@ class _Pass:
         self.run_id = new_run_id(started_at)
         self.report_dir = request.report_dir or settings.report_dir
         self.directory = SubscriptionDirectory(clients.moesif, clients.clock)
+        self.before: dict[str, lifecycle.Subject] = {}
+        self.present: frozenset[str] = frozenset()
 
     def run(self) -> RunOutcome:
         request = self.request
@@ -112,6 +114,8 @@ class _Pass:
             clock=clock,
         )
         unreadable.extend(synced.unreadable)
+        self.before = lifecycle.open_before(self.sessions, companies)
+        transactions, rows = lifecycle.subject_ids(self.before)
         expected, ledger = snapshot.frames_of(
             self.sessions,
             self.clients.stripe,
@@ -120,7 +124,9 @@ class _Pass:
             run_id=self.run_id,
             now=clock(),
             on_unreadable=unreadable.append,
+            recheck=(transactions, rows),
         )
+        self.present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
         paid = frames.subscriptions_paid(frames.in_window(expected, window))
         matched = frames.typed_findings(
             matching.match(
@@ -131,6 +137,7 @@ class _Pass:
                 subscription_currency=snapshot.subscription_currencies(
                     self.sessions, self.directory, paid
                 ),
+                recheck=transactions | rows,
             )
         )
         findings = frames.joined(matched, frames.typed_findings(unreadable_findings(unreadable)))
@@ -186,9 +193,21 @@ class _Pass:
         guardrail: str,
         pending_since: datetime | None,
     ) -> RunOutcome:
-        """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was."""
+        """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was.
+
+        Findings an operator closed do not count for review; open ones of earlier runs do.
+        """
+        findings, silenced = lifecycle.settle(
+            self.sessions,
+            lifecycle.with_ids(findings),
+            self.before,
+            run_id=self.run_id,
+            now=self.clients.clock(),
+            dry_run=self.request.dry_run,
+            present=self.present,
+        )
         path = ending.save(self.sessions, findings, self.run_id, self.report_dir)
-        review = to_review(frames.actions(findings))
+        review = to_review(frames.actions(frames.without(findings, silenced)))
         conclusion = conclude(
             review=review,
             tally=counted,

@@ -176,3 +176,109 @@ def open_counts_by_subscription(session: Session) -> dict[tuple[str | None, str 
         (company, subscription): int(count)
         for company, subscription, count in session.execute(query)
     }
+
+
+def open_states(session: Session, companies: Sequence[str] = ()) -> list[FindingState]:
+    """Return the open findings, of these companies when some are named."""
+    query = select(FindingState).where(FindingState.status == FindingStatus.OPEN)
+    if companies:
+        query = query.where(FindingState.company_id.in_(list(companies)))
+    return list(session.scalars(query))
+
+
+def states_of(session: Session, finding_ids: Sequence[str]) -> dict[str, FindingState]:
+    """Return the known findings among ``finding_ids``, by id."""
+    found: dict[str, FindingState] = {}
+    for start in range(0, len(finding_ids), 500):
+        chunk = list(finding_ids[start : start + 500])
+        query = select(FindingState).where(FindingState.finding_id.in_(chunk))
+        found.update({state.finding_id: state for state in session.scalars(query)})
+    return found
+
+
+STATE_FIELDS = (
+    "category",
+    "transaction_id",
+    "moesif_id",
+    "company_id",
+    "subscription_id",
+    "stripe_customer_id",
+    "stripe_object_id",
+    "entry_type",
+    "currency",
+    "stripe_amount_minor",
+    "moesif_amount_minor",
+    "delta_minor",
+    "detail",
+)
+"""What a finding's state copies from the latest run that reported it."""
+
+
+def record_seen(
+    session: Session,
+    reported: dict[str, dict[str, object]],
+    known: dict[str, FindingState],
+    again: frozenset[str],
+    run_id: str,
+    now: datetime,
+) -> None:
+    """Open the new findings of ``reported`` and mark ``again`` seen once more; flushes.
+
+    A finding a run had settled that is found again is open again (noted ``reopened``).
+    """
+    for finding_id, values in reported.items():
+        state = known.get(finding_id)
+        fields = {name: values.get(name) for name in STATE_FIELDS}
+        if state is None:
+            session.add(
+                FindingState(
+                    finding_id=finding_id,
+                    status=FindingStatus.OPEN,
+                    first_seen_run_id=run_id,
+                    first_seen_at=now,
+                    last_seen_run_id=run_id,
+                    last_seen_at=now,
+                    runs_seen=1,
+                    **fields,
+                )
+            )
+            continue
+        if finding_id not in again:
+            continue
+        for name, value in fields.items():
+            setattr(state, name, value)
+        state.last_seen_run_id, state.last_seen_at = run_id, now
+        state.runs_seen += 1
+        if state.status != FindingStatus.OPEN:
+            state.status, state.closed_at, state.closed_by = FindingStatus.OPEN, None, None
+            session.add(
+                FindingNote(
+                    finding_id=finding_id,
+                    at=now,
+                    action="reopened",
+                    note=f"found again by run {run_id}",
+                    source="run",
+                )
+            )
+    session.flush()
+
+
+def settle_by_run(
+    session: Session, states: Sequence[FindingState], run_id: str, now: datetime
+) -> None:
+    """Close these open findings as resolved by run ``run_id``; flushes."""
+    for state in states:
+        state.status = FindingStatus.RESOLVED
+        state.closed_at = now
+        state.closed_by = ClosedBy.RUN
+        state.note = f"no longer found by run {run_id}"
+        session.add(
+            FindingNote(
+                finding_id=state.finding_id,
+                at=now,
+                action=FindingStatus.RESOLVED,
+                note=state.note,
+                source="run",
+            )
+        )
+    session.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import pandas as pd
@@ -13,7 +13,7 @@ from reconcile import frames
 from reconcile.config import Settings
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
-from reconcile.db.ledger import ledger_frame
+from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.domain import Unreadable, is_stripe_id
@@ -140,17 +140,27 @@ def frames_of(
     run_id: str,
     now: datetime,
     on_unreadable: Callable[[Unreadable], None],
+    recheck: tuple[Collection[str], Collection[str]] = ((), ()),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load the expected entries and ledger rows of the widened window.
 
     Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a late
     webhook) bring that movement's expected entry along, so they match it: from the snapshot
     when an earlier run read it, else fetched from Stripe by id (an object fetched that cannot
-    be interpreted safely is handed to ``on_unreadable``).
+    be interpreted safely is handed to ``on_unreadable``). ``recheck`` names the transaction
+    ids and Moesif row ids of open findings from earlier runs: they are loaded wherever they
+    lie, so every open finding is compared again.
     """
+    transactions, rows = recheck
     with sessions() as session:
         expected = expected_frame(session, wide.since, wide.until, companies)
+        outside = set(transactions) - set(expected["transaction_id"])
+        if outside:
+            expected = frames.joined(expected, expected_by_ids(session, outside))
         ledger = ledger_frame(session, wide.since, wide.until, expected["transaction_id"].tolist())
+        if rows:
+            ledger = frames.joined(ledger, ledger_by_ids(session, rows))
+            ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
     ledger = with_known_ids(sessions, frames.of_companies(ledger, companies))
     strays = frames.stripe_ids(ledger) - set(expected["transaction_id"])
     if not strays:

@@ -1,0 +1,128 @@
+"""Findings live until settled: stable ids, re-checked outside the window, resolved, closed."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from reconcile.cli import main
+from reconcile.domain import REPORT_COLUMNS
+from reconcile.times import to_iso
+from tests.e2e.conftest import World
+
+
+def _manual_credit(world: World, days_ago: float = 3) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("20.00"),
+        world.now - timedelta(days=days_ago),
+        transaction_id="manual-1",
+        description="manual credit by support",
+    )
+
+
+def _recent(world: World) -> list[str]:
+    """A window of the last day only: the manual credit lies outside it."""
+    return ["--since", to_iso(world.now - timedelta(days=1)), "--until", to_iso(world.now)]
+
+
+def _open(capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["findings", "--format", "json", *extra]) == 0
+    listed: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return listed
+
+
+def test_a_finding_keeps_its_id_and_stays_open_after_it_leaves_the_window(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+    assert list(first)[-2:] == ["finding_id", "first_seen_at"] == REPORT_COLUMNS[-2:]
+    assert first["finding_id"].startswith("F-")
+
+    assert main(_recent(world)) == 1
+
+    [again] = world.report_rows()
+    assert (again["category"], again["action"]) == ("missing_in_stripe", "flagged")
+    assert again["finding_id"] == first["finding_id"]
+    assert again["first_seen_at"] == first["first_seen_at"]
+    [listed] = _open(capsys)
+    assert (listed["finding_id"], listed["runs_seen"], listed["status"]) == (
+        first["finding_id"],
+        2,
+        "open",
+    )
+
+
+def test_drift_fixed_in_moesif_is_reported_resolved_once_then_closed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+    world.moesif.unlisted.add("manual-1")  # support removed the credit
+
+    assert main(["--since", world.since]) == 0
+
+    [settled] = world.report_rows()
+    assert (settled["finding_id"], settled["action"]) == (first["finding_id"], "resolved")
+    assert _open(capsys) == []
+    [closed] = _open(capsys, "--all")
+    assert (closed["status"], closed["closed_by"]) == ("resolved", "run")
+    assert main(["--since", world.since]) == 0
+    assert world.report_rows() == []
+
+
+def test_an_ignored_finding_no_longer_counts_for_exit_1(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+
+    assert main(["findings", "ignore", first["finding_id"], "--note", "goodwill credit"]) == 0
+    assert main(["--since", world.since]) == 0
+
+    assert _open(capsys) == []
+    [closed] = _open(capsys, "--all")
+    assert (closed["status"], closed["closed_by"], closed["note"]) == (
+        "ignored",
+        "operator",
+        "goodwill credit",
+    )
+
+
+def test_closing_an_unknown_finding_is_exit_2_and_closes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+
+    code = main(["findings", "resolve", first["finding_id"], "F-0000000000000000", "--note", "x"])
+
+    assert code == 2
+    assert "F-0000000000000000" in capsys.readouterr().err
+    assert [row["status"] for row in _open(capsys)] == ["open"]
+
+
+def test_findings_filter_by_category_and_company_and_print_csv(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+
+    assert _open(capsys, "--category", "amount_mismatch") == []
+    assert len(_open(capsys, "--company", "acme")) == 1
+    assert main(["findings", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("finding_id,status,category")
+    assert len(lines) == 2
