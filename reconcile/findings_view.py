@@ -15,6 +15,7 @@ from reconcile.db.finding_states import (
     FindingFilter,
     FindingStatus,
     NoteSource,
+    adopt_unmapped_events,
     close_findings,
     list_findings,
 )
@@ -40,6 +41,7 @@ COLUMNS = (
     "closed_at",
     "closed_by",
     "note",
+    "detail",
 )
 """The fields of each listed finding, in this order."""
 
@@ -60,7 +62,8 @@ _TABLE = (
 
 def listing(engine: Engine, where: FindingFilter, fmt: str, now: datetime) -> str:
     """Return the findings ``where`` selects in ``fmt`` (``table``, ``csv`` or ``json``)."""
-    with Session(engine) as session:
+    with Session(engine) as session, session.begin():
+        adopt_unmapped_events(session, now)
         rows = [_fields(state) for state in list_findings(session, where, now)]
     if fmt == "json":
         return json.dumps(rows, indent=2)
@@ -113,6 +116,7 @@ def _fields(state: FindingState) -> dict[str, object]:
         "closed_at": to_iso(state.closed_at) if state.closed_at else None,
         "closed_by": state.closed_by,
         "note": state.note,
+        "detail": state.detail,
     }
 
 

@@ -114,7 +114,7 @@ class _Pass:
             clock=clock,
         )
         unreadable.extend(synced.unreadable)
-        self.before = lifecycle.open_before(self.sessions, companies)
+        self.before = lifecycle.open_before(self.sessions, companies, clock())
         transactions, rows = lifecycle.subject_ids(self.before)
         expected, ledger = snapshot.frames_of(
             self.sessions,

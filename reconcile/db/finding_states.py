@@ -10,7 +10,7 @@ from enum import StrEnum
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding, FindingNote, FindingState, Run
+from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
 
 
 class FindingStatus(StrEnum):
@@ -282,3 +282,50 @@ def settle_by_run(
             )
         )
     session.flush()
+
+
+WEBHOOK_RUN = "serve"
+"""Recorded as the first run of a finding ``reconcile serve`` raised."""
+
+
+def adopt_unmapped_events(session: Session, now: datetime) -> int:
+    """Open an ``unmapped_customer`` finding for each movement a webhook could not map.
+
+    ``serve`` records such an event ``unmapped`` with ``transaction_id: reason`` pairs in its
+    ``last_error``; each movement not yet a finding becomes one, open at once. Returns how many
+    were opened. Flushes, never commits.
+    """
+    from reconcile.rules.finding_ids import finding_id
+
+    events = session.scalars(select(WebhookEvent).where(WebhookEvent.status == "unmapped"))
+    wanted: dict[str, tuple[str, str, WebhookEvent]] = {}
+    for event in events:
+        for part in (event.last_error or "").split("; "):
+            transaction_id, _, reason = part.partition(": ")
+            if transaction_id.strip():
+                key = finding_id("unmapped_customer", transaction_id.strip(), None)
+                wanted.setdefault(key, (transaction_id.strip(), reason.strip(), event))
+    if not wanted:
+        return 0
+    known = states_of(session, list(wanted))
+    opened = 0
+    for key, (transaction_id, reason, event) in wanted.items():
+        if key in known:
+            continue
+        session.add(
+            FindingState(
+                finding_id=key,
+                category="unmapped_customer",
+                transaction_id=transaction_id,
+                detail=f"webhook {event.event_type} ({event.event_id}): {reason or 'unmapped'}",
+                status=FindingStatus.OPEN,
+                first_seen_run_id=WEBHOOK_RUN,
+                first_seen_at=event.received_at,
+                last_seen_run_id=WEBHOOK_RUN,
+                last_seen_at=event.received_at,
+                runs_seen=0,
+            )
+        )
+        opened += 1
+    session.flush()
+    return opened

@@ -10,15 +10,16 @@ from typing import Any
 import pandas as pd
 
 from reconcile.db.finding_states import (
+    adopt_unmapped_events,
     open_states,
     record_seen,
     settle_by_run,
     states_of,
 )
 from reconcile.db.models import FindingState
-from reconcile.domain import Action, Category
+from reconcile.domain import Action
 from reconcile.rules.delta import correction
-from reconcile.rules.finding_ids import finding_id
+from reconcile.rules.finding_ids import ROW_CATEGORIES, finding_id
 from reconcile.rules.lifecycle import REVIEW_ACTIONS, Known, transitions
 from reconcile.steps import Sessions
 
@@ -32,9 +33,13 @@ class Subject:
     moesif_id: str | None
 
 
-def open_before(sessions: Sessions, companies: Sequence[str]) -> dict[str, Subject]:
-    """Return the findings open before this run (of ``companies`` when named), by id."""
-    with sessions() as session:
+def open_before(sessions: Sessions, companies: Sequence[str], now: datetime) -> dict[str, Subject]:
+    """Return the findings open before this run (of ``companies`` when named), by id.
+
+    Movements ``serve`` could not map become open findings first, if they are not yet.
+    """
+    with sessions.begin() as session:
+        adopt_unmapped_events(session, now)
         return {
             state.finding_id: Subject(state.category, state.transaction_id, state.moesif_id)
             for state in open_states(session, companies)
@@ -148,7 +153,12 @@ def _minor(value: object) -> int | None:
 
 
 def _known(state: FindingState, present: Collection[str]) -> Known:
-    visible = state.category != Category.UNREADABLE or any(
+    """Return what the lifecycle rule needs to know of a stored finding.
+
+    A finding about a Moesif row is compared even when the row is gone (that settles it); one
+    about a Stripe movement only when the run holds the movement (or the unreadable row).
+    """
+    visible = state.category in ROW_CATEGORIES or any(
         subject in present for subject in (state.transaction_id, state.moesif_id) if subject
     )
     return Known(state.status, state.closed_by, state.category, visible)

@@ -7,8 +7,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.orm import Session
 
 from reconcile.cli import main
+from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.db.models import WebhookEvent
 from reconcile.domain import REPORT_COLUMNS
 from reconcile.times import to_iso
 from tests.e2e.conftest import World
@@ -126,3 +129,35 @@ def test_findings_filter_by_category_and_company_and_print_csv(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("finding_id,status,category")
     assert len(lines) == 2
+
+
+def test_a_webhook_event_serve_could_not_map_is_an_open_finding_before_any_run(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(world.database_url)
+    upgrade_to_head(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            WebhookEvent(
+                event_id="evt_1",
+                event_type="payment_intent.succeeded",
+                created=world.now,
+                payload="{}",
+                received_at=world.now,
+                status="unmapped",
+                attempts=1,
+                last_error="pi_lost: customer has no Stripe subscription",
+                next_attempt_at=world.now,
+            )
+        )
+    engine.dispose()
+
+    [listed] = _open(capsys)
+
+    assert (listed["category"], listed["transaction_id"], listed["status"]) == (
+        "unmapped_customer",
+        "pi_lost",
+        "open",
+    )
+    assert "no Stripe subscription" in str(listed["detail"])
+    assert [row["finding_id"] for row in _open(capsys)] == [listed["finding_id"]]
