@@ -96,11 +96,14 @@ def counts(findings: pd.DataFrame) -> dict[str, int]:
 
 
 def totals(findings: pd.DataFrame) -> dict[str, str]:
-    """Return Stripe's amounts per ``category:currency:entry_type``, in major units."""
+    """Return amounts per ``category:currency:entry_type``, in major units.
+
+    Stripe's amount where the finding has one, else Moesif's (so ``missing_in_stripe`` counts).
+    """
     return {
         f"{category}:{currency}:{entry_type}": text
         for (category, currency, entry_type), text in category_totals(
-            findings, stripe_only=True
+            findings, stripe_only=False
         ).items()
     }
 
@@ -134,3 +137,11 @@ def without(findings: pd.DataFrame, finding_ids: Collection[str]) -> pd.DataFram
         return findings
     kept: pd.DataFrame = findings[~findings["finding_id"].isin(list(finding_ids))]
     return kept
+
+
+def unknown_companies(
+    companies: Sequence[str], expected: pd.DataFrame, ledger: pd.DataFrame
+) -> list[str]:
+    """Return the companies asked for that no expected entry or ledger row names."""
+    named = set(expected["company_id"].dropna()) | set(ledger["company_id"].dropna())
+    return [company for company in companies if company not in named]

@@ -127,6 +127,8 @@ class _Pass:
             recheck=(transactions, rows),
         )
         self.present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
+        for company in frames.unknown_companies(companies, expected, ledger):
+            log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
         paid = frames.subscriptions_paid(frames.in_window(expected, window))
         matched = frames.typed_findings(
             matching.match(

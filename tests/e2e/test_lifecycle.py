@@ -161,3 +161,40 @@ def test_a_webhook_event_serve_could_not_map_is_an_open_finding_before_any_run(
     )
     assert "no Stripe subscription" in str(listed["detail"])
     assert [row["finding_id"] for row in _open(capsys)] == [listed["finding_id"]]
+
+
+def test_status_shows_open_findings_across_runs_with_control_characters_escaped(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("20.00"),
+        world.now - timedelta(days=1),
+        transaction_id="manual-1",
+        description="\x1b[2J\x1b]0;owned\x07 by support",
+    )
+    assert main(["--since", world.since]) == 1
+    capsys.readouterr()
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\\x1b[2J" in out
+    assert "Open findings across runs" in out
+    assert "  missing_in_stripe: 1, oldest first seen" in out
+
+
+def test_a_company_that_matches_nothing_is_warned_about(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+
+    main(["--since", world.since, "--company", "acme", "--company", "nosuchco"])
+
+    err = capsys.readouterr().err
+    assert "--company nosuchco matches nothing" in err
+    assert "--company acme matches" not in err
