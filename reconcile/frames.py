@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import pandas as pd
@@ -145,3 +145,14 @@ def unknown_companies(
     """Return the companies asked for that no expected entry or ledger row names."""
     named = set(expected["company_id"].dropna()) | set(ledger["company_id"].dropna())
     return [company for company in companies if company not in named]
+
+
+def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:
+    """Return the findings with every text cell passed through ``mask`` (the redactor)."""
+    findings = findings.copy()
+    for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
+        if column in findings.columns:
+            findings[column] = [
+                mask(value) if isinstance(value, str) else value for value in findings[column]
+            ]
+    return findings

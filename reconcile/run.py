@@ -182,6 +182,7 @@ class _Pass:
                         frames.decided(findings, todo, sent),
                         self.run_id,
                         self.report_dir,
+                        self.settings.redactor(),
                     )
                     raise
                 findings = frames.decided(findings, todo, after_sending(outcomes, len(orders)))
@@ -201,14 +202,16 @@ class _Pass:
         """
         findings, silenced = lifecycle.settle(
             self.sessions,
-            lifecycle.with_ids(findings),
+            lifecycle.with_ids(frames.redacted(findings, self.settings.redactor().text)),
             self.before,
             run_id=self.run_id,
             now=self.clients.clock(),
             dry_run=self.request.dry_run,
             present=self.present,
         )
-        path = ending.save(self.sessions, findings, self.run_id, self.report_dir)
+        path = ending.save(
+            self.sessions, findings, self.run_id, self.report_dir, self.settings.redactor()
+        )
         review = to_review(frames.actions(frames.without(findings, silenced)))
         conclusion = conclude(
             review=review,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.cli import main
 from reconcile.db.engine import make_engine, upgrade_to_head
-from reconcile.db.models import Run
+from reconcile.db.models import Finding, FindingState, Run
 from reconcile.demo import seed
 from reconcile.errors import MoesifUnavailable
 from reconcile.redaction import Redactor
@@ -87,3 +89,32 @@ def test_a_failed_run_records_its_error_with_secrets_masked(world: World) -> Non
         assert (row.status, row.exit_code) == ("failed", 3)
         assert row.error == "Moesif refused token ***"
     engine.dispose()
+
+
+def test_a_secret_in_ledger_text_never_reaches_the_report_or_the_database(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("20.00"),
+        world.now - timedelta(days=1),
+        transaction_id="manual-1",
+        description=f"pasted by support: Bearer {MOESIF_TOKEN}",
+    )
+
+    assert main(["--since", world.since]) == 1
+
+    [row] = world.report_rows()
+    assert MOESIF_TOKEN not in row["detail"]
+    assert "***" in row["detail"]
+    engine = make_engine(world.database_url)
+    try:
+        with Session(engine) as session:
+            [detail] = session.scalars(select(Finding.detail)).all()
+            assert detail is not None
+            assert MOESIF_TOKEN not in detail
+            [state] = session.scalars(select(FindingState.detail)).all()
+            assert MOESIF_TOKEN not in str(state)
+    finally:
+        engine.dispose()
