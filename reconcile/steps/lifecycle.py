@@ -101,11 +101,11 @@ def settle(
         dry_run: whether to leave every state as it was.
         present: transaction ids and Moesif row ids this run could read.
     """
-    ids = [str(fid) for fid in findings["finding_id"] if fid is not None]
+    ids = {str(fid) for fid in findings["finding_id"] if fid is not None}
     reviewed = findings[findings["action"].isin(REVIEW_ACTIONS) & findings["finding_id"].notna()]
     reported = {str(record["finding_id"]): _state_values(record) for record in _records(reviewed)}
     with sessions.begin() as session:
-        known = states_of(session, list(dict.fromkeys([*ids, *before])))
+        known = states_of(session, sorted(ids | set(before)))
         moved = transitions(
             {fid: _known(state, present) for fid, state in known.items()}, reported, before
         )
@@ -116,13 +116,16 @@ def settle(
             for fid in sorted(before)
             if fid in known and fid not in moved.settled and fid not in reported
         ]
-        extra = [_row(state, Action.RESOLVED, "settled: no longer found") for state in settled]
+        # One the run settled itself (a posting) is in its report already, as what it did.
+        extra = [
+            _row(state, Action.RESOLVED, "settled: no longer found")
+            for state in settled
+            if state.finding_id not in ids
+        ]
         extra += [_row(state, Action.FLAGGED, _waiting(state)) for state in waiting]
         if not dry_run:
             record_seen(session, reported, known, moved.again, run_id, now)
             settle_by_run(session, settled, run_id, now)
-        else:
-            session.rollback()
     seen = [first_seen.get(str(fid), now) if fid else None for fid in findings["finding_id"]]
     findings = findings.assign(first_seen_at=pd.Series(seen, index=findings.index, dtype=object))
     if extra:

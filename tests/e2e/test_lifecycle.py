@@ -13,6 +13,7 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import WebhookEvent
 from reconcile.domain import REPORT_COLUMNS
+from reconcile.fakes.moesif import Exchange, Verdict
 from reconcile.times import to_iso
 from tests.e2e.conftest import World
 
@@ -198,3 +199,32 @@ def test_a_company_that_matches_nothing_is_warned_about(
     err = capsys.readouterr().err
     assert "--company nosuchco matches nothing" in err
     assert "--company acme matches" not in err
+
+
+def test_a_dry_run_opens_no_finding_and_a_posting_settles_its_failed_one(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    payment = world.stripe.add_payment_intent(customer, 2500, created=world.now - timedelta(days=1))
+    assert main(["--since", world.since, "--dry-run"]) == 1
+    assert _open(capsys) == []
+
+    def reject_first_post(exchange: Exchange) -> Verdict | None:
+        if exchange.method == "POST":
+            world.moesif.on_request = None
+            return "reject"
+        return None
+
+    world.moesif.on_request = reject_first_post
+    assert main(["--since", world.since]) == 1
+    [failed] = _open(capsys)
+    assert (failed["transaction_id"], failed["category"]) == (payment, "missing_in_moesif")
+
+    assert main(["--since", world.since]) == 0
+    assert _open(capsys) == []
+    assert [(row["transaction_id"], row["action"]) for row in world.report_rows()] == [
+        (payment, "posted")
+    ]
