@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import nightly
 from reconcile.cli import main
+from reconcile.config import Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import Finding, FindingState, Run
 from reconcile.demo import seed
@@ -118,3 +120,13 @@ def test_a_secret_in_ledger_text_never_reaches_the_report_or_the_database(world:
             assert MOESIF_TOKEN not in str(state)
     finally:
         engine.dispose()
+
+
+def test_a_scheduled_run_with_drift_notifies(world: World, receiver: Receiver) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    settings = Settings.from_env()
+
+    assert nightly.fire(settings, world.now, trigger="once") == 1
+
+    [payload] = receiver.payloads()
+    assert (payload["exit_code"], payload["report_path"].endswith(".csv")) == (1, True)
