@@ -130,3 +130,22 @@ def test_a_scheduled_run_with_drift_notifies(world: World, receiver: Receiver) -
 
     [payload] = receiver.payloads()
     assert (payload["exit_code"], payload["report_path"].endswith(".csv")) == (1, True)
+
+
+def test_an_unreadable_stripe_payment_is_a_flagged_finding_and_never_posted(world: World) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    bad = world.stripe.add_payment_intent(
+        customer, 1234, currency="xyz", created=world.now - timedelta(days=1)
+    )
+    good = world.stripe.add_payment_intent(customer, 700, created=world.now - timedelta(days=1))
+
+    assert main(["--since", world.since]) == 1
+
+    assert world.posted_ids() == [good]
+    rows = {row["transaction_id"]: row for row in world.report_rows()}
+    assert (rows[bad]["category"], rows[bad]["action"]) == ("unreadable", "flagged")
+    assert rows[bad]["stripe_object_id"] == bad
+    assert "ISO 4217" in rows[bad]["detail"]
