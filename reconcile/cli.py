@@ -42,7 +42,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog="reconcile",
         description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
         "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
-        "(run history and open findings), 'reconcile balances' (per-subscription balances).",
+        "(run history and open findings), 'reconcile findings' (list and close findings), "
+        "'reconcile balances' (per-subscription balances).",
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
