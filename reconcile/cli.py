@@ -121,12 +121,12 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         internal = ReconcileError(f"internal error: {type(error).__name__}: {error}")
         return _fail(internal, settings)
     print(outcome.summary)
-    if outcome.message:
-        print(f"reconcile: {settings.redactor().text(outcome.message)}", file=sys.stderr)
     log_summary(log, outcome)
     if settings.metrics_file is not None:
         write_metrics(settings.metrics_file, outcome)
     announce(settings, outcome, utc_now, began=began)
+    if outcome.message:  # last, so that it is the line an operator reads
+        print(f"reconcile: {settings.redactor().text(outcome.message)}", file=sys.stderr)
     return int(outcome.exit_code)
 
 
