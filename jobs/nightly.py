@@ -27,6 +27,7 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from reconcile.announce import announce
 from reconcile.clients import open_clients
 from reconcile.config import Settings
 from reconcile.db import runs
@@ -173,9 +174,10 @@ def fire(
         request = _request(settings, until, trigger)
         outcome = run(settings, request)
     except ReconcileError as error:
-        message = " ".join(str(error).split())
+        message = settings.redactor().message(error)
         logger.error("%s run failed (exit %d): %s", trigger, error.exit_code, message)
         _write_metrics(settings, None, int(error.exit_code), started_at, clock)
+        announce(settings, error, clock, began=started_at)
         return int(error.exit_code)
     except Exception:
         logger.exception("%s run crashed", trigger)
@@ -183,6 +185,7 @@ def fire(
         return int(ExitCode.FAILED)
     log_summary(logger, outcome)
     _write_metrics(settings, outcome, int(outcome.exit_code), started_at, clock)
+    announce(settings, outcome, clock, began=started_at)
     return int(outcome.exit_code)
 
 

@@ -214,6 +214,7 @@ def moesif_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, in
             LedgerEntry.company_id.is_not(None),
             LedgerEntry.subscription_id.is_not(None),
             LedgerEntry.entry_type.in_(("credit", "debit")),
+            LedgerEntry.gone_at.is_(None),
         )
         .group_by(LedgerEntry.company_id, LedgerEntry.subscription_id, currency)
     )

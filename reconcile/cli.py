@@ -13,11 +13,12 @@ from typing import NoReturn
 from reconcile import __version__
 from reconcile.config import Settings
 from reconcile.errors import ExitCode, ReconcileError, RunFailed
+from reconcile.redaction import NO_SECRETS
 from reconcile.times import parse_when
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve")
+COMMANDS = ("demo", "status", "balances", "serve", "findings")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +42,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog="reconcile",
         description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
         "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
-        "(run history and open findings), 'reconcile balances' (per-subscription balances).",
+        "(run history and open findings), 'reconcile findings' (list and close findings), "
+        "'reconcile balances' (per-subscription balances).",
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
@@ -88,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings, namespace: argparse.Namespace) -> int:
-    from reconcile.clients import open_clients
+    from reconcile.announce import announce
+    from reconcile.clients import open_clients, utc_now
     from reconcile.metrics import write_metrics
     from reconcile.observability import log_summary
     from reconcile.run import RunRequest, execute
@@ -101,24 +104,29 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         report_dir=namespace.report_dir,
         trigger="manual",
     )
+    began = utc_now()
     try:
         with open_clients(settings) as clients:
             outcome = execute(settings, request, clients)
     except ReconcileError as error:
         if settings.metrics_file is not None:
             write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))
-        return _fail(error)
+        announce(settings, error, utc_now, began=began)
+        return _fail(error, settings)
     except KeyboardInterrupt:
-        return _fail(RunFailed("interrupted; postings made so far are recorded, a rerun resumes"))
+        interrupted = RunFailed("interrupted; postings made so far are recorded, a rerun resumes")
+        return _fail(interrupted, settings)
     except Exception as error:  # noqa: BLE001 - the one place an unexpected error becomes a line
         log.debug("unexpected error", exc_info=True)
-        return _fail(ReconcileError(f"internal error: {type(error).__name__}: {error}"))
+        internal = ReconcileError(f"internal error: {type(error).__name__}: {error}")
+        return _fail(internal, settings)
     print(outcome.summary)
-    if outcome.message:
-        print(f"reconcile: {outcome.message}", file=sys.stderr)
     log_summary(log, outcome)
     if settings.metrics_file is not None:
         write_metrics(settings.metrics_file, outcome)
+    announce(settings, outcome, utc_now, began=began)
+    if outcome.message:  # last, so that it is the line an operator reads
+        print(f"reconcile: {settings.redactor().text(outcome.message)}", file=sys.stderr)
     return int(outcome.exit_code)
 
 
@@ -132,9 +140,10 @@ def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> No
     )
 
 
-def _fail(error: ReconcileError) -> int:
-    message = " ".join(str(error).split())
-    print(f"reconcile: error: {message}", file=sys.stderr)
+def _fail(error: ReconcileError, settings: Settings | None = None) -> int:
+    """Print the error on one line, every secret masked, and return its exit code."""
+    redactor = settings.redactor() if settings is not None else NO_SECRETS
+    print(f"reconcile: error: {redactor.message(error)}", file=sys.stderr)
     return int(error.exit_code)
 
 
@@ -145,6 +154,8 @@ def _subcommand(name: str, args: list[str]) -> int:
         return demo_main(args)
     if name == "balances":
         return _balances(args)
+    if name == "findings":
+        return _findings(args)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 
@@ -189,7 +200,7 @@ def _balances(args: list[str]) -> int:
             clock=lambda: datetime.now(UTC),
         )
     except ReconcileError as error:
-        return _fail(error)
+        return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
 
@@ -232,7 +243,7 @@ def _status(args: list[str]) -> int:
             raise ConfigError(f"the snapshot database {where} {problem}")
         print(status_report(engine, limit=namespace.limit))
     except ReconcileError as error:
-        return _fail(error)
+        return _fail(error, settings)
     finally:
         engine.dispose()
     return ExitCode.OK
@@ -246,3 +257,65 @@ def _status_environment() -> dict[str, str]:
     environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
     environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
     return environ
+
+
+def _findings(args: list[str]) -> int:
+    from datetime import UTC
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reconcile.db.engine import describe, make_engine, upgrade_to_head
+    from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
+    from reconcile.errors import DatabaseUnavailable, UsageError
+    from reconcile.findings_view import close, listing
+
+    if args and args[0] in ("resolve", "ignore"):
+        parser = _Parser(
+            prog=f"reconcile findings {args[0]}",
+            description=f"Close findings as {args[0]}d, with a note (recorded with its time).",
+        )
+        parser.add_argument("finding_ids", nargs="+", metavar="FINDING_ID")
+        parser.add_argument("--note", required=True, help="why (kept in the audit trail)")
+        namespace = parser.parse_args(args[1:])
+        if not namespace.note.strip():
+            parser.error("--note must not be blank")
+    else:
+        parser = _Parser(
+            prog="reconcile findings",
+            description="List the open findings of all runs; 'findings resolve|ignore ID ... "
+            "--note TEXT' closes them.",
+        )
+        parser.add_argument("--all", action="store_true", help="closed findings too")
+        parser.add_argument("--category", nargs="+", action="extend", default=[], metavar="C")
+        parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
+        parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+        namespace = parser.parse_args(args)
+    try:
+        settings = Settings.from_env(_status_environment())
+    except ReconcileError as error:
+        return _fail(error)
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        upgrade_to_head(engine)
+        if args and args[0] in ("resolve", "ignore"):
+            status = FindingStatus.RESOLVED if args[0] == "resolve" else FindingStatus.IGNORED
+            try:
+                closed = close(engine, namespace.finding_ids, status, namespace.note, now)
+            except UnknownFinding as unknown:
+                raise UsageError(f"{unknown}; nothing was closed") from None
+            print(f"{closed} finding(s) {status.value}")
+            return ExitCode.OK
+        where = FindingFilter(
+            include_closed=namespace.all,
+            categories=tuple(namespace.category),
+            companies=tuple(namespace.company),
+        )
+        print(listing(engine, where, namespace.format, now))
+    except ReconcileError as error:
+        return _fail(error, settings)
+    except SQLAlchemyError as error:
+        return _fail(DatabaseUnavailable(f"snapshot database failed: {describe(error)}"), settings)
+    finally:
+        engine.dispose()
+    return ExitCode.OK

@@ -92,6 +92,9 @@ class Settings:
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
     moesif_requests_per_minute: int = 400
     other_secrets: tuple[Secret, ...] = ()
+    notify_url: Secret | None = None
+    """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
+    ``other_secrets``, so it is masked wherever it appears."""
 
     def retry_policy(self) -> RetryPolicy:
         """Return how outside calls retry transient failures under these settings."""
@@ -289,6 +292,8 @@ def _schedule(values: Mapping[str, str]) -> str:
 
 
 def _parse(values: Mapping[str, str]) -> Settings:
+    from reconcile.notify import notify_url_from_env
+
     stripe_key = _required(values, "STRIPE_API_KEY")
     moesif_token = _moesif_token(values)
     metrics = values.get("RECONCILE_METRICS_FILE", "").strip()
@@ -349,6 +354,7 @@ def _parse(values: Mapping[str, str]) -> Settings:
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
         moesif_requests_per_minute=_moesif_budget(values),
         other_secrets=tuple(Secret(value) for value in others if value),
+        notify_url=notify_url_from_env(values),
         log_format=(
             "json"
             if _choice(values, "RECONCILE_LOG_FORMAT", _default("log_format"), ("text", "json"))

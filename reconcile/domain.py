@@ -50,6 +50,7 @@ class Category(StrEnum):
     CURRENCY_MISMATCH = "currency_mismatch"
     UNMAPPED_CUSTOMER = "unmapped_customer"
     MATCHED_BY_AMOUNT = "matched_by_amount"
+    MISAPPLIED = "misapplied"
     UNREADABLE = "unreadable"
 
 
@@ -61,6 +62,7 @@ class Action(StrEnum):
     POST_FAILED = "post_failed"
     FLAGGED = "flagged"
     NONE = "none"
+    RESOLVED = "resolved"
 
 
 @dataclass(frozen=True)
@@ -219,5 +221,7 @@ REPORT_COLUMNS = [
     "stripe_created_at",
     "moesif_created_at",
     "detail",
+    "finding_id",
+    "first_seen_at",
 ]
 """Columns of the CSV drift report, in the contract's order."""

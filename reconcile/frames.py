@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import pandas as pd
@@ -96,11 +96,14 @@ def counts(findings: pd.DataFrame) -> dict[str, int]:
 
 
 def totals(findings: pd.DataFrame) -> dict[str, str]:
-    """Return Stripe's amounts per ``category:currency:entry_type``, in major units."""
+    """Return amounts per ``category:currency:entry_type``, in major units.
+
+    Stripe's amount where the finding has one, else Moesif's (so ``missing_in_stripe`` counts).
+    """
     return {
         f"{category}:{currency}:{entry_type}": text
         for (category, currency, entry_type), text in category_totals(
-            findings, stripe_only=True
+            findings, stripe_only=False
         ).items()
     }
 
@@ -126,3 +129,30 @@ def of_companies(ledger: pd.DataFrame, companies: Sequence[str]) -> pd.DataFrame
 def joined(first: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
     """Return ``first`` with the rows of ``more`` after it."""
     return first if more.empty else pd.concat([first, more], ignore_index=True)
+
+
+def without(findings: pd.DataFrame, finding_ids: Collection[str]) -> pd.DataFrame:
+    """Return the findings whose ``finding_id`` is not one of ``finding_ids``."""
+    if not finding_ids or "finding_id" not in findings.columns:
+        return findings
+    kept: pd.DataFrame = findings[~findings["finding_id"].isin(list(finding_ids))]
+    return kept
+
+
+def unknown_companies(
+    companies: Sequence[str], expected: pd.DataFrame, ledger: pd.DataFrame
+) -> list[str]:
+    """Return the companies asked for that no expected entry or ledger row names."""
+    named = set(expected["company_id"].dropna()) | set(ledger["company_id"].dropna())
+    return [company for company in companies if company not in named]
+
+
+def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:
+    """Return the findings with every text cell passed through ``mask`` (the redactor)."""
+    findings = findings.copy()
+    for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
+        if column in findings.columns:
+            findings[column] = [
+                mask(value) if isinstance(value, str) else value for value in findings[column]
+            ]
+    return findings

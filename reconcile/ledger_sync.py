@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.ledger import BATCH_SIZE, store_ledger_rows, store_unreadable
+from reconcile.db.ledger import BATCH_SIZE, mark_gone, store_ledger_rows, store_unreadable
 from reconcile.domain import LedgerRow, Unreadable
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise, raw_json_text, unreadable_row
@@ -30,6 +30,8 @@ class SyncResult:
     """Transaction ids named by skipped rows: Moesif may hold these, so they are never posted."""
     unreadable: tuple[Unreadable, ...] = ()
     """The skipped rows themselves, each stored as received and to be reported ``unreadable``."""
+    gone: tuple[str, ...] = ()
+    """Rows of the period seen before that this read no longer returned, now marked gone."""
 
 
 def sync_ledger(
@@ -49,7 +51,8 @@ def sync_ledger(
     A row that cannot be interpreted safely (no time, an amount that does not parse or is out of
     range, text the database cannot hold) is stored as received in ``unreadable_ledger_rows``
     (escaped JSON), counted in ``rows_skipped`` and returned in ``unreadable``; it never stops
-    the sync. Flushes, never commits.
+    the sync. A stored row of ``[since, until)`` that this read no longer returns is marked
+    gone (kept, and it matches nothing from then on). Flushes, never commits.
 
     Args:
         session: the caller's session; the caller owns the transaction.
@@ -70,6 +73,7 @@ def sync_ledger(
     unreadable: set[str] = set()
     poison: dict[str, Unreadable] = {}
     batch: list[LedgerRow] = []
+    returned: set[str] = set()
 
     def flush() -> None:
         new, updated = store_ledger_rows(session, batch, now)
@@ -82,6 +86,7 @@ def sync_ledger(
     for raw in _raw_rows(client, since, until, companies):
         counts["seen"] += 1
         row = _normalised(raw, currency_for or _asking(client), amount_unit)
+        returned.add(row.object_id if isinstance(row, Unreadable) else row.moesif_id)
         if isinstance(row, Unreadable):
             if row.transaction_id:
                 unreadable.add(row.transaction_id)
@@ -92,6 +97,11 @@ def sync_ledger(
         if len(batch) >= BATCH_SIZE:
             flush()
     flush()
+    gone = mark_gone(session, since, until, companies, returned, now)
+    if gone:
+        logger.warning(
+            "%d ledger row(s) Moesif no longer returns, marked gone: %s", len(gone), ", ".join(gone)
+        )
     result = SyncResult(
         counts["seen"],
         counts["new"],
@@ -99,6 +109,7 @@ def sync_ledger(
         len(poison),
         frozenset(unreadable),
         tuple(poison.values()),
+        tuple(gone),
     )
     logger.info(
         "Moesif ledger sync: rows_seen=%d, rows_new=%d, rows_updated=%d, rows_skipped=%d",

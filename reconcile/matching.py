@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -48,6 +48,7 @@ def match(
     window: Window,
     match_window: timedelta,
     subscription_currency: Mapping[str, str | None],
+    recheck: Collection[str] = (),
 ) -> pd.DataFrame:
     """Match expected entries to ledger rows and return one finding per drift (contract §6).
 
@@ -60,6 +61,8 @@ def match(
         match_window: how far apart in time a row without a Stripe id may be from its entry.
         subscription_currency: Moesif subscription id to its lowercase currency, or ``None``
             when Moesif does not know the subscription; ids not in it are not checked.
+        recheck: transaction ids of entries and Moesif ids of rows reported as if inside the
+            window wherever they lie (the subjects of findings still open).
 
     Returns:
         The findings frame (``FINDING_COLUMNS``): text cells ``str`` or ``None``, amounts
@@ -68,14 +71,14 @@ def match(
     Raises:
         ValueError: a frame lacks a column or holds naive times.
     """
-    entries = _side(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window)
-    rows = _side(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window)
+    entries = _side(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window, recheck)
+    rows = _side(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window, recheck)
     rows = _drifting(rows)
     _share_keys(entries, rows)
 
-    exact = _exact_pairs(entries, rows)
+    exact, misplaced = _exact_pairs(entries, rows)
     primary = exact.loc[exact["_primary"], _PAIR]
-    paired_rows = _mask(len(rows.time), exact["_l"])
+    paired_rows = _mask(len(rows.time), pd.concat([exact["_l"], misplaced["_l"]]))
     by_amount = _amount_pairs(
         entries,
         rows,
@@ -86,17 +89,17 @@ def match(
     matched = pd.concat([primary, by_amount[_PAIR]], ignore_index=True)
     duplicates = _duplicates(entries, rows, exact, matched, paired_rows, match_window)
     matched_entries = _mask(len(entries.time), matched["_e"])
-    explained = _mask(len(rows.time), pd.concat([matched["_l"], duplicates["_l"]]))
+    explained = _mask(len(rows.time), pd.concat([matched["_l"], duplicates["_l"], misplaced["_l"]]))
+    unmatched = np.flatnonzero(entries.inside & ~matched_entries)
+    held = _mask(len(entries.time), misplaced["_e"])[unmatched]
     return _finalise(
         [
+            _misapplied(entries, rows, misplaced),
             _amount_mismatches(entries, rows, exact),
             _matched_by_amount(entries, rows, by_amount),
             _duplicate_findings(entries, rows, duplicates),
             _missing_in_stripe(rows, np.flatnonzero(rows.inside & ~explained)),
-            _unmatched(
-                entries.take(np.flatnonzero(entries.inside & ~matched_entries)),
-                subscription_currency,
-            ),
+            _unmatched(entries.take(unmatched).assign(_held=held), subscription_currency),
             _matched_currency_mismatches(entries, rows, matched, subscription_currency),
         ]
     )
@@ -172,8 +175,18 @@ _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _side(frame: pd.DataFrame, columns: list[str], name: str, key: str, window: Window) -> _Side:
-    """Check a frame, order it by content (time, then ``key``) and drop repeated ``key``s."""
+def _side(
+    frame: pd.DataFrame,
+    columns: list[str],
+    name: str,
+    key: str,
+    window: Window,
+    recheck: Collection[str] = (),
+) -> _Side:
+    """Check a frame, order it by content (time, then ``key``) and drop repeated ``key``s.
+
+    A position counts as inside the window when its time is, or its ``key`` is in ``recheck``.
+    """
     absent = [column for column in columns if column not in frame.columns]
     if absent:
         raise ValueError(f"the {name} frame lacks columns: {', '.join(absent)}")
@@ -192,7 +205,8 @@ def _side(frame: pd.DataFrame, columns: list[str], name: str, key: str, window: 
         time=times[kept],
         amount=amounts[kept],
         kind=_kind_codes(frame["entry_type"])[kept],
-        inside=(times[kept] >= since) & (times[kept] < until),
+        inside=((times[kept] >= since) & (times[kept] < until))
+        | (pd.Index(ids[kept], dtype=object).isin(list(recheck)) if recheck else False),
         codes={key: codes[kept]},
         names={key: names},
         lookup={},
@@ -342,10 +356,12 @@ def _utc(column: pd.Series, name: str) -> pd.Series:
 # --- rules 1 to 3: pairing ------------------------------------------------------------------
 
 
-def _exact_pairs(entries: _Side, rows: _Side) -> pd.DataFrame:
+def _exact_pairs(entries: _Side, rows: _Side) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pair entries with every row carrying their transaction id; mark one primary per entry.
 
-    The primary row is the first that agrees in type and amount, else the earliest.
+    The primary row is the first that agrees in type and amount, else the earliest. A row on
+    another company or subscription than its mapped entry is no pair: it is returned apart,
+    as (entry, row) pairs that are ``misapplied``.
     """
     entry_codes, row_codes = entries.codes["transaction_id"], rows.codes["transaction_id"]
     present = entry_codes >= 0
@@ -359,6 +375,9 @@ def _exact_pairs(entries: _Side, rows: _Side) -> pd.DataFrame:
         partner[(row_codes < 0) & ~_absent(ids)] = -1
     row_ids = np.flatnonzero(partner >= 0)
     entry_ids = partner[row_ids]
+    elsewhere = _elsewhere(entries, rows, entry_ids, row_ids)
+    misplaced = pd.DataFrame({"_e": entry_ids[elsewhere], "_l": row_ids[elsewhere]})
+    entry_ids, row_ids = entry_ids[~elsewhere], row_ids[~elsewhere]
     agrees = (entries.kind[entry_ids] == rows.kind[row_ids]) & (
         entries.amount[entry_ids] == rows.amount[row_ids]
     )
@@ -366,7 +385,20 @@ def _exact_pairs(entries: _Side, rows: _Side) -> pd.DataFrame:
     entry_ids, row_ids, agrees = entry_ids[order], row_ids[order], agrees[order]
     primary = np.ones(len(entry_ids), dtype=bool)
     primary[1:] = entry_ids[1:] != entry_ids[:-1]
-    return pd.DataFrame({"_e": entry_ids, "_l": row_ids, "_primary": primary, "_agrees": agrees})
+    pairs = pd.DataFrame({"_e": entry_ids, "_l": row_ids, "_primary": primary, "_agrees": agrees})
+    return pairs, misplaced
+
+
+def _elsewhere(entries: _Side, rows: _Side, entry_ids: IntArray, row_ids: IntArray) -> BoolArray:
+    """Return where a row sits on another company or subscription than its mapped entry."""
+    company = entries.codes["company_id"][entry_ids]
+    subscription = entries.codes["subscription_id"][entry_ids]
+    mapped = (company >= 0) & (subscription >= 0)
+    elsewhere: BoolArray = mapped & (
+        (_row_codes(entries, rows, "company_id", row_ids) != company)
+        | (_row_codes(entries, rows, "subscription_id", row_ids) != subscription)
+    )
+    return elsewhere
 
 
 def _amount_pairs(
@@ -488,6 +520,40 @@ def _duplicates(
 
 
 # --- the findings ---------------------------------------------------------------------------
+
+
+def _misapplied(entries: _Side, rows: _Side, misplaced: pd.DataFrame) -> pd.DataFrame:
+    """Rule 1: a row names the movement on another account; reported if either is in the window.
+
+    Its ``delta`` takes the row's amount back from where it sits; the movement's own
+    ``missing_in_moesif`` finding (flagged, not posted) carries it where it belongs.
+    """
+    entry, row = _sides(entries, rows, misplaced)
+    keep = (entry["_in_window"] | row["_in_window"]).to_numpy()
+    entry, row = entry[keep].reset_index(drop=True), row[keep].reset_index(drop=True)
+    details = [
+        f"ledger row {moesif_id} carries {tid} on {_account(row_company, row_sub)}; "
+        f"it belongs on {_account(company, sub)}; nothing posted automatically"
+        for moesif_id, tid, row_company, row_sub, company, sub in zip(
+            row["moesif_id"],
+            entry["transaction_id"],
+            row["company_id"],
+            row["subscription_id"],
+            entry["company_id"],
+            entry["subscription_id"],
+            strict=True,
+        )
+    ]
+    found = _findings(Category.MISAPPLIED, Action.FLAGGED, entry, row, details)
+    # Reported where the row sits, whose balance it wrongly raises (the detail names both).
+    for column in ("company_id", "subscription_id"):
+        found[column] = row[column].to_numpy(dtype=object)
+    return found
+
+
+def _account(company: str | None, subscription: str | None) -> str:
+    """Name a Moesif company and subscription, saying when one is absent."""
+    return f"company {company or '(none)'} / subscription {subscription or '(none)'}"
 
 
 def _amount_mismatches(entries: _Side, rows: _Side, exact: pd.DataFrame) -> pd.DataFrame:
@@ -633,14 +699,30 @@ def _unmatched(entries: pd.DataFrame, currencies: Mapping[str, str | None]) -> p
 
 
 def _missing_in_moesif(entry: pd.DataFrame) -> pd.DataFrame:
-    """Rule 4: a mapped entry with no ledger row, which the run should post."""
+    """Rule 4: a mapped entry with no ledger row, which the run should post.
+
+    Not while a misapplied row names it (``_held``): moving that row settles both, and posting
+    as well would credit the movement twice.
+    """
     details = [
         f"no ledger row; {entry_type} of {format_major(minor, currency)} {currency.upper()}"
-        for entry_type, minor, currency in zip(
-            entry["entry_type"], entry["amount_minor"], entry["currency"], strict=True
+        + (
+            "; not posted: a ledger row carrying this transaction id sits on another company "
+            "or subscription (see its misapplied finding)"
+            if held
+            else ""
+        )
+        for entry_type, minor, currency, held in zip(
+            entry["entry_type"],
+            entry["amount_minor"],
+            entry["currency"],
+            entry["_held"],
+            strict=True,
         )
     ]
-    return _findings(Category.MISSING_IN_MOESIF, Action.WOULD_POST, entry, None, details)
+    found = _findings(Category.MISSING_IN_MOESIF, Action.WOULD_POST, entry, None, details)
+    found.loc[entry["_held"].to_numpy(dtype=bool), "action"] = Action.FLAGGED.value
+    return found
 
 
 def _matched_currency_mismatches(

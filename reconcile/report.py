@@ -16,6 +16,7 @@ import pandas as pd
 from reconcile.domain import REPORT_COLUMNS, Action, Category
 from reconcile.files import write_atomically
 from reconcile.money import format_major
+from reconcile.rules.delta import correction
 from reconcile.times import Window, to_iso
 from reconcile.totals import FALLBACK_CURRENCY, Key, category_sums
 
@@ -27,16 +28,18 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 AMOUNT_COLUMNS = ("stripe_amount", "moesif_amount", "delta")
 """Report columns holding our own decimal strings, which stay numbers (``-5.00``)."""
 
+_TIME_SUFFIXES = ("_created_at", "_seen_at")
+
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """Return the findings as report rows: ``REPORT_COLUMNS``, every cell a string.
 
-    Amounts are major-unit decimal strings by the currency's exponent, ``delta`` is the Stripe
-    amount minus the Moesif amount (an absent side counts as 0), times are ISO 8601 UTC with
-    ``Z``, absent values are empty, and text that a spreadsheet would run as a formula gets a
-    leading apostrophe.
+    Amounts are major-unit decimal strings by the currency's exponent, ``delta`` is the
+    correction the balance needs (:func:`reconcile.rules.delta.correction`), times are ISO
+    8601 UTC with ``Z``, absent values are empty, and text that a spreadsheet would run as a
+    formula gets a leading apostrophe.
     """
     rows = [_report_row(record, run_id) for record in findings.to_dict("records")]
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
@@ -100,19 +103,21 @@ def _report_row(record: Mapping[Hashable, object], run_id: str) -> list[str]:
     currency = _text(record.get("currency")) or FALLBACK_CURRENCY
     stripe_minor = _minor(record.get("stripe_amount_minor"))
     moesif_minor = _minor(record.get("moesif_amount_minor"))
-    delta = (stripe_minor or 0) - (moesif_minor or 0)
+    delta = correction(
+        _text(record.get("category")), _text(record.get("entry_type")), stripe_minor, moesif_minor
+    )
     cells: dict[str, str] = {
         name: _text(record.get(name))
         for name in REPORT_COLUMNS
-        if name not in AMOUNT_COLUMNS and not name.endswith("_created_at")
+        if name not in AMOUNT_COLUMNS and not name.endswith(_TIME_SUFFIXES)
     }
     cells["run_id"] = run_id
     cells["stripe_amount"] = _amount(stripe_minor, currency)
     cells["moesif_amount"] = _amount(moesif_minor, currency)
-    both_absent = stripe_minor is None and moesif_minor is None
-    cells["delta"] = "" if both_absent else format_major(delta, currency)
+    cells["delta"] = "" if delta is None else format_major(delta, currency)
     cells["stripe_created_at"] = _time(record.get("stripe_created_at"))
     cells["moesif_created_at"] = _time(record.get("moesif_created_at"))
+    cells["first_seen_at"] = _time(record.get("first_seen_at"))
     return [
         cells[name] if name in AMOUNT_COLUMNS else neutralise(cells[name])
         for name in REPORT_COLUMNS
@@ -189,9 +194,9 @@ def _category_line(
 
 def _postings_line(findings: pd.DataFrame, posted: int, post_failed: int, dry_run: bool) -> str:
     """Say what was posted, or what a dry run would have posted."""
-    missing = int((findings["category"] == Category.MISSING_IN_MOESIF.value).sum())
     if dry_run:
-        return f"would post: {missing} (dry run, nothing posted)"
+        would = int((findings["action"] == Action.WOULD_POST.value).sum())
+        return f"would post: {would} (dry run, nothing posted)"
     text = f"posted: {posted}"
     if post_failed:
         text += f", failed to post: {post_failed}"

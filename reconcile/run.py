@@ -13,16 +13,18 @@ from reconcile import frames, matching
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
+from reconcile.domain import Unreadable
 from reconcile.errors import DatabaseUnavailable, GuardrailTripped, ReconcileError
 from reconcile.lock import run_lock
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
 from reconcile.request import RunOutcome, RunRequest, new_run_id
-from reconcile.rules.conclusion import Tally, conclude, tally, to_review
+from reconcile.rules.conclusion import Tally, conclude, tally, to_review, unanswered
 from reconcile.rules.orders import after_sending
-from reconcile.steps import Sessions, begin, ending, sending, snapshot
+from reconcile.steps import Sessions, begin, ending, lifecycle, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
+from reconcile.unreadable import blocked_transaction_ids, unreadable_findings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class _Pass:
         self.run_id = new_run_id(started_at)
         self.report_dir = request.report_dir or settings.report_dir
         self.directory = SubscriptionDirectory(clients.moesif, clients.clock)
+        self.before: dict[str, lifecycle.Subject] = {}
+        self.present: frozenset[str] = frozenset()
 
     def run(self) -> RunOutcome:
         request = self.request
@@ -77,7 +81,9 @@ class _Pass:
         try:
             return self._reconcile(window)
         except ReconcileError as error:
-            begin.fail(self.sessions, self.run_id, error, self.clients.clock())
+            begin.fail(
+                self.sessions, self.run_id, error, self.clients.clock(), self.settings.redactor()
+            )
             raise
 
     def _reconcile(self, window: Window) -> RunOutcome:
@@ -85,12 +91,19 @@ class _Pass:
         wide = window.widened(settings.match_window)
         now = clock()
         reach = Window(wide.since, min(wide.until, max(now, window.until)))
+        unreadable: list[Unreadable] = []
         pending_since = snapshot.extract_stripe(
-            self.sessions, self.clients.stripe, reach, companies, run_id=self.run_id, now=clock()
+            self.sessions,
+            self.clients.stripe,
+            reach,
+            companies,
+            run_id=self.run_id,
+            now=clock(),
+            on_unreadable=unreadable.append,
         )
         # Up to now, not only to the window's end: rows posted for this window later (by an
         # earlier run, or a late webhook) carry the time they were posted.
-        unreadable = snapshot.sync_moesif(
+        synced = snapshot.sync_moesif(
             self.sessions,
             self.clients.moesif,
             self.directory,
@@ -100,11 +113,24 @@ class _Pass:
             run_id=self.run_id,
             clock=clock,
         )
+        unreadable.extend(synced.unreadable)
+        self.before = lifecycle.open_before(self.sessions, companies, clock())
+        transactions, rows = lifecycle.subject_ids(self.before)
         expected, ledger = snapshot.frames_of(
-            self.sessions, self.clients.stripe, wide, companies, run_id=self.run_id, now=clock()
+            self.sessions,
+            self.clients.stripe,
+            wide,
+            companies,
+            run_id=self.run_id,
+            now=clock(),
+            on_unreadable=unreadable.append,
+            recheck=(transactions, rows),
         )
+        self.present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
+        for company in frames.unknown_companies(companies, expected, ledger):
+            log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
         paid = frames.subscriptions_paid(frames.in_window(expected, window))
-        findings = frames.typed_findings(
+        matched = frames.typed_findings(
             matching.match(
                 expected,
                 ledger,
@@ -113,9 +139,12 @@ class _Pass:
                 subscription_currency=snapshot.subscription_currencies(
                     self.sessions, self.directory, paid
                 ),
+                recheck=transactions | rows,
             )
         )
-        return self._post(window, findings, unreadable, pending_since)
+        findings = frames.joined(matched, frames.typed_findings(unreadable_findings(unreadable)))
+        blocked = synced.unreadable_ids | blocked_transaction_ids(unreadable)
+        return self._post(window, findings, blocked, pending_since)
 
     def _post(
         self,
@@ -153,6 +182,7 @@ class _Pass:
                         frames.decided(findings, todo, sent),
                         self.run_id,
                         self.report_dir,
+                        self.settings.redactor(),
                     )
                     raise
                 findings = frames.decided(findings, todo, after_sending(outcomes, len(orders)))
@@ -166,9 +196,23 @@ class _Pass:
         guardrail: str,
         pending_since: datetime | None,
     ) -> RunOutcome:
-        """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was."""
-        path = ending.save(self.sessions, findings, self.run_id, self.report_dir)
-        review = to_review(frames.actions(findings))
+        """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was.
+
+        Findings an operator closed do not count for review; open ones of earlier runs do.
+        """
+        findings, silenced = lifecycle.settle(
+            self.sessions,
+            lifecycle.with_ids(frames.redacted(findings, self.settings.redactor().text)),
+            self.before,
+            run_id=self.run_id,
+            now=self.clients.clock(),
+            dry_run=self.request.dry_run,
+            present=self.present,
+        )
+        path = ending.save(
+            self.sessions, findings, self.run_id, self.report_dir, self.settings.redactor()
+        )
+        review = to_review(frames.actions(frames.without(findings, silenced)))
         conclusion = conclude(
             review=review,
             tally=counted,
@@ -188,7 +232,7 @@ class _Pass:
                 conclusion,
                 counted,
                 path,
-                guardrail,
+                guardrail or unanswered(counted),
                 dry_run=self.request.dry_run,
             ),
             conclusion,

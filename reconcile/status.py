@@ -9,14 +9,15 @@ from pathlib import Path
 from sqlalchemy import Engine, func, make_url, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding, Run
+from reconcile.db.models import Finding, FindingState, Run
 from reconcile.db.runs import RunStatus
 from reconcile.domain import Action
 from reconcile.money import format_major
 from reconcile.times import to_iso
 
-OPEN_ACTIONS = (Action.FLAGGED.value, Action.POST_FAILED.value)
-"""Findings that still need a person (flagged) or a rerun (a posting that failed)."""
+OPEN_ACTIONS = (Action.FLAGGED.value, Action.WOULD_POST.value, Action.POST_FAILED.value)
+"""Findings that still need a person (flagged), a real run (would post) or a rerun (failed),
+as the run's summary counts them."""
 
 EXAMPLES_PER_CATEGORY = 3
 _RUN_COLUMNS = (
@@ -82,8 +83,8 @@ def status_report(engine: Engine, limit: int = 10) -> str:
     """
     with Session(engine) as session:
         runs = session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
-        sections = [_runs_section(runs), _open_section(session)]
-    return "\n\n".join(sections) + "\n"
+        sections = [_runs_section(runs), _open_section(session), _lifecycle_section(session)]
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def latest_full_run(session: Session) -> Run | None:
@@ -132,6 +133,7 @@ def _took(started_at: datetime, finished_at: datetime | None) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
+    rows = [[escaped(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -182,9 +184,9 @@ def _example(finding: Finding) -> str:
         parts.append(f"stripe {_amount(finding.stripe_amount_minor, finding.currency)}")
     if finding.moesif_amount_minor is not None:
         parts.append(f"moesif {_amount(finding.moesif_amount_minor, finding.currency)}")
-    text = " ".join(parts)
+    text = escaped(" ".join(parts))
     if finding.detail:
-        detail = " ".join(finding.detail.split())
+        detail = escaped(" ".join(finding.detail.split()))
         text += f": {detail[:80]}" + ("…" if len(detail) > 80 else "")
     return text
 
@@ -193,3 +195,30 @@ def _amount(minor: int, currency: str | None) -> str:
     if currency is None:
         return f"{minor} (minor units)"
     return f"{format_major(minor, currency)} {currency.upper()}"
+
+
+def escaped(text: str) -> str:
+    """Return text with control characters written as escapes, so data cannot drive a terminal."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def _lifecycle_section(session: Session) -> str:
+    """Say how many findings are open across all runs, per category, and since when."""
+    query = (
+        select(FindingState.category, func.count(), func.min(FindingState.first_seen_at))
+        .where(FindingState.status == "open")
+        .group_by(FindingState.category)
+        .order_by(FindingState.category)
+    )
+    rows = session.execute(query).all()
+    if not rows:
+        return ""
+    lines = ["Open findings across runs (reconcile findings lists them):"]
+    lines += [
+        f"  {escaped(category)}: {count}, oldest first seen {to_iso(oldest)}"
+        for category, count, oldest in rows
+    ]
+    return "\n".join(lines)

@@ -22,14 +22,14 @@ def category_sums(findings: pd.DataFrame, *, stripe_only: bool) -> dict[Key, int
         findings: the findings frame.
         stripe_only: count only Stripe's amounts, leaving out findings without a currency;
             otherwise Stripe's amount where present, else Moesif's, a missing currency counted
-            as :data:`FALLBACK_CURRENCY`.
+            as :data:`FALLBACK_CURRENCY`; findings with neither amount are left out.
     """
     if stripe_only:
         rows = findings.dropna(subset=["stripe_amount_minor", "currency"])
         amounts = rows["stripe_amount_minor"]
         currencies = rows["currency"].astype(str)
     else:
-        rows = findings
+        rows = findings.dropna(subset=["stripe_amount_minor", "moesif_amount_minor"], how="all")
         amounts = rows["stripe_amount_minor"].fillna(rows["moesif_amount_minor"]).fillna(0)
         currencies = rows["currency"].fillna(FALLBACK_CURRENCY).astype(str).str.lower()
     keys = pd.DataFrame(

@@ -85,6 +85,7 @@ def test_totals_are_per_category_currency_and_type_never_netted() -> None:
     assert frames.totals(findings) == {
         "missing_in_moesif:usd:credit": "10.50",
         "missing_in_moesif:usd:debit": "3.00",
+        "missing_in_stripe:usd:credit": "2.00",
     }
     assert category_sums(findings, stripe_only=False) == {
         ("missing_in_moesif", "usd", "credit"): 1050,

@@ -16,16 +16,20 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from reconcile import frames
 from reconcile.domain import (
     EXPECTED_COLUMNS,
     FINDING_COLUMNS,
     LEDGER_COLUMNS,
     REPORT_COLUMNS,
     Category,
+    Unreadable,
+    UnreadableSource,
 )
 from reconcile.matching import match
 from reconcile.report import neutralise, summary, to_report_frame, write_report
 from reconcile.times import Window
+from reconcile.unreadable import unreadable_findings
 
 GOLDEN = Path(__file__).parent / "golden"
 T = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -112,6 +116,7 @@ def every_category() -> pd.DataFrame:
         entry("pi_lost", 700, "usd", None, minutes=9, reason="=cmd|' /C calc'!A0"),
         entry("pi_gone", 900, "usd", "sub_gone", minutes=10),
         entry("pi_anon", 4200, "usd", "sub_us", minutes=11),
+        entry("pi_wrong", 800, "usd", "sub_us", minutes=12),
     ]
     rows = [
         row("m_bad", "pi_bad", 105000, "usd", "sub_us", minutes=5),
@@ -119,6 +124,7 @@ def every_category() -> pd.DataFrame:
         row("m_dup2", "pi_dup", 1000, "jpy", "sub_jp", minutes=16),
         row("m_gift", None, 999, "kwd", "sub_kw", minutes=30, company="-1+1", description="@gift"),
         row("m_anon", "manual", 4200, "usd", "sub_us", minutes=131),
+        row("m_wrong", "pi_wrong", 800, "usd", "sub_other", minutes=12, company="co_2"),
     ]
     rows.append(row("m_re", "re_dup", 250, "kwd", "sub_kw", minutes=7) | {"entry_type": "debit"})
     rows.append(row("m_re2", "\tre_x", 250, "kwd", "sub_kw", minutes=8) | {"entry_type": "debit"})
@@ -132,7 +138,18 @@ def every_category() -> pd.DataFrame:
     # What the run makes of would_post: one posted, one failed, the rest left as they are.
     findings.loc[findings["transaction_id"] == "pi_usd", "action"] = "posted"
     findings.loc[findings["transaction_id"] == "pi_jpy", "action"] = "post_failed"
-    return findings
+    unreadable = Unreadable(
+        source=UnreadableSource.MOESIF,
+        object_id="m_nan",
+        reason="amount 'NaN' is not a number",
+        company_hint="co_1",
+        created_at=T + timedelta(minutes=40),
+        excerpt='{"amount": "NaN"}',
+        transaction_id="pi_nan",
+    )
+    return frames.joined(
+        frames.typed_findings(findings), frames.typed_findings(unreadable_findings([unreadable]))
+    )
 
 
 def empty_findings() -> pd.DataFrame:
@@ -147,8 +164,7 @@ def empty_findings() -> pd.DataFrame:
 
 def test_scenario_covers_every_category() -> None:
     found = set(every_category()["category"])
-    # Unreadable records have a finding of their own shape (reconcile.unreadable).
-    assert found == {category.value for category in Category} - {Category.UNREADABLE.value}
+    assert found == {category.value for category in Category}
 
 
 def test_report_of_every_category_matches_golden(tmp_path: Path) -> None:
@@ -173,6 +189,19 @@ def test_summary_matches_golden(tmp_path: Path) -> None:
         dry_run=False,
     )
     assert_golden((text + "\n").encode("utf-8"), "summary-every-category.txt")
+
+
+def test_delta_is_the_correction_the_balance_needs() -> None:
+    frame = to_report_frame(every_category(), RUN_ID)
+    delta = {
+        (record["category"], record["transaction_id"]): record["delta"]
+        for record in frame.to_dict("records")
+    }
+    assert delta["missing_in_moesif", "pi_kwd"] == "1.500"
+    assert delta["duplicate_in_moesif", "pi_dup"] == "-1000"
+    assert delta["duplicate_in_moesif", "re_dup"] == "0.250"
+    assert delta["misapplied", "pi_wrong"] == "-8.00"
+    assert delta["unreadable", "pi_nan"] == ""
 
 
 def test_report_columns_amounts_and_delta() -> None:
@@ -275,14 +304,15 @@ def test_summary_of_a_dry_run_says_nothing_was_posted() -> None:
     )
     lines = text.splitlines()
     assert lines[0] == "reconcile 2026-11-01T00:00:00Z .. 2026-11-02T00:00:00Z (dry run)"
-    assert "would post: 4 (dry run, nothing posted)" in lines
+    # Of the four missing movements, the scenario marks one posted and one failed.
+    assert "would post: 2 (dry run, nothing posted)" in lines
     assert lines[-1] == "report: not written"
-    assert "flagged for review: 7" in lines
+    assert "flagged for review: 10" in lines
     missing = next(line for line in lines if line.startswith("missing_in_moesif"))
-    assert missing.split()[1] == "4"
+    assert missing.split()[1] == "5"
     assert "1000 JPY" in missing
     assert "1.500 KWD" in missing
-    assert "15.50 USD" in missing
+    assert "23.50 USD" in missing
 
 
 def test_summary_of_no_findings_lists_zero_counts() -> None:

@@ -10,7 +10,7 @@ from enum import StrEnum
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding, FindingNote, FindingState, Run
+from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
 
 
 class FindingStatus(StrEnum):
@@ -176,3 +176,156 @@ def open_counts_by_subscription(session: Session) -> dict[tuple[str | None, str 
         (company, subscription): int(count)
         for company, subscription, count in session.execute(query)
     }
+
+
+def open_states(session: Session, companies: Sequence[str] = ()) -> list[FindingState]:
+    """Return the open findings, of these companies when some are named."""
+    query = select(FindingState).where(FindingState.status == FindingStatus.OPEN)
+    if companies:
+        query = query.where(FindingState.company_id.in_(list(companies)))
+    return list(session.scalars(query))
+
+
+def states_of(session: Session, finding_ids: Sequence[str]) -> dict[str, FindingState]:
+    """Return the known findings among ``finding_ids``, by id."""
+    found: dict[str, FindingState] = {}
+    for start in range(0, len(finding_ids), 500):
+        chunk = list(finding_ids[start : start + 500])
+        query = select(FindingState).where(FindingState.finding_id.in_(chunk))
+        found.update({state.finding_id: state for state in session.scalars(query)})
+    return found
+
+
+STATE_FIELDS = (
+    "category",
+    "transaction_id",
+    "moesif_id",
+    "company_id",
+    "subscription_id",
+    "stripe_customer_id",
+    "stripe_object_id",
+    "entry_type",
+    "currency",
+    "stripe_amount_minor",
+    "moesif_amount_minor",
+    "delta_minor",
+    "detail",
+)
+"""What a finding's state copies from the latest run that reported it."""
+
+
+def record_seen(
+    session: Session,
+    reported: dict[str, dict[str, object]],
+    known: dict[str, FindingState],
+    again: frozenset[str],
+    run_id: str,
+    now: datetime,
+) -> None:
+    """Open the new findings of ``reported`` and mark ``again`` seen once more; flushes.
+
+    A finding a run had settled that is found again is open again (noted ``reopened``).
+    """
+    for finding_id, values in reported.items():
+        state = known.get(finding_id)
+        fields = {name: values.get(name) for name in STATE_FIELDS}
+        if state is None:
+            session.add(
+                FindingState(
+                    finding_id=finding_id,
+                    status=FindingStatus.OPEN,
+                    first_seen_run_id=run_id,
+                    first_seen_at=now,
+                    last_seen_run_id=run_id,
+                    last_seen_at=now,
+                    runs_seen=1,
+                    **fields,
+                )
+            )
+            continue
+        if finding_id not in again:
+            continue
+        for name, value in fields.items():
+            setattr(state, name, value)
+        state.last_seen_run_id, state.last_seen_at = run_id, now
+        state.runs_seen += 1
+        if state.status != FindingStatus.OPEN:
+            state.status, state.closed_at, state.closed_by = FindingStatus.OPEN, None, None
+            session.add(
+                FindingNote(
+                    finding_id=finding_id,
+                    at=now,
+                    action="reopened",
+                    note=f"found again by run {run_id}",
+                    source="run",
+                )
+            )
+    session.flush()
+
+
+def settle_by_run(
+    session: Session, states: Sequence[FindingState], run_id: str, now: datetime
+) -> None:
+    """Close these open findings as resolved by run ``run_id``; flushes."""
+    for state in states:
+        state.status = FindingStatus.RESOLVED
+        state.closed_at = now
+        state.closed_by = ClosedBy.RUN
+        state.note = f"no longer found by run {run_id}"
+        session.add(
+            FindingNote(
+                finding_id=state.finding_id,
+                at=now,
+                action=FindingStatus.RESOLVED,
+                note=state.note,
+                source="run",
+            )
+        )
+    session.flush()
+
+
+WEBHOOK_RUN = "serve"
+"""Recorded as the first run of a finding ``reconcile serve`` raised."""
+
+
+def adopt_unmapped_events(session: Session, now: datetime) -> int:
+    """Open an ``unmapped_customer`` finding for each movement a webhook could not map.
+
+    ``serve`` records such an event ``unmapped`` with ``transaction_id: reason`` pairs in its
+    ``last_error``; each movement not yet a finding becomes one, open at once. Returns how many
+    were opened. Flushes, never commits.
+    """
+    from reconcile.rules.finding_ids import finding_id
+
+    events = session.scalars(select(WebhookEvent).where(WebhookEvent.status == "unmapped"))
+    wanted: dict[str, tuple[str, str, WebhookEvent]] = {}
+    for event in events:
+        for part in (event.last_error or "").split("; "):
+            transaction_id, _, reason = part.partition(": ")
+            if transaction_id.strip():
+                key = finding_id("unmapped_customer", transaction_id.strip(), None)
+                wanted.setdefault(key, (transaction_id.strip(), reason.strip(), event))
+    if not wanted:
+        return 0
+    known = states_of(session, list(wanted))
+    opened = 0
+    for key, (transaction_id, reason, event) in wanted.items():
+        if key in known:
+            continue
+        session.add(
+            FindingState(
+                finding_id=key,
+                category="unmapped_customer",
+                transaction_id=transaction_id,
+                detail=f"webhook {event.event_type} ({event.event_id}): {reason or 'unmapped'}",
+                status=FindingStatus.OPEN,
+                first_seen_run_id=WEBHOOK_RUN,
+                first_seen_at=event.received_at,
+                last_seen_run_id=WEBHOOK_RUN,
+                last_seen_at=event.received_at,
+                runs_seen=0,
+            )
+        )
+        opened += 1
+    session.flush()
+    return opened

@@ -18,7 +18,8 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
     """Insert every finding of a run; return how many."""
     if findings.empty:
         return 0
-    frame = findings[FINDING_COLUMNS].astype(object).where(findings[FINDING_COLUMNS].notna(), None)
+    columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
+    frame = findings[columns].astype(object).where(findings[columns].notna(), None)
     records: list[dict[str, Any]] = [
         {"run_id": run_id, **{str(k): _plain(v) for k, v in record.items()}}
         for record in frame.to_dict(orient="records")

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
-from reconcile.db.sql import upsert
+from reconcile.db.sql import chunks, upsert
 from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
 
 BATCH_SIZE = 500
@@ -52,9 +52,41 @@ def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) ->
         for name in _MUTABLE
     }
     updates["last_seen_at"] = statement.excluded.last_seen_at
+    updates["gone_at"] = None  # returned again: it is back
     session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
     session.flush()
     return len(unique) - len(existing), changed
+
+
+def mark_gone(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    companies: Collection[str],
+    seen: Collection[str],
+    now: datetime,
+) -> list[str]:
+    """Mark gone the rows of ``[since, until)`` a full read of that period did not return.
+
+    Only rows of ``companies`` when some are named (the read was limited to them). A gone row
+    is kept with its ``last_seen_at``, gets ``gone_at = now`` and no longer matches anything.
+    Returns the ``moesif_id`` of each row newly marked. Flushes, never commits.
+    """
+    query = select(LedgerEntry.moesif_id).where(
+        LedgerEntry.created_at >= since,
+        LedgerEntry.created_at < until,
+        LedgerEntry.gone_at.is_(None),
+    )
+    if companies:
+        query = query.where(LedgerEntry.company_id.in_(list(companies)))
+    returned = set(seen)
+    gone = [str(moesif_id) for moesif_id in session.scalars(query) if moesif_id not in returned]
+    for chunk in chunks(gone):
+        session.execute(
+            update(LedgerEntry).where(LedgerEntry.moesif_id.in_(chunk)).values(gone_at=now)
+        )
+    session.flush()
+    return gone
 
 
 def store_unreadable(session: Session, row: Unreadable, raw_json: str, now: datetime) -> None:
@@ -124,13 +156,26 @@ def _content(row: LedgerRow, before: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
+def ledger_by_ids(session: Session, moesif_ids: Collection[str]) -> pd.DataFrame:
+    """Return the snapshot rows with these ``moesif_id``s, whenever created (gone ones left out).
+
+    Columns as :func:`ledger_frame`.
+    """
+    if not moesif_ids:
+        return _typed(pd.DataFrame(columns=LEDGER_COLUMNS))
+    ids = ids_table(session, moesif_ids)
+    named = _ledger_select().where(LedgerEntry.moesif_id.in_(select(ids.c.id)))
+    return _typed(read(session, named, LEDGER_COLUMNS, times=["created_at"]))
+
+
 def _ledger_select() -> Select[Any]:
+    """Select the matcher's columns of rows Moesif still returns (gone rows match nothing)."""
     return select(
         *(
             raw(LedgerEntry.created_at) if name == "created_at" else getattr(LedgerEntry, name)
             for name in LEDGER_COLUMNS
         )
-    )
+    ).where(LedgerEntry.gone_at.is_(None))
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

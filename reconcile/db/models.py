@@ -105,6 +105,10 @@ class LedgerEntry(Base):
     description: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    gone_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(),
+        comment="when a read of its period no longer returned it; it matches nothing",
+    )
 
     __table_args__ = (
         Index("ix_ledger_rows_company_subscription", "company_id", "subscription_id"),
@@ -187,6 +191,7 @@ class Finding(Base):
     moesif_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     moesif_id: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
+    finding_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class UnreadableLedgerRow(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -269,9 +270,9 @@ class MoesifClient:
         data = self._json(
             self._request("GET", BILLING_REPORTS_PATH, what=what, params=params), what
         )
-        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        if not isinstance(data, list):
             raise MoesifUnavailable(f"Moesif answered {what} with something not a JSON array")
-        return data
+        return [row if isinstance(row, dict) else not_an_object(row) for row in data]
 
     def _json(self, response: httpx.Response, what: str) -> object:
         try:
@@ -432,6 +433,16 @@ def _request_id(headers: Mapping[str, str]) -> str:
 
 def _has_retry_after(headers: Mapping[str, str]) -> bool:
     return any(name.lower() == "retry-after" for name in headers)
+
+
+def not_an_object(element: object) -> dict[str, Any]:
+    """Return a report element that is not a JSON object as a row that is kept, unreadable.
+
+    One odd element never fails the whole read: it gets a stable id from its content and no
+    time or amount, so the sync stores it as received and reports it ``unreadable``.
+    """
+    digest = hashlib.sha256(dump_json(element).encode()).hexdigest()[:32]
+    return {"_id": f"not-an-object:{digest}", "not_an_object": element}
 
 
 def _iso(moment: datetime) -> str:

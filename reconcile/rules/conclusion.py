@@ -26,11 +26,16 @@ class Conclusion:
 
 @dataclass(frozen=True)
 class Tally:
-    """What became of a run's orders: posted, failed, and of those failed, how many unknown."""
+    """What became of a run's orders: posted, failed, and of those failed, which got no answer."""
 
     posted: int = 0
     post_failed: int = 0
-    unknown: int = 0
+    unanswered: tuple[str, ...] = ()
+
+    @property
+    def unknown(self) -> int:
+        """How many postings got no answer, so only a later read-back can tell their outcome."""
+        return len(self.unanswered)
 
 
 def tally(outcomes: Iterable[Outcome]) -> Tally:
@@ -39,7 +44,7 @@ def tally(outcomes: Iterable[Outcome]) -> Tally:
     return Tally(
         posted=sum(1 for outcome in done if outcome.action == Action.POSTED),
         post_failed=sum(1 for outcome in done if outcome.action == Action.POST_FAILED),
-        unknown=sum(1 for outcome in done if outcome.unknown),
+        unanswered=tuple(outcome.transaction_id for outcome in done if outcome.unknown),
     )
 
 
@@ -80,4 +85,15 @@ def conclude(
         exit_code=exit_code,
         status=RunStatus.GUARDRAIL if guardrail else RunStatus.SUCCEEDED,
         watermark=min(window_until, started_at) if moves else None,
+    )
+
+
+def unanswered(counted: Tally) -> str:
+    """Return the error line naming the postings that got no answer; empty if none did."""
+    if not counted.unanswered:
+        return ""
+    return (
+        f"error: {counted.unknown} posting(s) got no answer from Moesif: "
+        f"{', '.join(counted.unanswered)}; a rerun reads the ledger back before sending any of "
+        "them again"
     )

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reconcile.db import runs
 from reconcile.db.models import Run
 from reconcile.errors import ConfigError, ReconcileError
+from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunRequest
 from reconcile.rules.window import run_window
 from reconcile.steps import Sessions
@@ -88,8 +89,14 @@ def start(
     )
 
 
-def fail(sessions: Sessions, run_id: str, error: ReconcileError, finished_at: datetime) -> None:
-    """Record that the run failed; a database that fails now is only logged."""
+def fail(
+    sessions: Sessions,
+    run_id: str,
+    error: ReconcileError,
+    finished_at: datetime,
+    redactor: Redactor = NO_SECRETS,
+) -> None:
+    """Record that the run failed, its message masked; a database failing now is only logged."""
     try:
         with sessions.begin() as session:
             row = session.get(Run, run_id)
@@ -98,6 +105,6 @@ def fail(sessions: Sessions, run_id: str, error: ReconcileError, finished_at: da
             row.status = runs.RunStatus.FAILED
             row.exit_code = int(error.exit_code)
             row.finished_at = finished_at
-            row.error = str(error)
+            row.error = redactor.message(error)
     except SQLAlchemyError:
         log.exception("could not record the failure of run %s", run_id)

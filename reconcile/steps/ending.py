@@ -10,14 +10,22 @@ import pandas as pd
 from reconcile import frames, report
 from reconcile.db.findings import store_findings
 from reconcile.db.models import Run
+from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunOutcome
 from reconcile.rules.conclusion import Conclusion, Tally
 from reconcile.steps import Sessions
 from reconcile.times import Window
 
 
-def save(sessions: Sessions, findings: pd.DataFrame, run_id: str, report_dir: Path) -> Path:
-    """Write the report and store the findings of the run; return the report's path."""
+def save(
+    sessions: Sessions,
+    findings: pd.DataFrame,
+    run_id: str,
+    report_dir: Path,
+    redactor: Redactor = NO_SECRETS,
+) -> Path:
+    """Write the report and store the findings of the run, secrets masked; return its path."""
+    findings = frames.redacted(findings, redactor.text)
     path = report.write_report(findings, run_id, report_dir)
     with sessions.begin() as session:
         store_findings(session, run_id, findings)

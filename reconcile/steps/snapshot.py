@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import pandas as pd
@@ -13,11 +13,11 @@ from reconcile import frames
 from reconcile.config import Settings
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
-from reconcile.db.ledger import ledger_frame
+from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
-from reconcile.domain import is_stripe_id
-from reconcile.ledger_sync import sync_ledger
+from reconcile.domain import Unreadable, is_stripe_id
+from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
 from reconcile.rules.known_ids import known_id, needs_memory
@@ -37,8 +37,12 @@ def extract_stripe(
     *,
     run_id: str,
     now: datetime,
+    on_unreadable: Callable[[Unreadable], None],
 ) -> datetime | None:
-    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending."""
+    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending.
+
+    Each Stripe object that cannot be interpreted safely is handed to ``on_unreadable``.
+    """
     progress = Progress("Stripe", unit="days read")
     oldest: list[datetime] = []
 
@@ -59,6 +63,7 @@ def extract_stripe(
                 companies=companies,
                 progress=advance,
                 on_pending=pending,
+                on_unreadable=on_unreadable,
             ),
             run_id=run_id,
             now=now,
@@ -78,10 +83,10 @@ def sync_moesif(
     *,
     run_id: str,
     clock: Callable[[], datetime],
-) -> frozenset[str]:
+) -> SyncResult:
     """Snapshot Moesif's ledger of ``reach`` and settle postings it confirms.
 
-    Returns the transaction ids of rows Moesif holds but that could not be read.
+    Returns what the sync did, with the rows Moesif holds but that could not be read.
     """
     progress = Progress("Moesif ledger", unit="rows")
     with sessions.begin() as session:
@@ -105,7 +110,7 @@ def sync_moesif(
             len(settled),
             ", ".join(settled),
         )
-    return result.unreadable_ids
+    return result
 
 
 def subscription_currencies(
@@ -134,16 +139,28 @@ def frames_of(
     *,
     run_id: str,
     now: datetime,
+    on_unreadable: Callable[[Unreadable], None],
+    recheck: tuple[Collection[str], Collection[str]] = ((), ()),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load the expected entries and ledger rows of the widened window.
 
     Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a late
     webhook) bring that movement's expected entry along, so they match it: from the snapshot
-    when an earlier run read it, else fetched from Stripe by id.
+    when an earlier run read it, else fetched from Stripe by id (an object fetched that cannot
+    be interpreted safely is handed to ``on_unreadable``). ``recheck`` names the transaction
+    ids and Moesif row ids of open findings from earlier runs: they are loaded wherever they
+    lie, so every open finding is compared again.
     """
+    transactions, rows = recheck
     with sessions() as session:
         expected = expected_frame(session, wide.since, wide.until, companies)
+        outside = set(transactions) - set(expected["transaction_id"])
+        if outside:
+            expected = frames.joined(expected, expected_by_ids(session, outside))
         ledger = ledger_frame(session, wide.since, wide.until, expected["transaction_id"].tolist())
+        if rows:
+            ledger = frames.joined(ledger, ledger_by_ids(session, rows))
+            ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
     ledger = with_known_ids(sessions, frames.of_companies(ledger, companies))
     strays = frames.stripe_ids(ledger) - set(expected["transaction_id"])
     if not strays:
@@ -151,7 +168,9 @@ def frames_of(
     with sessions.begin() as session:
         unknown = strays - set(expected_by_ids(session, strays)["transaction_id"])
         if unknown:
-            fetched = extract_by_ids(client, unknown, companies=companies)
+            fetched = extract_by_ids(
+                client, unknown, companies=companies, on_unreadable=on_unreadable
+            )
             store_expected(session, fetched, run_id=run_id, now=now)
         older = expected_by_ids(session, strays)
     return frames.joined(expected, older), ledger

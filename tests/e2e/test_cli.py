@@ -19,8 +19,35 @@ from reconcile.lock import run_lock
 from reconcile.times import to_iso
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 
-# The seeded history holds no record the job cannot interpret.
-EVERY_CATEGORY = {category.value for category in Category} - {Category.UNREADABLE.value}
+EVERY_CATEGORY = {category.value for category in Category}
+
+
+def seed_every_category(world: World) -> str:
+    """Seed the demo history, a credit on the wrong customer and an unreadable Moesif row.
+
+    Returns the transaction id of the misapplied credit.
+    """
+    seed(world.stripe, world.moesif, world.now)
+    wayne = world.stripe.add_customer(
+        metadata={"moesif_company_id": "wayne", "moesif_subscription_id": "sub_wayne"}
+    )
+    world.moesif.add_subscription("sub_wayne", "wayne", currency="usd")
+    paid = world.stripe.add_payment_intent(wayne, 1200, created=world.now - timedelta(days=2))
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("12.00"),
+        world.now - timedelta(days=2),
+        transaction_id=paid,
+        description="webhook: top-up",
+    )
+    world.moesif.add_raw_row(
+        '{"_id": "m_bad", "transaction_id": "pi_unreadable", "type": "credit", '
+        '"amount": "NaN", "company_id": "acme", "subscription_id": "sub_acme", '
+        f'"created_at": "{to_iso(world.now - timedelta(days=1))}"}}'
+    )
+    return paid
 
 
 def _count(world: World, model: type, *where: object) -> int:
@@ -35,12 +62,22 @@ def _count(world: World, model: type, *where: object) -> int:
 def test_seeded_history_gives_every_category_and_posts_what_is_missing(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(world.stripe, world.moesif, world.now)
+    misapplied = seed_every_category(world)
 
     assert main(["--since", world.since]) == 1
 
     rows = world.report_rows()
     assert {row["category"] for row in rows} == EVERY_CATEGORY
+    assert misapplied not in world.posted_ids()
+    about = {row["category"]: row for row in rows if row["transaction_id"] == misapplied}
+    assert set(about) == {"misapplied", "missing_in_moesif"}
+    assert about["misapplied"]["action"] == "flagged"
+    assert "company acme / subscription sub_acme" in about["misapplied"]["detail"]
+    assert "belongs on company wayne / subscription sub_wayne" in about["misapplied"]["detail"]
+    assert about["missing_in_moesif"]["action"] == "flagged"
+    assert "misapplied" in about["missing_in_moesif"]["detail"]
+    [unreadable] = [row for row in rows if row["category"] == "unreadable"]
+    assert (unreadable["action"], unreadable["transaction_id"]) == ("flagged", "pi_unreadable")
     posted = {row["transaction_id"]: row for row in rows if row["action"] == "posted"}
     assert set(posted) == set(world.posted_ids())
     assert Counter(body["type"] for body in world.moesif.posts) == {"credit": 2, "debit": 2}
@@ -54,7 +91,10 @@ def test_seeded_history_gives_every_category_and_posts_what_is_missing(
         Decimal("5000"),
     ]
     flagged = [row for row in rows if row["action"] == "flagged"]
-    assert all(row["category"] != "missing_in_moesif" for row in flagged)
+    assert all(
+        row["category"] != "missing_in_moesif" or row["transaction_id"] == misapplied
+        for row in flagged
+    )
     out = capsys.readouterr().out
     assert "drift-" in out
     assert "missing_in_moesif" in out

@@ -65,12 +65,17 @@ def test_a_lost_answer_is_read_back_in_the_same_run_and_never_resent(world: Worl
     assert [row["action"] for row in lost] == ["posted"]
 
 
-def test_an_unanswered_post_is_exit_3_and_the_rerun_posts_it_once(world: World) -> None:
+def test_an_unanswered_post_is_exit_3_and_the_rerun_posts_it_once(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     world.moesif.add_subscription("sub_acme", "acme")
     payment = _one_missing_topup(world)
     _on_first_post(world, "drop")
 
     assert main(["--since", world.since]) == 3
+
+    err = capsys.readouterr().err
+    assert f"reconcile: error: 1 posting(s) got no answer from Moesif: {payment};" in err
 
     assert world.moesif.posts == []
     assert [row["action"] for row in world.report_rows()] == ["post_failed"]
@@ -133,9 +138,14 @@ def test_a_ledger_row_that_cannot_be_read_blocks_the_posting_of_its_id(world: Wo
     assert main(["--since", world.since]) == 1
 
     assert world.moesif.posts == []
-    [row] = world.report_rows()
-    assert (row["category"], row["action"]) == ("missing_in_moesif", "flagged")
-    assert "could not be read" in row["detail"]
+    rows = {row["category"]: row for row in world.report_rows()}
+    assert set(rows) == {"missing_in_moesif", "unreadable"}
+    assert rows["missing_in_moesif"]["action"] == "flagged"
+    assert "could not be read" in rows["missing_in_moesif"]["detail"]
+    assert (rows["unreadable"]["action"], rows["unreadable"]["transaction_id"]) == (
+        "flagged",
+        payment,
+    )
 
 
 def test_a_row_naming_an_older_movement_matches_it_even_on_a_fresh_database(

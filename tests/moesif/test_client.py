@@ -379,6 +379,16 @@ def test_a_malformed_answer_is_unavailable(fake: FakeMoesif, client: MoesifClien
         list(client.billing_reports(T0, T0 + timedelta(days=1)))
 
 
+def test_a_report_element_that_is_not_an_object_is_kept_not_fatal(
+    fake: FakeMoesif, client: MoesifClient
+) -> None:
+    fake.fail_next(200, body='["oops", 7]')
+    rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    assert [row["not_an_object"] for row in rows] == ["oops", 7]
+    assert len({row["_id"] for row in rows}) == 2
+    assert all(row["_id"].startswith("not-an-object:") for row in rows)
+
+
 def test_the_rate_limiter_keeps_the_client_under_moesifs_limit() -> None:
     now = [0.0]
     start = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)

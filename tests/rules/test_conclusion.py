@@ -11,7 +11,7 @@ from reconcile.db.runs import RunStatus
 from reconcile.domain import Action
 from reconcile.errors import ExitCode
 from reconcile.posting.outcome import Outcome, Result
-from reconcile.rules.conclusion import Conclusion, Tally, conclude, tally, to_review
+from reconcile.rules.conclusion import Conclusion, Tally, conclude, tally, to_review, unanswered
 
 STARTED = datetime(2026, 11, 24, 2, tzinfo=UTC)
 UNTIL = STARTED - timedelta(hours=1)
@@ -44,11 +44,14 @@ def test_the_watermark_never_moves_past_the_runs_start() -> None:
 
 
 def test_an_unknown_outcome_is_exit_3() -> None:
-    assert _conclude(review=1, tally=Tally(post_failed=1, unknown=1)).exit_code == ExitCode.FAILED
+    assert (
+        _conclude(review=1, tally=Tally(post_failed=1, unanswered=("pi_1",))).exit_code
+        == ExitCode.FAILED
+    )
 
 
 def test_a_guardrail_is_exit_4_recorded_as_such_and_keeps_the_watermark() -> None:
-    assert _conclude(review=2, tally=Tally(unknown=1), guardrail=True) == Conclusion(
+    assert _conclude(review=2, tally=Tally(unanswered=("pi_1",)), guardrail=True) == Conclusion(
         ExitCode.GUARDRAIL, RunStatus.GUARDRAIL, None
     )
 
@@ -71,4 +74,10 @@ def test_outcomes_are_tallied_posted_failed_and_unknown() -> None:
         Outcome("pi_3", Result.UNKNOWN, "no answer"),
         Outcome("pi_4", Result.ALREADY_CONFIRMED, "confirmed earlier"),
     ]
-    assert tally(outcomes) == Tally(posted=1, post_failed=2, unknown=1)
+    assert tally(outcomes) == Tally(posted=1, post_failed=2, unanswered=("pi_3",))
+
+
+def test_postings_without_an_answer_are_named_in_one_error_line() -> None:
+    line = unanswered(Tally(post_failed=2, unanswered=("pi_3", "re_4")))
+    assert line.startswith("error: 2 posting(s) got no answer from Moesif: pi_3, re_4;")
+    assert unanswered(Tally(posted=1)) == ""

@@ -1,0 +1,87 @@
+"""Announcing a finished or failed run through ``RECONCILE_NOTIFY_URL``; never changes its exit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from reconcile.config import Settings
+from reconcile.db.engine import make_engine
+from reconcile.db.models import Run
+from reconcile.db.runs import RunStatus
+from reconcile.errors import ReconcileError
+from reconcile.notify import notify_run
+from reconcile.request import RunOutcome
+
+log = logging.getLogger(__name__)
+
+NOTIFY_TIMEOUT_SECONDS = 10.0
+"""How long one notification POST may take."""
+
+
+def announce(
+    settings: Settings,
+    result: RunOutcome | ReconcileError,
+    clock: Callable[[], datetime],
+    *,
+    began: datetime,
+    http: httpx.Client | None = None,
+) -> None:
+    """Store and deliver the notification of a run that ended (``RunOutcome``) or failed.
+
+    A failed run is announced under the id of the run row it recorded as failed at or after
+    ``began``; a failure before any run row was written (the lock, the configuration)
+    announces nothing. Problems are warnings only.
+    """
+    if settings.notify_url is None:
+        return
+    engine = make_engine(settings.database_url)
+    client = http or httpx.Client(timeout=NOTIFY_TIMEOUT_SECONDS)
+    try:
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        if isinstance(result, RunOutcome):
+            notify_run(
+                sessions,
+                client,
+                settings.notify_url,
+                run_id=result.run_id,
+                exit_code=int(result.exit_code),
+                counts=result.counts,
+                totals=result.totals,
+                report_path=result.report_path,
+                clock=clock,
+            )
+            return
+        with sessions() as session:
+            failed = session.scalars(
+                select(Run)
+                .where(Run.status == RunStatus.FAILED, Run.started_at >= began)
+                .order_by(Run.started_at.desc())
+                .limit(1)
+            ).first()
+        if failed is None:
+            return
+        notify_run(
+            sessions,
+            client,
+            settings.notify_url,
+            run_id=failed.id,
+            exit_code=int(result.exit_code),
+            counts={},
+            totals={},
+            report_path=failed.report_path,
+            clock=clock,
+            error=failed.error or settings.redactor().message(result),
+        )
+    except SQLAlchemyError as problem:
+        log.warning("notification not sent: the database failed (%s)", type(problem).__name__)
+    finally:
+        if http is None:
+            client.close()
+        engine.dispose()

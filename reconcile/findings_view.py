@@ -1,0 +1,132 @@
+"""``reconcile findings``: the findings of all runs as a table, CSV or JSON, and closing them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from reconcile.db.finding_states import (
+    FindingFilter,
+    FindingStatus,
+    NoteSource,
+    adopt_unmapped_events,
+    close_findings,
+    list_findings,
+)
+from reconcile.db.models import FindingState
+from reconcile.money import format_major
+from reconcile.times import to_iso
+
+COLUMNS = (
+    "finding_id",
+    "status",
+    "category",
+    "company_id",
+    "subscription_id",
+    "transaction_id",
+    "moesif_id",
+    "currency",
+    "stripe_amount",
+    "moesif_amount",
+    "delta",
+    "first_seen_at",
+    "last_seen_at",
+    "runs_seen",
+    "closed_at",
+    "closed_by",
+    "note",
+    "detail",
+)
+"""The fields of each listed finding, in this order."""
+
+_TABLE = (
+    "finding_id",
+    "status",
+    "category",
+    "company_id",
+    "subscription_id",
+    "transaction_id",
+    "moesif_id",
+    "delta",
+    "first_seen_at",
+    "last_seen_at",
+    "runs_seen",
+)
+
+
+def listing(engine: Engine, where: FindingFilter, fmt: str, now: datetime) -> str:
+    """Return the findings ``where`` selects in ``fmt`` (``table``, ``csv`` or ``json``)."""
+    with Session(engine) as session, session.begin():
+        adopt_unmapped_events(session, now)
+        rows = [_fields(state) for state in list_findings(session, where, now)]
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    if not rows:
+        return "no open findings" if not where.include_closed else "no findings"
+    table = [list(_TABLE)] + [[_safe(str(row[name] or "")) for name in _TABLE] for row in rows]
+    widths = [max(len(line[column]) for line in table) for column in range(len(_TABLE))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
+
+
+def close(
+    engine: Engine, finding_ids: Sequence[str], status: FindingStatus, note: str, now: datetime
+) -> int:
+    """Close findings by an operator with a note; return how many.
+
+    Raises:
+        UnknownFinding: some id is unknown; nothing was closed.
+    """
+    with Session(engine) as session, session.begin():
+        closed = close_findings(session, finding_ids, status, note, NoteSource.CLI, now)
+    return len(closed)
+
+
+def _fields(state: FindingState) -> dict[str, object]:
+    currency = state.currency or "usd"
+    return {
+        "finding_id": state.finding_id,
+        "status": state.status,
+        "category": state.category,
+        "company_id": state.company_id,
+        "subscription_id": state.subscription_id,
+        "transaction_id": state.transaction_id,
+        "moesif_id": state.moesif_id,
+        "currency": state.currency,
+        "stripe_amount": _major(state.stripe_amount_minor, currency),
+        "moesif_amount": _major(state.moesif_amount_minor, currency),
+        "delta": _major(state.delta_minor, currency),
+        "first_seen_at": to_iso(state.first_seen_at),
+        "last_seen_at": to_iso(state.last_seen_at),
+        "runs_seen": state.runs_seen,
+        "closed_at": to_iso(state.closed_at) if state.closed_at else None,
+        "closed_by": state.closed_by,
+        "note": state.note,
+        "detail": state.detail,
+    }
+
+
+def _major(minor: int | None, currency: str) -> str | None:
+    return None if minor is None else format_major(minor, currency)
+
+
+def _safe(text: str) -> str:
+    """Return text with control characters escaped, so data cannot drive the terminal."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )

@@ -1,0 +1,230 @@
+"""Findings live until settled: stable ids, re-checked outside the window, resolved, closed."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.orm import Session
+
+from reconcile.cli import main
+from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.db.models import WebhookEvent
+from reconcile.domain import REPORT_COLUMNS
+from reconcile.fakes.moesif import Exchange, Verdict
+from reconcile.times import to_iso
+from tests.e2e.conftest import World
+
+
+def _manual_credit(world: World, days_ago: float = 3) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("20.00"),
+        world.now - timedelta(days=days_ago),
+        transaction_id="manual-1",
+        description="manual credit by support",
+    )
+
+
+def _recent(world: World) -> list[str]:
+    """A window of the last day only: the manual credit lies outside it."""
+    return ["--since", to_iso(world.now - timedelta(days=1)), "--until", to_iso(world.now)]
+
+
+def _open(capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["findings", "--format", "json", *extra]) == 0
+    listed: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return listed
+
+
+def test_a_finding_keeps_its_id_and_stays_open_after_it_leaves_the_window(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+    assert list(first)[-2:] == ["finding_id", "first_seen_at"] == REPORT_COLUMNS[-2:]
+    assert first["finding_id"].startswith("F-")
+
+    assert main(_recent(world)) == 1
+
+    [again] = world.report_rows()
+    assert (again["category"], again["action"]) == ("missing_in_stripe", "flagged")
+    assert again["finding_id"] == first["finding_id"]
+    assert again["first_seen_at"] == first["first_seen_at"]
+    [listed] = _open(capsys)
+    assert (listed["finding_id"], listed["runs_seen"], listed["status"]) == (
+        first["finding_id"],
+        2,
+        "open",
+    )
+
+
+def test_drift_fixed_in_moesif_is_reported_resolved_once_then_closed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+    world.moesif.unlisted.add("manual-1")  # support removed the credit
+
+    assert main(["--since", world.since]) == 0
+
+    [settled] = world.report_rows()
+    assert (settled["finding_id"], settled["action"]) == (first["finding_id"], "resolved")
+    assert _open(capsys) == []
+    [closed] = _open(capsys, "--all")
+    assert (closed["status"], closed["closed_by"]) == ("resolved", "run")
+    assert main(["--since", world.since]) == 0
+    assert world.report_rows() == []
+
+
+def test_an_ignored_finding_no_longer_counts_for_exit_1(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+
+    assert main(["findings", "ignore", first["finding_id"], "--note", "goodwill credit"]) == 0
+    assert main(["--since", world.since]) == 0
+
+    assert _open(capsys) == []
+    [closed] = _open(capsys, "--all")
+    assert (closed["status"], closed["closed_by"], closed["note"]) == (
+        "ignored",
+        "operator",
+        "goodwill credit",
+    )
+
+
+def test_closing_an_unknown_finding_is_exit_2_and_closes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+    [first] = world.report_rows()
+
+    code = main(["findings", "resolve", first["finding_id"], "F-0000000000000000", "--note", "x"])
+
+    assert code == 2
+    assert "F-0000000000000000" in capsys.readouterr().err
+    assert [row["status"] for row in _open(capsys)] == ["open"]
+
+
+def test_findings_filter_by_category_and_company_and_print_csv(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+    assert main(["--since", world.since]) == 1
+
+    assert _open(capsys, "--category", "amount_mismatch") == []
+    assert len(_open(capsys, "--company", "acme")) == 1
+    assert main(["findings", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("finding_id,status,category")
+    assert len(lines) == 2
+
+
+def test_a_webhook_event_serve_could_not_map_is_an_open_finding_before_any_run(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(world.database_url)
+    upgrade_to_head(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            WebhookEvent(
+                event_id="evt_1",
+                event_type="payment_intent.succeeded",
+                created=world.now,
+                payload="{}",
+                received_at=world.now,
+                status="unmapped",
+                attempts=1,
+                last_error="pi_lost: customer has no Stripe subscription",
+                next_attempt_at=world.now,
+            )
+        )
+    engine.dispose()
+
+    [listed] = _open(capsys)
+
+    assert (listed["category"], listed["transaction_id"], listed["status"]) == (
+        "unmapped_customer",
+        "pi_lost",
+        "open",
+    )
+    assert "no Stripe subscription" in str(listed["detail"])
+    assert [row["finding_id"] for row in _open(capsys)] == [listed["finding_id"]]
+
+
+def test_status_shows_open_findings_across_runs_with_control_characters_escaped(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    world.moesif.add_row(
+        "acme",
+        "sub_acme",
+        "credit",
+        Decimal("20.00"),
+        world.now - timedelta(days=1),
+        transaction_id="manual-1",
+        description="\x1b[2J\x1b]0;owned\x07 by support",
+    )
+    assert main(["--since", world.since]) == 1
+    capsys.readouterr()
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\\x1b[2J" in out
+    assert "Open findings across runs" in out
+    assert "  missing_in_stripe: 1, oldest first seen" in out
+
+
+def test_a_company_that_matches_nothing_is_warned_about(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _manual_credit(world)
+
+    main(["--since", world.since, "--company", "acme", "--company", "nosuchco"])
+
+    err = capsys.readouterr().err
+    assert "--company nosuchco matches nothing" in err
+    assert "--company acme matches" not in err
+
+
+def test_a_dry_run_opens_no_finding_and_a_posting_settles_its_failed_one(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.moesif.add_subscription("sub_acme", "acme")
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
+    )
+    payment = world.stripe.add_payment_intent(customer, 2500, created=world.now - timedelta(days=1))
+    assert main(["--since", world.since, "--dry-run"]) == 1
+    assert _open(capsys) == []
+
+    def reject_first_post(exchange: Exchange) -> Verdict | None:
+        if exchange.method == "POST":
+            world.moesif.on_request = None
+            return "reject"
+        return None
+
+    world.moesif.on_request = reject_first_post
+    assert main(["--since", world.since]) == 1
+    [failed] = _open(capsys)
+    assert (failed["transaction_id"], failed["category"]) == (payment, "missing_in_moesif")
+
+    assert main(["--since", world.since]) == 0
+    assert _open(capsys) == []
+    assert [(row["transaction_id"], row["action"]) for row in world.report_rows()] == [
+        (payment, "posted")
+    ]
