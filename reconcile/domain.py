@@ -111,6 +111,7 @@ class Unreadable:
         excerpt: a short, safe excerpt of the raw record.
         transaction_id: the ledger transaction id it names or would have, when known; such an
             id is never posted while the record is unreadable.
+        subscription_hint: the Moesif subscription it most likely concerns, when known.
     """
 
     source: UnreadableSource
@@ -121,6 +122,7 @@ class Unreadable:
     created_at: datetime | None = None
     excerpt: str = ""
     transaction_id: str | None = None
+    subscription_hint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def unreadable_finding(item: Unreadable) -> dict[str, object]:
         "category": Category.UNREADABLE.value,
         "action": Action.FLAGGED.value,
         "company_id": item.company_hint,
-        "subscription_id": None,
+        "subscription_id": item.subscription_hint,
         "stripe_customer_id": item.customer_id,
         "stripe_object_id": item.object_id if stripe_side else None,
         "transaction_id": item.transaction_id,

@@ -124,6 +124,7 @@ def unreadable_row(row: Mapping[str, Any], reason: str) -> Unreadable:
     """Return a Moesif row that cannot be interpreted as an :class:`Unreadable`, safe to store."""
     transaction_id = _text(row.get("transaction_id"))
     company_id = _text(row.get("company_id"))
+    subscription_id = _text(row.get("subscription_id"))
     return Unreadable(
         source=UnreadableSource.MOESIF,
         object_id=escaped(row_id(row)),
@@ -132,6 +133,7 @@ def unreadable_row(row: Mapping[str, Any], reason: str) -> Unreadable:
         created_at=row_time(row),
         excerpt=excerpt(raw_json_text(row)),
         transaction_id=escaped(transaction_id) if transaction_id else None,
+        subscription_hint=escaped(subscription_id) if subscription_id else None,
     )
 
 

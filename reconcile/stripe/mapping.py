@@ -212,6 +212,8 @@ def unreadable_object(
     when = from_unix(created) if isinstance(created, int) and _plausible_unix(created) else None
     customer = customer_id or id_of(stripe_object.get("customer"))
     object_id = str(stripe_object.get("id") or "(no id)")
+    metadata = stripe_object.get("metadata")
+    subscription = metadata.get("moesif_subscription_id") if isinstance(metadata, dict) else None
     return Unreadable(
         source=UnreadableSource.STRIPE,
         object_id=excerpt(object_id, 500),
@@ -221,6 +223,7 @@ def unreadable_object(
         created_at=when,
         excerpt=excerpt(repr({key: stripe_object.get(key) for key in _EXCERPT_KEYS})),
         transaction_id=excerpt(object_id, 500) if stripe_object.get("id") else None,
+        subscription_hint=excerpt(subscription, 500) if isinstance(subscription, str) else None,
     )
 
 

@@ -508,7 +508,6 @@ def _unreachable_postgres(scene: Scene) -> None:
     )
 
 
-
 CASES: list[Case] = [
     # 1. a credit on the wrong customer
     Case("misapplied on another company", _misapplied(True), 1, "", "misapplied"),
