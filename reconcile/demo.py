@@ -86,7 +86,10 @@ def _credit(
 
 
 def seed(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> None:
-    """Seed a week of history that holds every drift category, relative to ``now``."""
+    """Seed a week of history that holds every drift category but two, relative to ``now``.
+
+    :func:`seed_review_cases` adds the other two; the demo seeds both.
+    """
     day = timedelta(days=1)
     minute = timedelta(minutes=1)
 
@@ -140,6 +143,19 @@ def seed(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> None:
     stripe.add_payment_intent(acme.stripe_id, 7000, status="processing", created=now - day)
 
 
+def seed_review_cases(stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> None:
+    """Add a payment whose webhook credited another customer (``misapplied``) and one unreadable.
+
+    The unreadable one is a payment in a currency that is not ISO 4217.
+    """
+    day = timedelta(days=1)
+    acme = Customer("", "acme", "sub_acme")
+    vandelay = _customer(stripe, moesif, "vandelay")
+    paid = stripe.add_payment_intent(vandelay.stripe_id, 1200, created=now - 2 * day)
+    _credit(moesif, acme, "12.00", now - 2 * day, paid, "webhook: first subscription")
+    stripe.add_payment_intent(vandelay.stripe_id, 1234, currency="xyz", created=now - day)
+
+
 def demo_settings(
     stripe: FakeStripe, moesif: FakeMoesif, database_url: str, reports: Path
 ) -> Settings:
@@ -187,6 +203,7 @@ def main(argv: Sequence[str]) -> int:
         tempfile.TemporaryDirectory(prefix="reconcile-demo-") as scratch,
     ):
         seed(stripe, moesif, now)
+        seed_review_cases(stripe, moesif, now)
         if args.serve:
             return _serve(stripe, moesif, now)
         settings = demo_settings(
