@@ -60,7 +60,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def _shot(driver: object, name: str, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     for folder in (tmp_path, ARTIFACTS):
-        assert driver.save_screenshot(str(folder / f"{name}.png"))  # type: ignore[attr-defined]
+        assert driver.save_screenshot(str(folder / f"{name}.png"))
 
 
 def test_review_in_a_browser(
@@ -85,7 +85,7 @@ def test_review_in_a_browser(
         driver.get(served.url + "/")
         assert driver.current_url.endswith("/login")
         driver.find_element(By.ID, "token").send_keys(TOKEN)
-        driver.find_element(By.ID, "sign-in").click()
+        _click_and_wait(driver, driver.find_element(By.ID, "sign-in"))
         assert driver.find_element(By.TAG_NAME, "h1").text == "Runs"
         assert len(driver.find_elements(By.CSS_SELECTOR, "svg polyline")) == 5
         _shot(driver, "runs", tmp_path)
@@ -99,16 +99,16 @@ def test_review_in_a_browser(
         _shot(driver, "findings", tmp_path)
 
         Select(driver.find_element(By.ID, "category")).select_by_value("missing_in_moesif")
-        driver.find_element(By.ID, "filter").click()
+        _click_and_wait(driver, driver.find_element(By.ID, "filter"))
         rows = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr")
         assert len(rows) == 2
         assert HOSTILE not in driver.find_element(By.ID, "findings").text
 
-        driver.find_element(By.LINK_TEXT, seeded["owed"]).click()
+        _click_and_wait(driver, driver.find_element(By.LINK_TEXT, seeded["owed"]))
         assert "Stripe" in driver.find_element(By.CSS_SELECTOR, ".side").text
         _shot(driver, "finding", tmp_path)
         driver.find_element(By.ID, "note").send_keys("credited by hand in Moesif, ticket 4411")
-        driver.find_element(By.ID, "resolve").click()
+        _click_and_wait(driver, driver.find_element(By.ID, "resolve"))
         assert seeded["owed"] in driver.find_element(By.ID, "flash").text
         listed = driver.find_element(By.ID, "findings").text
         assert seeded["owed"] not in listed
@@ -123,3 +123,20 @@ def test_review_in_a_browser(
         state = get_finding(session, seeded["owed"])
         assert state.status == "resolved"
         assert state.note == "credited by hand in Moesif, ticket 4411"
+
+
+def _click_and_wait(driver: object, element: object) -> None:
+    """Click what submits a form or follows a link, and wait until the next page has loaded.
+
+    Reading the page right after the click could read the old one on a busy machine.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(
+        lambda current: current.execute_script("return document.readyState") == "complete"
+    )
