@@ -28,9 +28,8 @@ from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.db.finding_states import open_counts_by_subscription
 from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
-from reconcile.errors import ConfigError, DatabaseUnavailable
+from reconcile.errors import DatabaseUnavailable
 from reconcile.moesif.client import (
-    MOESIF_RATE_LIMIT,
     MoesifClient,
     Subscription,
     open_http_client,
@@ -357,26 +356,6 @@ def summary_line(rows: Sequence[BalanceRow], path: Path) -> str:
 
 # The command: optionally fill the snapshot, then compute, read and write.
 
-DEFAULT_REQUESTS_PER_MINUTE = 400
-"""The batch's share of Moesif's 500 requests a minute, unless configured otherwise."""
-
-
-def requests_per_minute_from_env(values: Mapping[str, str]) -> int:
-    """Return ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``, at most Moesif's 500.
-
-    Raises:
-        ConfigError: it is not a whole number from 1 to 500.
-    """
-    raw = values.get("RECONCILE_MOESIF_REQUESTS_PER_MINUTE", "").strip()
-    if not raw:
-        return DEFAULT_REQUESTS_PER_MINUTE
-    if not raw.isdigit() or not 1 <= int(raw) <= MOESIF_RATE_LIMIT:
-        raise ConfigError(
-            f"RECONCILE_MOESIF_REQUESTS_PER_MINUTE must be a whole number from 1 to "
-            f"{MOESIF_RATE_LIMIT}, not {raw!r}"
-        )
-    return int(raw)
-
 
 def fill_snapshot(
     settings: Settings, since: datetime, companies: Sequence[str], report_dir: Path
@@ -416,7 +395,6 @@ def check_balances(
     companies: Sequence[str] = (),
     report_dir: Path | None = None,
     since: datetime | None = None,
-    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
     clock: Callable[[], datetime],
     limiter: RateLimiter | None = None,
     fill: Callable[[Settings, datetime, Sequence[str], Path], int] = fill_snapshot,
@@ -438,7 +416,7 @@ def check_balances(
                 http,
                 settings.moesif_token,
                 policy=settings.retry_policy(),
-                limiter=limiter or RateLimiter(requests_per_minute, 60.0),
+                limiter=limiter or RateLimiter(settings.moesif_requests_per_minute, 60.0),
             )
             with sessions() as session:
                 snapshot = read_snapshot(session, companies)

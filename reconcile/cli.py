@@ -167,7 +167,7 @@ def _balances(args: list[str]) -> int:
     import os
     from datetime import UTC
 
-    from reconcile.balances import check_balances, requests_per_minute_from_env, summary_line
+    from reconcile.balances import check_balances, summary_line
 
     parser = _Parser(
         prog="reconcile balances",
@@ -186,7 +186,6 @@ def _balances(args: list[str]) -> int:
         environ.setdefault("STRIPE_API_KEY", "not-needed-for-balances")
     try:
         settings = Settings.from_env(environ)
-        per_minute = requests_per_minute_from_env({**_dotenv(), **environ})
     except ReconcileError as error:
         return _fail(error)
     _configure_logging(settings, namespace.log_format, namespace.verbose)
@@ -196,22 +195,12 @@ def _balances(args: list[str]) -> int:
             companies=tuple(namespace.company),
             report_dir=namespace.report_dir,
             since=namespace.since,
-            requests_per_minute=per_minute,
             clock=lambda: datetime.now(UTC),
         )
     except ReconcileError as error:
         return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
-
-
-def _dotenv() -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    path = Path(".env")
-    if not path.is_file():
-        return {}
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def _status(args: list[str]) -> int:
