@@ -14,6 +14,7 @@ from sqlalchemy import column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from reconcile.cli import main
+from reconcile.domain import REPORT_COLUMNS
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.report import FORMULA_TRIGGERS
@@ -38,19 +39,10 @@ CANARIES = (
 )
 """Every configured secret, and the distinctive tail of the notify URL."""
 
-TEXT_COLUMNS = (
-    "run_id",
-    "category",
-    "action",
-    "company_id",
-    "subscription_id",
-    "stripe_customer_id",
-    "stripe_object_id",
-    "transaction_id",
-    "entry_type",
-    "currency",
-    "detail",
-    "finding_id",
+TEXT_COLUMNS = tuple(
+    column
+    for column in REPORT_COLUMNS
+    if not column.endswith(("_amount", "_created_at", "_seen_at")) and column != "delta"
 )
 """The CSV columns that hold text a spreadsheet could run (amounts and times are not text)."""
 

@@ -9,23 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
+from reconcile.domain import REPORT_COLUMNS
 from tests.simulation.histories import CURRENCIES, major
 from tests.simulation.worlds import Seeded
 
 FLAGGED = "flagged"
-COMPARED_COLUMNS = (
-    "category",
-    "action",
-    "company_id",
-    "subscription_id",
-    "stripe_customer_id",
-    "stripe_object_id",
-    "transaction_id",
-    "entry_type",
-    "currency",
-    "stripe_amount",
-    "moesif_amount",
-    "delta",
+COMPARED_COLUMNS = tuple(
+    REPORT_COLUMNS[REPORT_COLUMNS.index("category") : REPORT_COLUMNS.index("delta") + 1]
 )
 """The report columns that say what a finding is about; times and run ids differ per world."""
 
