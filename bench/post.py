@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import sessionmaker
 
-from reconcile.balances import DEFAULT_REQUESTS_PER_MINUTE
-from reconcile.config import Secret
+from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MOESIF_RATE_LIMIT, MoesifClient
@@ -57,6 +56,10 @@ class VirtualClock:
         return START + timedelta(seconds=self.now)
 
 
+BATCH_SHARE: int = Settings.__dataclass_fields__["moesif_requests_per_minute"].default
+"""The batch job's default share of Moesif's requests a minute."""
+
+
 def run(postings: int, scratch: Path) -> dict[str, Any]:
     """Post ``postings`` batch credits with a webhook alongside; return the figures.
 
@@ -75,7 +78,7 @@ def run(postings: int, scratch: Path) -> dict[str, Any]:
             httpx.Client(base_url=fake.base_url, timeout=30) as batch_http,
             httpx.Client(base_url=fake.base_url, timeout=30) as webhook_http,
         ):
-            batch = _engine(sessions, batch_http, DEFAULT_REQUESTS_PER_MINUTE, clock)
+            batch = _engine(sessions, batch_http, BATCH_SHARE, clock)
             webhook = _engine(sessions, webhook_http, WEBHOOK_PER_MINUTE, clock)
             next_webhook = 0.0
             per_minute: Counter[int] = Counter()
@@ -96,8 +99,8 @@ def run(postings: int, scratch: Path) -> dict[str, Any]:
         "virtual_seconds": clock.now,
         "postings": postings,
         "requests": len(exchanges),
-        "batch_requests_per_minute": DEFAULT_REQUESTS_PER_MINUTE,
-        "limit_share": sum(full) / len(full) / DEFAULT_REQUESTS_PER_MINUTE,
+        "batch_requests_per_minute": BATCH_SHARE,
+        "limit_share": sum(full) / len(full) / BATCH_SHARE,
         "share_429": _share_429(batch_sent),
         "webhook_requests": len(webhook_sent),
         "webhook_share_429": _share_429(webhook_sent),
