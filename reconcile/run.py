@@ -14,13 +14,10 @@ from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.domain import Unreadable
-from reconcile.errors import DatabaseUnavailable, GuardrailTripped, ReconcileError
+from reconcile.errors import DatabaseUnavailable, ReconcileError
 from reconcile.lock import run_lock
-from reconcile.posting.guardrails import check_guardrails
-from reconcile.posting.outcome import Outcome
 from reconcile.request import RunOutcome, RunRequest, new_run_id
 from reconcile.rules.conclusion import Tally, conclude, tally, to_review, unanswered
-from reconcile.rules.orders import after_sending
 from reconcile.steps import Sessions, begin, ending, lifecycle, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
@@ -153,39 +150,16 @@ class _Pass:
         unreadable: frozenset[str],
         pending_since: datetime | None,
     ) -> RunOutcome:
-        index, missing = frames.missing(findings)
-        decisions = sending.decisions(self.sessions, missing, unreadable, self.run_id)
-        findings = frames.decided(findings, index, decisions)
-        todo = index[[decision.order is not None for decision in decisions]]
-        orders = [decision.order for decision in decisions if decision.order is not None]
-        outcomes: list[Outcome] = []
-        guardrail = ""
-        if orders and not self.request.dry_run:
-            try:
-                check_guardrails(
-                    orders,
-                    max_postings=self.settings.max_postings,
-                    max_total=self.settings.max_posting_total,
-                )
-            except GuardrailTripped as tripped:
-                guardrail = str(tripped)
-                findings = frames.with_detail(findings, todo, f"not posted: {tripped}")
-            else:
-                try:
-                    sending.send(
-                        self.sessions, self.clients, self.settings, orders, outcomes, self.run_id
-                    )
-                except ReconcileError as error:
-                    sent = after_sending(outcomes, len(orders), str(error))
-                    ending.save(
-                        self.sessions,
-                        frames.decided(findings, todo, sent),
-                        self.run_id,
-                        self.report_dir,
-                        self.settings.redactor(),
-                    )
-                    raise
-                findings = frames.decided(findings, todo, after_sending(outcomes, len(orders)))
+        findings, outcomes, guardrail = sending.post_missing(
+            self.sessions,
+            self.clients,
+            self.settings,
+            findings,
+            unreadable=unreadable,
+            run_id=self.run_id,
+            report_dir=self.report_dir,
+            dry_run=self.request.dry_run,
+        )
         return self._finish(window, findings, tally(outcomes), guardrail, pending_since)
 
     def _finish(

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import pandas as pd
+
+from reconcile import frames
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.postings import confirmed
+from reconcile.errors import GuardrailTripped, ReconcileError
 from reconcile.observability import Progress
 from reconcile.posting import origin
 from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry
+from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
-from reconcile.rules.orders import Decision, Missing, decide
-from reconcile.steps import Sessions
+from reconcile.rules.orders import Decision, Missing, after_sending, decide
+from reconcile.steps import Sessions, ending
 
 
 def decisions(
@@ -51,3 +57,47 @@ def send(
         outcomes.append(engine.post(order, origin=caller))
         progress.advance(1)
     progress.done()
+
+
+def post_missing(
+    sessions: Sessions,
+    clients: Clients,
+    settings: Settings,
+    findings: pd.DataFrame,
+    *,
+    unreadable: frozenset[str],
+    run_id: str,
+    report_dir: Path,
+    dry_run: bool,
+) -> tuple[pd.DataFrame, list[Outcome], str]:
+    """Decide and post the missing movements; return the findings, outcomes and any guardrail.
+
+    A dry run decides but sends nothing. A guardrail that trips sends nothing and is returned
+    as its message. When sending has to stop, the findings as far as they got are saved before
+    the error is raised again.
+
+    Raises:
+        ReconcileError: sending had to stop (Moesif unavailable, credentials refused).
+    """
+    index, missing = frames.missing(findings)
+    decided = decisions(sessions, missing, unreadable, run_id)
+    findings = frames.decided(findings, index, decided)
+    todo = index[[decision.order is not None for decision in decided]]
+    orders = [decision.order for decision in decided if decision.order is not None]
+    outcomes: list[Outcome] = []
+    if not orders or dry_run:
+        return findings, outcomes, ""
+    try:
+        check_guardrails(
+            orders, max_postings=settings.max_postings, max_total=settings.max_posting_total
+        )
+    except GuardrailTripped as tripped:
+        return frames.with_detail(findings, todo, f"not posted: {tripped}"), outcomes, str(tripped)
+    try:
+        send(sessions, clients, settings, orders, outcomes, run_id)
+    except ReconcileError as error:
+        sent = after_sending(outcomes, len(orders), str(error))
+        stopped = frames.decided(findings, todo, sent)
+        ending.save(sessions, stopped, run_id, report_dir, settings.redactor())
+        raise
+    return frames.decided(findings, todo, after_sending(outcomes, len(orders))), outcomes, ""
