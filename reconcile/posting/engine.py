@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,7 +43,7 @@ from reconcile.lock import run_lock
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise
 from reconcile.posting import origin as origins
-from reconcile.posting.entry import AmountUnit, Entry, moesif_amount
+from reconcile.posting.entry import AmountUnit, Entry, entry_type_of, moesif_amount
 from reconcile.posting.next_step import PostingStatus, ReadBack, Step, next_step
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.posting.read_back import MARGIN, read_back_of
@@ -263,12 +263,11 @@ def _status(posting: Posting) -> PostingStatus | None:
 
 
 def _entry_of(posting: Posting) -> Entry:
-    entry_type: Literal["credit", "debit"] = "debit" if posting.entry_type == "debit" else "credit"
     return Entry(
         transaction_id=posting.transaction_id,
         company_id=posting.company_id,
         subscription_id=posting.subscription_id,
-        entry_type=entry_type,
+        entry_type=entry_type_of(posting.entry_type),
         amount_minor=posting.amount_minor,
         currency=posting.currency,
         description=posting.description,

@@ -25,6 +25,11 @@ class Entry:
     description: str
 
 
+def entry_type_of(text: str) -> Literal["credit", "debit"]:
+    """Return the entry type a stored or reported ``credit``/``debit`` text names."""
+    return "debit" if text == "debit" else "credit"
+
+
 def moesif_amount(amount_minor: int, currency: str, unit: AmountUnit) -> Decimal:
     """Return the amount as Moesif expects it: currency units, or minor units for old setups."""
     return to_major(amount_minor, currency) if unit == "major" else Decimal(amount_minor)

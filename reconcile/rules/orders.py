@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from reconcile.domain import Action
-from reconcile.posting.entry import Entry
+from reconcile.posting.entry import Entry, entry_type_of
 from reconcile.posting.outcome import Outcome
 from reconcile.rules.posting_description import posting_description
 
@@ -76,12 +75,11 @@ def decide(
 
 def order(finding: Missing, run_id: str) -> Entry:
     """Return the balance transaction that puts a missing movement into Moesif."""
-    entry_type: Literal["credit", "debit"] = "debit" if finding.entry_type == "debit" else "credit"
     return Entry(
         transaction_id=finding.transaction_id,
         company_id=finding.company_id,
         subscription_id=finding.subscription_id,
-        entry_type=entry_type,
+        entry_type=entry_type_of(finding.entry_type),
         amount_minor=finding.amount_minor,
         currency=finding.currency,
         description=posting_description(

@@ -16,14 +16,15 @@ import stripe
 
 from reconcile.domain import EntryType, ExpectedEntry, Source, Unreadable
 from reconcile.errors import StripeUnavailable
-from reconcile.safe_text import excerpt
 from reconcile.stripe.client import stripe_errors
 from reconcile.stripe.mapping import (
     StripeDict,
     StripeLookup,
     TopUp,
+    first_sight,
     id_of,
     movement_problem,
+    stuck_page,
     unreadable_object,
 )
 from reconcile.times import Window, from_unix
@@ -316,21 +317,12 @@ def listed(
         for item in items:
             if not isinstance(item, dict):
                 raise StripeUnavailable(f"Stripe listed one of its {what} as {type(item).__name__}")
-            item_id = str(item.get("id") or id(item))
-            if item_id in seen:
-                raise StripeUnavailable(
-                    f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not "
-                    "advance (has_more without progress)"
-                )
-            seen.add(item_id)
+            first_sight(str(item.get("id") or id(item)), seen, what)
             yield item
         if not page.get("has_more"):
             return
         if not items:
-            raise StripeUnavailable(
-                f"Stripe answered an empty page of {what} with has_more: its pages do not "
-                "advance (has_more without progress)"
-            )
+            raise stuck_page(what)
         cursor = {"starting_after": str(items[-1].get("id"))}
 
 

@@ -162,22 +162,35 @@ def paged(listed: stripe.ListObject[Any], what: str) -> Iterator[Any]:
     page = listed
     while True:
         for item in page.data:
-            item_id = str(item["id"] if "id" in item else id(item))
-            if item_id in seen:
-                raise StripeUnavailable(
-                    f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not "
-                    "advance (has_more without progress)"
-                )
-            seen.add(item_id)
+            first_sight(str(item["id"] if "id" in item else id(item)), seen, what)
             yield item
         if not page.has_more:
             return
         if not page.data:
-            raise StripeUnavailable(
-                f"Stripe answered an empty page of {what} with has_more: its pages do not "
-                "advance (has_more without progress)"
-            )
+            raise stuck_page(what)
         page = page.next_page()
+
+
+def first_sight(item_id: str, seen: set[str], what: str) -> None:
+    """Note a listed id; one seen before means the pages do not advance, so the listing ends.
+
+    Raises:
+        StripeUnavailable: ``item_id`` was listed already.
+    """
+    if item_id in seen:
+        raise StripeUnavailable(
+            f"Stripe listed {what} {excerpt(item_id, 60)} twice: its pages do not "
+            "advance (has_more without progress)"
+        )
+    seen.add(item_id)
+
+
+def stuck_page(what: str) -> StripeUnavailable:
+    """Return the error for an empty page that says ``has_more``: the pages do not advance."""
+    return StripeUnavailable(
+        f"Stripe answered an empty page of {what} with has_more: its pages do not "
+        "advance (has_more without progress)"
+    )
 
 
 def movement_problem(amount: object, currency: object, texts: Mapping[str, object]) -> str | None:
