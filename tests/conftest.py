@@ -22,6 +22,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 _PREFIXES = ("STRIPE_", "MOESIF_", "RECONCILE_")
 
+pytest_plugins = ["pytester", "tests.no_skips_in_ci"]
+"""``tests.no_skips_in_ci``: under ``CI=true`` every skip fails the run; pytester tests it."""
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--soak``: run the seeded simulation (tests/simulation) with many more examples."""
@@ -85,9 +88,11 @@ def postgres_database() -> Iterator[str]:
             connection.execute(text(f"CREATE DATABASE {name}"))
     except OperationalError as error:
         admin.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not reachable: {type(error.orig).__name__}")
+        server = make_url(POSTGRES_ADMIN_URL)
+        pytest.skip(
+            f"PostgreSQL is not reachable at {server.host}:{server.port}: "
+            f"{type(error.orig).__name__}"
+        )
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     yield url
     with admin.connect() as connection:
