@@ -209,13 +209,13 @@ def main(argv: Sequence[str]) -> int:
         settings = demo_settings(
             stripe, moesif, f"sqlite:///{Path(scratch) / 'demo.db'}", args.report_dir
         )
-        shown = _show(settings, now)
+        shown = _show(settings, moesif, now)
         if shown != ExitCode.OK:
             return shown
         return _show_live(settings, stripe, moesif, now)
 
 
-def _show(settings: Settings, now: datetime) -> int:
+def _show(settings: Settings, moesif: FakeMoesif, now: datetime) -> int:
     since = now - HISTORY
     print(
         f"Demo: fake Stripe at {settings.stripe_api_base}, fake Moesif at "
@@ -238,8 +238,12 @@ def _show(settings: Settings, now: datetime) -> int:
         f"second run {second.run_id}: posted {second.posted}, "
         f"exit code {int(second.exit_code)} (the flagged drift still needs review)"
     )
+    twice = moesif.applied_more_than_once()
+    if twice:
+        print(f"Moesif applied these transaction ids more than once: {sorted(twice)}")
     print(f"\nThe report of the first run: {first.report_path}")
-    return ExitCode.OK if second.posted == 0 and first.posted > 0 else ExitCode.FAILED
+    once = second.posted == 0 and first.posted > 0 and not twice
+    return ExitCode.OK if once else ExitCode.FAILED
 
 
 def _show_live(settings: Settings, stripe: FakeStripe, moesif: FakeMoesif, now: datetime) -> int:
@@ -273,18 +277,17 @@ def _show_live(settings: Settings, stripe: FakeStripe, moesif: FakeMoesif, now: 
     except ReconcileError as error:
         print(f"reconcile demo: error: {error}")
         return int(error.exit_code)
-    credits = [post for post in moesif.posts if post.get("transaction_id") == payment]
+    credits = [post for post in moesif.applied if post.transaction_id == payment]
     print(
         f"Moesif holds the top-up {len(credits)} time(s): "
-        + ", ".join(
-            f"{post['type']} {post['amount']} on {wayne.subscription_id}" for post in credits
-        )
+        + ", ".join(f"{post.type} {post.amount} on {post.subscription_id}" for post in credits)
     )
     print(f"\n$ {reconcile_command()} --since {to_iso(now - HISTORY)}   # the nightly run after it")
     with open_clients(settings) as clients:
         nightly = execute(settings, RunRequest(since=now - HISTORY, trigger="demo"), clients)
     print(f"nightly run {nightly.run_id}: posted {nightly.posted} (the top-up was credited once)")
-    return ExitCode.OK if len(credits) == 1 and nightly.posted == 0 else ExitCode.FAILED
+    once = moesif.applied_count(payment) == 1 and not moesif.applied_more_than_once()
+    return ExitCode.OK if once and nightly.posted == 0 else ExitCode.FAILED
 
 
 @contextlib.contextmanager
@@ -329,7 +332,7 @@ def _wait_for_post(moesif: FakeMoesif, transaction_id: str) -> None:
     """Wait, at most :data:`LIVE_WAIT` seconds, until Moesif holds ``transaction_id``."""
     pause = threading.Event()
     for _tick in range(int(LIVE_WAIT / 0.05)):
-        if any(post.get("transaction_id") == transaction_id for post in moesif.posts):
+        if moesif.applied_count(transaction_id):
             return
         pause.wait(0.05)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +27,8 @@ RowForm = Literal["typed", "signed"]
 _POST_TYPES = frozenset({"credit", "debit"})
 _ADDS = frozenset({"credit", "promotion", "adjustment"})
 _REQUIRED_TEXT = ("company_id", "subscription_id", "transaction_id")
+DEFAULT_ORDER_SEED = 20261202
+"""The seed every fake uses unless told otherwise, so every test reads rows out of time order."""
 
 
 def _utc_now() -> datetime:
@@ -46,6 +49,18 @@ class StoredRow:
     transaction_id: str | None = None
     description: str | None = None
     billing_meter_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AppliedPost:
+    """One POST the fake applied to its ledger: a stored row and a change of balance."""
+
+    transaction_id: str
+    company_id: str
+    subscription_id: str
+    type: str
+    amount: Decimal
+    applied_at: datetime
 
 
 @dataclass
@@ -117,12 +132,15 @@ class FakeMoesif:
     Behaviour where Moesif documents none (decisions of this fake):
 
     * ``GET /~/billing/reports`` returns rows with ``from <= created_at < to`` (half-open, like
-      the job's windows), sorted by time; a missing bound is open. ``inclusive_to`` makes ``to``
+      the job's windows), in no time order: the order is a permutation fixed by ``order_seed``
+      (``None`` lists oldest first). A missing bound is open. ``inclusive_to`` makes ``to``
       inclusive, as Moesif might be, so a row on a boundary comes back twice.
     * A POST for a subscription the fake does not know is stored (204) unless
       ``strict_subscriptions`` is on, then it is a 404.
-    * A POST whose ``transaction_id`` the fake already holds is answered 204 and adds nothing;
-      ``posts`` still lists it (every accepted POST body).
+    * Every POST answered 204 is applied, a repeated ``transaction_id`` included: Moesif
+      documents no de-duplication, so the fake forgives nothing. ``deduplicate`` plays a
+      forgiving Moesif that answers 204 to a repeated id and adds nothing. ``applied`` logs
+      every POST that changed the ledger; ``posts`` lists every accepted POST body.
     * POST amounts must be positive numbers.
     * Requests over ``rate_limit`` in one calendar minute of ``clock`` are answered 429 with
       ``Retry-After``, and do not count toward the limit.
@@ -145,14 +163,23 @@ class FakeMoesif:
         inclusive_to: bool = False,
         rate_limit: int = 500,
         clock: Callable[[], datetime] = _utc_now,
+        deduplicate: bool = False,
+        order_seed: int | None = DEFAULT_ORDER_SEED,
     ) -> None:
-        """Prepare an empty ledger; the server starts with ``start()`` or ``with``."""
+        """Prepare an empty ledger; the server starts with ``start()`` or ``with``.
+
+        ``deduplicate`` ignores a POST whose ``transaction_id`` the ledger holds (Moesif
+        documents no such thing; off by default). ``order_seed`` picks the order reads list
+        rows in; ``None`` lists them oldest first.
+        """
         self.token = token
         self.row_form: RowForm = row_form
         self.include_transaction_id = include_transaction_id
         self.include_row_ids = include_row_ids
         self.strict_subscriptions = strict_subscriptions
         self.inclusive_to = inclusive_to
+        self.deduplicate = deduplicate
+        self.order_seed = order_seed
         self.rate_limit = rate_limit
         self._clock = clock
         self._lock = threading.Lock()
@@ -161,6 +188,7 @@ class FakeMoesif:
         self._transaction_ids: set[str] = set()
         self._subscriptions: dict[str, _Subscription] = {}
         self._posts: list[dict[str, Any]] = []
+        self._applied: list[AppliedPost] = []
         self._exchanges: list[Exchange] = []
         self._faults: deque[_Fault] = deque()
         self._per_minute: Counter[datetime] = Counter()
@@ -284,6 +312,26 @@ class FakeMoesif:
         """Return every accepted POST body (amounts as ``Decimal``), duplicates included."""
         with self._lock:
             return list(self._posts)
+
+    @property
+    def applied(self) -> list[AppliedPost]:
+        """Return every POST the fake applied to its ledger, in order, repeated ids included."""
+        with self._lock:
+            return list(self._applied)
+
+    def applied_count(self, transaction_id: str) -> int:
+        """Return how many POSTs of ``transaction_id`` the fake applied (exactly-once is 1)."""
+        with self._lock:
+            return sum(1 for post in self._applied if post.transaction_id == transaction_id)
+
+    def applied_counts(self) -> Counter[str]:
+        """Return how many POSTs the fake applied per ``transaction_id``."""
+        with self._lock:
+            return Counter(post.transaction_id for post in self._applied)
+
+    def applied_more_than_once(self) -> dict[str, int]:
+        """Return the transaction ids the fake applied more than once, with their counts."""
+        return {tid: count for tid, count in self.applied_counts().items() if count > 1}
 
     @property
     def exchanges(self) -> list[Exchange]:
@@ -440,20 +488,31 @@ class FakeMoesif:
             if subscription is None and self.strict_subscriptions:
                 return Answer(404, _error("subscription not found"))
             self._posts.append(transaction)
-            if transaction["transaction_id"] not in self._transaction_ids:
-                self._store(
-                    StoredRow(
-                        id="",
-                        company_id=transaction["company_id"],
-                        subscription_id=transaction["subscription_id"],
-                        type=transaction["type"],
-                        amount=transaction["amount"],
-                        created_at=self._clock(),
-                        currency=None,
-                        transaction_id=transaction["transaction_id"],
-                        description=transaction.get("description"),
-                    )
+            if self.deduplicate and transaction["transaction_id"] in self._transaction_ids:
+                return Answer(204)
+            row = self._store(
+                StoredRow(
+                    id="",
+                    company_id=transaction["company_id"],
+                    subscription_id=transaction["subscription_id"],
+                    type=transaction["type"],
+                    amount=transaction["amount"],
+                    created_at=self._clock(),
+                    currency=None,
+                    transaction_id=transaction["transaction_id"],
+                    description=transaction.get("description"),
                 )
+            )
+            self._applied.append(
+                AppliedPost(
+                    transaction_id=transaction["transaction_id"],
+                    company_id=row.company_id,
+                    subscription_id=row.subscription_id,
+                    type=row.type,
+                    amount=row.amount,
+                    applied_at=row.created_at,
+                )
+            )
         return Answer(204)
 
     def _reports(self, query: Mapping[str, str]) -> Answer:
@@ -464,7 +523,7 @@ class FakeMoesif:
         with self._lock:
             rows = [
                 self._row_json(row)
-                for row in sorted(self._rows, key=lambda row: (row.created_at, row.id))
+                for row in sorted(self._rows, key=self._listing_key)
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
                 and row.transaction_id not in self.unlisted
             ]
@@ -514,6 +573,13 @@ class FakeMoesif:
         if row.transaction_id is not None:
             self._transaction_ids.add(row.transaction_id)
         return row
+
+    def _listing_key(self, row: StoredRow) -> tuple[object, ...]:
+        """Return where ``row`` sits in a read: a seeded permutation, or time order."""
+        if self.order_seed is None:
+            return (row.created_at, row.id)
+        digest = hashlib.blake2b(f"{self.order_seed}:{row.id}".encode(), digest_size=8)
+        return (digest.digest(), row.id)
 
     def _current_balance(self, subscription_id: str) -> Decimal:
         total = Decimal(0)

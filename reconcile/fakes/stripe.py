@@ -48,6 +48,9 @@ DEFAULT_VERSION = "2025-02-24.acacia"
 FINAL_INVOICE_LINK_VERSION = "2025-03-31"
 """From this API version (basil) on, Stripe's PaymentIntents no longer name their invoice."""
 
+DEFAULT_ORDER_SEED = 20261202
+"""The seed every fake uses unless told otherwise: objects created in one second list shuffled."""
+
 COLLECTIONS = {
     "customers": "customer",
     "subscriptions": "subscription",
@@ -113,7 +116,7 @@ class _State:
 
 @dataclass(frozen=True)
 class _Index:
-    """Stored objects of one kind sorted by ``(created, id)``, for lists served without a scan."""
+    """Stored objects of one kind in list order (oldest first), for lists served without a scan."""
 
     items: list[Obj]
     created: list[int]
@@ -155,6 +158,7 @@ class FakeStripe:
         unknown_url: tuple[int, Obj] | None = None,
         ignore_filters: Collection[str] = (),
         echo_key: bool = False,
+        order_seed: int | None = DEFAULT_ORDER_SEED,
     ) -> None:
         """Accept only ``api_key``; answer without ``Stripe-Version`` as ``default_version``.
 
@@ -167,6 +171,11 @@ class FakeStripe:
         - ``ignore_filters`` names collections whose lists ignore every filter but ``created``
           (``customer``, ``payment[...]``, ``status``...) and list everything.
         - ``echo_key`` ends every error message with the API key the request presented.
+
+        Lists are newest first by ``created``, as Stripe documents; Stripe promises no order
+        among objects created in the same second, so ``order_seed`` permutes those ties
+        (``None`` orders them by id). Cursors, ``created`` filters and ``has_more`` follow
+        the one order the list serves.
         """
         self.api_key = api_key
         self.default_version = default_version
@@ -174,6 +183,7 @@ class FakeStripe:
         self._unknown_url = unknown_url
         self._unfiltered = frozenset(COLLECTIONS[name] for name in ignore_filters)
         self._echo_key = echo_key
+        self._order_seed = order_seed
         self._clock = clock
         self._state = _State()
         self._indexes: dict[str, _Index] = {}
@@ -652,9 +662,7 @@ class FakeStripe:
         """Return the list index of ``kind`` by ``(created, id)``; a store rebuilds it."""
         index = self._indexes.get(kind)
         if index is None:
-            items = sorted(
-                self._state.objects[kind].values(), key=lambda item: (item["created"], item["id"])
-            )
+            items = sorted(self._state.objects[kind].values(), key=self._listing_key)
             index = _Index(
                 items=items,
                 created=[item["created"] for item in items],
@@ -662,6 +670,13 @@ class FakeStripe:
             )
             self._indexes[kind] = index
         return index
+
+    def _listing_key(self, item: Obj) -> tuple[int, bytes, str]:
+        """Order by ``created``; ties in a permutation fixed by the seed (or by id)."""
+        if self._order_seed is None:
+            return (item["created"], b"", item["id"])
+        tie = hashlib.blake2b(f"{self._order_seed}:{item['id']}".encode(), digest_size=8)
+        return (item["created"], tie.digest(), item["id"])
 
     def _render(self, item: Obj, version: str, expand: set[str]) -> Obj:
         rendered = copy.deepcopy(item)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -249,7 +248,7 @@ def check(case: Case, scene: Scene, ran: Ran) -> None:
     else:
         assert ERROR_PREFIX not in ran.err, ran.err[-800:]
         assert [line for line in everything.splitlines() if fragment in line], everything
-    posted = Counter(str(body["transaction_id"]) for body in scene.moesif.posts)
+    posted = scene.moesif.applied_counts()
     assert all(count == 1 for count in posted.values()), posted
     assert set(posted) == scene.expected_posts
     if case.finding is not None:

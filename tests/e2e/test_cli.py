@@ -81,6 +81,7 @@ def test_seeded_history_gives_every_category_and_posts_what_is_missing(
     posted = {row["transaction_id"]: row for row in rows if row["action"] == "posted"}
     assert set(posted) == set(world.posted_ids())
     assert Counter(body["type"] for body in world.moesif.posts) == {"credit": 2, "debit": 2}
+    assert world.moesif.applied_counts() == dict.fromkeys(posted, 1)
     amounts = {(row["currency"], row["stripe_amount"]) for row in posted.values()}
     assert amounts == {("usd", "25.00"), ("usd", "5.00"), ("jpy", "5000"), ("usd", "40.00")}
     sent = {body["transaction_id"]: body["amount"] for body in world.moesif.posts}
@@ -116,6 +117,8 @@ def test_a_second_run_posts_nothing(world: World) -> None:
         ]
         == 1
     )
+    assert world.moesif.applied_counts() == Counter(str(body["transaction_id"]) for body in first)
+    assert not world.moesif.applied_more_than_once()
 
 
 def test_a_dry_run_posts_nothing_and_records_nothing_as_posted(world: World) -> None:
@@ -226,6 +229,8 @@ def test_moesif_down_is_exit_3_and_the_rerun_resumes(
     world.moesif.clear_faults()
     assert main(["--since", world.since]) == 1
     assert len(world.moesif.posts) == 4
+    assert len(world.moesif.applied_counts()) == 4
+    assert not world.moesif.applied_more_than_once()
 
 
 def test_the_posting_count_guardrail_posts_nothing_and_exits_4(
@@ -254,6 +259,7 @@ def test_the_posting_total_guardrail_posts_nothing_and_exits_4(
     monkeypatch.setenv("RECONCILE_MAX_POSTING_TOTAL", "10000")
     assert main(["--since", world.since]) == 1
     assert len(world.moesif.posts) == 4
+    assert not world.moesif.applied_more_than_once()
 
 
 def test_a_second_run_while_one_holds_the_lock_exits_75(
@@ -300,6 +306,7 @@ def test_company_filter_limits_the_run(world: World) -> None:
     companies = {row["company_id"] for row in world.report_rows()}
     assert companies == {"acme"}
     assert {body["company_id"] for body in world.moesif.posts} == {"acme"}
+    assert not world.moesif.applied_more_than_once()
 
 
 def test_secrets_reach_neither_output_nor_report_nor_database(
@@ -402,6 +409,7 @@ def test_a_confirmed_posting_that_reports_do_not_show_yet_is_flagged_not_resent(
     assert main(["--since", world.since]) == 1
 
     assert len(world.moesif.posts) == len(posted)
+    assert world.moesif.applied_counts() == dict.fromkeys(posted, 1)
     rows = {row["transaction_id"]: row for row in world.report_rows()}
     assert {rows[tid]["action"] for tid in posted} == {"flagged"}
     assert all("not sent again" in rows[tid]["detail"] for tid in posted)

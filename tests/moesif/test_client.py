@@ -122,7 +122,8 @@ def test_reading_reports_in_both_forms(
     _seed(fake)
     fake.row_form = "signed" if form == "signed" else "typed"
     fake.include_transaction_id = with_ids
-    rows = list(client.billing_reports(T0, T0 + timedelta(days=1), company_id="co_1"))
+    read = client.billing_reports(T0, T0 + timedelta(days=1), company_id="co_1")
+    rows = sorted(read, key=lambda row: str(row["created_at"]))  # the fake lists in no order
     amounts = [row["amount"] for row in rows]
     if form == "typed":
         assert [row["type"] for row in rows] == ["credit", "debit"]

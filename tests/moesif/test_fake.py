@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.moesif import DEFAULT_ORDER_SEED, FakeMoesif
 from tests.conftest import REFERENCE_DATA
 from tests.moesif.conftest import TOKEN
 
@@ -117,14 +117,47 @@ def test_post_needs_a_json_body_and_content_type(fake: FakeMoesif, http: httpx.C
     assert fake.rows() == []
 
 
-def test_duplicate_transaction_id_is_accepted_and_ignored(
-    fake: FakeMoesif, http: httpx.Client
-) -> None:
+def test_a_repeated_transaction_id_is_applied_again(fake: FakeMoesif, http: httpx.Client) -> None:
+    fake.add_subscription("sub_1", "co_1")
     assert _post(http, VALID) == 204
     assert _post(http, {**VALID, "amount": 99}) == 204
-    assert len(fake.rows()) == 1
-    assert fake.rows()[0].amount == Decimal("10.5")
+    assert sorted(row.amount for row in fake.rows()) == [Decimal("10.5"), Decimal(99)]
+    assert fake.balance("sub_1") == Decimal("109.5")
+    assert fake.applied_count("pi_1") == 2
+    assert fake.applied_counts() == {"pi_1": 2}
+    assert [(post.transaction_id, post.amount) for post in fake.applied] == [
+        ("pi_1", Decimal("10.5")),
+        ("pi_1", Decimal(99)),
+    ]
     assert len(fake.posts) == 2
+
+
+def test_the_applied_log_names_each_post(fake: FakeMoesif, http: httpx.Client) -> None:
+    assert _post(http, {**VALID, "type": "debit", "amount": 2}) == 204
+    [post] = fake.applied
+    [row] = fake.rows()
+    assert (post.transaction_id, post.company_id, post.subscription_id) == ("pi_1", "co_1", "sub_1")
+    assert (post.type, post.amount, post.applied_at) == ("debit", Decimal(2), row.created_at)
+    assert fake.applied_count("pi_2") == 0
+
+
+def test_deduplicate_plays_a_forgiving_moesif() -> None:
+    with FakeMoesif(token=TOKEN, deduplicate=True) as forgiving:
+        own = httpx.Client(base_url=forgiving.base_url, timeout=2.0)
+        with own:
+            assert _post(own, VALID) == 204
+            assert _post(own, {**VALID, "amount": 99}) == 204
+        assert [row.amount for row in forgiving.rows()] == [Decimal("10.5")]
+        assert forgiving.applied_count("pi_1") == 1
+        assert len(forgiving.posts) == 2
+
+
+def test_failed_and_refused_posts_are_not_applied(fake: FakeMoesif, http: httpx.Client) -> None:
+    fake.fail_next(503)
+    assert _post(http, VALID) == 503
+    fake.strict_subscriptions = True
+    assert _post(http, VALID) == 404
+    assert fake.applied == []
 
 
 def test_unknown_subscription_is_stored_unless_strict(fake: FakeMoesif, http: httpx.Client) -> None:
@@ -154,11 +187,18 @@ def _reports(http: httpx.Client, **params: str) -> list[dict[str, object]]:
     return rows
 
 
+def _in_time_order(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Return ``rows`` oldest first: the fake lists them in a seeded order, not by time."""
+    return sorted(rows, key=lambda row: str(row["created_at"]))
+
+
 def test_reports_are_half_open_and_filtered_by_company(
     fake: FakeMoesif, http: httpx.Client
 ) -> None:
     _seed(fake)
-    rows = _reports(http, **{"from": "2026-03-01T12:00:00Z", "to": "2026-03-01T16:00:00Z"})
+    rows = _in_time_order(
+        _reports(http, **{"from": "2026-03-01T12:00:00Z", "to": "2026-03-01T16:00:00Z"})
+    )
     assert [row["transaction_id"] for row in rows if "transaction_id" in row] == ["pi_1", "re_1"]
     assert len(rows) == 4
     only = _reports(http, company_id="co_2")
@@ -168,13 +208,15 @@ def test_reports_are_half_open_and_filtered_by_company(
 def test_inclusive_to_returns_the_boundary_row(fake: FakeMoesif, http: httpx.Client) -> None:
     _seed(fake)
     fake.inclusive_to = True
-    rows = _reports(http, **{"from": "2026-03-01T12:00:00Z", "to": "2026-03-01T13:00:00Z"})
+    rows = _in_time_order(
+        _reports(http, **{"from": "2026-03-01T12:00:00Z", "to": "2026-03-01T13:00:00Z"})
+    )
     assert [row["transaction_id"] for row in rows] == ["pi_1", "re_1"]
 
 
 def test_typed_and_signed_row_forms(fake: FakeMoesif, http: httpx.Client) -> None:
     _seed(fake)
-    typed = _reports(http, company_id="co_1")
+    typed = _in_time_order(_reports(http, company_id="co_1"))
     assert [(row["type"], row["amount"]) for row in typed] == [
         ("credit", Decimal("20.00")),
         ("debit", Decimal("5.25")),
@@ -182,7 +224,7 @@ def test_typed_and_signed_row_forms(fake: FakeMoesif, http: httpx.Client) -> Non
         ("usage", Decimal("1.10")),
     ]
     fake.row_form = "signed"
-    signed = _reports(http, company_id="co_1")
+    signed = _in_time_order(_reports(http, company_id="co_1"))
     assert [(row["type"], row["amount"]) for row in signed[:3]] == [
         ("balance_transaction", Decimal("20.00")),
         ("balance_transaction", Decimal("-5.25")),
@@ -200,6 +242,29 @@ def test_transaction_ids_and_row_ids_can_be_left_out(fake: FakeMoesif, http: htt
     rows = _reports(http)
     assert all("transaction_id" not in row and "_id" not in row for row in rows)
     assert len(rows) == 5
+
+
+def _read_order(fake: FakeMoesif) -> list[str]:
+    with fake:
+        fake.add_subscription("sub_1", "co_1")
+        for index in range(12):
+            created = T0 + timedelta(minutes=index)
+            fake.add_row("co_1", "sub_1", "credit", Decimal(1), created, f"pi_{index:02d}")
+        with httpx.Client(base_url=fake.base_url, timeout=2.0) as own:
+            first = [str(row["transaction_id"]) for row in _reports(own)]
+            again = [str(row["transaction_id"]) for row in _reports(own)]
+    assert first == again, "one fake lists the same rows in the same order"
+    return first
+
+
+def test_reads_list_rows_in_an_order_the_seed_picks() -> None:
+    in_time = [f"pi_{index:02d}" for index in range(12)]
+    default = _read_order(FakeMoesif(token=TOKEN))
+    assert sorted(default) == in_time
+    assert default != in_time
+    assert _read_order(FakeMoesif(token=TOKEN, order_seed=DEFAULT_ORDER_SEED)) == default
+    assert _read_order(FakeMoesif(token=TOKEN, order_seed=7)) != default
+    assert _read_order(FakeMoesif(token=TOKEN, order_seed=None)) == in_time
 
 
 def test_bad_report_times_are_400(fake: FakeMoesif, http: httpx.Client) -> None:
@@ -275,7 +340,7 @@ def test_delay_next_makes_a_client_time_out(fake: FakeMoesif) -> None:
         impatient.get("/~/billing/reports", headers=AUTH)
 
 
-def test_concurrent_posts_are_each_stored_once(fake: FakeMoesif) -> None:
+def test_concurrent_posts_are_each_applied(fake: FakeMoesif) -> None:
     def post(index: int) -> None:
         with httpx.Client(base_url=fake.base_url, timeout=2.0) as own:
             for attempt in range(2):
@@ -287,7 +352,10 @@ def test_concurrent_posts_are_each_stored_once(fake: FakeMoesif) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(row.transaction_id or "" for row in fake.rows()) == [f"pi_{i}" for i in range(8)]
+    assert sorted(row.transaction_id or "" for row in fake.rows()) == sorted(
+        [f"pi_{i}" for i in range(8)] * 2
+    )
+    assert fake.applied_counts() == {f"pi_{i}": 2 for i in range(8)}
     assert len(fake.posts) == 16
 
 

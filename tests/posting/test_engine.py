@@ -117,7 +117,7 @@ def test_a_posting_confirmed_by_one_caller_is_never_sent_by_another(
 
     assert again.result is Result.ALREADY_CONFIRMED
     assert "webhook evt_1" in again.detail
-    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
     [posting] = _postings(engine)
     assert posting.origin == WEBHOOK, "the first caller's origin stays"
 
@@ -144,9 +144,9 @@ def test_a_second_caller_never_sends_while_the_first_is_sending(
         release.set()
         assert sending.result(timeout=30).result is Result.POSTED
     assert (busy.result, busy.unknown, busy.confirmed) == (Result.BUSY, True, False)
-    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
     assert second.post(ENTRY, origin=TOP_UP).result is Result.ALREADY_CONFIRMED
-    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
     assert [p.status for p in _postings(engine)] == ["confirmed"]
 
 
@@ -165,7 +165,7 @@ def test_many_callers_racing_on_one_transaction_id_send_it_once(
 
     assert results.count(Result.POSTED) == 1
     assert set(results) <= {Result.POSTED, Result.BUSY, Result.ALREADY_CONFIRMED}
-    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
     assert [(p.status, p.attempts) for p in _postings(engine)] == [("confirmed", 1)]
 
 
@@ -214,7 +214,7 @@ def test_moesif_unavailable_records_failed_and_a_later_call_sends_it_once(
 
     assert new_poster().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
 
-    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
     assert len(_read_backs(moesif)) == 1, "a failed posting is read back before the resend"
 
 
@@ -244,3 +244,23 @@ def test_a_lost_answer_is_left_unknown_then_resent_as_first_sent(
 
     [body] = moesif.posts
     assert (str(body["amount"]), body["description"]) == ("25.00", "top-up pi_1")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open hole (issue 16): a read-back that misses a row Moesif's reports do not list "
+    "yet re-sends it; the engine needs a report-lag rule before trusting absence",
+)
+def test_a_lost_answer_whose_row_the_reports_do_not_list_yet_is_not_sent_again(
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    """Moesif applied the POST but its reports lag its ledger: absence there proves nothing."""
+    moesif.unlisted.add("pi_1")
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+    lost = new_poster().post(ENTRY, origin=WEBHOOK)
+    assert lost.result is Result.UNKNOWN
+    moesif.on_request = None
+
+    new_poster().post(ENTRY, origin=WEBHOOK)
+
+    assert moesif.applied_counts() == {"pi_1": 1}

@@ -65,7 +65,7 @@ def deliver_concurrently(
 
 
 def posts_per_id(moesif: FakeMoesif) -> Counter[str]:
-    return Counter(str(body["transaction_id"]) for body in moesif.posts)
+    return moesif.applied_counts()
 
 
 def statuses(sessions: sessionmaker[Session]) -> Counter[str]:

@@ -67,12 +67,12 @@ def _settle_and_check(seeded: Seeded, *, faults: bool) -> Counter[invariants.Fin
     converge(seeded, hook=hook)
     world.moesif.on_request = None
     world.moesif.clear_faults()
-    applied = len(world.moesif.posts)
+    applied = len(world.moesif.applied)
 
     code = run_in_process(world)
 
     rows = world.report_rows()
-    assert len(world.moesif.posts) == applied, "a settled world posted again"
+    assert len(world.moesif.applied) == applied, "a settled world posted again"
     invariants.exit_code_matches_report(code, rows)
     invariants.nothing_posted_twice_or_wrongly(seeded)
     invariants.owed_movements_are_in_moesif_once(seeded)

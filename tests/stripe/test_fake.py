@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reconcile.fakes.stripe import COLLECTIONS, TEMPLATES, FakeStripe
+from reconcile.fakes.stripe import COLLECTIONS, DEFAULT_ORDER_SEED, TEMPLATES, FakeStripe
 from tests.conftest import REFERENCE_DATA
 from tests.stripe.conftest import API_KEY, T0
 
@@ -127,7 +127,9 @@ def test_lists_are_newest_first_and_page_with_cursors(fake_stripe: FakeStripe) -
     same_second = [fake_stripe.add_payment_intent(customer, 100, created=T0) for _ in range(3)]
     older = fake_stripe.add_payment_intent(customer, 100, created=T0 - timedelta(days=1))
     newest = fake_stripe.add_payment_intent(customer, 100, created=T0 + timedelta(days=1))
-    order = [newest, *reversed(same_second), older]
+    _, whole, _ = get(fake_stripe, "/v1/payment_intents", {"limit": 100})
+    order = [item["id"] for item in whole["data"]]
+    assert (order[0], set(order[1:4]), order[4]) == (newest, set(same_second), older)
     _, first, _ = get(fake_stripe, "/v1/payment_intents", {"limit": 2})
     assert [item["id"] for item in first["data"]] == order[:2]
     assert first["has_more"] is True
@@ -143,6 +145,35 @@ def test_lists_are_newest_first_and_page_with_cursors(fake_stripe: FakeStripe) -
     assert before["has_more"] is True
     _, default, _ = get(fake_stripe, "/v1/payment_intents")
     assert len(default["data"]) == 5
+
+
+def _tie_order(fake: FakeStripe) -> list[str]:
+    with fake:
+        customer = fake.add_customer()
+        for _ in range(12):
+            fake.add_payment_intent(customer, 100, created=T0)
+        walked: list[str] = []
+        while True:
+            query: dict[str, object] = {"limit": 5, "created[gte]": int(T0.timestamp())}
+            if walked:
+                query["starting_after"] = walked[-1]
+            _, page, _ = get(fake, "/v1/payment_intents", query)
+            walked += [item["id"] for item in page["data"]]
+            if not page["has_more"]:
+                break
+        _, whole, _ = get(fake, "/v1/payment_intents", {"limit": 100})
+    assert walked == [item["id"] for item in whole["data"]], "cursors walk the one order"
+    assert len(set(walked)) == 12
+    return walked
+
+
+def test_objects_created_in_one_second_list_in_an_order_the_seed_picks() -> None:
+    by_id = _tie_order(FakeStripe(api_key=API_KEY, order_seed=None))
+    assert by_id == sorted(by_id, reverse=True)
+    default = _tie_order(FakeStripe(api_key=API_KEY))
+    assert default not in (by_id, by_id[::-1])
+    assert _tie_order(FakeStripe(api_key=API_KEY, order_seed=DEFAULT_ORDER_SEED)) == default
+    assert _tie_order(FakeStripe(api_key=API_KEY, order_seed=7)) != default
 
 
 @pytest.mark.parametrize("limit", [0, 101, "ten"])
