@@ -313,7 +313,7 @@ def test_large_windows_sync_in_batches(
         created = T0 + timedelta(seconds=index * 60)
         fake.add_row("co_1", "sub_1", "credit", Decimal(1), created, f"pi_{index}")
     seen: list[int] = []
-    result = _sync(session, make_client(split_threshold=5000), progress=seen.append)
+    result = _sync(session, make_client(read_cap=5000), progress=seen.append)
     assert result.rows_new == 1203
     assert seen == [500, 1000, 1203]
 
