@@ -124,7 +124,12 @@ class MoesifClient:
             read_cap: a billing-report answer with this many rows or more is taken as cut off
                 and read again in halves (``RECONCILE_MOESIF_READ_CAP``).
             deadline: the run's deadline, checked before every request and every wait.
+
+        Raises:
+            ValueError: ``read_cap`` is below 1.
         """
+        if read_cap < 1:
+            raise ValueError(f"the read cap must be at least 1 row, not {read_cap}")
         self._http = http
         self._token = _bare_token(token)
         self._policy = policy or RetryPolicy()

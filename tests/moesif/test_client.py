@@ -209,6 +209,11 @@ def test_a_moesif_answering_every_window_with_the_same_rows_fails_the_read(
     assert len(fake.exchanges) <= 25
 
 
+def test_a_read_cap_below_one_row_is_refused(make_client: MakeClient) -> None:
+    with pytest.raises(ValueError, match="at least 1 row"):
+        make_client(read_cap=0)
+
+
 def test_an_answer_below_the_cap_is_read_once(fake: FakeMoesif, make_client: MakeClient) -> None:
     fake.add_subscription("sub_1", "co_1")
     for index in range(3):
