@@ -417,6 +417,7 @@ def check_balances(
                 settings.moesif_token,
                 policy=settings.retry_policy(),
                 limiter=limiter or RateLimiter(settings.moesif_requests_per_minute, 60.0),
+                read_cap=settings.moesif_read_cap,
             )
             with sessions() as session:
                 snapshot = read_snapshot(session, companies)

@@ -64,6 +64,7 @@ def open_clients(
                 settings, deadline.sleeper(sleep, "the next Moesif request"), monotonic
             ),
             sleep=sleep,
+            read_cap=settings.moesif_read_cap,
             deadline=deadline,
         )
         stripe_client = build_stripe_client(settings, sleep=sleep, deadline=deadline)

@@ -91,6 +91,8 @@ class Settings:
     retry_base_delay: float = 0.5
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
     moesif_requests_per_minute: int = 400
+    moesif_read_cap: int = 1000
+    """Rows from which a billing-reports answer is cut off (``RECONCILE_MOESIF_READ_CAP``)."""
     other_secrets: tuple[Secret, ...] = ()
     notify_url: Secret | None = None
     """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
@@ -353,6 +355,9 @@ def _parse(values: Mapping[str, str]) -> Settings:
         ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
         moesif_requests_per_minute=_moesif_budget(values),
+        moesif_read_cap=_positive_int(
+            values, "RECONCILE_MOESIF_READ_CAP", _default("moesif_read_cap")
+        ),
         other_secrets=tuple(Secret(value) for value in others if value),
         notify_url=notify_url_from_env(values),
         log_format=(

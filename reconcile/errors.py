@@ -11,6 +11,7 @@ The tree::
     │   ├── MoesifUnavailable       no useful answer; a POST surely was not applied
     │   ├── MoesifOutcomeUnknown    a POST may have been applied: read back before any resend
     │   ├── MoesifRejected          a non-retriable Moesif answer (status and a body excerpt)
+    │   ├── MoesifReadCut           a one-second billing-reports window still at the read cap
     │   └── DatabaseUnavailable
     ├── GuardrailTripped            exit 4: a run would post too much, so it posted nothing
     └── LockHeld                    exit 75: another run holds the lock
@@ -87,6 +88,13 @@ class MoesifRejected(RunFailed):
         self.status = status
         self.body_excerpt = body_excerpt
         super().__init__(f"Moesif rejected {what}: HTTP {status}: {body_excerpt}")
+
+
+class MoesifReadCut(RunFailed):
+    """A billing-reports answer at ``RECONCILE_MOESIF_READ_CAP`` rows for a one-second window.
+
+    The answer may be cut off and cannot be narrowed, so nothing is concluded from the read.
+    """
 
 
 class DatabaseUnavailable(RunFailed):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from reconcile.domain import FINDING_SCHEMA, Action, Category, is_stripe_id
+from reconcile.rules.absence import DroppedRow, dropped_row_detail
 from reconcile.rules.orders import Decision, Missing
 from reconcile.times import Window
 from reconcile.totals import category_totals
@@ -75,6 +76,24 @@ def decided(findings: pd.DataFrame, index: pd.Index, decisions: Sequence[Decisio
     findings.loc[index, "action"] = [str(decision.action) for decision in decisions]
     details = pd.Series([decision.detail for decision in decisions], index=index, dtype=object)
     findings.loc[index, "detail"] = details.where(details.notna(), findings.loc[index, "detail"])
+    return findings
+
+
+def naming_dropped(findings: pd.DataFrame, dropped: Mapping[str, DroppedRow]) -> pd.DataFrame:
+    """Return the findings with each missing movement's detail naming its gone Moesif row."""
+    index, missing_ones = missing(findings)
+    hits = [
+        (label, dropped[finding.transaction_id])
+        for label, finding in zip(index, missing_ones, strict=True)
+        if finding.transaction_id in dropped
+    ]
+    if not hits:
+        return findings
+    findings = findings.copy()
+    for label, row in hits:
+        before: object = findings.at[label, "detail"]
+        text = None if before is None or before != before else str(before)  # NaN != NaN
+        findings.at[label, "detail"] = dropped_row_detail(text, row)
     return findings
 
 

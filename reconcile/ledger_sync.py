@@ -10,10 +10,17 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.ledger import BATCH_SIZE, mark_gone, store_ledger_rows, store_unreadable
+from reconcile.db.ledger import (
+    BATCH_SIZE,
+    mark_gone,
+    store_ledger_rows,
+    store_unreadable,
+    unreturned,
+)
 from reconcile.domain import LedgerRow, Unreadable
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise, raw_json_text, unreadable_row
+from reconcile.rules.absence import Suspect, concluded_gone, targeted_reads
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +38,8 @@ class SyncResult:
     unreadable: tuple[Unreadable, ...] = ()
     """The skipped rows themselves, each stored as received and to be reported ``unreadable``."""
     gone: tuple[str, ...] = ()
-    """Rows of the period seen before that this read no longer returned, now marked gone."""
+    """Rows of the period seen before that neither this read nor a targeted read of each
+    returned, now marked gone."""
 
 
 def sync_ledger(
@@ -51,8 +59,10 @@ def sync_ledger(
     A row that cannot be interpreted safely (no time, an amount that does not parse or is out of
     range, text the database cannot hold) is stored as received in ``unreadable_ledger_rows``
     (escaped JSON), counted in ``rows_skipped`` and returned in ``unreadable``; it never stops
-    the sync. A stored row of ``[since, until)`` that this read no longer returns is marked
-    gone (kept, and it matches nothing from then on). Flushes, never commits.
+    the sync. A stored row of ``[since, until)`` that this complete read no longer returns is
+    read for again, on its company in a narrow window around its time
+    (:mod:`reconcile.rules.absence`); only when that read lacks it too is it marked gone (kept,
+    and it matches nothing from then on). Flushes, never commits.
 
     Args:
         session: the caller's session; the caller owns the transaction.
@@ -68,6 +78,8 @@ def sync_ledger(
 
     Raises:
         MoesifUnavailable: Moesif could not be read (from the client).
+        MoesifReadCut: an answer stayed at the read cap in a one-second window; the caller
+            rolls the session back, so nothing read is kept and nothing is marked gone.
     """
     counts = {"seen": 0, "new": 0, "updated": 0}
     unreadable: set[str] = set()
@@ -97,7 +109,18 @@ def sync_ledger(
         if len(batch) >= BATCH_SIZE:
             flush()
     flush()
-    gone = mark_gone(session, since, until, companies, returned, now)
+    suspects = unreturned(session, since, until, companies, returned)
+    again = _read_again(client, suspects, currency_for or _asking(client), amount_unit)
+    store_ledger_rows(session, [row for row in again if isinstance(row, LedgerRow)], now)
+    found = {row.object_id if isinstance(row, Unreadable) else row.moesif_id for row in again}
+    for suspect in suspects:
+        if suspect.moesif_id in found:
+            logger.info(
+                "ledger row %s was missing from Moesif's read of its period but a targeted "
+                "read returned it; not marked gone",
+                suspect.moesif_id,
+            )
+    gone = mark_gone(session, concluded_gone(suspects, found), now)
     if gone:
         logger.warning(
             "%d ledger row(s) Moesif no longer returns, marked gone: %s", len(gone), ", ".join(gone)
@@ -129,6 +152,20 @@ def _raw_rows(
         return
     for company_id in companies:
         yield from client.billing_reports(since, until, company_id=company_id)
+
+
+def _read_again(
+    client: MoesifClient,
+    suspects: Sequence[Suspect],
+    currency_for: Callable[[str], str | None],
+    amount_unit: Literal["major", "minor"],
+) -> list[LedgerRow | Unreadable]:
+    """Read Moesif again around each suspect row (its company, a narrow window); every row."""
+    rows: list[LedgerRow | Unreadable] = []
+    for read in targeted_reads(suspects):
+        for raw in client.billing_reports(read.since, read.until, company_id=read.company_id):
+            rows.append(_normalised(raw, currency_for, amount_unit))
+    return rows
 
 
 def _asking(client: MoesifClient) -> Callable[[str], str | None]:

@@ -139,6 +139,7 @@ class _Pass:
                 recheck=transactions | rows,
             )
         )
+        matched = snapshot.naming_dropped_rows(self.sessions, matched)
         findings = frames.joined(matched, frames.typed_findings(unreadable_findings(unreadable)))
         blocked = synced.unreadable_ids | blocked_transaction_ids(unreadable)
         return self._post(window, findings, blocked, pending_since)

@@ -29,6 +29,9 @@ BASE = {"STRIPE_API_KEY": "sk_test_abc", "MOESIF_MANAGEMENT_TOKEN": "tok_123"}
         ("RECONCILE_RUN_TIMEOUT", "forever", "not a duration"),
         ("RECONCILE_MAX_POSTINGS", "²", "whole number"),
         ("RECONCILE_MAX_POSTINGS", "١٠", "whole number"),
+        ("RECONCILE_MOESIF_READ_CAP", "0", "whole number of at least 1"),
+        ("RECONCILE_MOESIF_READ_CAP", "1e3", "whole number"),
+        ("RECONCILE_MOESIF_READ_CAP", "-5", "whole number"),
         ("RECONCILE_RETRY_ATTEMPTS", "³", "whole number"),
         ("RECONCILE_RETRY_ATTEMPTS", "1000", "between 1 and 20"),
         ("RECONCILE_RETRY_BASE_DELAY", "86400", "between"),
@@ -64,6 +67,7 @@ def test_settings_that_cannot_work_are_refused(name: str, value: str, fragment: 
         ("RECONCILE_DATABASE_URL", "sqlite:///relative.db"),
         ("STRIPE_API_BASE", "http://127.0.0.1:12111"),
         ("RECONCILE_RUN_TIMEOUT", "30m"),
+        ("RECONCILE_MOESIF_READ_CAP", "5000"),
     ],
 )
 def test_sane_settings_pass(name: str, value: str) -> None:
@@ -74,6 +78,12 @@ def test_the_run_timeout_defaults_to_two_hours() -> None:
     assert Settings.from_env(BASE, dotenv=None).run_timeout == timedelta(hours=2)
     configured = Settings.from_env({**BASE, "RECONCILE_RUN_TIMEOUT": "45m"}, dotenv=None)
     assert configured.run_timeout == timedelta(minutes=45)
+
+
+def test_the_moesif_read_cap_defaults_to_1000() -> None:
+    assert Settings.from_env(BASE, dotenv=None).moesif_read_cap == 1000
+    configured = Settings.from_env({**BASE, "RECONCILE_MOESIF_READ_CAP": " 250 "}, dotenv=None)
+    assert configured.moesif_read_cap == 250
 
 
 def test_durations_are_bounded() -> None:

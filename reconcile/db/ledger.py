@@ -15,6 +15,7 @@ from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
+from reconcile.rules.absence import DroppedRow, Suspect
 
 BATCH_SIZE = 500
 """Rows per upsert statement (13 parameters each stays under every backend's limit)."""
@@ -58,21 +59,23 @@ def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) ->
     return len(unique) - len(existing), changed
 
 
-def mark_gone(
+def unreturned(
     session: Session,
     since: datetime,
     until: datetime,
     companies: Collection[str],
     seen: Collection[str],
-    now: datetime,
-) -> list[str]:
-    """Mark gone the rows of ``[since, until)`` a full read of that period did not return.
+) -> list[Suspect]:
+    """Return the rows of ``[since, until)`` not gone yet that a complete read did not return.
 
-    Only rows of ``companies`` when some are named (the read was limited to them). A gone row
-    is kept with its ``last_seen_at``, gets ``gone_at = now`` and no longer matches anything.
-    Returns the ``moesif_id`` of each row newly marked. Flushes, never commits.
+    Only rows of ``companies`` when some are named (the read was limited to them).
     """
-    query = select(LedgerEntry.moesif_id).where(
+    query = select(
+        LedgerEntry.moesif_id,
+        LedgerEntry.company_id,
+        LedgerEntry.subscription_id,
+        LedgerEntry.created_at,
+    ).where(
         LedgerEntry.created_at >= since,
         LedgerEntry.created_at < until,
         LedgerEntry.gone_at.is_(None),
@@ -80,13 +83,40 @@ def mark_gone(
     if companies:
         query = query.where(LedgerEntry.company_id.in_(list(companies)))
     returned = set(seen)
-    gone = [str(moesif_id) for moesif_id in session.scalars(query) if moesif_id not in returned]
+    return [
+        Suspect(str(moesif_id), company_id, subscription_id, created_at)
+        for moesif_id, company_id, subscription_id, created_at in session.execute(query)
+        if moesif_id not in returned
+    ]
+
+
+def mark_gone(session: Session, moesif_ids: Collection[str], now: datetime) -> list[str]:
+    """Mark these rows gone (``rules.absence.concluded_gone`` decided); return their ids.
+
+    A gone row is kept with its ``last_seen_at``, gets ``gone_at = now`` and no longer matches
+    anything. Flushes, never commits.
+    """
+    gone = sorted(set(moesif_ids))
     for chunk in chunks(gone):
         session.execute(
             update(LedgerEntry).where(LedgerEntry.moesif_id.in_(chunk)).values(gone_at=now)
         )
     session.flush()
     return gone
+
+
+def gone_rows_naming(session: Session, transaction_ids: Collection[str]) -> dict[str, DroppedRow]:
+    """Return, per transaction id, the latest gone row that carried it (none when no row did)."""
+    found: dict[str, DroppedRow] = {}
+    for chunk in chunks(sorted(set(transaction_ids))):
+        query = (
+            select(LedgerEntry.transaction_id, LedgerEntry.moesif_id, LedgerEntry.last_seen_at)
+            .where(LedgerEntry.transaction_id.in_(chunk), LedgerEntry.gone_at.is_not(None))
+            .order_by(LedgerEntry.last_seen_at, LedgerEntry.moesif_id)
+        )
+        for transaction_id, moesif_id, last_seen_at in session.execute(query):
+            found[str(transaction_id)] = DroppedRow(str(moesif_id), last_seen_at)
+    return found
 
 
 def store_unreadable(session: Session, row: Unreadable, raw_json: str, now: datetime) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 BASE_PATH = "/v1"
 RowForm = Literal["typed", "signed"]
+CapMode = Literal["truncate", "same"]
 
 _POST_TYPES = frozenset({"credit", "debit"})
 _ADDS = frozenset({"credit", "promotion", "adjustment"})
@@ -150,6 +152,20 @@ class FakeMoesif:
     Hostile modes for tests: ``ignore_window`` answers every billing-report read with all rows,
     whatever ``from``/``to`` say; ``echo_token`` sends the caller's token back in an
     ``X-Request-Id`` header and in error bodies; :meth:`garble_next` spoils 2xx answers.
+
+    Incomplete reads (the rows stay in the ledger, only billing-report answers lack them; a
+    POST still finds them held):
+
+    * :meth:`omit` leaves chosen rows (by transaction id or row id) out of the next answers
+      that would list them: once by default, ``reads=None`` for always.
+    * ``omit_share`` (with ``omit_seed``) leaves a seeded random share of rows out: each row is
+      chosen or not by the seed and its id alone, and a chosen row is left out of the first
+      ``omit_reads`` answers that would list it (``None``: of every answer).
+    * ``read_cap`` cuts every answer off at that many rows, silently, as a Moesif that truncates
+      large answers would. With ``cap_mode="truncate"`` it keeps the first rows the read lists
+      (a narrower window then lists the rest); with ``cap_mode="same"`` every read, whatever
+      its window, answers the same first ``read_cap`` rows of the ledger (oldest first).
+      Rows of :meth:`add_raw_row` count toward the cap after the ledger's.
     """
 
     def __init__(
@@ -165,12 +181,19 @@ class FakeMoesif:
         clock: Callable[[], datetime] = _utc_now,
         deduplicate: bool = False,
         order_seed: int | None = DEFAULT_ORDER_SEED,
+        read_cap: int | None = None,
+        cap_mode: CapMode = "truncate",
+        omit_share: float = 0.0,
+        omit_seed: int = 0,
+        omit_reads: int | None = 1,
     ) -> None:
         """Prepare an empty ledger; the server starts with ``start()`` or ``with``.
 
         ``deduplicate`` ignores a POST whose ``transaction_id`` the ledger holds (Moesif
         documents no such thing; off by default). ``order_seed`` picks the order reads list
-        rows in; ``None`` lists them oldest first.
+        rows in; ``None`` lists them oldest first. ``read_cap``, ``cap_mode``, ``omit_share``,
+        ``omit_seed`` and ``omit_reads`` make reads incomplete (see the class docstring); they
+        are attributes tests may also set later.
         """
         self.token = token
         self.row_form: RowForm = row_form
@@ -199,6 +222,17 @@ class FakeMoesif:
         """Transaction ids whose rows are stored but not yet listed in billing reports, as when
         Moesif's reports lag its ledger."""
         self._raw_rows: list[str] = []
+        self.read_cap = read_cap
+        """Cut every billing-report answer off at this many rows (``None``: never)."""
+        self.cap_mode: CapMode = cap_mode
+        """``truncate``: the first rows of the window; ``same``: the ledger's first, every time."""
+        self.omit_share = omit_share
+        """The share of rows (0 to 1, chosen by ``omit_seed``) left out of reads."""
+        self.omit_seed = omit_seed
+        self.omit_reads = omit_reads
+        """How many answers a row of ``omit_share`` is left out of (``None``: all)."""
+        self._omit: dict[str, int | None] = {}
+        self._left_out: Counter[str] = Counter()
         self.ignore_window = False
         """Answer billing-report reads with every row, ignoring ``from`` and ``to``."""
         self.echo_token = False
@@ -301,6 +335,30 @@ class FakeMoesif:
                     billing_meter_id=billing_meter_id,
                 )
             )
+
+    def delete_rows(self, transaction_id: str) -> int:
+        """Delete the rows carrying ``transaction_id``, as support might; return how many."""
+        with self._lock:
+            kept = [row for row in self._rows if row.transaction_id != transaction_id]
+            deleted = len(self._rows) - len(kept)
+            self._rows = kept
+            self._transaction_ids.discard(transaction_id)
+            return deleted
+
+    def held(self, transaction_id: str) -> int:
+        """Return how many rows the ledger holds for ``transaction_id``, listed or not."""
+        with self._lock:
+            return sum(1 for row in self._rows if row.transaction_id == transaction_id)
+
+    def omit(self, *keys: str, reads: int | None = 1) -> None:
+        """Leave the rows these transaction ids or row ids name out of billing-report answers.
+
+        Each such row is left out of the next ``reads`` answers that would list it (``None``:
+        of every answer from now on); it stays in the ledger all along.
+        """
+        with self._lock:
+            for key in keys:
+                self._omit[key] = reads
 
     def rows(self) -> list[StoredRow]:
         """Return every stored row, oldest first."""
@@ -518,16 +576,20 @@ class FakeMoesif:
     def _reports(self, query: Mapping[str, str]) -> Answer:
         since = _query_time(query, "from")
         until = _query_time(query, "to")
-        if self.ignore_window:
+        same = self.read_cap is not None and self.cap_mode == "same"
+        if self.ignore_window or same:
             since = until = None
         with self._lock:
-            rows = [
-                self._row_json(row)
+            listed = [
+                row
                 for row in sorted(self._rows, key=self._listing_key)
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
                 and row.transaction_id not in self.unlisted
             ]
+            rows = [self._row_json(row) for row in self._incomplete(listed, same)]
             raw = list(self._raw_rows)
+        if self.read_cap is not None:
+            raw = raw[: max(0, self.read_cap - len(rows))]
         if raw:
             return Answer(200, "[" + ", ".join([dump_json(row) for row in rows] + raw) + "]")
         return Answer(200, dump_json(rows))
@@ -557,6 +619,25 @@ class FakeMoesif:
         return Answer(200, dump_json(document))
 
     # State helpers; the caller holds the lock.
+
+    def _incomplete(self, listed: list[StoredRow], same: bool) -> list[StoredRow]:
+        """Return what an incomplete read answers of the rows ``listed``: some left out, cut."""
+        answered = [row for row in listed if not self._leaves_out(row)]
+        if same:
+            answered.sort(key=lambda row: (row.created_at, row.id))
+        return answered if self.read_cap is None else answered[: self.read_cap]
+
+    def _leaves_out(self, row: StoredRow) -> bool:
+        """Whether this answer leaves ``row`` out; counts it when it does."""
+        budgets = [self._omit[key] for key in (row.id, row.transaction_id) if key in self._omit]
+        if self.omit_share and _chosen(self.omit_seed, row.id, self.omit_share):
+            budgets.append(self.omit_reads)
+        if not budgets or all(
+            budget is not None and self._left_out[row.id] >= budget for budget in budgets
+        ):
+            return False
+        self._left_out[row.id] += 1
+        return True
 
     def _store(self, row: StoredRow) -> StoredRow:
         """Give ``row`` an id, the subscription's currency and a millisecond time; keep it."""
@@ -622,6 +703,11 @@ class FakeMoesif:
             signed = -row.amount if row.type == "debit" else row.amount
             return {"type": SIGNED_TYPE, "amount": signed}
         return {"type": row.type, "amount": row.amount}
+
+
+def _chosen(seed: int, row_id: str, share: float) -> bool:
+    """Whether the seed chooses this row for a share of rows: by the seed and the id alone."""
+    return random.Random(f"{seed}:{row_id}").random() < share
 
 
 def _garbled(answer: Answer, kind: Garble) -> Answer:

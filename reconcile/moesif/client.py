@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote
@@ -20,6 +20,7 @@ from reconcile.config import Secret, Settings
 from reconcile.errors import (
     CredentialsRejected,
     MoesifOutcomeUnknown,
+    MoesifReadCut,
     MoesifRejected,
     MoesifUnavailable,
     ReconcileError,
@@ -33,6 +34,7 @@ from reconcile.retry import (
     jittered,
     retry_delay,
 )
+from reconcile.rules.absence import can_narrow, cut_off
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 _MAYBE_APPLIED_STATUSES = frozenset({500, 504})
 # A read changes nothing, so a 500 on it is as transient as a 502.
 _READ_RETRY_STATUSES = frozenset({500})
-MAX_SPLIT_DEPTH = 12
-"""How many times a billing-report window is halved at most (4096 windows)."""
+DEFAULT_READ_CAP = 1000
+"""Rows from which one billing-reports answer counts as cut off (``RECONCILE_MOESIF_READ_CAP``)."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,7 @@ class MoesifClient:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
-        split_threshold: int = 1000,
-        min_split: timedelta = timedelta(minutes=1),
+        read_cap: int = DEFAULT_READ_CAP,
         deadline: Deadline | None = None,
     ) -> None:
         """Use ``http`` (its ``base_url`` is ``MOESIF_API_BASE``) with the management ``token``.
@@ -120,10 +121,15 @@ class MoesifClient:
             limiter: the request rate; by default 500 per 60 seconds, sleeping with ``sleep``.
             sleep: how to wait between retries.
             rng: the random source of the retry jitter.
-            split_threshold: a billing-report answer with this many rows is read again in halves.
-            min_split: a window this short is never split further.
+            read_cap: a billing-report answer with this many rows or more is taken as cut off
+                and read again in halves (``RECONCILE_MOESIF_READ_CAP``).
             deadline: the run's deadline, checked before every request and every wait.
+
+        Raises:
+            ValueError: ``read_cap`` is below 1.
         """
+        if read_cap < 1:
+            raise ValueError(f"the read cap must be at least 1 row, not {read_cap}")
         self._http = http
         self._token = _bare_token(token)
         self._policy = policy or RetryPolicy()
@@ -132,8 +138,7 @@ class MoesifClient:
         self._limiter = limiter or RateLimiter(MOESIF_RATE_LIMIT, 60.0, sleep=sleep)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._split_threshold = split_threshold
-        self._min_split = min_split
+        self._read_cap = read_cap
         self._subscriptions: dict[str, Subscription | None] = {}
 
     def __repr__(self) -> str:
@@ -183,14 +188,19 @@ class MoesifClient:
     ) -> Iterator[dict[str, Any]]:
         """Yield every billing-report row created in ``[since, until)``, once each.
 
-        Moesif does not paginate, so an answer of ``split_threshold`` rows or more is read again
-        as two half windows (recursively, down to ``min_split`` and at most
-        :data:`MAX_SPLIT_DEPTH` times); rows are de-duplicated by ``_id``. Rows whose time lies
-        outside the window asked for (a server that ignores ``from``/``to``) are dropped: they
-        belong to another window's read. Rows without a readable time are kept. Amounts are
-        exact ``Decimal`` values.
+        Moesif does not paginate and may cut a large answer off silently, so an answer of
+        ``read_cap`` rows or more is taken as cut off and read again as two half windows
+        (recursively, down to one second; see :mod:`reconcile.rules.absence`); rows are
+        de-duplicated by ``_id``. Every row yielded comes from an answer under the cap, so a
+        complete read of ``[since, until)`` proves what it lacks. Rows whose time lies outside
+        the window asked for (a server that ignores ``from``/``to``) are dropped: they belong to
+        another window's read. Rows without a readable time are kept. Amounts are exact
+        ``Decimal`` values.
 
         Raises:
+            MoesifReadCut: a one-second window still answered ``read_cap`` rows or more; rows of
+                the windows read before it may have been yielded, and nothing may be concluded
+                from the read.
             MoesifUnavailable: after retries, or the answer is not a JSON array of objects.
             CredentialsRejected: Moesif refused the token.
             MoesifRejected: Moesif refused the request.
@@ -230,35 +240,32 @@ class MoesifClient:
         return _subscription(data, subscription_id)
 
     def _reports(
-        self, since: datetime, until: datetime, company_id: str | None, depth: int = 0
+        self, since: datetime, until: datetime, company_id: str | None
     ) -> Iterator[dict[str, Any]]:
-        rows = [
-            row
-            for row in self._read_reports(since, until, company_id)
-            if in_window(row, since, until)
-        ]
-        splittable = until - since > self._min_split and depth < MAX_SPLIT_DEPTH
-        if len(rows) >= self._split_threshold and splittable:
-            logger.info(
-                "Moesif billing reports %s to %s: %d rows, reading the window in halves",
-                _iso(since),
-                _iso(until),
-                len(rows),
-            )
-            del rows
-            middle = _midpoint(since, until)
-            yield from self._reports(since, middle, company_id, depth + 1)
-            yield from self._reports(middle, until, company_id, depth + 1)
+        answer = self._read_reports(since, until, company_id)
+        if not cut_off(len(answer), self._read_cap):
+            yield from (row for row in answer if in_window(row, since, until))
             return
-        if len(rows) >= self._split_threshold:
-            logger.warning(
-                "Moesif billing reports %s to %s: %d rows in the narrowest window; if Moesif "
-                "truncates large answers, rows may be missing",
-                _iso(since),
-                _iso(until),
-                len(rows),
+        if not can_narrow(since, until):
+            whose = f" of company {company_id}" if company_id is not None else ""
+            raise MoesifReadCut(
+                f"Moesif's billing reports{whose} from {_iso(since)} to {_iso(until)} held "
+                f"{len(answer)} rows in a one-second window, at the read cap of "
+                f"RECONCILE_MOESIF_READ_CAP={self._read_cap}: the answer may be cut off, so "
+                "nothing is concluded from it"
             )
-        yield from rows
+        logger.info(
+            "Moesif billing reports %s to %s: %d rows, at the read cap of %d; reading the "
+            "window in halves",
+            _iso(since),
+            _iso(until),
+            len(answer),
+            self._read_cap,
+        )
+        del answer
+        middle = _midpoint(since, until)
+        yield from self._reports(since, middle, company_id)
+        yield from self._reports(middle, until, company_id)
 
     def _read_reports(
         self, since: datetime, until: datetime, company_id: str | None

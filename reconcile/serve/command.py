@@ -117,6 +117,7 @@ def posting_step(
             settings.moesif_token,
             policy=settings.retry_policy(),
             limiter=live_limiter(settings),
+            read_cap=settings.moesif_read_cap,
         )
         engine = PostingEngine(
             sessions, moesif, amount_unit=settings.moesif_amount_unit, clock=clock

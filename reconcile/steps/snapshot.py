@@ -13,7 +13,7 @@ from reconcile import frames
 from reconcile.config import Settings
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
-from reconcile.db.ledger import ledger_by_ids, ledger_frame
+from reconcile.db.ledger import gone_rows_naming, ledger_by_ids, ledger_frame
 from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.domain import Unreadable, is_stripe_id
@@ -174,6 +174,20 @@ def frames_of(
             store_expected(session, fetched, run_id=run_id, now=now)
         older = expected_by_ids(session, strays)
     return frames.joined(expected, older), ledger
+
+
+def naming_dropped_rows(sessions: Sessions, findings: pd.DataFrame) -> pd.DataFrame:
+    """Return the findings with each missing movement's detail naming the gone row that held it.
+
+    A movement whose ledger row Moesif dropped (marked gone only after a targeted read lacked
+    it too) is posted again; its finding says which row that was.
+    """
+    _, missing = frames.missing(findings)
+    if not missing:
+        return findings
+    with sessions() as session:
+        dropped = gone_rows_naming(session, [finding.transaction_id for finding in missing])
+    return frames.naming_dropped(findings, dropped)
 
 
 def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,17 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.lock import run_lock
 from reconcile.times import to_iso
-from tests.e2e.hostile import DB_PASSWORD, Case, Hostile, Ran, Scene, check, hostile_world, run
+from tests.e2e.hostile import (
+    DB_PASSWORD,
+    Case,
+    Hostile,
+    Ran,
+    Scene,
+    check,
+    hostile_world,
+    run,
+    run_statuses,
+)
 from tests.e2e.test_robustness import POST_PATH, _on_first_post
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -326,6 +336,83 @@ def _deleted_row(scene: Scene) -> None:
     scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(9), scene.ago(hours=20), "stray-2")
     assert main(scene.argv) == 1
     scene.moesif.unlisted.add("stray-2")
+
+
+# -- 8a. reads that leave rows out or are cut off ----------------------------------------------
+
+
+def _credited(scene: Scene, count: int) -> list[str]:
+    """Top-ups an old webhook credited in Moesif (random-id-free rows naming the payment)."""
+    customer = _customer(scene)
+    paid = []
+    for index in range(count):
+        created = scene.ago(hours=20 + index)
+        payment = scene.stripe.add_payment_intent(customer, 1000 + index, created=created)
+        amount = Decimal(1000 + index) / 100
+        scene.moesif.add_row("acme", "sub_acme", "credit", amount, created, payment)
+        paid.append(payment)
+    return paid
+
+
+def _held_once_each(scene: Scene, paid: list[str]) -> None:
+    def held(ran: Ran) -> None:
+        assert [scene.moesif.held(payment) for payment in paid] == [1] * len(paid)
+        assert "marked gone:" not in ran.err
+
+    scene.checks.append(held)
+
+
+def _omitted_once(scene: Scene) -> None:
+    paid = _credited(scene, 1)
+    assert main(scene.argv) == 0
+    scene.moesif.omit(paid[0])  # one read leaves it out; Moesif still holds it
+    _held_once_each(scene, paid)
+
+
+def _share_omitted_once(scene: Scene) -> None:
+    paid = _credited(scene, 8)
+    assert main(scene.argv) == 0
+    scene.moesif.omit_share, scene.moesif.omit_seed = 0.5, 11
+    _held_once_each(scene, paid)
+
+
+def _deleted_credit(scene: Scene) -> None:
+    [payment] = _credited(scene, 1)
+    assert main(scene.argv) == 0
+    [row] = scene.moesif.rows()
+    scene.moesif.delete_rows(payment)
+    scene.expected_posts.add(payment)
+
+    def names_the_dropped_row(ran: Ran) -> None:
+        [finding] = [found for found in ran.rows if found["transaction_id"] == payment]
+        assert finding["action"] == "posted"
+        assert row.id in finding["detail"]
+        assert scene.moesif.held(payment) == 1
+
+    scene.checks.append(names_the_dropped_row)
+
+
+def _truncated_at_cap(scene: Scene) -> None:
+    paid = _credited(scene, 5)
+    _bystander(scene)
+    scene.moesif.read_cap = 3
+    scene.setenv("RECONCILE_MOESIF_READ_CAP", "3")
+    _held_once_each(scene, paid)
+
+
+def _same_rows_every_window(scene: Scene) -> None:
+    _credited(scene, 5)
+    assert main(scene.argv) == 0
+    _bystander(scene)
+    scene.expected_posts.clear()
+    scene.moesif.read_cap, scene.moesif.cap_mode = 3, "same"
+    scene.setenv("RECONCILE_MOESIF_READ_CAP", "3")
+
+    def failed_concluding_nothing(ran: Ran) -> None:
+        assert run_statuses(scene.database_url)[-1] == "failed"
+        assert "marked gone:" not in ran.err
+
+    scene.checks.append(failed_concluding_nothing)
 
 
 # -- 9. small ones -----------------------------------------------------------------------------
@@ -660,6 +747,36 @@ CASES: list[Case] = [
         0,
         "finished with exit 0",
     ),
+    # 8a. reads that leave rows out or are cut off prove no absence
+    Case(
+        "Moesif leaves a held row out of one read",
+        _omitted_once,
+        0,
+        "finished with exit 0",
+        both_databases=True,
+    ),
+    Case(
+        "Moesif leaves a seeded half of the rows out once",
+        _share_omitted_once,
+        0,
+        "finished with exit 0",
+    ),
+    Case("Moesif deleted a credited row", _deleted_credit, 0, "posted", both_databases=True),
+    Case(
+        "Moesif cuts answers off at the read cap",
+        _truncated_at_cap,
+        0,
+        "posted",
+        both_databases=True,
+    ),
+    Case(
+        "Moesif answers every window with the same rows",
+        _same_rows_every_window,
+        3,
+        "RECONCILE_MOESIF_READ_CAP=3",
+        both_databases=True,
+    ),
+    Case("read cap 0", _env("RECONCILE_MOESIF_READ_CAP", "0"), 2, "RECONCILE_MOESIF_READ_CAP"),
     # 9. small ones
     Case(
         "status prints no escape sequences",

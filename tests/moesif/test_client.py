@@ -17,6 +17,7 @@ from reconcile.config import Secret, Settings
 from reconcile.errors import (
     CredentialsRejected,
     MoesifOutcomeUnknown,
+    MoesifReadCut,
     MoesifRejected,
     MoesifUnavailable,
 )
@@ -147,7 +148,7 @@ def test_a_large_answer_is_read_again_in_halves(fake: FakeMoesif, make_client: M
         created = T0 + timedelta(hours=index)
         fake.add_row("co_1", "sub_1", "credit", Decimal(index + 1), created, f"pi_{index}")
     fake.inclusive_to = True
-    client = make_client(split_threshold=4)
+    client = make_client(read_cap=4)
     rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
     assert sorted(row["transaction_id"] for row in rows) == sorted(f"pi_{i}" for i in range(24))
     assert len(rows) == 24
@@ -159,14 +160,68 @@ def test_a_large_answer_is_read_again_in_halves(fake: FakeMoesif, make_client: M
     assert min(widths) < timedelta(hours=6)
 
 
-def test_splitting_stops_at_the_minimum_window(fake: FakeMoesif, make_client: MakeClient) -> None:
+def test_a_one_second_window_still_at_the_cap_fails_the_read(
+    fake: FakeMoesif, make_client: MakeClient
+) -> None:
     fake.add_subscription("sub_1", "co_1")
     for index in range(5):
         fake.add_row("co_1", "sub_1", "credit", Decimal(1), T0, f"pi_{index}")
-    client = make_client(split_threshold=2, min_split=timedelta(minutes=1))
-    rows = list(client.billing_reports(T0, T0 + timedelta(minutes=4)))
-    assert len(rows) == 5
-    assert len(fake.exchanges) <= 7
+    client = make_client(read_cap=2)
+    with pytest.raises(MoesifReadCut) as failed:
+        list(client.billing_reports(T0, T0 + timedelta(minutes=4)))
+    message = str(failed.value)
+    assert "\n" not in message
+    assert "RECONCILE_MOESIF_READ_CAP=2" in message
+    assert "2026-03-01T00:00:00Z" in message
+    narrowest = min(
+        datetime.fromisoformat(e.query["to"]) - datetime.fromisoformat(e.query["from"])
+        for e in fake.exchanges
+    )
+    assert narrowest <= timedelta(seconds=1)
+    assert len(fake.exchanges) <= 10
+
+
+def test_an_answer_truncated_at_the_cap_is_narrowed_until_every_row_is_read(
+    fake: FakeMoesif, make_client: MakeClient
+) -> None:
+    fake.add_subscription("sub_1", "co_1")
+    for index in range(40):
+        created = T0 + timedelta(minutes=17 * index)
+        fake.add_row("co_1", "sub_1", "credit", Decimal(1), created, f"pi_{index}")
+    fake.read_cap = 5
+    client = make_client(read_cap=5)
+    rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    assert sorted(row["transaction_id"] for row in rows) == sorted(f"pi_{i}" for i in range(40))
+    assert len(rows) == 40
+    assert len(fake.exchanges) > 8  # each answer held at most 5 of the 40 rows
+
+
+def test_a_moesif_answering_every_window_with_the_same_rows_fails_the_read(
+    fake: FakeMoesif, make_client: MakeClient
+) -> None:
+    fake.add_subscription("sub_1", "co_1")
+    for index in range(8):
+        created = T0 - timedelta(days=2) + timedelta(hours=index)
+        fake.add_row("co_1", "sub_1", "credit", Decimal(1), created, f"pi_{index}")
+    fake.read_cap, fake.cap_mode = 3, "same"
+    client = make_client(read_cap=3)
+    with pytest.raises(MoesifReadCut):
+        list(client.billing_reports(T0 - timedelta(days=3), T0 + timedelta(days=1)))
+    assert len(fake.exchanges) <= 25
+
+
+def test_a_read_cap_below_one_row_is_refused(make_client: MakeClient) -> None:
+    with pytest.raises(ValueError, match="at least 1 row"):
+        make_client(read_cap=0)
+
+
+def test_an_answer_below_the_cap_is_read_once(fake: FakeMoesif, make_client: MakeClient) -> None:
+    fake.add_subscription("sub_1", "co_1")
+    for index in range(3):
+        fake.add_row("co_1", "sub_1", "credit", Decimal(1), T0, f"pi_{index}")
+    rows = list(make_client(read_cap=4).billing_reports(T0, T0 + timedelta(days=1)))
+    assert len(rows) == 3
+    assert len(fake.exchanges) == 1
 
 
 def test_subscription_with_balance_is_cached(fake: FakeMoesif, client: MoesifClient) -> None:

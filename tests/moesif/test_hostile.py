@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from reconcile.errors import MoesifRejected, MoesifUnavailable, RunFailed
+from reconcile.errors import MoesifReadCut, MoesifRejected, MoesifUnavailable, RunFailed
 from reconcile.fakes.moesif import FakeMoesif, Garble
 from reconcile.moesif.client import MoesifClient, MoesifOutcomeUnknown
 from reconcile.observability import SecretFilter
@@ -111,22 +111,25 @@ def test_a_server_ignoring_the_window_does_not_make_halving_endless(
         fake.add_row("co_1", "sub_1", "credit", Decimal("1"), T0 + timedelta(hours=hour))
     for day in range(1, 30):
         fake.add_row("co_1", "sub_1", "credit", Decimal("1"), T0 - timedelta(days=day))
-    client = make_client(split_threshold=10, min_split=timedelta(seconds=1))
-    rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    client = make_client(read_cap=10)
+    # Every answer holds all 41 rows, whatever the window: it is cut off down to one second.
+    with pytest.raises(MoesifReadCut):
+        list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    assert len(fake.exchanges) <= 20
+    rows = list(make_client(read_cap=42).billing_reports(T0, T0 + timedelta(days=1)))
     assert len(rows) == 12
-    assert len(fake.exchanges) <= 7
 
 
-def test_the_split_depth_is_bounded_even_when_every_row_is_in_the_window(
+def test_halving_is_bounded_even_when_every_row_is_in_the_window(
     fake: FakeMoesif, make_client: MakeClient
 ) -> None:
     moment = T0 + timedelta(hours=5)
     for _ in range(5):
         fake.add_row("co_1", "sub_1", "credit", Decimal("1"), moment)
-    client = make_client(split_threshold=2, min_split=timedelta(microseconds=1))
-    rows = list(client.billing_reports(T0, T0 + timedelta(days=1)))
-    assert len(rows) == 5
-    assert len(fake.exchanges) <= 2 * 12 + 1
+    client = make_client(read_cap=2)
+    with pytest.raises(MoesifReadCut):
+        list(client.billing_reports(T0, T0 + timedelta(days=1)))
+    assert len(fake.exchanges) <= 2 * 17 + 1
 
 
 def test_an_echoed_token_never_reaches_messages_or_logs(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.domain import LEDGER_COLUMNS, EntryType
+from reconcile.errors import MoesifReadCut
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
@@ -313,7 +314,7 @@ def test_large_windows_sync_in_batches(
         created = T0 + timedelta(seconds=index * 60)
         fake.add_row("co_1", "sub_1", "credit", Decimal(1), created, f"pi_{index}")
     seen: list[int] = []
-    result = _sync(session, make_client(split_threshold=5000), progress=seen.append)
+    result = _sync(session, make_client(read_cap=5000), progress=seen.append)
     assert result.rows_new == 1203
     assert seen == [500, 1000, 1203]
 
@@ -452,3 +453,60 @@ def test_any_length_and_odd_currencies_are_stored(
         "usd",
     )
     assert stored.description == "ünïcode ✓"
+
+
+# Rows a read leaves out (contract section 5: absence only from complete reads).
+
+
+def _targeted(fake: FakeMoesif) -> list[dict[str, str]]:
+    return [e.query for e in fake.exchanges if e.query.get("company_id") is not None]
+
+
+def test_a_row_left_out_once_is_found_by_its_targeted_read_and_kept(
+    seeded: FakeMoesif, client: MoesifClient, session: Session
+) -> None:
+    _sync(session, client)
+    session.commit()
+    seeded.omit("pi_1")
+    later = NOW + timedelta(hours=6)
+    result = _sync(session, client, now=later)
+    assert result.gone == ()
+    assert _targeted(seeded) == [
+        {"from": "2026-03-01T00:59:00Z", "to": "2026-03-01T01:01:00Z", "company_id": "co_1"}
+    ]
+    session.expire_all()
+    stored = _stored(session)
+    assert stored["pi_1"].gone_at is None
+    assert stored["pi_1"].last_seen_at == later
+
+
+def test_a_row_no_read_returns_is_marked_gone_after_its_targeted_read(
+    seeded: FakeMoesif, client: MoesifClient, session: Session
+) -> None:
+    _sync(session, client)
+    session.commit()
+    seeded.omit("pi_1", "wh_9", reads=None)
+    later = NOW + timedelta(hours=6)
+    result = _sync(session, client, now=later)
+    session.expire_all()
+    stored = _stored(session)
+    assert result.gone == tuple(sorted((stored["pi_1"].moesif_id, stored["wh_9"].moesif_id)))
+    assert [query["company_id"] for query in _targeted(seeded)] == ["co_1", "co_1"]
+    assert stored["pi_1"].gone_at == later
+    assert stored["pi_1"].last_seen_at == NOW
+    assert stored["re_1"].gone_at is None
+
+
+def test_a_read_still_at_the_cap_in_one_second_marks_nothing_gone(
+    seeded: FakeMoesif, make_client: Callable[..., MoesifClient], session: Session
+) -> None:
+    _sync(session, make_client())
+    session.commit()
+    seeded.omit("pi_1", reads=None)
+    for _ in range(3):
+        seeded.add_row("co_1", "sub_1", "credit", Decimal(1), T0 + timedelta(hours=1), "pi_x")
+    with pytest.raises(MoesifReadCut):
+        # four rows share one second: that window stays at the cap of 3, so the read fails
+        _sync(session, make_client(read_cap=3))
+    session.rollback()
+    assert all(entry.gone_at is None for entry in _stored(session).values())
