@@ -121,6 +121,7 @@ class _Pass:
                 lifecycle.places(self.sessions, self.before),
                 settings.match_window,
                 Window(wide.since, max(now, wide.until)),
+                companies,
             ),
             settings,
             clock=clock,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,17 +28,24 @@ class Reread:
     window: Window
 
 
-def rereads(points: Iterable[Point], around: timedelta, covered: Window) -> list[Reread]:
+def rereads(
+    points: Iterable[Point],
+    around: timedelta,
+    covered: Window,
+    covered_companies: Collection[str] = (),
+) -> list[Reread]:
     """Return the reads that cover ``around`` each point, per company, merged where they touch.
 
-    A window ``covered`` already holds (the run's own read, of every company it reads) is not
-    read again. Reads come sorted by company, then time.
+    A window the run's own read holds already (``covered``, of ``covered_companies``, or of
+    every company when none are named) is not read again. Reads come sorted by company, then
+    time.
 
     Args:
         points: where the subjects of the findings re-checked lie.
         around: how far either side of a subject's time to read (the match window, so a row
             that could match the movement is seen).
         covered: what the run's own Moesif read spans.
+        covered_companies: the companies the run's own read was limited to (``--company``).
     """
     spans: dict[str | None, list[Window]] = {}
     for point in points:
@@ -47,8 +54,10 @@ def rereads(points: Iterable[Point], around: timedelta, covered: Window) -> list
         )
     reads: list[Reread] = []
     for company in sorted(spans, key=lambda name: (name is not None, name or "")):
+        read_already = not covered_companies or company in covered_companies
         for window in _merged(spans[company]):
-            if not (covered.since <= window.since and window.until <= covered.until):
+            inside = covered.since <= window.since and window.until <= covered.until
+            if not (inside and read_already):
                 reads.append(Reread(company, window))
     return reads
 

@@ -39,3 +39,11 @@ def test_a_subject_of_no_known_company_is_read_for_every_company() -> None:
     assert rereads([Point(None, T)], HOUR, RECENT) == [
         Reread(None, Window(T - HOUR, T + HOUR + MARGIN))
     ]
+
+
+def test_a_run_limited_to_some_companies_reads_the_others_subjects_again() -> None:
+    inside = RECENT.since + timedelta(days=1)
+    points = [Point("acme", inside), Point("globex", inside)]
+    assert rereads(points, HOUR, RECENT, covered_companies=["acme"]) == [
+        Reread("globex", Window(inside - HOUR, inside + HOUR + MARGIN))
+    ]
