@@ -63,6 +63,13 @@ class Action(StrEnum):
     FLAGGED = "flagged"
     NONE = "none"
     RESOLVED = "resolved"
+    """A finding open before this run that it found settled: reported once more, then closed."""
+    REOPENED = "reopened"
+    """A finding closed before (an operator's ``resolve``, or a run) whose drift is there."""
+
+
+REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED, Action.REOPENED})
+"""Actions that leave a finding for someone to review: they count for exit 1 and are notified."""
 
 
 @dataclass(frozen=True)

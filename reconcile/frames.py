@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -29,6 +29,23 @@ def typed_findings(findings: pd.DataFrame) -> pd.DataFrame:
         if dtype == "object":
             typed[column] = typed[column].where(typed[column].notna(), None)
     return typed
+
+
+def from_records(
+    records: Sequence[Mapping[str, object]], extra: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Return finding records as a frame of :data:`FINDING_SCHEMA`, plus ``extra`` text columns.
+
+    Built column by column with its type, so an amount column with a missing cell stays whole
+    minor units (nullable ``Int64``), never a float.
+    """
+    columns: dict[str, pd.Series] = {}
+    for column, dtype in FINDING_SCHEMA.items():
+        values = [record.get(column) for record in records]
+        columns[column] = pd.Series(values, dtype=dtype)
+    for column in extra:
+        columns[column] = pd.Series([record.get(column) for record in records], dtype=object)
+    return pd.DataFrame(columns)
 
 
 def with_ids(ledger: pd.DataFrame, ids: Sequence[str | None]) -> pd.DataFrame:
@@ -148,14 +165,6 @@ def of_companies(ledger: pd.DataFrame, companies: Sequence[str]) -> pd.DataFrame
 def joined(first: pd.DataFrame, more: pd.DataFrame) -> pd.DataFrame:
     """Return ``first`` with the rows of ``more`` after it."""
     return first if more.empty else pd.concat([first, more], ignore_index=True)
-
-
-def without(findings: pd.DataFrame, finding_ids: Collection[str]) -> pd.DataFrame:
-    """Return the findings whose ``finding_id`` is not one of ``finding_ids``."""
-    if not finding_ids or "finding_id" not in findings.columns:
-        return findings
-    kept: pd.DataFrame = findings[~findings["finding_id"].isin(list(finding_ids))]
-    return kept
 
 
 def unknown_companies(

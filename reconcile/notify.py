@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db.models import Finding, Notification
+from reconcile.domain import REVIEW_ACTIONS as DOMAIN_REVIEW_ACTIONS
+from reconcile.domain import Action
 from reconcile.errors import ConfigError, ExitCode
 from reconcile.money import format_major, to_major
 
@@ -39,8 +41,10 @@ MAX_FINDINGS = 20
 TEXT_FINDINGS = 5
 """Findings the human ``text`` names at most."""
 
-REVIEW_ACTIONS = ("flagged", "would_post", "post_failed")
+REVIEW_ACTIONS = tuple(sorted(action.value for action in DOMAIN_REVIEW_ACTIONS))
 """Actions of the findings a notification lists: those a person has to look at."""
+
+REOPENED = Action.REOPENED.value
 
 _HEADLINE: dict[int, str] = {
     ExitCode.DRIFT: "drift needs review",
@@ -115,17 +119,40 @@ def build_payload(
         "report_path": report_path,
         "findings": listed,
     }
-    payload["text"] = summary_text(payload, error=error, more=max(len(findings) - len(listed), 0))
+    reopened = [
+        str(finding.get("finding_id"))
+        for finding in findings
+        if finding.get("action") == REOPENED and finding.get("finding_id")
+    ]
+    payload["text"] = summary_text(
+        payload, error=error, more=max(len(findings) - len(listed), 0), reopened=reopened
+    )
     return payload
 
 
-def summary_text(payload: Mapping[str, Any], *, error: str | None = None, more: int = 0) -> str:
-    """Return the short human summary of a payload, in Slack's mrkdwn (values escaped)."""
+def summary_text(
+    payload: Mapping[str, Any],
+    *,
+    error: str | None = None,
+    more: int = 0,
+    reopened: Sequence[str] = (),
+) -> str:
+    """Return the short human summary of a payload, in Slack's mrkdwn (values escaped).
+
+    ``reopened`` names the findings an operator resolved whose drift this run found again.
+    """
     exit_code = int(payload["exit_code"])
     headline = _HEADLINE.get(exit_code, "see the report")
     lines = [f"*reconcile run {_slack(payload['run_id'])}*: {headline} (exit {exit_code})"]
     if error:
         lines.append(f"Error: {_slack(error)}")
+    if reopened:
+        names = ", ".join(sorted(reopened)[:TEXT_FINDINGS])
+        extra = len(reopened) - TEXT_FINDINGS
+        lines.append(
+            f"Reopened: {len(reopened)} finding(s) marked resolved still drift: {_slack(names)}"
+            + (f" and {extra} more" if extra > 0 else "")
+        )
     counts: Mapping[str, int] = payload["counts"]
     totals: Mapping[str, str] = payload["totals"]
     for category, count in counts.items():

@@ -88,7 +88,7 @@ def summary(
     widths = [max(len(line[column]) for line in table) for column in range(3)]
     for name, count, total in table:
         lines.append(f"{name:<{widths[0]}}  {count:>{widths[1]}}  {total}".rstrip())
-    flagged = int((findings["action"] == Action.FLAGGED.value).sum())
+    flagged = int(findings["action"].isin([Action.FLAGGED.value, Action.REOPENED.value]).sum())
     lines.append(f"flagged for review: {flagged}")
     lines.append(_postings_line(findings, posted, post_failed, dry_run))
     lines.append(f"report: {report_path}" if report_path else "report: not written")

@@ -15,9 +15,11 @@ from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.domain import Unreadable
 from reconcile.errors import DatabaseUnavailable, ReconcileError
+from reconcile.ledger_sync import SyncResult
 from reconcile.lock import run_lock
 from reconcile.request import RunOutcome, RunRequest, new_run_id
 from reconcile.rules.conclusion import Tally, conclude, tally, to_review, unanswered
+from reconcile.rules.rereads import rereads
 from reconcile.steps import Sessions, begin, ending, lifecycle, sending, snapshot
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
@@ -110,8 +112,22 @@ class _Pass:
             run_id=self.run_id,
             clock=clock,
         )
-        unreadable.extend(synced.unreadable)
         self.before = lifecycle.open_before(self.sessions, companies, clock())
+        again = snapshot.reread_moesif(
+            self.sessions,
+            self.clients.moesif,
+            self.directory,
+            rereads(
+                lifecycle.places(self.sessions, self.before),
+                settings.match_window,
+                Window(wide.since, max(now, wide.until)),
+                companies,
+            ),
+            settings,
+            clock=clock,
+        )
+        unreadable.extend(_distinct([synced, *again]))
+        blocked_rows = frozenset().union(*(result.unreadable_ids for result in [synced, *again]))
         transactions, rows = lifecycle.subject_ids(self.before)
         expected, ledger = snapshot.frames_of(
             self.sessions,
@@ -141,7 +157,7 @@ class _Pass:
         )
         matched = snapshot.naming_dropped_rows(self.sessions, matched)
         findings = frames.joined(matched, frames.typed_findings(unreadable_findings(unreadable)))
-        blocked = synced.unreadable_ids | blocked_transaction_ids(unreadable)
+        blocked = blocked_rows | blocked_transaction_ids(unreadable)
         return self._post(window, findings, blocked, pending_since)
 
     def _post(
@@ -173,9 +189,10 @@ class _Pass:
     ) -> RunOutcome:
         """Save and record the run; ``guardrail`` says why nothing was posted, empty if it was.
 
-        Findings an operator closed do not count for review; open ones of earlier runs do.
+        Findings an operator ignored do not count for review; open ones of earlier runs do, and
+        so do resolved ones whose drift is still there (reopened).
         """
-        findings, silenced = lifecycle.settle(
+        findings = lifecycle.settle(
             self.sessions,
             lifecycle.with_ids(frames.redacted(findings, self.settings.redactor().text)),
             self.before,
@@ -187,7 +204,7 @@ class _Pass:
         path = ending.save(
             self.sessions, findings, self.run_id, self.report_dir, self.settings.redactor()
         )
-        review = to_review(frames.actions(frames.without(findings, silenced)))
+        review = to_review(frames.actions(findings))
         conclusion = conclude(
             review=review,
             tally=counted,
@@ -214,3 +231,8 @@ class _Pass:
             review,
             pending_since,
         )
+
+
+def _distinct(results: list[SyncResult]) -> list[Unreadable]:
+    """Return the unreadable Moesif rows of several reads, each once (reads may overlap)."""
+    return list({item.object_id: item for result in results for item in result.unreadable}.values())

@@ -15,7 +15,12 @@ from reconcile.domain import Action
 from reconcile.money import format_major
 from reconcile.times import to_iso
 
-OPEN_ACTIONS = (Action.FLAGGED.value, Action.WOULD_POST.value, Action.POST_FAILED.value)
+OPEN_ACTIONS = (
+    Action.FLAGGED.value,
+    Action.WOULD_POST.value,
+    Action.POST_FAILED.value,
+    Action.REOPENED.value,
+)
 """Findings that still need a person (flagged), a real run (would post) or a rerun (failed),
 as the run's summary counts them."""
 

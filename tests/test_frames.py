@@ -107,3 +107,25 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Pa
         write_atomically(path, broken)
     assert path.read_text() == "old"
     assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.prom"]
+
+
+def test_finding_records_keep_whole_minor_units_where_a_cell_is_missing() -> None:
+    built = frames.from_records(
+        [
+            {"category": "missing_in_stripe", "moesif_amount_minor": 2000},
+            {"category": "missing_in_moesif", "stripe_amount_minor": 2500, "finding_id": "F-1"},
+        ],
+        ["finding_id"],
+    )
+
+    assert dict(built.dtypes[["stripe_amount_minor", "moesif_amount_minor"]]) == {
+        "stripe_amount_minor": "Int64",
+        "moesif_amount_minor": "Int64",
+    }
+    cells = built.astype(object).where(built.notna(), None).to_dict("records")
+    assert [(cell["stripe_amount_minor"], cell["moesif_amount_minor"]) for cell in cells] == [
+        (None, 2000),
+        (2500, None),
+    ]
+    assert all(type(cell["moesif_amount_minor"]) is int for cell in cells[:1])
+    assert list(built["finding_id"]) == [None, "F-1"]

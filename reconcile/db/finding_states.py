@@ -14,10 +14,15 @@ from reconcile.db.models import Finding, FindingNote, FindingState, Run, Webhook
 
 
 class FindingStatus(StrEnum):
-    """Where a finding stands; only ``open`` counts for review."""
+    """Where a finding stands; only ``open`` counts for review (``rules.lifecycle`` moves them).
+
+    ``resolved`` is an operator's claim awaiting the next run's check; ``closed`` is settled
+    for good (by a run that found the drift gone, or a claim a run confirmed).
+    """
 
     OPEN = "open"
     RESOLVED = "resolved"
+    CLOSED = "closed"
     IGNORED = "ignored"
 
 
@@ -178,9 +183,13 @@ def open_counts_by_subscription(session: Session) -> dict[tuple[str | None, str 
     }
 
 
-def open_states(session: Session, companies: Sequence[str] = ()) -> list[FindingState]:
-    """Return the open findings, of these companies when some are named."""
-    query = select(FindingState).where(FindingState.status == FindingStatus.OPEN)
+def open_states(
+    session: Session,
+    companies: Sequence[str] = (),
+    statuses: Sequence[str] = (FindingStatus.OPEN,),
+) -> list[FindingState]:
+    """Return the findings in ``statuses`` (open ones by default), of ``companies`` if named."""
+    query = select(FindingState).where(FindingState.status.in_(list(statuses)))
     if companies:
         query = query.where(FindingState.company_id.in_(list(companies)))
     return list(session.scalars(query))
@@ -224,7 +233,7 @@ def record_seen(
 ) -> None:
     """Open the new findings of ``reported`` and mark ``again`` seen once more; flushes.
 
-    A finding a run had settled that is found again is open again (noted ``reopened``).
+    A finding resolved or closed before that is found again is open again (noted ``reopened``).
     """
     for finding_id, values in reported.items():
         state = known.get(finding_id)
@@ -266,9 +275,9 @@ def record_seen(
 def settle_by_run(
     session: Session, states: Sequence[FindingState], run_id: str, now: datetime
 ) -> None:
-    """Close these open findings as resolved by run ``run_id``; flushes."""
+    """Close these open findings for good, settled by run ``run_id``; flushes."""
     for state in states:
-        state.status = FindingStatus.RESOLVED
+        state.status = FindingStatus.CLOSED
         state.closed_at = now
         state.closed_by = ClosedBy.RUN
         state.note = f"no longer found by run {run_id}"
@@ -276,8 +285,30 @@ def settle_by_run(
             FindingNote(
                 finding_id=state.finding_id,
                 at=now,
-                action=FindingStatus.RESOLVED,
+                action=FindingStatus.CLOSED,
                 note=state.note,
+                source="run",
+            )
+        )
+    session.flush()
+
+
+def confirm_resolved(
+    session: Session, states: Sequence[FindingState], run_id: str, now: datetime
+) -> None:
+    """Close for good these findings an operator resolved, the drift checked gone; flushes.
+
+    The operator's ``closed_by`` and note stay; the check is one more ``finding_notes`` row.
+    """
+    for state in states:
+        state.status = FindingStatus.CLOSED
+        state.closed_at = now
+        session.add(
+            FindingNote(
+                finding_id=state.finding_id,
+                at=now,
+                action=FindingStatus.CLOSED,
+                note=f"resolve confirmed: drift no longer found by run {run_id}",
                 source="run",
             )
         )

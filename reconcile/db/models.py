@@ -223,6 +223,8 @@ class MoesifSubscription(Base):
 class FindingState(Base):
     """A drift followed across runs: open until a run finds it gone or an operator closes it.
 
+    See :mod:`reconcile.rules.lifecycle` for how a run moves it between its states.
+
     ``finding_id`` is stable (see :func:`reconcile.rules.finding_ids.finding_id`); the amounts
     and ids are those of the latest run that reported it.
     """
@@ -245,7 +247,9 @@ class FindingState(Base):
         BigInteger, comment="the correction the balance needs; positive: the customer is owed"
     )
     detail: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), index=True, comment="open|resolved|ignored")
+    status: Mapped[str] = mapped_column(
+        String(20), index=True, comment="open|resolved (awaiting a run's check)|closed|ignored"
+    )
     first_seen_run_id: Mapped[str] = mapped_column(String(40))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_run_id: Mapped[str] = mapped_column(String(40))
@@ -264,7 +268,7 @@ class FindingNote(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     finding_id: Mapped[str] = mapped_column(ForeignKey("finding_states.finding_id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
-    action: Mapped[str] = mapped_column(String(20), comment="resolved|ignored|reopened")
+    action: Mapped[str] = mapped_column(String(20), comment="resolved|ignored|reopened|closed")
     note: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(20), comment="cli|page")
 

@@ -360,6 +360,25 @@ class FakeMoesif:
             for key in keys:
                 self._omit[key] = reads
 
+    def remove_row(self, row_id: str) -> StoredRow:
+        """Delete a stored row, as an operator does in Moesif's UI; return what was removed.
+
+        Its ``transaction_id`` is free again once no remaining row carries it.
+
+        Raises:
+            KeyError: no row has this id.
+        """
+        with self._lock:
+            found = [row for row in self._rows if row.id == row_id]
+            if not found:
+                raise KeyError(row_id)
+            row = found[0]
+            self._rows.remove(row)
+            self._transaction_ids = {
+                each.transaction_id for each in self._rows if each.transaction_id is not None
+            }
+            return row
+
     def rows(self) -> list[StoredRow]:
         """Return every stored row, oldest first."""
         with self._lock:

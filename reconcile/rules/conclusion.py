@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconcile.db.runs import RunStatus
-from reconcile.domain import Action
+from reconcile.domain import REVIEW_ACTIONS, Action
 from reconcile.errors import ExitCode
 from reconcile.posting.outcome import Outcome
-
-REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED})
-"""Actions that leave a finding for someone to review."""
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,22 @@ from typing import Any
 
 import pandas as pd
 
+from reconcile import frames
 from reconcile.db.finding_states import (
     adopt_unmapped_events,
+    confirm_resolved,
     open_states,
     record_seen,
     settle_by_run,
     states_of,
 )
 from reconcile.db.models import FindingState
-from reconcile.domain import Action
+from reconcile.db.subjects import subject_places
+from reconcile.domain import REVIEW_ACTIONS, Action
 from reconcile.rules.delta import correction
 from reconcile.rules.finding_ids import ROW_CATEGORIES, finding_id
-from reconcile.rules.lifecycle import REVIEW_ACTIONS, Known, transitions
+from reconcile.rules.lifecycle import RECHECKED, Known, transitions
+from reconcile.rules.rereads import Point
 from reconcile.steps import Sessions
 
 
@@ -34,16 +38,24 @@ class Subject:
 
 
 def open_before(sessions: Sessions, companies: Sequence[str], now: datetime) -> dict[str, Subject]:
-    """Return the findings open before this run (of ``companies`` when named), by id.
+    """Return the findings this run re-checks (of ``companies`` when named), by id.
 
-    Movements ``serve`` could not map become open findings first, if they are not yet.
+    Those open, and those an operator resolved that await this run's check. Movements ``serve``
+    could not map become open findings first, if they are not yet.
     """
     with sessions.begin() as session:
         adopt_unmapped_events(session, now)
         return {
             state.finding_id: Subject(state.category, state.transaction_id, state.moesif_id)
-            for state in open_states(session, companies)
+            for state in open_states(session, companies, sorted(RECHECKED))
         }
+
+
+def places(sessions: Sessions, subjects: dict[str, Subject]) -> list[Point]:
+    """Return where the subjects of the re-checked findings lie (company and time)."""
+    transactions, rows = subject_ids(subjects)
+    with sessions() as session:
+        return [Point(company, at) for company, at in subject_places(session, transactions, rows)]
 
 
 def subject_ids(subjects: dict[str, Subject]) -> tuple[set[str], set[str]]:
@@ -84,25 +96,28 @@ def settle(
     now: datetime,
     dry_run: bool,
     present: Collection[str],
-) -> tuple[pd.DataFrame, frozenset[str]]:
+) -> pd.DataFrame:
     """Record this run's findings in their lifecycle and return the report's findings.
 
-    The findings returned carry ``finding_id`` and ``first_seen_at``, and add one row per open
-    finding this run no longer finds (action ``resolved``) and one per open finding it could
-    not compare (still ``flagged``). A dry run changes no state. Also returns the ids of the
-    findings an operator closed that this run found again: they never count for review.
+    The findings returned carry ``finding_id`` and ``first_seen_at``. Each takes its step of
+    :func:`reconcile.rules.lifecycle.next_step`: one found again after an operator resolved it
+    (or a run closed it) is reported ``reopened``; an ignored one is left out (it never counts);
+    one row is added per open finding this run no longer finds (action ``resolved``) and one per
+    open finding it could not compare (still ``flagged``). A dry run changes no state.
 
     Args:
         sessions: the run's session factory.
         findings: this run's findings with ``finding_id`` (:func:`with_ids`).
-        before: the findings open before the run that it re-checked (:func:`open_before`).
+        before: the findings open or resolved before the run that it re-checked
+            (:func:`open_before`).
         run_id: this run.
         now: when the states change.
         dry_run: whether to leave every state as it was.
         present: transaction ids and Moesif row ids this run could read.
     """
     ids = {str(fid) for fid in findings["finding_id"] if fid is not None}
-    reviewed = findings[findings["action"].isin(REVIEW_ACTIONS) & findings["finding_id"].notna()]
+    review = findings["action"].isin([str(action) for action in REVIEW_ACTIONS])
+    reviewed = findings[review & findings["finding_id"].notna()]
     reported = {str(record["finding_id"]): _state_values(record) for record in _records(reviewed)}
     with sessions.begin() as session:
         known = states_of(session, sorted(ids | set(before)))
@@ -110,27 +125,34 @@ def settle(
             {fid: _known(state, present) for fid, state in known.items()}, reported, before
         )
         first_seen = {fid: state.first_seen_at for fid, state in known.items()}
-        settled = [known[fid] for fid in sorted(moved.settled)]
-        waiting = [
-            known[fid]
-            for fid in sorted(before)
-            if fid in known and fid not in moved.settled and fid not in reported
-        ]
         # One the run settled itself (a posting) is in its report already, as what it did.
         extra = [
-            _row(state, Action.RESOLVED, "settled: no longer found")
-            for state in settled
-            if state.finding_id not in ids
+            _row(known[fid], Action.RESOLVED, "settled: no longer found")
+            for fid in sorted(moved.settled)
+            if fid not in ids
         ]
-        extra += [_row(state, Action.FLAGGED, _waiting(state)) for state in waiting]
+        extra += [
+            _row(known[fid], Action.FLAGGED, _waiting(known[fid])) for fid in sorted(moved.waiting)
+        ]
         if not dry_run:
-            record_seen(session, reported, known, moved.again, run_id, now)
-            settle_by_run(session, settled, run_id, now)
+            kept = {fid: values for fid, values in reported.items() if fid not in moved.silenced}
+            record_seen(session, kept, known, moved.again, run_id, now)
+            settle_by_run(session, [known[fid] for fid in sorted(moved.settled)], run_id, now)
+            confirm_resolved(session, [known[fid] for fid in sorted(moved.confirmed)], run_id, now)
+    silenced = review & findings["finding_id"].isin(sorted(moved.silenced))
+    findings = findings[~silenced]
+    reopen = findings["finding_id"].isin(sorted(moved.reopened)) & (
+        findings["action"] == Action.FLAGGED.value
+    )
+    findings = findings.assign(action=findings["action"].where(~reopen, Action.REOPENED.value))
     seen = [first_seen.get(str(fid), now) if fid else None for fid in findings["finding_id"]]
     findings = findings.assign(first_seen_at=pd.Series(seen, index=findings.index, dtype=object))
-    if extra:
-        findings = pd.concat([findings, pd.DataFrame(extra)], ignore_index=True)
-    return findings, moved.silenced
+    if not extra:
+        return findings.reset_index(drop=True)
+    more = frames.from_records(extra, ["finding_id", "first_seen_at"])
+    if findings.empty:
+        return more
+    return pd.concat([findings, more], ignore_index=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 import stripe
+from sqlalchemy.orm import Session
 
 from reconcile import frames
 from reconcile.config import Settings
@@ -21,6 +22,7 @@ from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
 from reconcile.rules.known_ids import known_id, needs_memory
+from reconcile.rules.rereads import Reread
 from reconcile.steps import Sessions
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
@@ -111,6 +113,45 @@ def sync_moesif(
             ", ".join(settled),
         )
     return result
+
+
+def reread_moesif(
+    sessions: Sessions,
+    moesif: MoesifClient,
+    directory: SubscriptionDirectory,
+    reads: Sequence[Reread],
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime],
+) -> list[SyncResult]:
+    """Read Moesif again where the findings a run re-checks lie, and refresh the snapshot.
+
+    Each read is the sync of one company (all when ``None``) over one narrow window, wherever it
+    lies in time: a row corrected or removed in Moesif there is seen as it is now (a row no
+    longer returned is marked gone by the sync's own rule), so its finding settles at this run.
+    """
+    if reads:
+        log.info("re-reading Moesif around %d open or resolved finding subject(s)", len(reads))
+    results = []
+    for read in reads:
+        with sessions.begin() as session:
+
+            def currency_for(subscription_id: str, session: Session = session) -> str | None:
+                return directory.currency(session, subscription_id)
+
+            results.append(
+                sync_ledger(
+                    session,
+                    moesif,
+                    read.window.since,
+                    read.window.until,
+                    amount_unit=settings.moesif_amount_unit,
+                    companies=() if read.company_id is None else (read.company_id,),
+                    now=clock(),
+                    currency_for=currency_for,
+                )
+            )
+    return results
 
 
 def subscription_currencies(

@@ -415,6 +415,90 @@ def _same_rows_every_window(scene: Scene) -> None:
     scene.checks.append(failed_concluding_nothing)
 
 
+# -- 8b. findings that settle: fixes in Moesif, operators' claims -------------------------------
+
+
+def _all_resolved(ran: Ran) -> None:
+    assert ran.rows
+    assert {row["action"] for row in ran.rows} == {"resolved"}, ran.rows
+    assert all(row["delta"] for row in ran.rows), ran.rows
+
+
+def _misapplied_fixed(scene: Scene) -> None:
+    payment = _paying(scene)
+    scene.expected_posts.clear()
+    scene.moesif.add_subscription("sub_globex", "globex")
+    wrong = scene.moesif.add_row(
+        "globex", "sub_globex", "credit", Decimal(25), scene.ago(hours=20), payment
+    )
+    assert main(scene.argv) == 1
+    scene.moesif.remove_row(wrong.id)
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(25), scene.now, payment)
+    scene.checks.append(_all_resolved)
+
+
+def _cents_and_manual_fixed(scene: Scene) -> None:
+    payment = _paying(scene)
+    scene.expected_posts.clear()
+    cents = scene.moesif.add_row(
+        "acme", "sub_acme", "credit", Decimal(2500), scene.ago(hours=20), payment
+    )
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(9), scene.ago(hours=10), "manual-9")
+    assert main(scene.argv) == 1
+    scene.moesif.remove_row(cents.id)
+    scene.moesif.unlisted.add("manual-9")
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(25), scene.now, payment)
+    scene.checks.append(_all_resolved)
+
+
+def _old_finding_fixed(scene: Scene) -> None:
+    _old_finding(scene)
+    scene.checks.clear()
+    scene.moesif.unlisted.add("stray-1")
+    scene.checks.append(_all_resolved)
+
+
+def _old_misapplied_fixed(scene: Scene) -> None:
+    customer = _customer(scene)
+    payment = scene.stripe.add_payment_intent(customer, 2500, created=scene.ago(days=40))
+    scene.moesif.add_subscription("sub_globex", "globex")
+    wrong = scene.moesif.add_row(
+        "globex", "sub_globex", "credit", Decimal(25), scene.ago(days=40), payment
+    )
+    assert main(["--since", to_iso(scene.ago(days=41)), "--until", to_iso(scene.ago(days=39))]) == 1
+    scene.moesif.remove_row(wrong.id)
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(25), scene.now, payment)
+    scene.checks.append(_all_resolved)
+
+
+def _first_finding(scene: Scene) -> str:
+    assert main(scene.argv) == 1
+    return scene.world.report_rows()[0]["finding_id"]
+
+
+def _ignored_only(scene: Scene) -> None:
+    scene.moesif.add_subscription("sub_acme", "acme")
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(9), scene.ago(hours=20), "gift-1")
+    assert main(["findings", "ignore", _first_finding(scene), "--note", "goodwill"]) == 0
+
+    def not_reported(ran: Ran) -> None:
+        assert ran.rows == []
+        assert "flagged for review: 0" in ran.out
+
+    scene.checks.append(not_reported)
+
+
+def _resolved_still_there(scene: Scene) -> None:
+    scene.moesif.add_subscription("sub_acme", "acme")
+    scene.moesif.add_row("acme", "sub_acme", "credit", Decimal(9), scene.ago(hours=20), "stray-4")
+    assert main(["findings", "resolve", _first_finding(scene), "--note", "fixed"]) == 0
+
+    def reopened(ran: Ran) -> None:
+        assert [row["action"] for row in ran.rows] == ["reopened"]
+
+    scene.checks.append(reopened)
+
+
 # -- 9. small ones -----------------------------------------------------------------------------
 
 
@@ -777,6 +861,27 @@ CASES: list[Case] = [
         both_databases=True,
     ),
     Case("read cap 0", _env("RECONCILE_MOESIF_READ_CAP", "0"), 2, "RECONCILE_MOESIF_READ_CAP"),
+    # 8b. findings settle: fixed in Moesif (wherever they lie), ignored, or resolved and checked
+    Case("misapplied fixed as README says", _misapplied_fixed, 0, "", "misapplied", True),
+    Case(
+        "manual credit removed, cents row replaced",
+        _cents_and_manual_fixed,
+        0,
+        "",
+        "amount_mismatch",
+        True,
+    ),
+    Case("old finding fixed in Moesif", _old_finding_fixed, 0, "", "missing_in_stripe", True),
+    Case("old misapplied fixed in Moesif", _old_misapplied_fixed, 0, "", "misapplied", True),
+    Case("ignored finding only", _ignored_only, 0, "finished with exit 0", both_databases=True),
+    Case(
+        "resolved while the drift remains",
+        _resolved_still_there,
+        1,
+        "",
+        "missing_in_stripe",
+        True,
+    ),
     # 9. small ones
     Case(
         "status prints no escape sequences",

@@ -75,6 +75,28 @@ def test_payload_text_escapes_slack_markup_and_jpy_has_no_decimals() -> None:
     assert payload["findings"][0]["company_id"] == "<script>alert(1)</script>"
 
 
+def test_payload_text_names_the_findings_reopened_and_only_when_there_are_some() -> None:
+    reopened = _finding(900, action="reopened", finding_id="F-00000000000000aa")
+    flagged = _finding(500, action="flagged", finding_id="F-00000000000000bb")
+    payload = build_payload(
+        run_id="r1",
+        exit_code=1,
+        counts={"missing_in_stripe": 2},
+        totals={},
+        report_path=None,
+        findings=[flagged, reopened],
+    )
+    assert (
+        "Reopened: 1 finding(s) marked resolved still drift: F-00000000000000aa"
+        in (payload["text"])
+    )
+    assert "F-00000000000000bb" not in payload["text"].split("Reopened:")[1].splitlines()[0]
+    quiet = build_payload(
+        run_id="r2", exit_code=1, counts={}, totals={}, report_path=None, findings=[flagged]
+    )
+    assert "Reopened" not in quiet["text"]
+
+
 @pytest.mark.parametrize(
     ("code", "sends"), [(0, False), (1, True), (2, False), (3, True), (4, True), (75, False)]
 )
