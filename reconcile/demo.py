@@ -293,7 +293,7 @@ def _serving(settings: Settings) -> Iterator[str]:
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
     try:
-        with posting_step(settings, sessions, utc_now) as post:
+        with posting_step(settings, sessions, utc_now) as live:
             app = create_app(
                 ServeParts(
                     settings=ServeSettings(
@@ -302,7 +302,8 @@ def _serving(settings: Settings) -> Iterator[str]:
                     ),
                     sessions=sessions,
                     stripe_client=build_stripe_client(settings),
-                    post=post,
+                    post=live.post,
+                    destinations=live.destinations,
                     clock=utc_now,
                 )
             )

@@ -54,21 +54,23 @@ def _lookup(engine: Engine, http: httpx.Client, at: datetime, subscription: str)
 def test_a_currency_read_once_serves_later_runs_for_a_week(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
-    assert _lookup(engine, http, NOW + MAX_AGE - timedelta(minutes=1), "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
+    assert _lookup(engine, http, NOW + MAX_AGE - timedelta(minutes=1), "sub_jpy") == Known(
+        "jpy", "co_1"
+    )
     assert _reads(moesif) == ["sub_jpy"]
 
-    assert _lookup(engine, http, NOW + MAX_AGE, "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW + MAX_AGE, "sub_jpy") == Known("jpy", "co_1")
     assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
 
 
 def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_again(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None, "co_1")
     assert _lookup(engine, http, NOW, "sub_missing") is None
     assert _lookup(engine, http, NOW, "sub_missing") is None
-    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None, "co_1")
 
     assert _reads(moesif) == ["sub_none", "sub_missing", "sub_missing"]
 
@@ -76,15 +78,15 @@ def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_ag
 def test_a_kept_currency_that_disagrees_with_the_payment_is_read_again(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
     moesif.add_subscription("sub_jpy", "co_1", currency="usd")
 
     directory = SubscriptionDirectory(
         MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0)), lambda: NOW
     )
     with Session(engine) as session, session.begin():
-        assert directory.lookup(session, "sub_jpy", expect="jpy") == Known("jpy")
+        assert directory.lookup(session, "sub_jpy", expect="jpy") == Known("jpy", "co_1")
         assert _reads(moesif) == ["sub_jpy"]
-        assert directory.lookup(session, "sub_jpy", expect="USD") == Known("usd")
+        assert directory.lookup(session, "sub_jpy", expect="USD") == Known("usd", "co_1")
     assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("usd")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("usd", "co_1")
