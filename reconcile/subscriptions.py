@@ -15,7 +15,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.subscriptions import KeptCurrency, keep_currency, kept_currencies
+from reconcile.db.subscriptions import (
+    KeptCurrency,
+    keep_currency,
+    kept_currencies,
+    kept_currency,
+)
 from reconcile.moesif.client import MoesifClient
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
@@ -32,7 +37,8 @@ class SubscriptionDirectory:
     """Answers whether a subscription exists, its currency and company, from the snapshot or Moesif.
 
     A run keeps one for its length. ``serve`` makes one per decision with ``fresh_reads``, so
-    what it reads from Moesif is read then, never an answer its long-lived client kept.
+    what it reads from Moesif is read then, never an answer its long-lived client kept, and it
+    reads only the kept row it needs.
     """
 
     def __init__(
@@ -89,7 +95,12 @@ class SubscriptionDirectory:
         return known.currency if known is not None else None
 
     def _kept_currency(self, session: Session, subscription_id: str) -> KeptCurrency | None:
-        """Return the snapshot's kept currency; all of them are read in one query, once."""
+        """Return the snapshot's kept currency; a run reads all of them in one query, once.
+
+        A directory of ``serve`` (``fresh_reads``) asks about one subscription: it reads one row.
+        """
+        if self._fresh_reads:
+            return kept_currency(session, subscription_id)
         if self._kept is None:
             self._kept = kept_currencies(session)
         return self._kept.get(subscription_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.ledger import rows_carrying
@@ -47,11 +48,21 @@ class Destinations:
     def verdict(self, movement: Movement, kinds: Collection[Source] | None = None) -> Verdict:
         """Return the rule's verdict on ``movement`` with what Moesif holds now.
 
+        Another process keeping the same subscription at that moment is no failure: the
+        decision is taken once more, over what it kept.
+
         Raises:
             MoesifUnavailable: Moesif could not be read (the caller retries or answers so).
+            SQLAlchemyError: the snapshot database failed.
         """
         if kinds is not None and movement.source not in kinds:
             return destination(movement, UNCHECKED, kinds=kinds)
+        try:
+            return self._decide(movement, kinds)
+        except IntegrityError:
+            return self._decide(movement, kinds)
+
+    def _decide(self, movement: Movement, kinds: Collection[Source] | None) -> Verdict:
         directory = SubscriptionDirectory(self._moesif, self._clock, fresh_reads=True)
         with self._sessions.begin() as session:
             subscription: Subscription | None = UNCHECKED

@@ -90,6 +90,9 @@ class TopUps:
         except ReconcileError:
             log.warning("Moesif could not be read to place a top-up of %s", request.customer_id)
             return error(502, "Moesif could not be read; nothing was charged")
+        except SQLAlchemyError:
+            log.warning("the database failed placing a top-up of %s", request.customer_id)
+            return error(503, "the top-up could not be placed; nothing was charged")
         if isinstance(found, Answer):
             return found
         key = stripe_idempotency_key(request, client_key or uuid.uuid4().hex)
