@@ -27,6 +27,7 @@ from reconcile.rules.destination import (
     Placed,
     Subscription,
     Verdict,
+    account,
     destination,
 )
 from reconcile.times import Window
@@ -548,8 +549,8 @@ def _misapplied(entries: _Side, rows: _Side, misplaced: pd.DataFrame) -> pd.Data
     keep = (entry["_in_window"] | row["_in_window"]).to_numpy()
     entry, row = entry[keep].reset_index(drop=True), row[keep].reset_index(drop=True)
     details = [
-        f"ledger row {moesif_id} carries {tid} on {_account(row_company, row_sub)}; "
-        f"it belongs on {_account(company, sub)}; nothing posted automatically"
+        f"ledger row {moesif_id} carries {tid} on {account(row_company, row_sub)}; "
+        f"it belongs on {account(company, sub)}; nothing posted automatically"
         for moesif_id, tid, row_company, row_sub, company, sub in zip(
             row["moesif_id"],
             entry["transaction_id"],
@@ -565,11 +566,6 @@ def _misapplied(entries: _Side, rows: _Side, misplaced: pd.DataFrame) -> pd.Data
     for column in ("company_id", "subscription_id"):
         found[column] = row[column].to_numpy(dtype=object)
     return found
-
-
-def _account(company: str | None, subscription: str | None) -> str:
-    """Name a Moesif company and subscription, saying when one is absent."""
-    return f"company {company or '(none)'} / subscription {subscription or '(none)'}"
 
 
 def _amount_mismatches(entries: _Side, rows: _Side, exact: pd.DataFrame) -> pd.DataFrame:
