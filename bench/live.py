@@ -41,6 +41,7 @@ from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter
 from reconcile.serve.app import ServeParts, create_app
+from reconcile.serve.destinations import Destinations
 from reconcile.stripe.client import build_stripe_client
 
 KEY = "sk_test_bench"
@@ -133,6 +134,7 @@ def measure(
                 sessions=sessions,
                 stripe_client=build_stripe_client(settings),
                 post=post,
+                destinations=Destinations(sessions, client, utc_now),
                 clock=utc_now,
             )
         )

@@ -296,7 +296,7 @@ def _serving(settings: Settings) -> Iterator[str]:
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
     try:
-        with posting_step(settings, sessions, utc_now) as post:
+        with posting_step(settings, sessions, utc_now) as live:
             app = create_app(
                 ServeParts(
                     settings=ServeSettings(
@@ -305,7 +305,8 @@ def _serving(settings: Settings) -> Iterator[str]:
                     ),
                     sessions=sessions,
                     stripe_client=build_stripe_client(settings),
-                    post=post,
+                    post=live.post,
+                    destinations=live.destinations,
                     clock=utc_now,
                 )
             )

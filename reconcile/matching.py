@@ -21,6 +21,15 @@ from reconcile.domain import (
     is_stripe_id,
 )
 from reconcile.money import format_major
+from reconcile.rules.destination import (
+    UNCHECKED,
+    Movement,
+    Placed,
+    Subscription,
+    Verdict,
+    account,
+    destination,
+)
 from reconcile.times import Window
 
 __all__ = ["STRIPE_ID_PREFIXES", "finding_records", "is_stripe_id", "match", "postable"]
@@ -48,6 +57,7 @@ def match(
     window: Window,
     match_window: timedelta,
     subscription_currency: Mapping[str, str | None],
+    subscription_company: Mapping[str, str | None] | None = None,
     recheck: Collection[str] = (),
 ) -> pd.DataFrame:
     """Match expected entries to ledger rows and return one finding per drift (contract §6).
@@ -61,6 +71,9 @@ def match(
         match_window: how far apart in time a row without a Stripe id may be from its entry.
         subscription_currency: Moesif subscription id to its lowercase currency, or ``None``
             when Moesif does not know the subscription; ids not in it are not checked.
+        subscription_company: Moesif subscription id to the company Moesif files it under
+            (``None`` or absent: not checked). Whether an unmatched entry may be posted is
+            :func:`reconcile.rules.destination.destination`, the rule the live path asks too.
         recheck: transaction ids of entries and Moesif ids of rows reported as if inside the
             window wherever they lie (the subjects of findings still open).
 
@@ -91,7 +104,7 @@ def match(
     matched_entries = _mask(len(entries.time), matched["_e"])
     explained = _mask(len(rows.time), pd.concat([matched["_l"], duplicates["_l"], misplaced["_l"]]))
     unmatched = np.flatnonzero(entries.inside & ~matched_entries)
-    held = _mask(len(entries.time), misplaced["_e"])[unmatched]
+    carried = _carried(rows, misplaced, len(entries.time))[unmatched]
     return _finalise(
         [
             _misapplied(entries, rows, misplaced),
@@ -99,7 +112,11 @@ def match(
             _matched_by_amount(entries, rows, by_amount),
             _duplicate_findings(entries, rows, duplicates),
             _missing_in_stripe(rows, np.flatnonzero(rows.inside & ~explained)),
-            _unmatched(entries.take(unmatched).assign(_held=held), subscription_currency),
+            _unmatched(
+                entries.take(unmatched).assign(_carried=carried),
+                subscription_currency,
+                subscription_company or {},
+            ),
             _matched_currency_mismatches(entries, rows, matched, subscription_currency),
         ]
     )
@@ -532,8 +549,8 @@ def _misapplied(entries: _Side, rows: _Side, misplaced: pd.DataFrame) -> pd.Data
     keep = (entry["_in_window"] | row["_in_window"]).to_numpy()
     entry, row = entry[keep].reset_index(drop=True), row[keep].reset_index(drop=True)
     details = [
-        f"ledger row {moesif_id} carries {tid} on {_account(row_company, row_sub)}; "
-        f"it belongs on {_account(company, sub)}; nothing posted automatically"
+        f"ledger row {moesif_id} carries {tid} on {account(row_company, row_sub)}; "
+        f"it belongs on {account(company, sub)}; nothing posted automatically"
         for moesif_id, tid, row_company, row_sub, company, sub in zip(
             row["moesif_id"],
             entry["transaction_id"],
@@ -549,11 +566,6 @@ def _misapplied(entries: _Side, rows: _Side, misplaced: pd.DataFrame) -> pd.Data
     for column in ("company_id", "subscription_id"):
         found[column] = row[column].to_numpy(dtype=object)
     return found
-
-
-def _account(company: str | None, subscription: str | None) -> str:
-    """Name a Moesif company and subscription, saying when one is absent."""
-    return f"company {company or '(none)'} / subscription {subscription or '(none)'}"
 
 
 def _amount_mismatches(entries: _Side, rows: _Side, exact: pd.DataFrame) -> pd.DataFrame:
@@ -663,65 +675,101 @@ def _unexplained(entry_type: str, transaction_id: str | None, description: str |
     return text
 
 
-def _unmatched(entries: pd.DataFrame, currencies: Mapping[str, str | None]) -> pd.DataFrame:
-    """Rule 4: entries without a ledger row are unmapped, in the wrong currency, or to post."""
+def _carried(rows: _Side, misplaced: pd.DataFrame, size: int) -> npt.NDArray[np.object_]:
+    """Return, per entry, the first ledger row carrying it on another account (``None``: none)."""
+    carried = np.full(size, None, dtype=object)
+    if misplaced.empty:
+        return carried
+    first = misplaced.drop_duplicates("_e")
+    positions = first["_l"].to_numpy()
+    for entry, moesif_id, company, subscription in zip(
+        first["_e"].to_numpy(),
+        rows.text("moesif_id", positions),
+        rows.text("company_id", positions),
+        rows.text("subscription_id", positions),
+        strict=True,
+    ):
+        carried[entry] = Placed(str(moesif_id), company, subscription)
+    return carried
+
+
+def _unmatched(
+    entries: pd.DataFrame,
+    currencies: Mapping[str, str | None],
+    companies: Mapping[str, str | None],
+) -> pd.DataFrame:
+    """Rule 4: entries without a ledger row go to the posting rule: posted, or why not."""
     entry = entries[entries["_in_window"]].reset_index(drop=True)
-    unmapped = (entry["company_id"].isna() | entry["subscription_id"].isna()).to_numpy()
-    looked_up, known = _subscription_currency(entry, currencies)
-    not_found = ~unmapped & looked_up & known.isna().to_numpy()
-    mismatch = ~unmapped & _differs(entry, known)
-    to_post = ~(unmapped | not_found | mismatch)
-    reasons = entry["unmapped_reason"].fillna("no single Moesif company/subscription")
-    return pd.concat(
-        [
-            _findings(
-                Category.UNMAPPED_CUSTOMER,
-                Action.FLAGGED,
-                entry[unmapped],
-                None,
-                reasons[unmapped].tolist(),
+    verdicts = [
+        destination(
+            Movement(
+                currency=currency,
+                company_id=company,
+                subscription_id=subscription,
+                transaction_id=transaction_id,
+                unmapped_reason=reason,
             ),
-            _findings(
-                Category.UNMAPPED_CUSTOMER,
-                Action.FLAGGED,
-                entry[not_found],
-                None,
-                [
-                    f"subscription {sub} not found in Moesif"
-                    for sub in entry["subscription_id"][not_found]
-                ],
-            ),
-            _currency_findings(entry[mismatch], None, known[mismatch], posted=False),
-            _missing_in_moesif(entry[to_post]),
-        ],
-        ignore_index=True,
+            _subscription_of(subscription, currencies, companies),
+            carried_by=() if carried is None else (carried,),
+        )
+        for transaction_id, currency, company, subscription, reason, carried in zip(
+            entry["transaction_id"],
+            entry["currency"],
+            entry["company_id"],
+            entry["subscription_id"],
+            entry["unmapped_reason"],
+            entry["_carried"],
+            strict=True,
+        )
+    ]
+    parts = [_missing_in_moesif(entry, verdicts)]
+    for category in (Category.UNMAPPED_CUSTOMER, Category.CURRENCY_MISMATCH):
+        mask = np.array([verdict.category == category for verdict in verdicts], dtype=bool)
+        reasons = [verdict.reason for verdict in verdicts if verdict.category == category]
+        parts.append(_findings(category, Action.FLAGGED, entry[mask], None, reasons))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _subscription_of(
+    subscription_id: str | None,
+    currencies: Mapping[str, str | None],
+    companies: Mapping[str, str | None],
+) -> Subscription | None:
+    """Return what the run knows of a subscription, as the posting rule takes it."""
+    if subscription_id is None:
+        return UNCHECKED
+    if subscription_id in currencies and currencies[subscription_id] is None:
+        return None
+    return Subscription(
+        currency=_lower(currencies.get(subscription_id)),
+        company_id=companies.get(subscription_id),
     )
 
 
-def _missing_in_moesif(entry: pd.DataFrame) -> pd.DataFrame:
+def _missing_in_moesif(entry: pd.DataFrame, verdicts: Sequence[Verdict]) -> pd.DataFrame:
     """Rule 4: a mapped entry with no ledger row, which the run should post.
 
-    Not while a misapplied row names it (``_held``): moving that row settles both, and posting
-    as well would credit the movement twice.
+    Not while a misapplied row names it: moving that row settles both, and posting as well
+    would credit the movement twice.
     """
+    wanted = [verdict.posts or verdict.category == Category.MISAPPLIED for verdict in verdicts]
+    held = [verdict.category == Category.MISAPPLIED for verdict in verdicts]
+    held = [kept for kept, chosen in zip(held, wanted, strict=True) if chosen]
+    chosen = entry[np.array(wanted, dtype=bool)]
     details = [
         f"no ledger row; {entry_type} of {format_major(minor, currency)} {currency.upper()}"
         + (
             "; not posted: a ledger row carrying this transaction id sits on another company "
             "or subscription (see its misapplied finding)"
-            if held
+            if kept
             else ""
         )
-        for entry_type, minor, currency, held in zip(
-            entry["entry_type"],
-            entry["amount_minor"],
-            entry["currency"],
-            entry["_held"],
-            strict=True,
+        for entry_type, minor, currency, kept in zip(
+            chosen["entry_type"], chosen["amount_minor"], chosen["currency"], held, strict=True
         )
     ]
-    found = _findings(Category.MISSING_IN_MOESIF, Action.WOULD_POST, entry, None, details)
-    found.loc[entry["_held"].to_numpy(dtype=bool), "action"] = Action.FLAGGED.value
+    found = _findings(Category.MISSING_IN_MOESIF, Action.WOULD_POST, chosen, None, details)
+    found.loc[np.array(held, dtype=bool), "action"] = Action.FLAGGED.value
     return found
 
 

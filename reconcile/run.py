@@ -142,16 +142,19 @@ class _Pass:
         self.present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
         for company in frames.unknown_companies(companies, expected, ledger):
             log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
-        paid = frames.subscriptions_paid(frames.in_window(expected, window))
+        paid = snapshot.subscriptions_paid_into(
+            self.sessions,
+            self.directory,
+            frames.subscriptions_paid(frames.in_window(expected, window)),
+        )
         matched = frames.typed_findings(
             matching.match(
                 expected,
                 ledger,
                 window=window,
                 match_window=settings.match_window,
-                subscription_currency=snapshot.subscription_currencies(
-                    self.sessions, self.directory, paid
-                ),
+                subscription_currency=paid.currencies,
+                subscription_company=paid.companies,
                 recheck=transactions | rows,
             )
         )

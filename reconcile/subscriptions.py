@@ -15,40 +15,55 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from reconcile.db.subscriptions import KeptCurrency, keep_currency, kept_currencies
+from reconcile.db.subscriptions import (
+    KeptCurrency,
+    keep_currency,
+    kept_currencies,
+    kept_currency,
+)
 from reconcile.moesif.client import MoesifClient
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
 
 @dataclass(frozen=True)
 class Known:
-    """A subscription Moesif has, and its currency (``None`` when Moesif names none)."""
+    """A subscription Moesif has: its currency and its company (``None`` when Moesif names none)."""
 
     currency: str | None
+    company_id: str | None = None
 
 
 class SubscriptionDirectory:
-    """Answers whether a subscription exists and in which currency, from the snapshot or Moesif."""
+    """Answers whether a subscription exists, its currency and company, from the snapshot or Moesif.
+
+    A run keeps one for its length. ``serve`` makes one per decision with ``fresh_reads``, so
+    what it reads from Moesif is read then, never an answer its long-lived client kept, and it
+    reads only the kept row it needs.
+    """
 
     def __init__(
         self,
         client: MoesifClient,
         clock: Callable[[], datetime],
         max_age: timedelta = MAX_AGE,
+        *,
+        fresh_reads: bool = False,
     ) -> None:
         """Read through ``client`` what the snapshot does not hold fresh enough."""
         self._client = client
         self._clock = clock
         self._max_age = max_age
+        self._fresh_reads = fresh_reads
         self._answers: dict[str, Known | None] = {}
         self._kept: dict[str, KeptCurrency] | None = None
 
     def lookup(
         self, session: Session, subscription_id: str, expect: str | None = None
     ) -> Known | None:
-        """Return the subscription's currency, or ``None`` when Moesif has no such subscription.
+        """Return the subscription's currency and company, or ``None`` when Moesif has none such.
 
-        A kept currency that differs from ``expect`` (the payment's) is read again from Moesif
+        A subscription kept without its company (kept before companies were) is read again. A
+        kept currency that differs from ``expect`` (the payment's) is read again from Moesif
         before it is believed, so a subscription whose currency was corrected is seen at once.
         Writes what it reads from Moesif through ``session``; the caller commits.
         """
@@ -58,14 +73,18 @@ class SubscriptionDirectory:
                 return answer
         else:
             kept = self._kept_currency(session, subscription_id)
-            if kept is not None and kept_is_fresh(
-                kept.currency,
-                kept.fetched_at,
-                now=self._clock(),
-                expect=expect,
-                max_age=self._max_age,
+            if (
+                kept is not None
+                and kept.company_id is not None
+                and kept_is_fresh(
+                    kept.currency,
+                    kept.fetched_at,
+                    now=self._clock(),
+                    expect=expect,
+                    max_age=self._max_age,
+                )
             ):
-                self._answers[subscription_id] = Known(kept.currency)
+                self._answers[subscription_id] = Known(kept.currency, kept.company_id)
                 return self._answers[subscription_id]
         self._answers[subscription_id] = self._read(session, subscription_id)
         return self._answers[subscription_id]
@@ -76,15 +95,20 @@ class SubscriptionDirectory:
         return known.currency if known is not None else None
 
     def _kept_currency(self, session: Session, subscription_id: str) -> KeptCurrency | None:
-        """Return the snapshot's kept currency; all of them are read in one query, once."""
+        """Return the snapshot's kept currency; a run reads all of them in one query, once.
+
+        A directory of ``serve`` (``fresh_reads``) asks about one subscription: it reads one row.
+        """
+        if self._fresh_reads:
+            return kept_currency(session, subscription_id)
         if self._kept is None:
             self._kept = kept_currencies(session)
         return self._kept.get(subscription_id)
 
     def _read(self, session: Session, subscription_id: str) -> Known | None:
-        found = self._client.subscription(subscription_id)
+        found = self._client.subscription(subscription_id, fresh=self._fresh_reads)
         if found is None:
             return None
         currency = found.currency.lower() if found.currency else None
-        keep_currency(session, subscription_id, currency, self._clock())
-        return Known(currency)
+        keep_currency(session, subscription_id, currency, self._clock(), found.company_id)
+        return Known(currency, found.company_id)

@@ -84,6 +84,7 @@ def run(
     window: Window = WINDOW,
     match_window: timedelta = HOURS_48,
     currencies: dict[str, str | None] | None = None,
+    companies: dict[str, str | None] | None = None,
 ) -> pd.DataFrame:
     expected = pd.DataFrame(entries, columns=EXPECTED_COLUMNS)
     ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
@@ -93,6 +94,7 @@ def run(
         window=window,
         match_window=match_window,
         subscription_currency=currencies if currencies is not None else {},
+        subscription_company=companies,
     )
 
 
@@ -327,6 +329,17 @@ def test_subscription_not_found_in_moesif_is_unmapped() -> None:
     assert postable(findings).empty
 
 
+def test_another_companys_subscription_is_unmapped_not_posted() -> None:
+    findings = run(
+        [entry("pi_1")], [], currencies={"sub_1": "usd"}, companies={"sub_1": "co_other"}
+    )
+    found = only(findings, "unmapped_customer")
+    assert "belongs to company co_other" in found["detail"]
+    assert postable(findings).empty
+    mine = run([entry("pi_1")], [], currencies={"sub_1": "usd"}, companies={"sub_1": "co_1"})
+    assert categories(mine) == ["missing_in_moesif"]
+
+
 def test_subscription_not_looked_up_is_not_checked() -> None:
     assert categories(run([entry("pi_1")], [], currencies={"sub_9": None})) == ["missing_in_moesif"]
 
@@ -523,6 +536,7 @@ def test_matcher_imports_no_io() -> None:
         "pandas",
         "reconcile.domain",
         "reconcile.money",
+        "reconcile.rules.destination",
         "reconcile.times",
     }
 

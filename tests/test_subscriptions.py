@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
+from reconcile.db.subscriptions import keep_currency
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
 from reconcile.retry import RateLimiter
@@ -54,21 +55,23 @@ def _lookup(engine: Engine, http: httpx.Client, at: datetime, subscription: str)
 def test_a_currency_read_once_serves_later_runs_for_a_week(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
-    assert _lookup(engine, http, NOW + MAX_AGE - timedelta(minutes=1), "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
+    assert _lookup(engine, http, NOW + MAX_AGE - timedelta(minutes=1), "sub_jpy") == Known(
+        "jpy", "co_1"
+    )
     assert _reads(moesif) == ["sub_jpy"]
 
-    assert _lookup(engine, http, NOW + MAX_AGE, "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW + MAX_AGE, "sub_jpy") == Known("jpy", "co_1")
     assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
 
 
 def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_again(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None, "co_1")
     assert _lookup(engine, http, NOW, "sub_missing") is None
     assert _lookup(engine, http, NOW, "sub_missing") is None
-    assert _lookup(engine, http, NOW, "sub_none") == Known(None)
+    assert _lookup(engine, http, NOW, "sub_none") == Known(None, "co_1")
 
     assert _reads(moesif) == ["sub_none", "sub_missing", "sub_missing"]
 
@@ -76,15 +79,42 @@ def test_a_subscription_without_currency_is_known_and_an_unknown_one_is_asked_ag
 def test_a_kept_currency_that_disagrees_with_the_payment_is_read_again(
     engine: Engine, http: httpx.Client, moesif: FakeMoesif
 ) -> None:
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
     moesif.add_subscription("sub_jpy", "co_1", currency="usd")
 
     directory = SubscriptionDirectory(
         MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0)), lambda: NOW
     )
     with Session(engine) as session, session.begin():
-        assert directory.lookup(session, "sub_jpy", expect="jpy") == Known("jpy")
+        assert directory.lookup(session, "sub_jpy", expect="jpy") == Known("jpy", "co_1")
         assert _reads(moesif) == ["sub_jpy"]
-        assert directory.lookup(session, "sub_jpy", expect="USD") == Known("usd")
+        assert directory.lookup(session, "sub_jpy", expect="USD") == Known("usd", "co_1")
     assert _reads(moesif) == ["sub_jpy", "sub_jpy"]
-    assert _lookup(engine, http, NOW, "sub_jpy") == Known("usd")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("usd", "co_1")
+
+
+def test_the_live_path_reads_moesif_again_through_its_long_lived_client(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    client = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))
+
+    def live(subscription: str) -> Known | None:
+        directory = SubscriptionDirectory(client, lambda: NOW, fresh_reads=True)
+        with Session(engine) as session, session.begin():
+            return directory.lookup(session, subscription)
+
+    assert live("sub_new") is None
+    moesif.add_subscription("sub_new", "co_9", currency="eur")
+    assert live("sub_new") == Known("eur", "co_9")
+    assert live("sub_new") == Known("eur", "co_9")
+    assert _reads(moesif) == ["sub_new", "sub_new"]
+
+
+def test_a_subscription_kept_without_its_company_is_read_again(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    with Session(engine) as session, session.begin():
+        keep_currency(session, "sub_jpy", "jpy", NOW)
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
+    assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
+    assert _reads(moesif) == ["sub_jpy"]

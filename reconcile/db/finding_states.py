@@ -360,3 +360,32 @@ def adopt_unmapped_events(session: Session, now: datetime) -> int:
         opened += 1
     session.flush()
     return opened
+
+
+def open_at_once(session: Session, reported: dict[str, dict[str, object]], now: datetime) -> int:
+    """Open a finding ``serve`` raised itself, as a run opens one; return how many were new.
+
+    ``reported`` maps finding ids to their :data:`STATE_FIELDS` values. A finding already known
+    (open, or closed by a run or an operator) is left as it is: the next run re-checks it.
+    Flushes, never commits.
+    """
+    known = states_of(session, list(reported))
+    opened = 0
+    for key, values in reported.items():
+        if key in known:
+            continue
+        session.add(
+            FindingState(
+                finding_id=key,
+                status=FindingStatus.OPEN,
+                first_seen_run_id=WEBHOOK_RUN,
+                first_seen_at=now,
+                last_seen_run_id=WEBHOOK_RUN,
+                last_seen_at=now,
+                runs_seen=0,
+                **{name: values.get(name) for name in STATE_FIELDS},
+            )
+        )
+        opened += 1
+    session.flush()
+    return opened

@@ -215,3 +215,23 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     for name in _TEXT_COLUMNS:
         typed[name] = typed[name].astype("str")
     return typed
+
+
+def rows_carrying(
+    session: Session, transaction_id: str
+) -> list[tuple[str, str | None, str | None, int]]:
+    """Return the snapshot's rows that carry ``transaction_id`` and Moesif still returns.
+
+    Each as ``(moesif_id, company_id, subscription_id, amount_minor)``, oldest first.
+    """
+    query = (
+        select(
+            LedgerEntry.moesif_id,
+            LedgerEntry.company_id,
+            LedgerEntry.subscription_id,
+            LedgerEntry.amount_minor,
+        )
+        .where(LedgerEntry.transaction_id == transaction_id, LedgerEntry.gone_at.is_(None))
+        .order_by(LedgerEntry.created_at, LedgerEntry.moesif_id)
+    )
+    return [(row[0], row[1], row[2], int(row[3])) for row in session.execute(query)]

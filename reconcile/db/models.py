@@ -211,12 +211,15 @@ class UnreadableLedgerRow(Base):
 
 
 class MoesifSubscription(Base):
-    """A Moesif subscription's currency as last read, so runs need not read it every night."""
+    """A Moesif subscription's currency and company as last read, kept for later runs."""
 
     __tablename__ = "moesif_subscriptions"
 
     subscription_id: Mapped[str] = mapped_column(Text, primary_key=True)
     currency: Mapped[str | None] = mapped_column(Text, comment="null: Moesif names none")
+    company_id: Mapped[str | None] = mapped_column(
+        Text, comment="null: not read since this was kept, so it is read again"
+    )
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -1,4 +1,4 @@
-"""Queries on ``moesif_subscriptions``: the subscription currencies read from Moesif, kept."""
+"""Queries on ``moesif_subscriptions``: subscriptions' currencies and companies, kept."""
 
 from __future__ import annotations
 
@@ -13,16 +13,22 @@ from reconcile.db.models import MoesifSubscription
 
 @dataclass(frozen=True)
 class KeptCurrency:
-    """A subscription's currency as last read from Moesif (``None``: Moesif names none)."""
+    """A subscription's currency as last read from Moesif (``None``: Moesif names none).
+
+    ``company_id`` is ``None`` when Moesif names none or it was kept before companies were.
+    """
 
     currency: str | None
     fetched_at: datetime
+    company_id: str | None = None
 
 
 def kept_currency(session: Session, subscription_id: str) -> KeptCurrency | None:
     """Return the kept currency of a subscription, or ``None`` when none was ever kept."""
     stored = session.get(MoesifSubscription, subscription_id)
-    return None if stored is None else KeptCurrency(stored.currency, stored.fetched_at)
+    if stored is None:
+        return None
+    return KeptCurrency(stored.currency, stored.fetched_at, stored.company_id)
 
 
 def kept_currencies(session: Session) -> dict[str, KeptCurrency]:
@@ -31,19 +37,27 @@ def kept_currencies(session: Session) -> dict[str, KeptCurrency]:
         MoesifSubscription.subscription_id,
         MoesifSubscription.currency,
         MoesifSubscription.fetched_at,
+        MoesifSubscription.company_id,
     )
     return {
-        subscription_id: KeptCurrency(currency, fetched_at)
-        for subscription_id, currency, fetched_at in session.execute(query)
+        subscription_id: KeptCurrency(currency, fetched_at, company_id)
+        for subscription_id, currency, fetched_at, company_id in session.execute(query)
     }
 
 
 def keep_currency(
-    session: Session, subscription_id: str, currency: str | None, fetched_at: datetime
+    session: Session,
+    subscription_id: str,
+    currency: str | None,
+    fetched_at: datetime,
+    company_id: str | None = None,
 ) -> None:
-    """Keep (insert or replace) a subscription's currency as read at ``fetched_at``."""
+    """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``."""
     session.merge(
         MoesifSubscription(
-            subscription_id=subscription_id, currency=currency, fetched_at=fetched_at
+            subscription_id=subscription_id,
+            currency=currency,
+            company_id=company_id,
+            fetched_at=fetched_at,
         )
     )

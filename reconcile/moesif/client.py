@@ -214,17 +214,17 @@ class MoesifClient:
                 seen.add(row_id)
             yield row
 
-    def subscription(self, subscription_id: str) -> Subscription | None:
+    def subscription(self, subscription_id: str, *, fresh: bool = False) -> Subscription | None:
         """Return the subscription with its balance, or ``None`` when Moesif has no such id.
 
-        Answers are cached for the life of this client.
+        Answers are cached for the life of this client; ``fresh`` reads Moesif again.
 
         Raises:
             MoesifUnavailable: after retries, or the answer is not a subscription.
             CredentialsRejected: Moesif refused the token.
             MoesifRejected: Moesif refused the request.
         """
-        if subscription_id not in self._subscriptions:
+        if fresh or subscription_id not in self._subscriptions:
             self._subscriptions[subscription_id] = self._read_subscription(subscription_id)
         return self._subscriptions[subscription_id]
 

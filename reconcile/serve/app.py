@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from reconcile.config import ServeSettings
 from reconcile.errors import ConfigError
 from reconcile.serve import inbox
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.signature import verified_event
 from reconcile.serve.topup import Answer, TopUps, error
 from reconcile.serve.topup_request import InvalidTopUp, parse_topup
@@ -46,6 +47,8 @@ class ServeParts:
     sessions: sessionmaker[Session]
     stripe_client: stripe.StripeClient
     post: PostOrder
+    destinations: Destinations
+    """The posting rule with Moesif's facts, asked before a charge and before a webhook posts."""
     clock: Callable[[], datetime]
     only: Only = None
     run_worker: bool = True
@@ -105,10 +108,18 @@ class _Handlers:
     def __init__(self, parts: ServeParts) -> None:
         self.parts = parts
         self.worker = EventWorker(
-            parts.sessions, parts.stripe_client, parts.post, clock=parts.clock
+            parts.sessions,
+            parts.stripe_client,
+            parts.post,
+            destinations=parts.destinations,
+            clock=parts.clock,
         )
         self.topups = TopUps(
-            parts.sessions, parts.stripe_client, clock=parts.clock, queued=self.worker.wake
+            parts.sessions,
+            parts.stripe_client,
+            destinations=parts.destinations,
+            clock=parts.clock,
+            queued=self.worker.wake,
         )
         self.secrets = tuple(secret.reveal() for secret in parts.settings.webhook_secrets)
         token = parts.settings.topup_token

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import uvicorn
 from dotenv import dotenv_values
@@ -25,6 +26,7 @@ from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.serve.app import ServeParts, check_credentials, create_app
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.worker import PostOrder
 from reconcile.stripe.client import build_stripe_client
 
@@ -78,13 +80,14 @@ def serve(namespace: argparse.Namespace) -> int:
     upgrade_to_head(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
     try:
-        with posting_step(settings, sessions, _utc_now) as post:
+        with posting_step(settings, sessions, _utc_now) as live:
             app = create_app(
                 ServeParts(
                     settings=extra,
                     sessions=sessions,
                     stripe_client=build_stripe_client(settings),
-                    post=post,
+                    post=live.post,
+                    destinations=live.destinations,
                     clock=_utc_now,
                     only=namespace.only,
                     console=create_console_app(
@@ -105,11 +108,12 @@ def serve(namespace: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def posting_step(
     settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]
-) -> Iterator[PostOrder]:
-    """Yield the one posting step ``serve`` uses: ``post(entry, origin) -> Outcome``.
+) -> Iterator[LiveSteps]:
+    """Yield the posting step ``serve`` uses and the posting rule it asks first.
 
     The exactly-once posting engine the nightly run uses, with this process's own Moesif client,
-    kept to what the batch job's share leaves of Moesif's budget.
+    kept to what the batch job's share leaves of Moesif's budget; the same client reads what
+    the rule needs of Moesif.
     """
     with open_http_client(settings) as http:
         moesif = MoesifClient(
@@ -126,7 +130,14 @@ def posting_step(
         def post(order: Entry, origin: str) -> Outcome:
             return engine.post(order, origin=origin)
 
-        yield post
+        yield LiveSteps(post, Destinations(sessions, moesif, clock))
+
+
+class LiveSteps(NamedTuple):
+    """What ``serve`` posts with: the posting step, and the rule it asks before posting."""
+
+    post: PostOrder
+    destinations: Destinations
 
 
 class _Stopped(Exception):

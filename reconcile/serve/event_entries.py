@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconcile.domain import EntryType, ExpectedEntry, Source
+from reconcile.domain import Category, EntryType, ExpectedEntry, Source
 from reconcile.posting.entry import Entry
+from reconcile.rules.destination import Outcome, Verdict
 from reconcile.stripe.mapping import id_of
 
 REFUND_EVENTS = frozenset(
@@ -122,21 +123,33 @@ def _object(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class EventOrders:
-    """The orders an event's entries make, and why any entry could not be made one."""
+    """The orders an event's entries make, and the entries the posting rule refused."""
 
     orders: tuple[Entry, ...]
-    unmapped: tuple[str, ...]
+    refused: tuple[tuple[ExpectedEntry, Verdict], ...]
+
+    @property
+    def unmapped(self) -> tuple[str, ...]:
+        """``transaction_id: reason`` of each refused entry that is an unmapped customer."""
+        return tuple(
+            f"{entry.transaction_id}: {verdict.reason}"
+            for entry, verdict in self.refused
+            if verdict.category == Category.UNMAPPED_CUSTOMER
+        )
 
 
-def orders_of(entries: Sequence[ExpectedEntry], plan: EventPlan, origin: str) -> EventOrders:
-    """Return the orders of the entries the plan asked for; an unmapped entry is never guessed."""
+def orders_of(decided: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> EventOrders:
+    """Return the orders of the entries the rule lets post, and those it refused.
+
+    ``decided`` pairs each entry with :func:`reconcile.rules.destination.destination`'s verdict
+    on it; an entry the rule leaves (another kind than the event stands for) is neither.
+    """
     orders: list[Entry] = []
-    unmapped: list[str] = []
-    for entry in entries:
-        if plan.sources is not None and entry.source not in plan.sources:
-            continue
-        if entry.company_id is None or entry.subscription_id is None:
-            unmapped.append(f"{entry.transaction_id}: {entry.unmapped_reason or 'unmapped'}")
+    refused: list[tuple[ExpectedEntry, Verdict]] = []
+    for entry, verdict in decided:
+        if verdict.outcome is Outcome.REFUSE:
+            refused.append((entry, verdict))
+        if not verdict.posts or entry.company_id is None or entry.subscription_id is None:
             continue
         orders.append(
             Entry(
@@ -152,4 +165,4 @@ def orders_of(entries: Sequence[ExpectedEntry], plan: EventPlan, origin: str) ->
                 ),
             )
         )
-    return EventOrders(tuple(orders), tuple(unmapped))
+    return EventOrders(tuple(orders), tuple(refused))

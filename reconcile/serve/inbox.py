@@ -31,6 +31,8 @@ class EventStatus(StrEnum):
     POSTED = "posted"
     IGNORED = "ignored"
     UNMAPPED = "unmapped"
+    REFUSED = "refused"
+    """The posting rule refused a movement (currency, subscription, a row elsewhere): a finding."""
 
 
 PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
@@ -146,7 +148,7 @@ def payload(sessions: sessionmaker[Session], event_id: str) -> dict[str, Any]:
 def settle(
     sessions: sessionmaker[Session], event_id: str, status: EventStatus, note: str | None = None
 ) -> None:
-    """Record an event's final status (and why, for ``ignored`` and ``unmapped``)."""
+    """Record an event's final status (and why, for ``ignored``, ``unmapped`` and ``refused``)."""
     with sessions.begin() as session:
         row = _row(session, event_id)
         row.status = status

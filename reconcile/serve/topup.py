@@ -1,7 +1,9 @@
-"""``/top-up``: map the customer to Moesif, then charge the saved card once, then queue the credit.
+"""``/top-up``: decide where the credit goes, then charge the saved card once, then queue it.
 
-The order is what keeps money safe: a customer who does not map to exactly one Moesif
-subscription is never charged, and a charge is keyed so that a client's retry never charges twice.
+The order is what keeps money safe: the posting rule the nightly run and the webhook ask decides
+before any charge (one Moesif subscription, that Moesif has, of the customer's company, in the
+request's currency), so a top-up it refuses is never charged; and a charge is keyed so that a
+client's retry never charges twice.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.domain import Source
+from reconcile.errors import ReconcileError
+from reconcile.rules.destination import Movement
 from reconcile.serve import inbox
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.topup_request import TopUpRequest, stripe_idempotency_key
 from reconcile.stripe.mapping import (
     StripeLookup,
@@ -61,21 +67,32 @@ class TopUps:
         sessions: sessionmaker[Session],
         stripe_client: stripe.StripeClient,
         *,
+        destinations: Destinations,
         clock: Callable[[], datetime],
         queued: Callable[[], None],
     ) -> None:
-        """Record in ``sessions``, charge with ``stripe_client``; call ``queued`` after queueing."""
+        """Record in ``sessions``, charge with ``stripe_client``; call ``queued`` after queueing.
+
+        ``destinations`` answers the posting rule before any charge.
+        """
         self._sessions = sessions
         self._stripe = stripe_client
+        self._destinations = destinations
         self._clock = clock
         self._queued = queued
 
     def top_up(self, request: TopUpRequest, client_key: str | None) -> Answer:
         """Resolve, charge and queue one top-up; return the answer for the client."""
         try:
-            found = self._destination(request.customer_id)
+            found = self._destination(request)
         except stripe.StripeError as failure:
             return _lookup_failed(failure, request.customer_id)
+        except ReconcileError:
+            log.warning("Moesif could not be read to place a top-up of %s", request.customer_id)
+            return error(502, "Moesif could not be read; nothing was charged")
+        except SQLAlchemyError:
+            log.warning("the database failed placing a top-up of %s", request.customer_id)
+            return error(503, "the top-up could not be placed; nothing was charged")
         if isinstance(found, Answer):
             return found
         key = stripe_idempotency_key(request, client_key or uuid.uuid4().hex)
@@ -90,7 +107,9 @@ class TopUps:
             return error(502, "Stripe did not answer; retry with the same Idempotency-Key")
         return self._settled(intent)
 
-    def _destination(self, customer_id: str) -> Destination | Answer:
+    def _destination(self, request: TopUpRequest) -> Destination | Answer:
+        """Return where the credit goes, or the answer refusing it before any charge."""
+        customer_id = request.customer_id
         customer = self._stripe.v1.customers.retrieve(customer_id).to_dict()
         if customer.get("deleted"):
             return error(400, f"unknown customer {customer_id}")
@@ -100,15 +119,27 @@ class TopUps:
             else None
         )
         subscription, reason = resolve_subscription({}, customer, live)
-        if subscription is None:
-            return error(409, f"no single Moesif subscription: {reason}; nothing was charged")
+        company = company_of(customer)
+        verdict = self._destinations.verdict(
+            Movement(
+                currency=request.currency,
+                company_id=company if subscription else None,
+                subscription_id=subscription,
+                unmapped_reason=reason,
+                source=Source.TOPUP,
+            )
+        )
+        if not verdict.posts:
+            return error(
+                409, f"{verdict.reason}; nothing was charged", reason=str(verdict.category)
+            )
         settings = customer.get("invoice_settings") or {}
         method = (
             id_of(settings.get("default_payment_method")) if isinstance(settings, Mapping) else None
         )
         if method is None:
             return error(409, f"customer {customer_id} has no default payment method")
-        return Destination(company_of(customer), subscription, method)
+        return Destination(company, str(subscription), method)
 
     def _charge(self, request: TopUpRequest, to: Destination, key: str) -> dict[str, Any]:
         return self._stripe.v1.payment_intents.create(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -12,12 +12,15 @@ import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.db.finding_states import open_at_once
 from reconcile.domain import ExpectedEntry
 from reconcile.errors import ReconcileError
 from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome, Result
+from reconcile.rules.destination import Verdict
 from reconcile.serve import inbox
-from reconcile.serve.event_entries import EventPlan, orders_of, plan_event
+from reconcile.serve.destinations import Destinations, finding_of, movement_of
+from reconcile.serve.event_entries import EventOrders, EventPlan, orders_of, plan_event
 from reconcile.stripe.client import stripe_errors
 from reconcile.stripe.extract import extract_by_ids
 
@@ -38,10 +41,12 @@ class EventWorker:
     """Drains ``webhook_events`` in a thread: one event at a time, oldest first.
 
     Each due event is planned (:func:`plan_event`), its objects fetched from Stripe and mapped
-    as the nightly run maps them, and each order posted through ``post``. A failure (Stripe or
-    Moesif unreachable, the database) leaves the event to retry after a backoff; events still
-    pending after a crash or restart are picked up again, and the poster never posts one
-    transaction id twice.
+    as the nightly run maps them, each movement put to the posting rule the nightly run and
+    ``/top-up`` ask (``destinations``), and each order posted through ``post``. A movement the
+    rule refuses is not posted; it is an open finding at once, in the rule's category. A
+    failure (Stripe or Moesif unreachable, the database) leaves the event to retry after a
+    backoff; events still pending after a crash or restart are picked up again, and the poster
+    never posts one transaction id twice.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class EventWorker:
         stripe_client: stripe.StripeClient,
         post: PostOrder,
         *,
+        destinations: Destinations,
         clock: Callable[[], datetime],
         wait: Callable[[threading.Event, float], object] | None = None,
     ) -> None:
@@ -60,6 +66,7 @@ class EventWorker:
         self._sessions = sessions
         self._stripe = stripe_client
         self._post = post
+        self._destinations = destinations
         self._clock = clock
         self._wait = wait or (lambda flag, seconds: flag.wait(seconds))
         self._wake = threading.Event()
@@ -134,7 +141,15 @@ class EventWorker:
             return inbox.EventStatus.IGNORED
         try:
             origin = inbox.origin_of(event_id)
-            found = orders_of(list(self._entries(plan)), plan, origin)
+            found = orders_of(
+                [
+                    (entry, self._destinations.verdict(movement_of(entry), plan.sources))
+                    for entry in self._entries(plan)
+                ],
+                origin,
+            )
+            if found.refused:
+                self._open_findings(found.refused, origin)
             for order in found.orders:
                 outcome = self._post(order, origin)
                 if outcome.result is Result.BUSY:
@@ -149,13 +164,30 @@ class EventWorker:
         except Exception as error:  # noqa: BLE001 - one bad event never stops the others
             log.debug("unexpected error on event %s", event_id, exc_info=True)
             return self._postpone(event_id, f"internal error: {type(error).__name__}")
-        if found.unmapped:
-            note = "; ".join(found.unmapped)
-            inbox.settle(self._sessions, event_id, inbox.EventStatus.UNMAPPED, note)
-            log.warning("event %s cannot be mapped: %s", event_id, note)
-            return inbox.EventStatus.UNMAPPED
+        if found.refused:
+            return self._refused(event_id, found)
         status = inbox.EventStatus.POSTED if found.orders else inbox.EventStatus.IGNORED
         inbox.settle(self._sessions, event_id, status, plan.note or None)
+        return status
+
+    def _open_findings(self, refused: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> None:
+        """Record each refused movement as an open finding now, as a run would."""
+        found = dict(finding_of(entry, verdict, origin) for entry, verdict in refused)
+        with self._sessions.begin() as session:
+            open_at_once(session, found, self._clock())
+
+    def _refused(self, event_id: str, found: EventOrders) -> inbox.EventStatus:
+        """Settle an event with refused movements: ``unmapped`` when that is all they are."""
+        if len(found.unmapped) == len(found.refused):
+            status, note = inbox.EventStatus.UNMAPPED, "; ".join(found.unmapped)
+        else:
+            status = inbox.EventStatus.REFUSED
+            note = "; ".join(
+                f"{entry.transaction_id}: {verdict.category}: {verdict.reason}"
+                for entry, verdict in found.refused
+            )
+        inbox.settle(self._sessions, event_id, status, note)
+        log.warning("event %s: not posted, open finding: %s", event_id, note)
         return status
 
     def _postpone(self, event_id: str, reason: str) -> inbox.EventStatus:

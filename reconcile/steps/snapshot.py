@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -154,22 +155,32 @@ def reread_moesif(
     return results
 
 
-def subscription_currencies(
-    sessions: Sessions, directory: SubscriptionDirectory, paid: Sequence[tuple[str, str]]
-) -> dict[str, str | None]:
-    """Return the currency of each subscription paid into, ``None`` when Moesif lacks it.
+@dataclass(frozen=True)
+class PaidInto:
+    """What Moesif holds for the subscriptions a run's movements pay into."""
 
-    A subscription Moesif names no currency for is left out: only its currency check is skipped.
-    """
-    currencies: dict[str, str | None] = {}
+    currencies: dict[str, str | None]
+    """Subscription id to its currency, ``None`` when Moesif lacks the subscription; one
+    Moesif names no currency for is left out (only its currency check is skipped)."""
+    companies: dict[str, str | None]
+    """Subscription id to the company Moesif files it under."""
+
+
+def subscriptions_paid_into(
+    sessions: Sessions, directory: SubscriptionDirectory, paid: Sequence[tuple[str, str]]
+) -> PaidInto:
+    """Return the currency and company of each subscription paid into."""
+    found = PaidInto({}, {})
     with sessions.begin() as session:
         for subscription_id, currency in paid:
             known = directory.lookup(session, subscription_id, expect=currency)
             if known is None:
-                currencies[subscription_id] = None
-            elif known.currency:
-                currencies[subscription_id] = known.currency
-    return currencies
+                found.currencies[subscription_id] = None
+                continue
+            if known.currency:
+                found.currencies[subscription_id] = known.currency
+            found.companies[subscription_id] = known.company_id
+    return found
 
 
 def frames_of(

@@ -24,6 +24,7 @@ from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter, RetryPolicy
 from reconcile.serve.app import Only, ServeParts, create_app
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.worker import EventWorker
 from reconcile.stripe.client import build_stripe_client
 
@@ -103,6 +104,22 @@ def moesif_http(moesif: FakeMoesif) -> Iterator[httpx.Client]:
         yield http
 
 
+def moesif_client(http: httpx.Client) -> MoesifClient:
+    return MoesifClient(
+        http,
+        Secret(MOESIF_TOKEN),
+        policy=RetryPolicy(max_attempts=2, base_delay=0.01),
+        limiter=RateLimiter(1000, 60.0),
+        sleep=lambda _seconds: None,
+    )
+
+
+@pytest.fixture
+def destinations(sessions: sessionmaker[Session], moesif_http: httpx.Client) -> Destinations:
+    """The posting rule with the fake Moesif's facts, for a worker built by hand."""
+    return Destinations(sessions, moesif_client(moesif_http), now)
+
+
 @pytest.fixture
 def make_served(
     fake_stripe: FakeStripe,
@@ -121,13 +138,7 @@ def make_served(
     ) -> Served:
         clock = Clock()
         origins: list[str] = []
-        client = MoesifClient(
-            moesif_http,
-            Secret(MOESIF_TOKEN),
-            policy=RetryPolicy(max_attempts=2, base_delay=0.01),
-            limiter=RateLimiter(1000, 60.0),
-            sleep=lambda _seconds: None,
-        )
+        client = moesif_client(moesif_http)
         engine = PostingEngine(sessions, client, amount_unit="major", clock=clock)
 
         def post(order: Entry, origin: str) -> Outcome:
@@ -143,6 +154,7 @@ def make_served(
                 sessions=session_factory or sessions,
                 stripe_client=stripe_client(fake_stripe),
                 post=post,
+                destinations=Destinations(session_factory or sessions, client, clock),
                 clock=clock,
                 only=only,
                 run_worker=False,

@@ -38,6 +38,13 @@ def _environment(tmp_path: Path, stripe_base: str, moesif_base: str) -> dict[str
         RECONCILE_DATABASE_URL=f"sqlite:///{tmp_path / 'serve.db'}",
         STRIPE_WEBHOOK_SECRET=f"whsec_old,{SECRET}",
         RECONCILE_TOPUP_TOKEN=TOKEN,
+        # The process runs the code under test, not an installed copy (cwd is tmp_path).
+        PYTHONPATH=os.pathsep.join(
+            [
+                str(Path(__file__).resolve().parents[2]),
+                *filter(None, [os.environ.get("PYTHONPATH")]),
+            ]
+        ),
     )
     return environ
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconcile.domain import EntryType, ExpectedEntry, Source
+from reconcile.domain import Category, EntryType, ExpectedEntry, Source
+from reconcile.rules.destination import UNCHECKED, Subscription, destination
+from reconcile.serve.destinations import movement_of
 from reconcile.serve.event_entries import EventPlan, orders_of, plan_event
 
 
@@ -93,13 +95,16 @@ def _entry(transaction_id: str, source: Source, company: str | None) -> Expected
 
 def test_orders_keep_the_planned_kinds_and_never_guess_an_unmapped_entry() -> None:
     plan = EventPlan(handled=True, sources=frozenset({Source.REFUND}))
+    entries = [
+        _entry("re_1", Source.REFUND, "co_1"),
+        _entry("txn_x", Source.DISPUTE_REVERSAL, "co_1"),
+        _entry("re_2", Source.REFUND, None),
+    ]
     found = orders_of(
         [
-            _entry("re_1", Source.REFUND, "co_1"),
-            _entry("txn_x", Source.DISPUTE_REVERSAL, "co_1"),
-            _entry("re_2", Source.REFUND, None),
+            (entry, destination(movement_of(entry), UNCHECKED, kinds=plan.sources))
+            for entry in entries
         ],
-        plan,
         "webhook:evt_1",
     )
     assert [(o.transaction_id, o.entry_type, o.amount_minor) for o in found.orders] == [
@@ -107,3 +112,15 @@ def test_orders_keep_the_planned_kinds_and_never_guess_an_unmapped_entry() -> No
     ]
     assert found.orders[0].description.startswith("reconcile: debit re_1 for Stripe ")
     assert found.unmapped == ("re_2: no subscription",)
+    assert [entry.transaction_id for entry, _verdict in found.refused] == ["re_2"]
+
+
+def test_an_entry_the_rule_refuses_is_no_order() -> None:
+    entry = _entry("re_1", Source.REFUND, "co_1")
+    verdict = destination(movement_of(entry), Subscription(currency="eur", company_id="co_1"))
+    found = orders_of([(entry, verdict)], "webhook:evt_1")
+    assert found.orders == ()
+    assert found.unmapped == ()
+    assert [(e.transaction_id, v.category) for e, v in found.refused] == [
+        ("re_1", Category.CURRENCY_MISMATCH)
+    ]

@@ -98,7 +98,11 @@ def test_200_concurrent_deliveries_with_duplicates_post_each_id_once(
     assert answers == [200] * 200
     assert statuses(served.sessions) == {"received": 100}
     second = EventWorker(
-        served.sessions, served.worker._stripe, served.worker._post, clock=served.clock
+        served.sessions,
+        served.worker._stripe,
+        served.worker._post,
+        destinations=served.worker._destinations,
+        clock=served.clock,
     )
     drain_until_settled(served, [served.worker, second])
     assert posts_per_id(served.moesif) == Counter({payment: 1 for payment in payments})

@@ -129,6 +129,7 @@ def test_the_customers_only_subscription_maps_the_top_up(served: Served) -> None
     customer = fake.add_customer(metadata={"moesif_company_id": "co_1"})
     fake.set_default_payment_method(customer, "pm_card_visa")
     subscription = fake.add_subscription(customer)
+    served.moesif.add_subscription(subscription, "co_1")  # Moesif must have it (contract 9a)
     answer = _top_up(served, {"customer_id": customer, "amount": "5.00", "currency": "usd"})
     assert answer.status_code == 200
     assert _intents(fake)[0]["metadata"]["moesif_subscription_id"] == subscription

@@ -13,6 +13,7 @@ from reconcile.fakes.stripe import FakeStripe
 from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.serve import inbox
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.worker import EventWorker
 from tests.serve.conftest import stripe_client
 
@@ -31,7 +32,7 @@ def _record_topup(fake: FakeStripe, sessions: sessionmaker[Session]) -> tuple[st
 
 
 def test_stopping_finishes_the_posting_in_flight(
-    fake_stripe: FakeStripe, sessions: sessionmaker[Session]
+    fake_stripe: FakeStripe, sessions: sessionmaker[Session], destinations: Destinations
 ) -> None:
     event_id, payment = _record_topup(fake_stripe, sessions)
     entered, release = threading.Event(), threading.Event()
@@ -43,7 +44,13 @@ def test_stopping_finishes_the_posting_in_flight(
         posted.append(order.transaction_id)
         return Outcome(order.transaction_id, Result.POSTED)
 
-    worker = EventWorker(sessions, stripe_client(fake_stripe), slow_post, clock=lambda: NOW)
+    worker = EventWorker(
+        sessions,
+        stripe_client(fake_stripe),
+        slow_post,
+        destinations=destinations,
+        clock=lambda: NOW,
+    )
     worker.start()
     worker.wake()
     assert entered.wait(30)
@@ -61,7 +68,10 @@ def test_stopping_finishes_the_posting_in_flight(
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_stripe_unavailable_leaves_the_event_to_retry(
-    fake_stripe: FakeStripe, sessions: sessionmaker[Session], status: int
+    fake_stripe: FakeStripe,
+    sessions: sessionmaker[Session],
+    destinations: Destinations,
+    status: int,
 ) -> None:
     event_id, _payment = _record_topup(fake_stripe, sessions)
     calls: list[Entry] = []
@@ -70,7 +80,9 @@ def test_stripe_unavailable_leaves_the_event_to_retry(
         calls.append(order)
         return Outcome(order.transaction_id, Result.POSTED)
 
-    worker = EventWorker(sessions, stripe_client(fake_stripe), post, clock=lambda: NOW)
+    worker = EventWorker(
+        sessions, stripe_client(fake_stripe), post, destinations=destinations, clock=lambda: NOW
+    )
     fake_stripe.fail_next(status, count=100)
     assert worker.process(event_id) == inbox.EventStatus.RETRY
     row = inbox.status_of(sessions, event_id)
