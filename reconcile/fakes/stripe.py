@@ -436,6 +436,12 @@ class FakeStripe:
         with self._lock:
             self._state.faults.append(_Fault(status, dict(headers or {}), count))
 
+    def clear_faults(self) -> None:
+        """Drop every fault and delay not yet used."""
+        with self._lock:
+            self._state.faults.clear()
+            self._state.delays.clear()
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Wait ``seconds`` before answering each of the next ``count`` requests."""
         with self._lock:
