@@ -25,7 +25,7 @@ from reconcile.config import ServeSettings
 from reconcile.errors import ConfigError
 from reconcile.safe_text import excerpt
 from reconcile.serve import inbox
-from reconcile.serve.limits import BoundedRequests
+from reconcile.serve.limits import BodyTooLarge, BoundedRequests, too_large
 from reconcile.serve.signature import verified_event
 from reconcile.serve.topup import Answer, TopUps, error
 from reconcile.serve.topup_keys import RememberedTopUps
@@ -81,7 +81,12 @@ def create_app(parts: ServeParts) -> Starlette:
         finally:
             await run_in_threadpool(handlers.worker.stop)
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BoundedRequests)])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(BoundedRequests)],
+        exception_handlers={BodyTooLarge: too_large},
+    )
     app.state.worker = handlers.worker
     return app
 

@@ -14,7 +14,8 @@ import logging
 
 import uvicorn
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
@@ -23,14 +24,16 @@ from reconcile.serve.untrusted import MAX_BODY, READ_TIMEOUT
 log = logging.getLogger(__name__)
 
 
-class _TooLarge(HTTPException):
+class BodyTooLarge(HTTPException):
     """The body being read has passed the limit, raised out of ``receive``.
 
     An ``HTTPException``, so that whichever Starlette app is reading (the mounted review page
-    has its own error handling) answers it as 413 and closes the connection.
+    has its own error handling) answers it as 413 and closes the connection;
+    :func:`too_large` answers it as JSON.
     """
 
     def __init__(self, limit: int) -> None:
+        """Say what the limit is."""
         super().__init__(
             413, f"the body is larger than {limit} bytes", headers={"connection": "close"}
         )
@@ -68,7 +71,7 @@ class BoundedRequests:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _TooLarge(self.max_body)
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -78,7 +81,7 @@ class BoundedRequests:
 
         try:
             await self.app(scope, bounded_receive, tracked_send)
-        except _TooLarge:
+        except BodyTooLarge:
             if not started:
                 await _refuse(send, 413, f"the body is larger than {self.max_body} bytes")
         except ClientDisconnect:
@@ -92,6 +95,12 @@ class BoundedRequests:
         if "\x00" in scope["path"] or b"%00" in bytes(scope.get("query_string", b"")):
             return 400, "the URL contains a NUL character"
         return None
+
+
+async def too_large(_request: Request, exc: Exception) -> Response:
+    """Answer :class:`BodyTooLarge` as JSON ``{"error"}``, closing the connection."""
+    detail = exc.detail if isinstance(exc, HTTPException) else "the body is too large"
+    return JSONResponse({"error": detail}, status_code=413, headers={"connection": "close"})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -92,8 +92,10 @@ def console_served(
     return make_served(console=page)
 
 
-def _stream(served: Served, path: str, headers: dict[str, str], total: int) -> tuple[int, int]:
-    """POST ``total`` bytes in chunks while reading; return the status and bytes sent by then."""
+def _stream(
+    served: Served, path: str, headers: dict[str, str], total: int
+) -> tuple[int, int, bytes]:
+    """POST ``total`` bytes in chunks while reading; return the status, bytes sent, the answer."""
     sock = socket.create_connection(_address(served), timeout=10)
     head = f"POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -125,7 +127,7 @@ def _stream(served: Served, path: str, headers: dict[str, str], total: int) -> t
     reader.join(timeout=10)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 "), bytes(answer[:100])
-    return int(answer.split(b" ")[1]), sent_when_answered[0]
+    return int(answer.split(b" ")[1]), sent_when_answered[0], bytes(answer)
 
 
 @pytest.mark.parametrize("path", ["/webhooks/stripe", "/top-up", "/login"])
@@ -136,8 +138,11 @@ def test_a_large_streamed_body_is_refused_with_413_before_it_is_all_sent(
     headers = {"Authorization": f"Bearer {TOKEN}", "Stripe-Signature": "t=1,v1=00"}
     if path == "/login":
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    status, sent = _stream(served, path, headers, 50 * MB)
+    status, sent, answer = _stream(served, path, headers, 50 * MB)
     assert status == 413
+    assert b"connection: close" in answer.lower()
+    if path != "/login":
+        assert b'{"error":"the body is larger than 1048576 bytes"}' in answer
     assert sent < 25 * MB
     _nothing_happened(served)
     with served.http() as http:
