@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from reconcile.serve.idempotency import KeyAction, StoredKey, action_for, is_final
+from reconcile.serve.limits import BodyTooLarge, BoundedRequests, too_large
 from reconcile.serve.untrusted import (
+    MAX_BODY,
     MAX_JSON_DEPTH,
     UntrustedInput,
     id_problem,
@@ -19,6 +27,7 @@ from reconcile.serve.untrusted import (
 from reconcile.stripe.currencies import STRIPE_CURRENCIES, is_stripe_currency
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+MB = 1024 * 1024
 
 
 def test_nesting_depth_counts_brackets_outside_strings() -> None:
@@ -87,3 +96,34 @@ def test_only_answers_below_500_stay_with_their_key() -> None:
         False,
         False,
     ]
+
+
+def test_the_body_limit_stops_reading_one_chunk_past_1_mb() -> None:
+    chunk = 64 * 1024
+    pulled = 0
+    sent: list[dict[str, object]] = []
+
+    async def endless_body() -> dict[str, object]:
+        nonlocal pulled
+        pulled += chunk
+        return {"type": "http.request", "body": b"a" * chunk, "more_body": pulled < 20 * MB}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def read_all(request: Request) -> Response:
+        await request.body()
+        return Response("read")
+
+    app = Starlette(
+        routes=[Route("/", read_all, methods=["POST"])],
+        middleware=[Middleware(BoundedRequests)],
+        exception_handlers={BodyTooLarge: too_large},
+    )
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    scope |= {"root_path": "", "http_version": "1.1", "scheme": "http", "server": None}
+    asyncio.run(app(scope, endless_body, send))  # type: ignore[arg-type]
+
+    assert pulled <= MAX_BODY + chunk
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]  # type: ignore[operator]
