@@ -42,6 +42,7 @@ from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter
 from reconcile.serve.app import ServeParts, create_app
 from reconcile.serve.destinations import Destinations
+from reconcile.serve.limits import server_config
 from reconcile.stripe.client import build_stripe_client
 
 KEY = "sk_test_bench"
@@ -138,9 +139,7 @@ def measure(
                 clock=utc_now,
             )
         )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-        )
+        server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:

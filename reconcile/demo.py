@@ -34,6 +34,7 @@ from reconcile.fakes.stripe import FakeStripe
 from reconcile.run import RunRequest, execute
 from reconcile.serve.app import ServeParts, create_app
 from reconcile.serve.command import posting_step
+from reconcile.serve.limits import server_config
 from reconcile.stripe.client import build_stripe_client
 from reconcile.times import to_iso
 
@@ -310,9 +311,7 @@ def _serving(settings: Settings) -> Iterator[str]:
                     clock=utc_now,
                 )
             )
-            server = uvicorn.Server(
-                uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-            )
+            server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
             thread = threading.Thread(target=server.run, name="demo-serve", daemon=True)
             thread.start()
             try:

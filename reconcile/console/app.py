@@ -46,6 +46,7 @@ from reconcile.db.finding_states import (
     notes_of,
 )
 from reconcile.money import format_major
+from reconcile.safe_text import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,9 @@ class _Console:
             return PlainTextResponse("choose resolve or ignore", status_code=400)
         if not isinstance(note, str) or not note.strip() or len(note) > MAX_NOTE:
             return PlainTextResponse(f"a note of 1 to {MAX_NOTE} characters is needed", 400)
+        problem = text_problem(note) or text_problem(finding_id)
+        if problem is not None:
+            return PlainTextResponse(f"the note cannot be stored: {problem}", 400)
         try:
             await run_in_threadpool(self._close, finding_id, CLOSE_ACTIONS[action], note.strip())
         except UnknownFinding:

@@ -311,3 +311,30 @@ class WebhookEvent(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_webhook_events_status_next", "status", "next_attempt_at"),)
+
+
+class TopUpKey(Base):
+    """A client's ``Idempotency-Key`` on ``/top-up``, stored before the charge, answered after.
+
+    One row per key, whatever the customer: the key is bound to ``request_hash`` (customer,
+    amount, currency) and another request under it is refused. ``claimed_until`` is the lease of
+    the request charging under the key; ``answer_status`` and ``answer_body`` are its answer,
+    replayed to every later request with the same key and request.
+    """
+
+    __tablename__ = "topup_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str] = mapped_column(
+        String(64), comment="sha256 of customer, amount in minor units and currency"
+    )
+    customer_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime] = mapped_column(
+        UTCDateTime(), comment="until when the request charging under the key holds it"
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    answer_status: Mapped[int | None] = mapped_column(Integer)
+    answer_body: Mapped[str | None] = mapped_column(Text, comment="the answer as JSON text")
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

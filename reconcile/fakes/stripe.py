@@ -446,6 +446,12 @@ class FakeStripe:
         with self._lock:
             self._state.faults.append(_Fault(status, dict(headers or {}), count))
 
+    def clear_faults(self) -> None:
+        """Drop every fault and delay not yet used."""
+        with self._lock:
+            self._state.faults.clear()
+            self._state.delays.clear()
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Wait ``seconds`` before answering each of the next ``count`` requests."""
         with self._lock:
@@ -944,23 +950,35 @@ def sign(payload: str, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+IDEMPOTENCY_KEY_LIFETIME = 24 * 60 * 60
+"""Seconds Stripe keeps an idempotency key's answer (it may prune keys at least 24 hours old)."""
+
+
 class LivePayments:
     """The fake's write side: PaymentIntents with test cards, idempotency keys, events."""
 
     def __init__(self, fake: FakeStripe) -> None:
         """Serve for ``fake`` (its lock, store and clock)."""
         self._fake = fake
-        self._replies: dict[str, tuple[str, int, Obj]] = {}
+        self._replies: dict[str, tuple[str, int, Obj, int]] = {}
         self._events: list[Obj] = []
         self._delivered = 0
         self.endpoint: WebhookEndpoint | None = None
 
     def post(self, path: str, form: Query, key: str | None) -> Obj:
-        """Answer a POST, replaying the first answer of a repeated ``Idempotency-Key``."""
+        """Answer a POST, replaying the first answer of a repeated ``Idempotency-Key``.
+
+        As Stripe, the fake forgets a key :data:`IDEMPOTENCY_KEY_LIFETIME` after its first use
+        (by the fake's clock): the same key later is a new request.
+        """
         fingerprint = json.dumps([path, sorted(form.items())])
         with self._fake._lock:
+            now = self._fake._now()
             if key is not None and key in self._replies:
-                first, status, body = self._replies[key]
+                if now - self._replies[key][3] >= IDEMPOTENCY_KEY_LIFETIME:
+                    del self._replies[key]
+            if key is not None and key in self._replies:
+                first, status, body, _used = self._replies[key]
                 if first != fingerprint:
                     raise StripeApiError(
                         400,
@@ -977,10 +995,10 @@ class LivePayments:
                 answer = self._answer(path, form)
             except StripeApiError as error:
                 if key is not None:
-                    self._replies[key] = (fingerprint, error.status, copy.deepcopy(error.body))
+                    self._replies[key] = (fingerprint, error.status, copy.deepcopy(error.body), now)
                 raise
             if key is not None:
-                self._replies[key] = (fingerprint, 200, copy.deepcopy(answer))
+                self._replies[key] = (fingerprint, 200, copy.deepcopy(answer), now)
             return answer
 
     def _answer(self, path: str, form: Query) -> Obj:

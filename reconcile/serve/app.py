@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 
 import stripe
@@ -18,25 +16,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from reconcile.config import ServeSettings
 from reconcile.errors import ConfigError
+from reconcile.safe_text import excerpt
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations
+from reconcile.serve.limits import BodyTooLarge, BoundedRequests, too_large
 from reconcile.serve.signature import verified_event
 from reconcile.serve.topup import Answer, TopUps, error
-from reconcile.serve.topup_request import InvalidTopUp, parse_topup
+from reconcile.serve.topup_keys import RememberedTopUps
+from reconcile.serve.topup_request import InvalidTopUp, idempotency_key_problem, parse_topup
+from reconcile.serve.untrusted import UntrustedInput, load_json
 from reconcile.serve.worker import EventWorker, PostOrder
 
 log = logging.getLogger(__name__)
 
 Only = Literal["webhook", "top-up"] | None
-
-MAX_BODY = 1024 * 1024
-"""Bodies larger than this are refused (Stripe's events are far smaller)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ class ServeParts:
 def create_app(parts: ServeParts) -> Starlette:
     """Return the app: its routes (``only`` limits them), then the review page at ``/``.
 
-    ``/healthz``, ``/webhooks/stripe`` and ``/top-up``, then ``console`` mounted at ``/``.
+    ``/healthz``, ``/webhooks/stripe`` and ``/top-up``, then ``console`` mounted at ``/``; every
+    body, the review page's forms too, is refused past 1 MB while it is read.
 
     Raises:
         ConfigError: an endpoint to serve lacks its credential.
@@ -83,7 +84,12 @@ def create_app(parts: ServeParts) -> Starlette:
         finally:
             await run_in_threadpool(handlers.worker.stop)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(BoundedRequests)],
+        exception_handlers={BodyTooLarge: too_large},
+    )
     app.state.worker = handlers.worker
     return app
 
@@ -114,12 +120,16 @@ class _Handlers:
             destinations=parts.destinations,
             clock=parts.clock,
         )
-        self.topups = TopUps(
+        self.topups = RememberedTopUps(
             parts.sessions,
-            parts.stripe_client,
-            destinations=parts.destinations,
-            clock=parts.clock,
-            queued=self.worker.wake,
+            TopUps(
+                parts.sessions,
+                parts.stripe_client,
+                destinations=parts.destinations,
+                clock=parts.clock,
+                queued=self.worker.wake,
+            ),
+            parts.clock,
         )
         self.secrets = tuple(secret.reveal() for secret in parts.settings.webhook_secrets)
         token = parts.settings.topup_token
@@ -134,19 +144,19 @@ class _Handlers:
     async def webhook(self, request: Request) -> Response:
         """Verify, record once, answer; the worker posts."""
         body = await request.body()
-        event = (
-            verified_event(body, request.headers.get("stripe-signature"), self.secrets)
-            if len(body) <= MAX_BODY
-            else None
-        )
+        event = verified_event(body, request.headers.get("stripe-signature"), self.secrets)
         if event is None:
             return JSONResponse({"error": "invalid or missing Stripe-Signature"}, status_code=400)
+        problem = inbox.unstorable(event, body)
+        if problem is not None:
+            log.warning("refused a signed Stripe event: %s", problem)
+            return JSONResponse({"error": problem}, status_code=400)
         try:
             fresh = await run_in_threadpool(
                 inbox.record, self.parts.sessions, event, body.decode("utf-8"), self.parts.clock()
             )
         except SQLAlchemyError:
-            log.warning("could not record Stripe event %s; Stripe will retry", event["id"])
+            log.warning("could not record Stripe event %s; Stripe will retry", excerpt(event["id"]))
             return JSONResponse({"error": "could not record the event"}, status_code=500)
         if fresh:
             self.worker.wake()
@@ -158,15 +168,14 @@ class _Handlers:
             request.headers.get("authorization"), self.token
         ):
             return _json(error(401, "missing or wrong bearer token"))
-        try:
-            wanted = parse_topup(json.loads(await request.body(), parse_float=Decimal))
-        except InvalidTopUp as invalid:
-            return _json(error(400, str(invalid)))
-        except ValueError:
-            return _json(error(400, "the body is not JSON"))
         key = request.headers.get("idempotency-key")
-        if key is not None and not 0 < len(key) <= 255:
-            return _json(error(400, "Idempotency-Key must be 1 to 255 characters"))
+        problem = idempotency_key_problem(key) if key is not None else None
+        if problem is not None:
+            return _json(error(400, problem))
+        try:
+            wanted = parse_topup(load_json(await request.body()))
+        except (InvalidTopUp, UntrustedInput) as invalid:
+            return _json(error(400, str(invalid)))
         return _json(await run_in_threadpool(self.topups.top_up, wanted, key))
 
 

@@ -27,6 +27,7 @@ from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.serve.app import ServeParts, check_credentials, create_app
 from reconcile.serve.destinations import Destinations
+from reconcile.serve.limits import server_config
 from reconcile.serve.worker import PostOrder
 from reconcile.stripe.client import build_stripe_client
 
@@ -95,9 +96,7 @@ def serve(namespace: argparse.Namespace) -> int:
                     ),
                 )
             )
-            config = uvicorn.Config(
-                app, host=namespace.host, port=namespace.port, log_config=None, access_log=False
-            )
+            config = server_config(app, namespace.host, namespace.port)
             log.info("serving on http://%s:%d", namespace.host, namespace.port)
             _run_until_stopped(uvicorn.Server(config))
     finally:

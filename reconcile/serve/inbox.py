@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import WebhookEvent
+from reconcile.safe_text import text_problem
+from reconcile.serve.untrusted import id_problem
 from reconcile.times import from_unix
 
 BASE_BACKOFF = timedelta(seconds=5)
@@ -39,6 +41,9 @@ PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
 """Statuses the worker still has to act on (also after a crash or restart)."""
 
 
+MAX_EVENT_TYPE = 100
+"""The longest event type the table holds (Stripe's are under 50 characters)."""
+
 TOPUP_PREFIX = "topup:"
 """Ids of events ``/top-up`` queues itself for a payment it saw succeed (``topup:pi_…``)."""
 
@@ -54,6 +59,27 @@ def backoff(attempts: int) -> timedelta:
     """Return how long to wait after ``attempts`` failed attempts (doubling, capped)."""
     delay: timedelta = BASE_BACKOFF * 2 ** max(0, attempts - 1)
     return min(MAX_BACKOFF, delay)
+
+
+def unstorable(event: Mapping[str, Any], raw: bytes) -> str | None:
+    """Return why a signed event cannot be recorded as it is, or ``None`` when it can.
+
+    Its id must be a usable id (at most 255 characters, no NUL, valid Unicode), its type text
+    the table holds, its body UTF-8.
+    """
+    problem = id_problem(event.get("id"), "the event id")
+    if problem is not None:
+        return problem
+    kind = event.get("type")
+    if not isinstance(kind, str) or len(kind) > MAX_EVENT_TYPE:
+        return f"the event type must be text of at most {MAX_EVENT_TYPE} characters"
+    if text_problem(kind) is not None:
+        return f"the event type cannot be stored: {text_problem(kind)}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the event is not UTF-8"
+    return "the event contains a NUL byte" if "\x00" in text else None
 
 
 def record(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.domain import Source
 from reconcile.errors import ReconcileError
 from reconcile.rules.destination import Movement
+from reconcile.safe_text import excerpt
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations
 from reconcile.serve.topup_request import TopUpRequest, stripe_idempotency_key
@@ -35,6 +36,9 @@ from reconcile.stripe.mapping import (
 )
 
 log = logging.getLogger(__name__)
+
+TOPUP_KEY_METADATA = "reconcile_topup_key"
+"""PaymentIntent metadata naming the Stripe idempotency key it was made under."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,19 @@ class TopUps:
         self._clock = clock
         self._queued = queued
 
-    def top_up(self, request: TopUpRequest, client_key: str | None) -> Answer:
-        """Resolve, charge and queue one top-up; return the answer for the client."""
+    def top_up(
+        self,
+        request: TopUpRequest,
+        client_key: str | None,
+        *,
+        charged_since: datetime | None = None,
+    ) -> Answer:
+        """Resolve, charge and queue one top-up; return the answer for the client.
+
+        ``charged_since`` resumes a request under ``client_key`` that stopped unanswered: a
+        PaymentIntent made under the key since then is taken instead of charging again (Stripe
+        forgets idempotency keys after 24 hours).
+        """
         try:
             found = self._destination(request)
         except stripe.StripeError as failure:
@@ -97,13 +112,14 @@ class TopUps:
             return found
         key = stripe_idempotency_key(request, client_key or uuid.uuid4().hex)
         try:
-            intent = self._charge(request, found, key)
+            earlier = self._charged_before(request, key, charged_since) if charged_since else None
+            intent = earlier or self._charge(request, found, key)
         except stripe.CardError as declined:
             return _declined(declined)
         except stripe.IdempotencyError:
             return error(409, "this Idempotency-Key was used with other parameters")
         except stripe.StripeError:
-            log.warning("Stripe did not confirm a top-up of %s", request.customer_id)
+            log.warning("Stripe did not confirm a top-up of %s", excerpt(request.customer_id))
             return error(502, "Stripe did not answer; retry with the same Idempotency-Key")
         return self._settled(intent)
 
@@ -153,10 +169,29 @@ class TopUps:
                 "metadata": {
                     "moesif_company_id": to.company_id,
                     "moesif_subscription_id": to.subscription_id,
+                    TOPUP_KEY_METADATA: key,
                 },
             },
             options={"idempotency_key": key},
         ).to_dict()
+
+    def _charged_before(
+        self, request: TopUpRequest, key: str, since: datetime
+    ) -> dict[str, Any] | None:
+        """Return the customer's PaymentIntent made under ``key`` since ``since``, if any."""
+        found = self._stripe.v1.payment_intents.list(
+            params={
+                "customer": request.customer_id,
+                "created": {"gte": int(since.timestamp())},
+                "limit": 100,
+            }
+        )
+        for intent in found.auto_paging_iter():
+            seen = intent.to_dict()
+            metadata = seen.get("metadata")
+            if isinstance(metadata, Mapping) and metadata.get(TOPUP_KEY_METADATA) == key:
+                return seen
+        return None
 
     def _settled(self, intent: Mapping[str, Any]) -> Answer:
         payment_intent_id = str(intent["id"])
@@ -210,5 +245,7 @@ def _declined(declined: stripe.CardError) -> Answer:
 def _lookup_failed(failure: stripe.StripeError, customer_id: str) -> Answer:
     if failure.http_status == 404:
         return error(400, f"unknown customer {customer_id}")
-    log.warning("Stripe could not be read for %s (HTTP %s)", customer_id, failure.http_status)
+    log.warning(
+        "Stripe could not be read for %s (HTTP %s)", excerpt(customer_id), failure.http_status
+    )
     return error(502, "Stripe could not be reached; nothing was charged")

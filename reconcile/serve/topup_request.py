@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
 
-from reconcile.money import to_minor
+from reconcile.money import MAX_MINOR_UNITS, exponent
+from reconcile.serve.untrusted import MAX_ID_LENGTH, id_problem
+from reconcile.stripe.currencies import is_stripe_currency
 
-ISO_4217 = frozenset(
-    """aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob bov brl bsd
-    btn bwp byn bzd cad cdf che chf chw clf clp cny cop cou crc cuc cup cve czk djf dkk dop dzd
-    egp ern etb eur fjd fkp gbp gel ghs gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr iqd irr
-    isk jmd jod jpy kes kgs khr kmf kpw krw kwd kyd kzt lak lbp lkr lrd lsl lyd mad mdl mga mkd
-    mmk mnt mop mru mur mvr mwk mxn mxv myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr
-    pln pyg qar ron rsd rub rwf sar sbd scr sdg sek sgd shp sle sll sos srd ssp stn svc syp szl
-    thb tjs tmt tnd top try ttd twd tzs uah ugx usd usn uyi uyu uyw uzs ved ves vnd vuv wst xaf
-    xcd xof xpf yer zar zmw zwg zwl""".split()
-)
-"""Active ISO 4217 currency codes (funds and precious metals left out), lower case as Stripe."""
-
-MAX_MINOR_DIGITS = 12
-"""Amounts over 12 digits of minor units are refused, as the nightly run refuses them."""
+MAX_AMOUNT_DIGITS = 12
+"""An amount is at most 12 digits (before and after the point together)."""
+_AMOUNT = re.compile(r"(?P<whole>[0-9]{1,12})(?:\.(?P<fraction>[0-9]+))?", re.ASCII)
+"""ASCII digits with an optional point: no sign, exponent, underscore, space or other digits."""
+_CUSTOMER = re.compile(r"cus_[A-Za-z0-9_]+", re.ASCII)
 
 
 class InvalidTopUp(ValueError):
@@ -40,7 +33,7 @@ class TopUpRequest:
 
 
 def parse_topup(body: object) -> TopUpRequest:
-    """Return the request a JSON body (parsed with exact decimals) makes.
+    """Return the request a JSON body makes.
 
     Raises:
         InvalidTopUp: a field is missing, of the wrong type, or out of range.
@@ -49,34 +42,59 @@ def parse_topup(body: object) -> TopUpRequest:
         raise InvalidTopUp("the body must be a JSON object")
     extra = set(body) - {"customer_id", "amount", "currency"}
     if extra:
-        raise InvalidTopUp(f"unknown fields: {', '.join(sorted(map(str, extra)))}")
+        raise InvalidTopUp(f"unknown fields: {', '.join(sorted(str(name)[:40] for name in extra))}")
     customer_id = body.get("customer_id")
-    if not isinstance(customer_id, str) or not customer_id.startswith("cus_"):
+    problem = id_problem(customer_id, "customer_id")
+    if problem is not None:
+        raise InvalidTopUp(problem)
+    if not isinstance(customer_id, str) or not _CUSTOMER.fullmatch(customer_id):
         raise InvalidTopUp("customer_id must be a Stripe customer id (cus_…)")
     currency = body.get("currency")
-    if not isinstance(currency, str) or currency.lower() not in ISO_4217:
-        raise InvalidTopUp("currency must be an ISO 4217 code such as usd")
-    return TopUpRequest(
-        customer_id, _amount(body.get("amount"), currency.lower()), currency.lower()
-    )
+    if not is_stripe_currency(currency) or not isinstance(currency, str):
+        raise InvalidTopUp("currency must be an ISO 4217 code Stripe charges in, such as usd")
+    return TopUpRequest(customer_id, amount_minor(body.get("amount"), currency), currency.lower())
 
 
-def _amount(raw: Any, currency: str) -> int:  # noqa: ANN401 - any JSON value
-    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+def amount_minor(raw: object, currency: str) -> int:
+    """Return the minor units of an amount string such as ``"25.00"`` in ``currency``.
+
+    Raises:
+        InvalidTopUp: not a string of at most 12 ASCII digits with an optional point, more
+            decimals than the currency has, zero, or more than 12 digits of minor units.
+    """
+    if not isinstance(raw, str):
         raise InvalidTopUp('amount must be a decimal string such as "25.00"')
-    try:
-        major = Decimal(raw.strip() if isinstance(raw, str) else raw)
-    except InvalidOperation:
-        raise InvalidTopUp(f"amount {raw!s} is not a number") from None
-    if not major.is_finite() or major <= 0:
+    found = _AMOUNT.fullmatch(raw)
+    if found is None:
+        raise InvalidTopUp(
+            'amount must be ASCII digits with an optional decimal point, such as "25.00"'
+        )
+    fraction = found["fraction"] or ""
+    if len(found["whole"]) + len(fraction) > MAX_AMOUNT_DIGITS:
+        raise InvalidTopUp(f"amount must be at most {MAX_AMOUNT_DIGITS} digits")
+    places = exponent(currency)
+    if len(fraction) > places:
+        raise InvalidTopUp(
+            f"amount {raw} has more decimal places than {currency.upper()} has ({places})"
+        )
+    minor = int(Decimal(raw).scaleb(places))
+    if minor <= 0:
         raise InvalidTopUp("amount must be greater than zero")
-    try:
-        minor = to_minor(major, currency)
-    except ValueError as error:
-        raise InvalidTopUp(str(error)) from None
-    if len(str(minor)) > MAX_MINOR_DIGITS:
-        raise InvalidTopUp(f"amount must be at most {MAX_MINOR_DIGITS} digits of minor units")
+    if minor > MAX_MINOR_UNITS:
+        raise InvalidTopUp(f"amount must be at most {MAX_AMOUNT_DIGITS} digits of minor units")
     return minor
+
+
+def request_hash(request: TopUpRequest) -> str:
+    """Return the hash an ``Idempotency-Key`` is stored with: customer, amount and currency."""
+    text = f"{request.customer_id}\0{request.amount_minor}\0{request.currency}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """Return why an ``Idempotency-Key`` header cannot be used, or ``None`` when it can."""
+    problem = id_problem(key, "Idempotency-Key")
+    return f"{problem} (1 to {MAX_ID_LENGTH} characters)" if problem else None
 
 
 def stripe_idempotency_key(request: TopUpRequest, client_key: str) -> str:

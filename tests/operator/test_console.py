@@ -218,3 +218,20 @@ def test_mounted_at_the_root_beside_other_routes(
         answer = client.post("/logout", data={"csrf": csrf})
         assert answer.headers["location"] == "/login"
         assert client.get("/findings").status_code == 303
+
+
+def test_a_note_the_database_cannot_store_is_400_and_closes_nothing(
+    clients: Callable[..., httpx.Client],
+    sessions: sessionmaker[Session],
+    seeded: dict[str, str],
+) -> None:
+    client = clients()
+    csrf = _login(client)
+    target = f"/findings/{seeded['owed']}/close"
+    for note in ("paid\x00back", "\x00"):
+        answer = client.post(target, data={"action": "resolve", "note": note, "csrf": csrf})
+        assert answer.status_code == 400
+        assert "cannot be stored" in answer.text
+    with sessions() as session:
+        assert get_finding(session, seeded["owed"]).status == "open"
+        assert notes_of(session, seeded["owed"]) == []

@@ -25,6 +25,8 @@ from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter, RetryPolicy
 from reconcile.serve.app import Only, ServeParts, create_app
 from reconcile.serve.destinations import Destinations
+from reconcile.serve.limits import server_config
+from reconcile.serve.untrusted import READ_TIMEOUT
 from reconcile.serve.worker import EventWorker
 from reconcile.stripe.client import build_stripe_client
 
@@ -135,6 +137,7 @@ def make_served(
         secrets: tuple[str, ...] = (SECRET,),
         session_factory: sessionmaker[Session] | None = None,
         console: Starlette | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ) -> Served:
         clock = Clock()
         origins: list[str] = []
@@ -161,9 +164,7 @@ def make_served(
                 console=console,
             )
         )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-        )
+        server = uvicorn.Server(server_config(app, "127.0.0.1", 0, read_timeout=read_timeout))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         running.append((server, thread))

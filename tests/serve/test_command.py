@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+import reconcile
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from tests.serve.conftest import MOESIF_TOKEN, SECRET, STRIPE_KEY, TOKEN
@@ -30,6 +31,12 @@ def _environment(tmp_path: Path, stripe_base: str, moesif_base: str) -> dict[str
         for name, value in os.environ.items()
         if not name.startswith(("STRIPE_", "MOESIF_", "RECONCILE_"))
     }
+    # The code under test, not an installed copy (whose migrations may lag this tree's).
+    environ["PYTHONPATH"] = os.pathsep.join(
+        filter(
+            None, [str(Path(reconcile.__file__).resolve().parents[1]), environ.get("PYTHONPATH")]
+        )
+    )
     environ.update(
         STRIPE_API_KEY=STRIPE_KEY,
         STRIPE_API_BASE=stripe_base,

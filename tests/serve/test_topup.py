@@ -55,7 +55,9 @@ def test_a_top_up_charges_once_and_credits_moesif_once(served: Served) -> None:
         "transaction_id": intent_id,
     }
     [intent] = _intents(served.stripe)
-    assert intent["metadata"] == {"moesif_company_id": "co_1", "moesif_subscription_id": "sub_m1"}
+    metadata = dict(intent["metadata"])
+    assert metadata.pop("reconcile_topup_key").startswith("reconcile-topup-")
+    assert metadata == {"moesif_company_id": "co_1", "moesif_subscription_id": "sub_m1"}
     assert (intent["amount"], intent["status"]) == (2500, "succeeded")
 
     served.worker.drain()
