@@ -91,7 +91,8 @@ def ours(url: str, report_dir: Path, window: Window = WINDOW) -> dict[str, Any]:
         retry_attempts=1,
     )
     phases: dict[str, float] = defaultdict(float)
-    with _offline_clients(settings) as clients, _timed(phases), _snapshot_as_is():
+    sizes: list[int] = []
+    with _offline_clients(settings) as clients, _timed(phases, sizes), _snapshot_as_is():
         began = time.perf_counter()
         outcome = execute(
             settings,
@@ -101,7 +102,7 @@ def ours(url: str, report_dir: Path, window: Window = WINDOW) -> dict[str, Any]:
         )
         seconds = time.perf_counter() - began
     assert outcome.report_path is not None
-    expected_rows, ledger_rows = _frame_sizes(url, window)
+    expected_rows, ledger_rows = sizes
     return {
         "seconds": seconds,
         **{name: phases[name] for name in PHASES},
@@ -162,11 +163,6 @@ def reset(url: str) -> None:
         engine.dispose()
 
 
-def _frame_sizes(url: str, window: Window) -> tuple[int, int]:
-    expected, ledger = load(url, window)
-    return len(expected), len(ledger)
-
-
 def _offline_settings(url: str) -> Settings:
     return Settings(
         stripe_api_key=Secret(STRIPE_KEY),
@@ -217,25 +213,38 @@ def _snapshot_as_is() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _timed(phases: dict[str, float]) -> Iterator[None]:
-    """Wrap each step of :data:`PHASES` where the run calls it, adding its time to ``phases``."""
+def _timed(phases: dict[str, float], sizes: list[int]) -> Iterator[None]:
+    """Wrap each step of :data:`PHASES` where the run calls it, adding its time to ``phases``.
+
+    ``sizes`` gets the lengths of the two frames the run loaded.
+    """
+
+    def loaded(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        sizes[:] = [len(frame) for frame in frames]
+
     with contextlib.ExitStack() as stack:
         for name, (module, attribute) in PHASES.items():
             target = import_module(module)
-            stack.enter_context(
-                mock.patch.object(
-                    target, attribute, _clocked(getattr(target, attribute), name, phases)
-                )
-            )
+            observe = loaded if name == "load_seconds" else None
+            step = _clocked(getattr(target, attribute), name, phases, observe)
+            stack.enter_context(mock.patch.object(target, attribute, step))
         yield
 
 
-def _clocked(step: Callable[..., Any], name: str, phases: dict[str, float]) -> Callable[..., Any]:
+def _clocked(
+    step: Callable[..., Any],
+    name: str,
+    phases: dict[str, float],
+    observe: Callable[[Any], None] | None = None,
+) -> Callable[..., Any]:
     @wraps(step)
     def clocked(*args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
         try:
-            return step(*args, **kwargs)
+            answer = step(*args, **kwargs)
+            if observe is not None:
+                observe(answer)
+            return answer
         finally:
             phases[name] += time.perf_counter() - began
 
