@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "size", "seconds", "peak_mb", "yardstick", "yardstick_seconds", "ratio"}
@@ -23,9 +26,30 @@ def bench(*arguments: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def test_quick_match_prints_its_figures_and_a_yardstick() -> None:
-    (result,) = bench("match")
-    assert KEYS <= set(result)
+SPREAD = {"samples", "seconds_min", "seconds_max"}
+PAIRED = {"yardstick_seconds_min", "yardstick_seconds_max", "ratio_min", "ratio_max"}
+
+
+def assert_spread(result: dict[str, object], samples: int) -> None:
+    """The median lies within the samples' least and greatest, and so does each ratio."""
+    assert result["samples"] == samples
+    assert result["seconds_min"] <= result["seconds"] <= result["seconds_max"]  # type: ignore[operator]
+    if result["yardstick_seconds"] is not None:
+        assert PAIRED <= set(result)
+        low, high = result["yardstick_seconds_min"], result["yardstick_seconds_max"]
+        assert low <= result["yardstick_seconds"] <= high  # type: ignore[operator]
+        assert result["ratio_min"] <= result["ratio_max"]  # type: ignore[operator]
+        seconds, theirs = result["seconds"], result["yardstick_seconds"]
+        ratio = seconds / theirs  # type: ignore[operator]
+        # each side is rounded to 3 places: allow what that rounding can move the quotient by
+        slack = ratio * (0.0005 / seconds + 0.0005 / theirs) + 0.0005  # type: ignore[operator]
+        assert abs(result["ratio"] - ratio) <= slack  # type: ignore[operator]
+
+
+def test_quick_match_runs_the_run_from_its_snapshot_to_its_report() -> None:
+    (result,) = bench("match", "--samples", "2")
+    assert KEYS | SPREAD <= set(result)
+    assert_spread(result, 2)
     assert result["benchmark"] == "match"
     assert result["size"] == 2000
     assert result["yardstick"] == "datacompy"
@@ -36,17 +60,47 @@ def test_quick_match_prints_its_figures_and_a_yardstick() -> None:
     assert result["expected_rows"] == 2000
     assert isinstance(result["findings"], int)
     assert result["findings"] > 0
+    # the run's own steps ran, each timed where the run calls it, and nothing was posted
+    from bench.match import PHASES
+
+    for phase in PHASES:
+        assert isinstance(result[phase], float), phase
+    for phase in ("load_seconds", "match_seconds", "lifecycle_seconds", "store_seconds"):
+        assert result[phase] > 0, phase
+    assert result["exit_code"] == 4  # the posting guardrail at 0: decided, not sent
     if result["yardstick_seconds"] is None:  # datacompy pins an older pandas: optional
         assert result["ratio"] is None
         assert "yardstick_note" in result
     else:
-        ratio = result["seconds"] / result["yardstick_seconds"]
-        assert abs(result["ratio"] - ratio) < 0.01 * ratio  # both sides rounded to 3 places
+        assert result["yardstick_version"]
+        assert result["match_ratio"] > 0
+
+
+def test_match_refuses_a_run_that_reaches_moesif(tmp_path: Path) -> None:
+    """A subscription currency the snapshot no longer holds fresh would be read from Moesif."""
+    from sqlalchemy import create_engine, text
+
+    from bench import data, match, snapshot
+
+    url = f"sqlite:///{tmp_path / 'snapshot.db'}"
+    snapshot.fill(url, *data.generate(200))
+    result = match.ours(url, tmp_path)
+    assert result["findings"] > 0
+    assert result["currencies_seconds"] > 0
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE moesif_subscriptions SET fetched_at = '2026-01-01 00:00:00.000000'")
+        )
+    engine.dispose()
+    with pytest.raises(match.Offline, match="GET"):
+        match.ours(url, tmp_path)
 
 
 def test_quick_ingest_reads_every_object_and_measures_the_httpx_floor() -> None:
-    (result,) = bench("ingest")
-    assert KEYS | {"objects_per_second"} <= set(result)
+    (result,) = bench("ingest", "--samples", "2")
+    assert KEYS | SPREAD | PAIRED | {"objects_per_second"} <= set(result)
+    assert_spread(result, 2)
     assert result["yardstick"] == "httpx"
     # 2,000 top-ups with their balance transactions, and a refund (with its own) for one in ten
     assert result["objects"] == 2000 * 2 + 200 * 2
@@ -57,20 +111,41 @@ def test_quick_ingest_reads_every_object_and_measures_the_httpx_floor() -> None:
 
 
 def test_quick_incremental_compares_a_long_history_with_a_short_one() -> None:
-    (result,) = bench("incremental")
-    assert KEYS <= set(result)
+    (result,) = bench("incremental", "--samples", "3")
+    assert KEYS | SPREAD | PAIRED <= set(result)
+    assert_spread(result, 3)
     assert result["yardstick"] == "history 100"
     assert result["expected_rows"] > 0
     assert result["ledger_rows"] > 0
     assert isinstance(result["ratio"], float)
 
 
-def test_quick_post_keeps_to_the_batch_share_with_a_webhook_alongside() -> None:
+def test_quick_post_keeps_to_the_batch_share_with_a_webhook_stream_alongside() -> None:
     (result,) = bench("post")
     assert {"benchmark", "size", "seconds", "peak_mb", "limit_share", "share_429"} <= set(result)
     assert result["postings"] == 500
-    assert result["requests"] == result["postings"] + result["webhook_requests"]
-    assert result["webhook_requests"] > 0
+    assert result["webhook_events"] > 0
+    assert result["requests"] == result["batch_requests"] + result["webhook_requests"]
+    retried = result["batch_429"] + result["webhook_429"]
+    assert result["requests"] == result["postings"] + result["webhook_events"] + retried
     assert 0 < result["limit_share"] <= 1
+    assert result["busiest_minute"] <= 500
+    # the two shares add up to Moesif's 500 a minute and each client keeps to its own
     assert result["share_429"] == 0
     assert result["webhook_share_429"] == 0
+    assert result["webhook_latency_seconds"]["max"] >= 0
+
+
+def test_post_counts_the_429s_when_the_shares_exceed_moesifs_limit() -> None:
+    """The batch at all 500 a minute leaves the stream 1, over the limit: its request is refused."""
+    from bench import post
+
+    memory = Path("/dev/shm")  # the snapshot's commits would wait on the disk otherwise
+    with tempfile.TemporaryDirectory(dir=memory if memory.is_dir() else None) as scratch:
+        result = post.run(510, Path(scratch), batch_share=500, webhook_per_minute=60)
+    assert result["webhook_events"] >= 1
+    assert result["webhook_429"] >= 1
+    assert result["webhook_share_429"] > 0
+    assert result["busiest_minute"] == 500
+    retried = result["batch_429"] + result["webhook_429"]
+    assert result["requests"] == 510 + result["webhook_events"] + retried
