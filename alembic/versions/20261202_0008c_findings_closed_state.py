@@ -1,7 +1,7 @@
 """findings settled for good are ``closed``; ``resolved`` is an operator's claim awaiting a check
 
 Revision ID: 0008c
-Revises: 0007
+Revises: 0008a
 Create Date: 2026-12-02 08:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008c"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """topup idempotency keys
 
 Revision ID: 0008d
-Revises: 0007
+Revises: 0008c
 Create Date: 2026-12-02 08:30:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import reconcile.db.models
 
 revision: str = "0008d"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008c"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
