@@ -60,7 +60,7 @@ currencies it holds are fresh and none is read from Moesif."""
 PHASES = {
     "open_findings_seconds": ("reconcile.steps.lifecycle", "open_before"),
     "load_seconds": ("reconcile.steps.snapshot", "frames_of"),
-    "currencies_seconds": ("reconcile.steps.snapshot", "subscription_currencies"),
+    "currencies_seconds": ("reconcile.steps.snapshot", "subscriptions_paid_into"),
     "match_seconds": ("reconcile.matching", "match"),
     "decide_seconds": ("reconcile.steps.sending", "post_missing"),
     "redaction_seconds": ("reconcile.frames", "redacted"),

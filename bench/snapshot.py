@@ -41,10 +41,16 @@ def fill(
             ledger.assign(first_seen_at=SEEDED_AT, last_seen_at=SEEDED_AT),
             [*LEDGER_COLUMNS, "first_seen_at", "last_seen_at"],
         )
+        owners = (
+            expected.drop_duplicates("subscription_id")
+            .set_index("subscription_id")["company_id"]
+            .to_dict()
+        )
         subscriptions = pd.DataFrame(
             {
                 "subscription_id": list(currencies),
                 "currency": list(currencies.values()),
+                "company_id": [owners.get(subscription) for subscription in currencies],
                 "fetched_at": SEEDED_AT,
             }
         )

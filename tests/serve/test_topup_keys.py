@@ -17,6 +17,7 @@ from reconcile.db.engine import make_engine
 from reconcile.db.models import TopUpKey
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.serve import topup_keys
+from reconcile.serve.destinations import Destinations
 from reconcile.serve.topup import TopUps
 from reconcile.serve.topup_request import TopUpRequest
 from tests.serve.conftest import STRIPE_KEY, TOKEN, Clock, Served, stripe_client
@@ -227,13 +228,17 @@ def test_a_crash_between_storing_and_charging_resumes_with_one_charge(
 
 
 def test_a_crash_after_charging_resumed_days_later_finds_the_charge(
-    served: Served, stripe_clock: Clock
+    served: Served, stripe_clock: Clock, destinations: Destinations
 ) -> None:
     customer = _customer(served.stripe)
     wanted = _wanted(customer)
     topup_keys.claim(served.sessions, "order-charged", wanted, served.clock())
     charging = TopUps(
-        served.sessions, stripe_client(served.stripe), clock=served.clock, queued=lambda: None
+        served.sessions,
+        stripe_client(served.stripe),
+        destinations=destinations,
+        clock=served.clock,
+        queued=lambda: None,
     )
     charged = charging.top_up(wanted, "order-charged")  # then the process dies unanswered
     assert charged.status == 200
