@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -323,17 +324,31 @@ class Stopper:
         self.scheduler = scheduler
         self.requested = False
         self._stopping = False
+        self._thread: threading.Thread | None = None
 
     def __call__(self, signum: int, _frame: FrameType | None = None) -> None:
-        """Stop the scheduler, waiting for a run in progress; later signals are ignored."""
+        """Stop the scheduler, waiting for a run in progress; later signals are ignored.
+
+        The signal may land while the main thread holds the scheduler's own (non-reentrant)
+        lock, inside ``Event.set``; shutting down right here would wait for that lock forever.
+        So the handler only notes the request and a thread of its own does the shutdown.
+        """
         self.requested = True
         if self._stopping or self.scheduler.state == STATE_STOPPED:
-            logger.info("%s: already stopping", signal.Signals(signum).name)
             return
         self._stopping = True
+        name = signal.Signals(signum).name
+        self._thread = threading.Thread(target=self._shut_down, args=(name,), name="reconcile-stop")
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait until a shutdown a signal asked for has finished (the run in progress too)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _shut_down(self, name: str) -> None:
         logger.info(
-            "%s: stopping the scheduler once the run in progress, if any, has finished",
-            signal.Signals(signum).name,
+            "%s: stopping the scheduler once the run in progress, if any, has finished", name
         )
         self.scheduler.shutdown(wait=True)
 
@@ -370,6 +385,7 @@ def serve(settings: Settings, *, run: RunFunction = live_run) -> int:
             scheduler.start()
         except SQLAlchemyError as error:
             raise DatabaseUnavailable(f"could not start the job store: {describe(error)}") from None
+    stopper.join()
     logger.info("scheduler stopped")
     return int(ExitCode.OK)
 

@@ -335,7 +335,8 @@ def test_sigterm_waits_for_the_run_in_progress(env: Settings) -> None:
     scheduler.start()
     scheduler.modify_job(nightly.JOB_ID, next_run_time=datetime.now(UTC))
     assert RUN_STARTED.wait(5)
-    stopping = threading.Thread(target=stopper, args=(signal.SIGTERM,))
+    stopper(signal.SIGTERM)  # the handler returns at once; its shutdown thread waits
+    stopping = threading.Thread(target=stopper.join)
     stopping.start()
     stopping.join(0.1)
     assert stopping.is_alive()  # shutdown is waiting for the run
@@ -458,3 +459,33 @@ def test_configuration_errors_are_one_line_and_exit_2(
         assert fragment in err
         assert err.count("\n") == 1
     assert CALLS == []
+
+
+class _LockedScheduler:
+    """A scheduler whose shutdown needs a lock the signalled thread already holds.
+
+    The signal lands while the main thread is inside APScheduler's ``Event.set``, holding its
+    non-reentrant condition lock: a handler that shut down right there waited for ever.
+    """
+
+    def __init__(self) -> None:
+        self.state = 1  # running
+        self.lock = threading.Lock()
+        self.stopped_by: list[str] = []
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self.lock:
+            self.stopped_by.append(threading.current_thread().name)
+            self.state = 0
+
+
+def test_a_signal_landing_inside_the_schedulers_lock_does_not_deadlock() -> None:
+    scheduler = _LockedScheduler()
+    stopper = nightly.Stopper(scheduler)  # type: ignore[arg-type]
+    with scheduler.lock:  # as the main thread is, inside Event.set
+        stopper(signal.SIGTERM)  # returns: the shutdown waits for the lock in its own thread
+        assert scheduler.stopped_by == []
+    stopper.join()
+    assert scheduler.stopped_by == ["reconcile-stop"]
+    stopper(signal.SIGTERM)  # a second signal is only noted
+    assert scheduler.stopped_by == ["reconcile-stop"]
