@@ -455,13 +455,17 @@ def leave_rows_out(world: World, omit: tuple[float, int] | None) -> None:
 
 
 def converge(
-    seeded: Seeded, hook: _FaultHook | None = None, omit: tuple[float, int] | None = None
+    seeded: Seeded,
+    hook: _FaultHook | None = None,
+    omit: tuple[float, int] | None = None,
+    after_each: Callable[[], None] | None = None,
 ) -> None:
     """Rerun the job until it exits 0 or 1 with nothing left to post, at most :data:`RERUNS`.
 
     While the hook still has a kill to deliver, the job runs as a subprocess (and runs again
     until the kill has happened); else in-process. After the first run, reads leave out the
-    share of rows ``omit`` names (see :func:`leave_rows_out`).
+    share of rows ``omit`` names (see :func:`leave_rows_out`). ``after_each`` is called after
+    every run (to check what must hold between runs too).
     """
     world = seeded.world
     for run in range(RERUNS):
@@ -473,6 +477,8 @@ def converge(
         else:
             code = run_in_process(world)
         seeded.exit_codes.append(code)
+        if after_each is not None:
+            after_each()
         if code == 75:
             time.sleep(0.1)  # the killed holder's lock is on its way out; not a backoff
             continue
