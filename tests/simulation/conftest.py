@@ -59,11 +59,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the seed, a replay command and what the examples covered, pass or fail."""
     if not BY_TEST:
         return
-    seed = terminalreporter.config.stash[_SEED]
+    config = terminalreporter.config
+    seed = config.stash[_SEED]
+    soak = " --soak" if config.getoption("--soak") or config.getoption("--soak-minutes") else ""
     terminalreporter.section("simulation")
     terminalreporter.write_line(
         f"simulation seed {seed}: replay with "
-        f"{SEED_VARIABLE}={seed} python -m pytest tests/simulation -p no:cacheprovider"
+        f"{SEED_VARIABLE}={seed} python -m pytest tests/simulation -p no:cacheprovider{soak}"
+        + (" (a soak's later rounds: the seed + 1, + 2...)" if soak else "")
     )
     for test, counts in sorted(BY_TEST.items()):
         covered = ", ".join(f"{kind}: {count}" for kind, count in sorted(counts.items()))

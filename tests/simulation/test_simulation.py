@@ -182,7 +182,10 @@ def _run(
         test = given(strategy)(bounded)
         for history in first:
             test = example(history)(test)
-        replay = f"RECONCILE_SIM_SEED={round_seed} python -m pytest '{request.node.nodeid}'"
+        replay = (
+            f"RECONCILE_SIM_SEED={round_seed} python -m pytest '{request.node.nodeid}'"
+            + " --soak" * soak
+        )
         request.node.add_report_section(
             "call", "simulation seed", f"seed {round_seed}: replay with {replay}"
         )
