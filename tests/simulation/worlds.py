@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import reconcile
 from reconcile.cli import main
 from reconcile.fakes.moesif import DEFAULT_ORDER_SEED, Exchange, FakeMoesif, Verdict
 from reconcile.fakes.stripe import FakeStripe
@@ -34,6 +35,8 @@ ELSEWHERE = ("co_elsewhere", "sub_elsewhere")
 customer's first Stripe subscription, which may be anyone's)."""
 POISONED = ("co_poisoned", "sub_poisoned")
 POISONED_CUSTOMER = "cus_sim_poisoned"
+SOURCE_ROOT = str(Path(reconcile.__file__).resolve().parent.parent)
+"""The folder holding the ``reconcile`` package under test."""
 RERUNS = 8
 """Runs allowed for one world to settle; faults are finite, so more means a stuck job."""
 
@@ -94,6 +97,10 @@ def open_world(
             "RECONCILE_REPORT_DIR": str(directory / "reports"),
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            # The job's subprocess runs the code this process imports, not an installed copy.
+            "PYTHONPATH": os.pathsep.join(
+                [SOURCE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
         }
         yield World(
             stripe=stripe,
