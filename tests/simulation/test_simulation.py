@@ -225,7 +225,10 @@ def test_sigkill_at_a_post_or_request_then_reruns_keep_every_invariant(
 
     def check(history: History) -> None:
         exit_codes = _simulate(request, backend, history, coverage)
-        assert -signal.SIGKILL in exit_codes, exit_codes
+        if not history.faults.kill_on_post:
+            # Every run makes requests; a history may leave nothing to POST (the hand-made
+            # kills at POSTs are required by coverage below instead).
+            assert -signal.SIGKILL in exit_codes, exit_codes
 
     strategy = histories(kill=True, always_kill=True)
     at_posts = (
