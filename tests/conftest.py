@@ -27,12 +27,22 @@ pytest_plugins = ["pytester", "tests.no_skips_in_ci"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--soak``: run the seeded simulation (tests/simulation) with many more examples."""
+    """``--soak``: run the seeded simulation (tests/simulation) with many more examples.
+
+    ``--soak-minutes N`` soaks it for N minutes per test, in rounds of new seeds.
+    """
     parser.addoption(
         "--soak",
         action="store_true",
         default=False,
         help="run the seeded simulation long: many examples, random seed, SIGKILLs",
+    )
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        metavar="N",
+        help="soak the simulation in rounds of new seeds until N minutes are spent (per test)",
     )
 
 

@@ -360,6 +360,11 @@ class FakeMoesif:
             for key in keys:
                 self._omit[key] = reads
 
+    def left_out(self) -> Counter[str]:
+        """Return how many answers left each row out (by row id), by ``omit`` or ``omit_share``."""
+        with self._lock:
+            return Counter(self._left_out)
+
     def remove_row(self, row_id: str) -> StoredRow:
         """Delete a stored row, as an operator does in Moesif's UI; return what was removed.
 

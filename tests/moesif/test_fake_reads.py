@@ -131,3 +131,17 @@ def test_deleted_rows_are_gone_from_the_ledger(fake: FakeMoesif, http: httpx.Cli
     assert fake.delete_rows("pi_0") == 1
     assert fake.held("pi_0") == 0
     assert _listed(http) == ["pi_1"]
+
+
+def test_left_out_counts_the_answers_that_left_each_row_out(
+    fake: FakeMoesif, http: httpx.Client
+) -> None:
+    _seed(fake, 3)
+    row_id = fake.rows()[1].id
+    fake.omit("pi_1", reads=2)
+    assert fake.left_out() == {}
+    assert sorted(_listed(http)) == ["pi_0", "pi_2"]
+    assert fake.left_out() == {row_id: 1}
+    assert sorted(_listed(http)) == ["pi_0", "pi_2"]
+    assert sorted(_listed(http)) == ["pi_0", "pi_1", "pi_2"]
+    assert fake.left_out() == {row_id: 2}

@@ -115,6 +115,9 @@ class Faults:
     """Kill the job at this request to Moesif of its first run (``None``: no kill)."""
     kill_verdict: str | None
     """What the fake does with that request: ``drop``, ``apply_then_drop`` or go on (``None``)."""
+    kill_on_post: bool = False
+    """``kill_at`` counts only the POSTs: the kill lands on a POST, before Moesif applies it
+    (verdict ``drop``) or after it applied it and before it answers (``apply_then_drop``)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,11 @@ class History:
     poisons: tuple[Poison, ...]
     faults: Faults
     shuffle_seed: int
+    listing_seed: int = 0
+    """The first world's fakes list in the order this seed picks; the second world's in another
+    (both Stripe's ties and Moesif's billing reports)."""
+    omit: tuple[float, int] | None = None
+    """The share of Moesif rows the first world's reads leave out once, and its seed."""
 
     @property
     def switches(self) -> set[str]:
@@ -223,6 +231,10 @@ def _faults(draw: st.DrawFn, kill: bool, always_kill: bool) -> Faults:
     stripe = tuple(draw(st.lists(st.sampled_from(STRIPE_FAULTS), max_size=3)))
     if not kill or not (always_kill or draw(st.booleans())):
         return Faults(moesif, stripe, None, None)
+    if draw(st.booleans()):
+        kill_at = draw(st.integers(min_value=1, max_value=4))
+        verdict = draw(st.sampled_from(["drop", "apply_then_drop"]))
+        return Faults(moesif, stripe, kill_at, verdict, kill_on_post=True)
     kill_at = draw(st.integers(min_value=1, max_value=12))
     verdict = draw(st.sampled_from([None, "drop", "apply_then_drop"]))
     return Faults(moesif, stripe, kill_at, verdict)
@@ -251,7 +263,11 @@ def histories(
             for n, kind in enumerate(kinds)
         )
     faults = draw(_faults(kill, always_kill))
-    return History(customers, poisons, faults, draw(st.integers(min_value=0, max_value=2**32)))
+    shuffle_seed = draw(st.integers(min_value=0, max_value=2**32))
+    listing_seed = draw(st.integers(min_value=0, max_value=2**32))
+    share = draw(st.sampled_from([0.0, 0.2, 0.5, 1.0]))
+    omit = (share, draw(st.integers(min_value=0, max_value=2**32))) if share else None
+    return History(customers, poisons, faults, shuffle_seed, listing_seed, omit)
 
 
 def _planned(
@@ -283,10 +299,17 @@ def _planned(
     return Payment(key, kind, amount, minutes_ago, aftermath, movements)
 
 
-def rich_history(*, kill_at: int | None = None) -> History:
+def rich_history(
+    *,
+    kill_at: int | None = None,
+    kill_on_post: bool = False,
+    kill_verdict: str = "apply_then_drop",
+) -> History:
     """One hand-made history with every mapping, currency, aftermath, ledger state and fault.
 
-    CI runs it first, so a few examples still cover everything.
+    CI runs it first, so a few examples still cover everything: non-zero balances, a shuffled
+    listing order, reads that leave a third of the rows out once; with ``kill_on_post`` the
+    job is killed at its ``kill_at``-th POST, with ``kill_verdict`` as the fake's answer.
     """
     day = 24 * 60
     customers = (
@@ -341,6 +364,14 @@ def rich_history(*, kill_at: int | None = None) -> History:
             "c3", "several_subscriptions", "eur", (_planned("c3p0", 3000, day, ("missing",)),), ()
         ),
         Customer(
+            # No drift left once posted, so the balance check compares a non-zero balance.
+            "c5",
+            "metadata",
+            "eur",
+            (_planned("c5p0", 7000, 2 * day, ("missing", "correct"), aftermath="partial_refund"),),
+            (),
+        ),
+        Customer(
             "c4",
             "no_subscription",
             "usd",
@@ -359,6 +390,7 @@ def rich_history(*, kill_at: int | None = None) -> History:
         ),
         stripe=("429", "500"),
         kill_at=kill_at,
-        kill_verdict="apply_then_drop" if kill_at is not None else None,
+        kill_verdict=kill_verdict if kill_at is not None else None,
+        kill_on_post=kill_on_post,
     )
-    return History(customers, (), faults, shuffle_seed=7)
+    return History(customers, (), faults, shuffle_seed=7, listing_seed=11, omit=(0.34, 5))

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
+from sqlalchemy import create_engine, select
+
+from reconcile.db.models import LedgerEntry
 from reconcile.domain import REPORT_COLUMNS
 from tests.simulation.histories import CURRENCIES, major
 from tests.simulation.worlds import Seeded
@@ -95,8 +98,12 @@ def flagged_subscriptions(rows: list[dict[str, str]]) -> set[str]:
     }
 
 
-def balances_follow_stripe(seeded: Seeded, rows: list[dict[str, str]]) -> None:
-    """For every subscription no flagged finding names, Moesif's net equals what Stripe implies."""
+def balances_follow_stripe(seeded: Seeded, rows: list[dict[str, str]]) -> int:
+    """For every subscription no flagged finding names, Moesif's net equals what Stripe implies.
+
+    Returns how many subscriptions it compared whose Moesif balance is not zero (a check over
+    zero balances only would be vacuous).
+    """
     implied: dict[str, Decimal] = {}
     for customer, movement in seeded.history.owed():
         subscription = seeded.places[customer.key][1]
@@ -111,9 +118,37 @@ def balances_follow_stripe(seeded: Seeded, rows: list[dict[str, str]]) -> None:
         sign = 1 if row.type == "credit" else -1
         held[row.subscription_id] = held.get(row.subscription_id, Decimal(0)) + sign * row.amount
     flagged = flagged_subscriptions(rows)
+    non_zero = 0
     for subscription in sorted((set(implied) | set(held)) - flagged):
         want, have = implied.get(subscription, Decimal(0)), held.get(subscription, Decimal(0))
         assert want == have, f"{subscription}: Moesif nets {have}, Stripe implies {want}"
+        non_zero += seeded.world.moesif.balance(subscription) != 0
+    return non_zero
+
+
+def nothing_gone_that_moesif_holds(seeded: Seeded) -> int:
+    """No ledger row the job's database marks gone is still in Moesif's ledger.
+
+    A read that leaves a row out is no proof that Moesif lost it. Returns how many rows of the
+    job's database it compared.
+    """
+    moesif = seeded.world.moesif
+    held_ids = {row.id for row in moesif.rows()}
+    engine = create_engine(seeded.world.database_url)
+    try:
+        with engine.connect() as connection:
+            known = connection.execute(
+                select(LedgerEntry.moesif_id, LedgerEntry.transaction_id, LedgerEntry.gone_at)
+            ).all()
+    finally:
+        engine.dispose()
+    gone = [
+        (moesif_id, tid)
+        for moesif_id, tid, gone_at in known
+        if gone_at is not None and (moesif_id in held_ids or (tid and moesif.held(tid)))
+    ]
+    assert not gone, f"marked gone although Moesif still holds them: {gone}"
+    return len(known)
 
 
 def seeded_drift_is_reported(seeded: Seeded, rows: list[dict[str, str]]) -> None:

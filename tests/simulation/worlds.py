@@ -7,6 +7,7 @@ a subprocess that the fake Moesif can SIGKILL at the Nth request) and the two fa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+import reconcile
 from reconcile.cli import main
-from reconcile.fakes.moesif import Exchange, FakeMoesif, Verdict
+from reconcile.fakes.moesif import DEFAULT_ORDER_SEED, Exchange, FakeMoesif, Verdict
 from reconcile.fakes.stripe import FakeStripe
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 from tests.e2e.test_crash import POST_PATH, _job
@@ -33,6 +35,8 @@ ELSEWHERE = ("co_elsewhere", "sub_elsewhere")
 customer's first Stripe subscription, which may be anyone's)."""
 POISONED = ("co_poisoned", "sub_poisoned")
 POISONED_CUSTOMER = "cus_sim_poisoned"
+SOURCE_ROOT = str(Path(reconcile.__file__).resolve().parent.parent)
+"""The folder holding the ``reconcile`` package under test."""
 RERUNS = 8
 """Runs allowed for one world to settle; faults are finite, so more means a stuck job."""
 
@@ -70,10 +74,20 @@ class Seeded:
 
 
 @contextmanager
-def open_world(database_url: str, directory: Path) -> Iterator[World]:
-    """Start both fakes and return a world pointing the job at them, with tiny retry delays."""
+def open_world(
+    database_url: str,
+    directory: Path,
+    order_seed: int | None = DEFAULT_ORDER_SEED,
+) -> Iterator[World]:
+    """Start both fakes and return a world pointing the job at them, with tiny retry delays.
+
+    ``order_seed`` picks the order both fakes list in.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    with FakeStripe(api_key=STRIPE_KEY) as stripe, FakeMoesif(token=MOESIF_TOKEN) as moesif:
+    with (
+        FakeStripe(api_key=STRIPE_KEY, order_seed=order_seed) as stripe,
+        FakeMoesif(token=MOESIF_TOKEN, order_seed=order_seed) as moesif,
+    ):
         environment = {
             "STRIPE_API_KEY": STRIPE_KEY,
             "STRIPE_API_BASE": stripe.base_url,
@@ -83,6 +97,10 @@ def open_world(database_url: str, directory: Path) -> Iterator[World]:
             "RECONCILE_REPORT_DIR": str(directory / "reports"),
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            # The job's subprocess runs the code this process imports, not an installed copy.
+            "PYTHONPATH": os.pathsep.join(
+                [SOURCE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
         }
         yield World(
             stripe=stripe,
@@ -273,36 +291,93 @@ def _poison_unit(seeded: Seeded, poison) -> Callable[[], None]:  # noqa: ANN001
 # Faults.
 
 
+@dataclass(frozen=True)
+class Kill:
+    """A SIGKILL the hook delivered: at a POST or another request, and what Moesif did."""
+
+    on_post: bool
+    transaction_id: str | None
+    applied: bool
+    """Whether Moesif applied the POST the job was killed at (never, for other requests)."""
+
+
 class _FaultHook:
-    """The fake Moesif's ``on_request``: fires each planned fault once, and the kill."""
+    """The fake Moesif's ``on_request``: fires each planned fault once, and the kill.
+
+    The kill counts requests, or with ``kill_on_post`` only POSTs. It is sent when that request
+    arrives; the fake then drops it unapplied (verdict ``drop``: killed before Moesif applied
+    it), or applies it and drops the answer (``apply_then_drop``: the job, blocked on the
+    answer, dies after Moesif applied it), or answers it (``None``).
+    """
 
     def __init__(self, seeded: Seeded, faults: Faults) -> None:
         self.seeded = seeded
         self.pending = list(faults.moesif)
         self.kill_at = faults.kill_at
         self.kill_verdict = faults.kill_verdict
+        self.kill_on_post = faults.kill_on_post
         self.requests = 0
         self.posts = 0
         self.job: subprocess.Popen[bytes] | None = None
         self.job_requests = 0
+        self.job_posts = 0
+        self.kills: list[Kill] = []
+        self._killed: tuple[bool, str | None, int] | None = None
 
     def start(self, job: subprocess.Popen[bytes]) -> None:
         """Watch a new job process: the kill counts the requests of this run only."""
-        self.job, self.job_requests = job, 0
+        self.job, self.job_requests, self.job_posts = job, 0, 0
 
     def finish(self) -> None:
-        """The job ended; a kill it never reached moves within the next run's reach."""
-        if self.kill_at is not None and self.job_requests:
-            self.kill_at = (self.kill_at - 1) % self.job_requests + 1
+        """The job ended; a kill it never reached moves within the next run's reach.
+
+        A kill on a POST that a run without POSTs never reached is dropped: none will come.
+        """
+        if self._killed is not None:
+            on_post, tid, before = self._killed
+            applied = tid is not None and self._applied_since(tid, before)
+            self.kills.append(Kill(on_post, tid, applied))
+            self._killed = None
+        reached = self.job_posts if self.kill_on_post else self.job_requests
+        if self.kill_at is not None:
+            self.kill_at = (self.kill_at - 1) % reached + 1 if reached else None
         self.job = None
+
+    def _applied_since(self, tid: str, before: int) -> bool:
+        """Whether Moesif applied ``tid`` since it counted ``before``.
+
+        The fake applies an ``apply_then_drop`` POST on its own thread while the job dies, so
+        this waits (a second at most) for that thread, not for any backoff.
+        """
+        moesif = self.seeded.world.moesif
+        waits = 100 if self.kill_verdict == "apply_then_drop" else 0
+        for _ in range(waits):
+            if moesif.applied_count(tid) > before:
+                return True
+            time.sleep(0.01)
+        return moesif.applied_count(tid) > before
 
     def __call__(self, exchange: Exchange) -> Verdict | None:
         self.requests += 1
         self.job_requests += 1
         is_post = exchange.method == "POST" and exchange.path == POST_PATH
         self.posts += is_post
-        if self.job is not None and self.kill_at is not None and self.job_requests >= self.kill_at:
+        self.job_posts += is_post
+        counted = self.job_posts if self.kill_on_post else self.job_requests
+        if (
+            self.job is not None
+            and self.kill_at is not None
+            and (is_post or not self.kill_on_post)
+            and counted >= self.kill_at
+        ):
             self.kill_at = None
+            tid = _posted_id(exchange) if is_post else None
+            before = self.seeded.world.moesif.applied_count(tid) if tid else 0
+            self._killed = (is_post, tid, before)
+            if tid is not None and self.kill_verdict == "apply_then_drop":
+                # Moesif's reports lag its ledger: the next read lacks the row it applies now,
+                # so only a read-back of the posting can tell the rerun not to send it again.
+                self.seeded.world.moesif.omit(tid, reads=1)
             os.kill(self.job.pid, signal.SIGKILL)
             return self.kill_verdict  # type: ignore[return-value]
         for fault in list(self.pending):
@@ -317,6 +392,16 @@ class _FaultHook:
             headers = {"Retry-After": "0"} if kind == "429" and nth % 2 else None
             self.seeded.world.moesif.fail_next(int(kind), headers=headers)
         return None
+
+
+def _posted_id(exchange: Exchange) -> str | None:
+    """The transaction id of a POST body, if it has one."""
+    try:
+        body = json.loads(exchange.body)
+    except ValueError:
+        return None
+    tid = body.get("transaction_id") if isinstance(body, dict) else None
+    return tid if isinstance(tid, str) else None
 
 
 def inject_faults(seeded: Seeded) -> _FaultHook:
@@ -364,20 +449,43 @@ def settled(world: World) -> bool:
     return not actions & {"would_post", "post_failed"}
 
 
-def converge(seeded: Seeded, hook: _FaultHook | None = None) -> None:
+def leave_rows_out(world: World, omit: tuple[float, int] | None) -> None:
+    """From now on Moesif leaves a seeded share of its rows out of the first read listing each.
+
+    Only rows a run may have seen already are left out: a read that lacks a row the job knows
+    proves nothing (contract section 5: gone only after a targeted read lacks it too). A row
+    the job never saw, left out of its first read, is one no job could tell from a missing one.
+    """
+    if omit is not None:
+        world.moesif.omit_share, world.moesif.omit_seed = omit
+        world.moesif.omit_reads = 1
+
+
+def converge(
+    seeded: Seeded,
+    hook: _FaultHook | None = None,
+    omit: tuple[float, int] | None = None,
+    after_each: Callable[[], None] | None = None,
+) -> None:
     """Rerun the job until it exits 0 or 1 with nothing left to post, at most :data:`RERUNS`.
 
     While the hook still has a kill to deliver, the job runs as a subprocess (and runs again
-    until the kill has happened); else in-process.
+    until the kill has happened); else in-process. After the first run, reads leave out the
+    share of rows ``omit`` names (see :func:`leave_rows_out`). ``after_each`` is called after
+    every run (to check what must hold between runs too).
     """
     world = seeded.world
-    for _ in range(RERUNS):
+    for run in range(RERUNS):
+        if run == 1:
+            leave_rows_out(world, omit)
         before = len(world.reports())
         if hook is not None and hook.kill_at is not None:
             code = run_subprocess(world, hook)
         else:
             code = run_in_process(world)
         seeded.exit_codes.append(code)
+        if after_each is not None:
+            after_each()
         if code == 75:
             time.sleep(0.1)  # the killed holder's lock is on its way out; not a backoff
             continue
