@@ -31,7 +31,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_SECONDS = 300
 """How long one mutant's tests may run before the check calls it broken."""
 
-_SKIPPED_DIRS = {".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".ruff_cache"}
+_SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "build",
+    "dist",
+}
+"""Folders a copy made without git leaves out (``.ci/venv`` among them)."""
 
 
 class Verdict(StrEnum):
@@ -64,16 +75,24 @@ def tracked_files(root: Path) -> list[str]:
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return [
-            str(path.relative_to(root))
-            for path in root.rglob("*")
-            if path.is_file() and not _SKIPPED_DIRS & set(path.relative_to(root).parts)
-        ]
+        return _walk(root)
     return [
         name
         for name in listed.decode().split("\0")
         if name and ((root / name).is_file() or (root / name).is_symlink())
     ]
+
+
+def _walk(root: Path) -> list[str]:
+    """Every file and symbolic link under ``root``, relative, outside :data:`_SKIPPED_DIRS`."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        links = [name for name in dirs if (here / name).is_symlink()]
+        dirs[:] = [name for name in dirs if name not in _SKIPPED_DIRS and name not in links]
+        for name in [*files, *links]:
+            found.append(str((here / name).relative_to(root)))
+    return sorted(found)
 
 
 def copy_repository(root: Path, into: Path) -> None:

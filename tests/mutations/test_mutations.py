@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.mutations.check import ROOT, Verdict, check_one, judge, run
+from tests.mutations.check import ROOT, Verdict, check_one, copy_repository, judge, run
 from tests.mutations.mutants import MUTANTS, Mutant
 
 
@@ -56,3 +58,24 @@ def test_a_red_baseline_is_a_broken_check() -> None:
 
     assert judge(["t.py::a", "t.py::b"], 1, outcomes, mutated=False).verdict is Verdict.BROKEN
     assert judge(["t.py::a"], 0, {"t.py::a": "passed"}, mutated=False).verdict is Verdict.PASSED
+
+
+def test_a_copy_without_git_keeps_links_and_leaves_virtual_environments_out(
+    tmp_path: Path,
+) -> None:
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    (source / "alembic").mkdir(parents=True)
+    (source / "alembic" / "env.py").write_text("migrations")
+    (source / "reconcile").mkdir()
+    (source / "reconcile" / "_migrations").symlink_to("../alembic")
+    (source / ".ci" / "venv" / "lib").mkdir(parents=True)
+    (source / ".ci" / "venv" / "lib" / "big.py").write_text("installed")
+    (source / ".ci" / "check").write_text("ci")
+    copy.mkdir()
+
+    copy_repository(source, copy)
+
+    assert (copy / "reconcile" / "_migrations").is_symlink()
+    assert (copy / "reconcile" / "_migrations" / "env.py").read_text() == "migrations"
+    assert (copy / ".ci" / "check").exists()
+    assert not (copy / ".ci" / "venv").exists()
