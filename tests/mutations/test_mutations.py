@@ -79,3 +79,13 @@ def test_a_copy_without_git_keeps_links_and_leaves_virtual_environments_out(
     assert (copy / "reconcile" / "_migrations" / "env.py").read_text() == "migrations"
     assert (copy / ".ci" / "check").exists()
     assert not (copy / ".ci" / "venv").exists()
+
+
+def test_the_readme_lists_every_mutant_with_its_named_tests() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| `")}
+
+    for mutant in MUTANTS:
+        assert mutant.name in rows, mutant.name
+        for test in mutant.tests:
+            assert f"`{test.removeprefix('tests/')}`" in rows[mutant.name], test
