@@ -45,6 +45,10 @@ _SKIPPED_DIRS = {
 """Folders a copy made without git leaves out (``.ci/venv`` among them)."""
 
 
+_WORST_FIRST = ("passed", "skipped", "failed")
+"""A test's outcome is the worst of its phases' (setup, call, teardown)."""
+
+
 class Verdict(StrEnum):
     """What became of one run of named tests."""
 
@@ -129,7 +133,8 @@ def apply(mutant: Mutant, tree: Path) -> None:
 def run_tests(tree: Path, tests: Sequence[str]) -> tuple[int, dict[str, str], str]:
     """Run ``tests`` in ``tree``; return pytest's exit code, outcomes by node id, and its output.
 
-    An outcome is ``failed`` when any phase of the test failed, else ``passed`` or ``skipped``.
+    An outcome is ``failed`` when any phase of the test failed, else ``skipped`` when one
+    skipped, else ``passed``.
     """
     outcomes_file = tree / ".mutation-outcomes"
     outcomes_file.unlink(missing_ok=True)
@@ -152,8 +157,8 @@ def run_tests(tree: Path, tests: Sequence[str]) -> tuple[int, dict[str, str], st
     if outcomes_file.exists():
         for line in outcomes_file.read_text(encoding="utf-8").splitlines():
             outcome, nodeid = line.split(" ", 1)
-            if outcomes.get(nodeid) != "failed":
-                outcomes[nodeid] = outcome
+            earlier = outcomes.get(nodeid, "passed")
+            outcomes[nodeid] = max(earlier, outcome, key=_WORST_FIRST.index)
     return done.returncode, outcomes, done.stdout + done.stderr
 
 
@@ -177,6 +182,10 @@ def judge(tests: Sequence[str], code: int, outcomes: dict[str, str], *, mutated:
     if not mutated:
         if failing or code != 0:
             return Result(name, Verdict.BROKEN, f"fails unmutated: {', '.join(failing)}", 0.0)
+        skipped = [nodeid for nodeid, outcome in outcomes.items() if outcome != "passed"]
+        if skipped:
+            why = f"skips unmutated, so it checks nothing: {', '.join(skipped)}"
+            return Result(name, Verdict.BROKEN, why, 0.0)
         return Result(name, Verdict.PASSED, f"{len(outcomes)} cases pass unmutated", 0.0)
     if code == 0 or not failing:
         return Result(name, Verdict.SURVIVED, "every named test passes with the fault", 0.0)

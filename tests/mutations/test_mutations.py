@@ -60,6 +60,12 @@ def test_a_red_baseline_is_a_broken_check() -> None:
     assert judge(["t.py::a"], 0, {"t.py::a": "passed"}, mutated=False).verdict is Verdict.PASSED
 
 
+def test_a_named_test_that_skips_unmutated_is_a_broken_check() -> None:
+    outcomes = {"t.py::a[sqlite]": "passed", "t.py::a[postgresql]": "skipped"}
+
+    assert judge(["t.py::a"], 0, outcomes, mutated=False).verdict is Verdict.BROKEN
+
+
 def test_a_copy_without_git_keeps_links_and_leaves_virtual_environments_out(
     tmp_path: Path,
 ) -> None:
