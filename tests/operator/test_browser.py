@@ -128,12 +128,30 @@ def _click_and_wait(driver: object, element: object) -> None:
     Reading the page right after the click could read the old one on a busy machine.
     """
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(lambda _driver: _replaced(page))
     WebDriverWait(driver, 30).until(
         lambda current: current.execute_script("return document.readyState") == "complete"
     )
+
+
+def _replaced(page: object) -> bool:
+    """Whether the old page's root element left the document (a new page replaced it).
+
+    Chromium names a node of a page just replaced either as stale or, mid-navigation, as one
+    that "does not belong to the document"; both mean the old page is gone.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        page.is_enabled()  # type: ignore[attr-defined]
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
