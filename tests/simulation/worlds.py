@@ -83,6 +83,11 @@ def open_world(database_url: str, directory: Path) -> Iterator[World]:
             "RECONCILE_REPORT_DIR": str(directory / "reports"),
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            # The simulated Moesif lists every row it applied at once (no report lag) and the
+            # reruns follow each other within seconds of real time; with the default lag they
+            # would rightly wait instead of settling. Report lag has its own tests
+            # (tests/posting/test_engine.py, tests/e2e/test_crash.py).
+            "RECONCILE_MOESIF_REPORT_LAG": "0",
         }
         yield World(
             stripe=stripe,
