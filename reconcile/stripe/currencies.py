@@ -22,6 +22,20 @@ STRIPE_CURRENCIES = frozenset(
 )
 """Lower-case ISO 4217 codes of Stripe's presentment currencies."""
 
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+"""Currencies with three decimals, which Stripe charges only in amounts whose last digit is 0
+(its "Three-decimal currencies" rule on the same page): a charge of 5.124 KWD is refused."""
+
+
+def tenth_of_minor_unit_problem(currency: str, minor: int) -> str | None:
+    """Return why Stripe would refuse to charge ``minor`` units of ``currency``, or ``None``."""
+    if currency.lower() in THREE_DECIMAL_CURRENCIES and minor % 10:
+        return (
+            f"Stripe charges {currency.upper()} only in amounts whose last decimal is 0 "
+            "(such as 5.120, not 5.124)"
+        )
+    return None
+
 
 def is_stripe_currency(code: object) -> bool:
     """Return whether ``code`` is a currency Stripe charges in, in any ASCII case."""
