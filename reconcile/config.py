@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from reconcile.errors import ConfigError
+from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.redaction import Redactor
 from reconcile.retry import RetryPolicy
 from reconcile.times import parse_duration
@@ -93,6 +94,10 @@ class Settings:
     moesif_requests_per_minute: int = 400
     moesif_read_cap: int = 1000
     """Rows from which a billing-reports answer is cut off (``RECONCILE_MOESIF_READ_CAP``)."""
+    moesif_report_lag: timedelta = DEFAULT_REPORT_LAG
+    """How long Moesif's reports may take to list a row it applied; a posting whose answer was
+    lost is sent again only when a read-back this long after its send still lacks it
+    (``RECONCILE_MOESIF_REPORT_LAG``, beyond the contract's section 3; ``0`` trusts every read)."""
     other_secrets: tuple[Secret, ...] = ()
     notify_url: Secret | None = None
     """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
@@ -179,15 +184,19 @@ def _url(values: Mapping[str, str], name: str, default: str) -> str:
     return value.rstrip("/")
 
 
-def _duration(values: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+def _duration(
+    values: Mapping[str, str], name: str, default: timedelta, *, zero: bool = False
+) -> timedelta:
     raw = values.get(name, "").strip()
     if not raw:
         return default
+    if zero and raw == "0":
+        return timedelta(0)
     try:
         duration = parse_duration(raw)
     except ValueError as error:
         raise ConfigError(f"{name}: {error}") from None
-    if duration <= timedelta(0):
+    if duration < timedelta(0) or (duration == timedelta(0) and not zero):
         raise ConfigError(f"{name} must be longer than zero")
     return duration
 
@@ -357,6 +366,9 @@ def _parse(values: Mapping[str, str]) -> Settings:
         moesif_requests_per_minute=_moesif_budget(values),
         moesif_read_cap=_positive_int(
             values, "RECONCILE_MOESIF_READ_CAP", _default("moesif_read_cap")
+        ),
+        moesif_report_lag=_duration(
+            values, "RECONCILE_MOESIF_REPORT_LAG", _default("moesif_report_lag"), zero=True
         ),
         other_secrets=tuple(Secret(value) for value in others if value),
         notify_url=notify_url_from_env(values),

@@ -27,6 +27,9 @@ BASE = {"STRIPE_API_KEY": "sk_test_abc", "MOESIF_MANAGEMENT_TOKEN": "tok_123"}
         ("RECONCILE_LOOKBACK", "٣d", "not a duration"),
         ("RECONCILE_RUN_TIMEOUT", "0m", "longer than zero"),
         ("RECONCILE_RUN_TIMEOUT", "forever", "not a duration"),
+        ("RECONCILE_MOESIF_REPORT_LAG", "soon", "not a duration"),
+        ("RECONCILE_MOESIF_REPORT_LAG", "-5m", "not a duration"),
+        ("RECONCILE_MOESIF_REPORT_LAG", "3651d", "longer than 3650 days"),
         ("RECONCILE_MAX_POSTINGS", "²", "whole number"),
         ("RECONCILE_MAX_POSTINGS", "١٠", "whole number"),
         ("RECONCILE_MOESIF_READ_CAP", "0", "whole number of at least 1"),
@@ -72,6 +75,24 @@ def test_settings_that_cannot_work_are_refused(name: str, value: str, fragment: 
 )
 def test_sane_settings_pass(name: str, value: str) -> None:
     Settings.from_env({**BASE, name: value}, dotenv=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "lag"),
+    [
+        (None, timedelta(minutes=15)),
+        ("", timedelta(minutes=15)),
+        ("0", timedelta(0)),
+        ("0m", timedelta(0)),
+        ("90s", timedelta(seconds=90)),
+        ("PT1H", timedelta(hours=1)),
+    ],
+)
+def test_the_report_lag_defaults_to_a_quarter_hour_and_may_be_zero(
+    value: str | None, lag: timedelta
+) -> None:
+    environ = BASE if value is None else {**BASE, "RECONCILE_MOESIF_REPORT_LAG": value}
+    assert Settings.from_env(environ, dotenv=None).moesif_report_lag == lag
 
 
 def test_the_run_timeout_defaults_to_two_hours() -> None:

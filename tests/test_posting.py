@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
@@ -19,6 +19,7 @@ from reconcile.moesif.client import MoesifClient
 from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry, moesif_amount
 from reconcile.posting.guardrails import check_guardrails
+from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.retry import RateLimiter, RetryPolicy
 
 NOW = datetime(2026, 11, 20, 2, tzinfo=UTC)
@@ -106,6 +107,7 @@ def test_an_unknown_posting_is_resent_as_first_sent_but_a_failed_one_as_now_orde
     moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
     poster.post(_order("pi_unknown", subscription_id="sub_1"), origin=RUN)
     moesif.on_request = None
+    _sent_a_report_lag_ago(engine, "pi_unknown")
     with Session(engine) as session, session.begin():
         session.add(
             Posting(
@@ -149,8 +151,23 @@ def test_amounts_go_out_in_the_configured_unit() -> None:
     assert moesif_amount(5000, "jpy", "major") == Decimal(5000)
 
 
-def _leave_intent(engine: Engine, order: Entry) -> None:
-    """A posting an earlier run recorded and then died on; the snapshot knows nothing of it."""
+def _sent_a_report_lag_ago(engine: Engine, transaction_id: str) -> None:
+    """Date a posting's last send back by the report lag, so a read-back now may prove absence."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Posting)
+            .where(Posting.transaction_id == transaction_id)
+            .values(updated_at=NOW - DEFAULT_REPORT_LAG)
+        )
+
+
+def _leave_intent(
+    engine: Engine, order: Entry, *, sent_at: datetime = NOW - DEFAULT_REPORT_LAG
+) -> None:
+    """A posting an earlier run recorded and then died on; the snapshot knows nothing of it.
+
+    The earlier run sent it at ``sent_at``, by default the report lag before now.
+    """
     with Session(engine) as session, session.begin():
         session.add(
             Posting(
@@ -166,8 +183,8 @@ def _leave_intent(engine: Engine, order: Entry) -> None:
                 description=order.description,
                 status="intent",
                 attempts=1,
-                created_at=NOW,
-                updated_at=NOW,
+                created_at=sent_at,
+                updated_at=sent_at,
             )
         )
 
@@ -196,6 +213,19 @@ def test_an_unfinished_posting_moesif_lacks_is_sent_once(
     assert poster.post(_order(), origin=RUN).action == Action.POSTED
 
     assert [body["transaction_id"] for body in moesif.posts] == ["pi_1"]
+
+
+def test_an_unfinished_posting_sent_within_the_report_lag_is_not_sent_again(
+    poster: PostingEngine, moesif: FakeMoesif, engine: Engine
+) -> None:
+    """A run right after one that died mid-send: Moesif's reports may not list the row yet."""
+    _leave_intent(engine, _order(), sent_at=NOW - DEFAULT_REPORT_LAG + timedelta(seconds=1))
+
+    outcome = poster.post(_order(), origin=RUN)
+
+    assert (outcome.unknown, outcome.action) == (True, Action.POST_FAILED)
+    assert moesif.posts == []
+    assert _statuses(engine) == {"pi_1": "intent"}
 
 
 @pytest.fixture

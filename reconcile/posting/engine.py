@@ -11,7 +11,10 @@ Per transaction id (unique in ``postings``, ever):
 3. Under the hold, :func:`reconcile.posting.next_step.next_step` decides from the recorded status
    and, where something may have been sent, a read-back of the ledger (the snapshot first, then
    Moesif itself). A send counts the attempt, committed, before the POST; its outcome is
-   recorded after. A confirmed posting is never sent again, by anyone.
+   recorded after. A confirmed posting is never sent again, by anyone. A posting that may have
+   been applied (an unknown outcome, an intent whose send never settled) is sent again only
+   when a read-back made at least ``report_lag`` after its last send still lacks it: Moesif's
+   reports may not list a row yet, and absence read sooner proves nothing.
 
 The engine does not know who calls it; ``origin`` names the caller in the record
 (:mod:`reconcile.posting.origin`).
@@ -44,7 +47,14 @@ from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise
 from reconcile.posting import origin as origins
 from reconcile.posting.entry import AmountUnit, Entry, entry_type_of, moesif_amount
-from reconcile.posting.next_step import PostingStatus, ReadBack, Step, next_step
+from reconcile.posting.next_step import (
+    DEFAULT_REPORT_LAG,
+    PostingStatus,
+    ReadBack,
+    Step,
+    next_step,
+    reports_settled,
+)
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.posting.read_back import MARGIN, read_back_of
 
@@ -67,6 +77,7 @@ class PostingEngine:
         *,
         amount_unit: AmountUnit,
         clock: Callable[[], datetime],
+        report_lag: timedelta = DEFAULT_REPORT_LAG,
     ) -> None:
         """Post through ``moesif``, recording in short transactions from ``sessions``.
 
@@ -75,11 +86,15 @@ class PostingEngine:
             moesif: the Moesif client (its retries, rate limit and sleep are the caller's).
             amount_unit: how Moesif amounts are written (``MOESIF_AMOUNT_UNIT``).
             clock: the current time, aware UTC.
+            report_lag: how long Moesif's reports may take to list an applied row; a posting
+                that may have been applied is sent again only when a read-back this long after
+                its last send still lacks it (``RECONCILE_MOESIF_REPORT_LAG``).
         """
         self._sessions = sessions
         self._moesif = moesif
         self._unit = amount_unit
         self._clock = clock
+        self._report_lag = report_lag
         with sessions() as session:
             bind = session.get_bind()
         self._engine: Engine = bind if isinstance(bind, Engine) else bind.engine
@@ -132,6 +147,14 @@ class PostingEngine:
         if step is Step.SEND:
             self._refresh(entry)
             return self._send(entry)
+        if step is Step.WAIT_FOR_REPORTS:
+            due = posting.updated_at + self._report_lag
+            return Outcome(
+                entry.transaction_id,
+                Result.UNKNOWN,
+                "sent without an answer and not in Moesif's reports yet, which may lag; not sent "
+                f"again, a read-back from {due.isoformat()} decides",
+            )
         return self._send(_entry_of(posting))
 
     def _send(self, entry: Entry) -> Outcome:
@@ -188,7 +211,13 @@ class PostingEngine:
         )
 
     def _read_back(self, posting: Posting) -> ReadBack:
-        """Read the ledger back for a posting: the snapshot first, then Moesif itself."""
+        """Read the ledger back for a posting: the snapshot first, then Moesif itself.
+
+        The read is ``settled`` when it starts at least the report lag after the posting's last
+        send (``updated_at``: a posting not confirmed is last updated when it is sent or when
+        that send's outcome is recorded, never earlier than the send).
+        """
+        read_at = self._clock()
         with self._sessions() as session:
             if postings.in_ledger_snapshot(session, posting.transaction_id):
                 return ReadBack(found_by_id=True)
@@ -200,7 +229,10 @@ class PostingEngine:
                 since, self._clock() + timedelta(minutes=1), company_id=posting.company_id
             )
         )
-        found = read_back_of(rows, _entry_of(posting), posting.created_at)
+        found = replace(
+            read_back_of(rows, _entry_of(posting), posting.created_at),
+            settled=reports_settled(posting.updated_at, read_at, self._report_lag),
+        )
         if found.found_by_id or not found.anonymous:
             return found
         with self._sessions() as session:

@@ -7,19 +7,29 @@ The states, per transaction id::
                         └──  ──answer lost──▶ unknown
 
 Anything that may have been sent (an intent someone sent, unknown, failed) is read back from the
-ledger before anything else happens: found means confirmed without sending; not found means sent
-again, as it was first sent (intent, unknown) or as the caller asks now (failed, which Moesif
-surely never applied). Right after a send whose answer was lost, not found means left unknown:
-the ledger may not show the row yet, so a later call reads it back again.
+ledger before anything else happens: found means confirmed without sending. Not found means sent
+again as the caller asks now when it failed (Moesif surely never applied it). An intent someone
+sent, or an unknown outcome, may have been applied while Moesif's reports do not list it yet
+(they lag its ledger), so absence proves nothing until the reports have had time to list it: it
+is sent again, exactly as first sent, only when the read-back was made at least the report lag
+(``RECONCILE_MOESIF_REPORT_LAG``) after its last send; before then it waits, unsent, for a later
+call to read it back again. Right after a send whose answer was lost, it is never sent again in
+the same call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 TRANSACTION_ID_PREFIXES = ("pi_", "re_", "txn_")
 """The Stripe ids postings are made under (contract section 4)."""
+
+DEFAULT_REPORT_LAG = timedelta(minutes=15)
+"""How long Moesif's billing reports may take to list a row it applied, unless configured
+(``RECONCILE_MOESIF_REPORT_LAG``). Moesif documents no figure: a quarter of an hour is a cautious
+choice, long for a report to trail its ledger and short against a nightly run's cadence."""
 
 
 class PostingStatus(StrEnum):
@@ -46,6 +56,9 @@ class Step(StrEnum):
     """Confirmed earlier, by any caller: send nothing."""
     LEAVE_UNKNOWN = "leave_unknown"
     """Its answer was lost just now and the ledger does not show it (yet): send nothing."""
+    WAIT_FOR_REPORTS = "wait_for_reports"
+    """It may have been applied and the read-back came before the reports must list it: send
+    nothing; a read-back at least the report lag after its last send decides."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +71,24 @@ class ReadBack:
             company and subscription, of the same type and amount, no older than the posting.
         confirmed_twins: other confirmed postings of the same place, type and amount since then,
             each of which may be one of the anonymous rows.
+        settled: the ledger was read at least the report lag after the posting's last send, so
+            its reports list what that send applied; only such a read proves absence. Unless
+            said, a read-back proves nothing absent.
     """
 
     found_by_id: bool
     anonymous: tuple[str, ...] = ()
     confirmed_twins: int = 0
+    settled: bool = False
+
+
+def reports_settled(last_sent_at: datetime, read_at: datetime, report_lag: timedelta) -> bool:
+    """Whether a ledger read at ``read_at`` lists what a send at ``last_sent_at`` applied.
+
+    Moesif's billing reports may lag its ledger by up to ``report_lag``; a read that started
+    sooner after the send may miss a row that is there.
+    """
+    return read_at >= last_sent_at + report_lag
 
 
 def applied(read_back: ReadBack, transaction_id: str) -> bool:
@@ -109,6 +135,8 @@ def next_step(
         return Step.LEAVE_UNKNOWN
     if status is PostingStatus.FAILED:
         return Step.SEND
+    if not read_back.settled:
+        return Step.WAIT_FOR_REPORTS
     return Step.SEND_AS_RECORDED
 
 

@@ -91,6 +91,6 @@ def unanswered(counted: Tally) -> str:
         return ""
     return (
         f"error: {counted.unknown} posting(s) got no answer from Moesif: "
-        f"{', '.join(counted.unanswered)}; a rerun reads the ledger back before sending any of "
-        "them again"
+        f"{', '.join(counted.unanswered)}; a rerun reads the ledger back and sends none of them "
+        "again unless Moesif's reports still lack it RECONCILE_MOESIF_REPORT_LAG after its send"
     )

@@ -123,7 +123,11 @@ def posting_step(
             read_cap=settings.moesif_read_cap,
         )
         engine = PostingEngine(
-            sessions, moesif, amount_unit=settings.moesif_amount_unit, clock=clock
+            sessions,
+            moesif,
+            amount_unit=settings.moesif_amount_unit,
+            clock=clock,
+            report_lag=settings.moesif_report_lag,
         )
 
         def post(order: Entry, origin: str) -> Outcome:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from reconcile.money import MAX_MINOR_UNITS, exponent
 from reconcile.serve.untrusted import MAX_ID_LENGTH, id_problem
-from reconcile.stripe.currencies import is_stripe_currency
+from reconcile.stripe.currencies import is_stripe_currency, tenth_of_minor_unit_problem
 
 MAX_AMOUNT_DIGITS = 12
 """An amount is at most 12 digits (before and after the point together)."""
@@ -60,7 +60,8 @@ def amount_minor(raw: object, currency: str) -> int:
 
     Raises:
         InvalidTopUp: not a string of at most 12 ASCII digits with an optional point, more
-            decimals than the currency has, zero, or more than 12 digits of minor units.
+            decimals than the currency has, zero, more than 12 digits of minor units, or a
+            three-decimal amount whose last digit is not 0 (Stripe refuses to charge it).
     """
     if not isinstance(raw, str):
         raise InvalidTopUp('amount must be a decimal string such as "25.00"')
@@ -82,6 +83,9 @@ def amount_minor(raw: object, currency: str) -> int:
         raise InvalidTopUp("amount must be greater than zero")
     if minor > MAX_MINOR_UNITS:
         raise InvalidTopUp(f"amount must be at most {MAX_AMOUNT_DIGITS} digits of minor units")
+    problem = tenth_of_minor_unit_problem(currency, minor)
+    if problem is not None:
+        raise InvalidTopUp(f"amount {raw}: {problem}")
     return minor
 
 

@@ -49,7 +49,11 @@ def send(
         ReconcileError: sending had to stop; ``outcomes`` holds what was sent before.
     """
     engine = PostingEngine(
-        sessions, clients.moesif, amount_unit=settings.moesif_amount_unit, clock=clients.clock
+        sessions,
+        clients.moesif,
+        amount_unit=settings.moesif_amount_unit,
+        clock=clients.clock,
+        report_lag=settings.moesif_report_lag,
     )
     caller = origin.for_run(run_id)
     progress = Progress("Postings", total=len(orders), unit="postings")

@@ -68,6 +68,15 @@ def _kill_when(
     return job[0].returncode
 
 
+def _trust_reads_at_once(world: World) -> None:
+    """Set the report lag to 0 for a test whose point is a crash, not Moesif's reports lagging.
+
+    With the default lag a rerun seconds after a crash rightly sends nothing that may have been
+    applied (``test_a_rerun_within_the_report_lag_never_resends_what_the_reports_lack``).
+    """
+    world.environment["RECONCILE_MOESIF_REPORT_LAG"] = "0"
+
+
 def _rerun(world: World) -> int:
     """Run the job to the end; a just-killed holder's lock may take a moment to vanish."""
     for _ in range(20):
@@ -119,6 +128,7 @@ def seeded(world: World) -> World:
 
 
 def test_crash_before_moesif_applies_the_post_then_rerun_posts_it_once(seeded: World) -> None:
+    _trust_reads_at_once(seeded)
     _kill_when(seeded, _is_post, "drop")
     assert [status for _, status in _postings(seeded)] == ["intent"]
     assert seeded.moesif.posts == []
@@ -142,7 +152,29 @@ def test_crash_after_moesif_applied_the_post_then_rerun_never_resends_it(seeded:
     assert len(sent) == MISSING
 
 
+def test_a_rerun_within_the_report_lag_never_resends_what_the_reports_lack(
+    seeded: World,
+) -> None:
+    """Moesif applied the POST, the job died, and Moesif's reports do not list the row yet."""
+    _kill_when(seeded, _is_post, "apply_then_drop")
+    first = str(seeded.moesif.posts[0]["transaction_id"])
+    seeded.moesif.unlisted.add(first)
+
+    job = _job(seeded)
+    _, err = job.communicate(timeout=60)
+
+    assert job.returncode == 3, err.decode()
+    assert f"got no answer from Moesif: {first};" in err.decode()
+    assert seeded.moesif.applied_counts()[first] == 1
+    assert (first, "intent") in _postings(seeded)
+
+    seeded.moesif.unlisted.clear()
+    assert _rerun(seeded) == 1
+    _assert_each_posted_once(seeded)
+
+
 def test_crash_during_the_read_back_then_rerun_posts_once(seeded: World) -> None:
+    _trust_reads_at_once(seeded)
     _kill_when(seeded, _is_post, "drop")
     seeded.moesif.add_row(
         "noise", "sub_noise", "promotion", __import__("decimal").Decimal(1), seeded.now
@@ -158,6 +190,7 @@ def test_crash_during_the_read_back_then_rerun_posts_once(seeded: World) -> None
 def test_crash_after_the_outcome_is_recorded_then_rerun_sends_only_the_rest(
     seeded: World,
 ) -> None:
+    _trust_reads_at_once(seeded)
     _kill_when(seeded, _is_post, "drop", nth=2)
     statuses = sorted(status for _, status in _postings(seeded))
     assert statuses == ["confirmed", "intent"]
@@ -169,6 +202,7 @@ def test_crash_after_the_outcome_is_recorded_then_rerun_sends_only_the_rest(
 
 
 def test_a_crashed_run_is_marked_and_does_not_block_the_next(seeded: World) -> None:
+    _trust_reads_at_once(seeded)
     _kill_when(seeded, _is_post, "drop")
 
     assert _rerun(seeded) == 1

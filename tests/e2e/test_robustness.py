@@ -66,7 +66,7 @@ def test_a_lost_answer_is_read_back_in_the_same_run_and_never_resent(world: Worl
 
 
 def test_an_unanswered_post_is_exit_3_and_the_rerun_posts_it_once(
-    world: World, capsys: pytest.CaptureFixture[str]
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.moesif.add_subscription("sub_acme", "acme")
     payment = _one_missing_topup(world)
@@ -79,6 +79,12 @@ def test_an_unanswered_post_is_exit_3_and_the_rerun_posts_it_once(
 
     assert world.moesif.posts == []
     assert [row["action"] for row in world.report_rows()] == ["post_failed"]
+    # A rerun within RECONCILE_MOESIF_REPORT_LAG of the send cannot trust the reports' silence.
+    assert main(["--since", world.since]) == 3
+    assert f"got no answer from Moesif: {payment};" in capsys.readouterr().err
+    assert world.moesif.posts == []
+    # Once the lag has passed (a lag of 0 stands for it; the run's clock is the real one).
+    monkeypatch.setenv("RECONCILE_MOESIF_REPORT_LAG", "0")
     assert main(["--since", world.since]) == 0
     assert [body["transaction_id"] for body in world.moesif.posts] == [payment]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -23,8 +23,9 @@ from reconcile.errors import MoesifUnavailable
 from reconcile.fakes.moesif import Exchange, FakeMoesif, Verdict
 from reconcile.moesif.client import MoesifClient
 from reconcile.posting import origin
-from reconcile.posting.engine import PostingEngine
+from reconcile.posting.engine import DEFAULT_REPORT_LAG, PostingEngine
 from reconcile.posting.entry import Entry
+from reconcile.posting.next_step import PostingStatus
 from reconcile.posting.outcome import Result
 from reconcile.retry import RateLimiter, RetryPolicy
 
@@ -33,6 +34,7 @@ TOKEN = "engine-test-token"
 WEBHOOK = origin.for_webhook("evt_1")
 TOP_UP = origin.for_top_up("key_1")
 ENTRY = Entry("pi_1", "co_1", "sub_1", "credit", 2500, "usd", "top-up pi_1")
+LAG = DEFAULT_REPORT_LAG
 
 
 @pytest.fixture
@@ -51,10 +53,13 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 def new_poster(
     sessions: sessionmaker[Session], moesif: FakeMoesif
 ) -> Iterator[Callable[[], PostingEngine]]:
-    """Build posting engines, each with its own HTTP client, as separate processes would."""
+    """Build posting engines, each with its own HTTP client, as separate processes would.
+
+    Each engine's clock stands still at ``at`` (default ``NOW``).
+    """
     clients: list[httpx.Client] = []
 
-    def build() -> PostingEngine:
+    def build(at: datetime = NOW) -> PostingEngine:
         http = httpx.Client(base_url=moesif.base_url, timeout=10.0)
         clients.append(http)
         client = MoesifClient(
@@ -64,7 +69,7 @@ def new_poster(
             limiter=RateLimiter(1000, 60.0),
             sleep=lambda _seconds: None,
         )
-        return PostingEngine(sessions, client, amount_unit="major", clock=lambda: NOW)
+        return PostingEngine(sessions, client, amount_unit="major", clock=lambda: at)
 
     yield build
     for http in clients:
@@ -231,7 +236,7 @@ def test_a_refused_posting_is_recorded_failed_without_raising(
 
 
 def test_a_lost_answer_is_left_unknown_then_resent_as_first_sent(
-    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
+    new_poster: Callable[..., PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
     moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
     lost = new_poster().post(ENTRY, origin=WEBHOOK)
@@ -240,17 +245,12 @@ def test_a_lost_answer_is_left_unknown_then_resent_as_first_sent(
     moesif.on_request = None
 
     changed = Entry("pi_1", "co_1", "sub_1", "credit", 9900, "usd", "another amount")
-    assert new_poster().post(changed, origin=TOP_UP).result is Result.POSTED
+    assert new_poster(NOW + LAG).post(changed, origin=TOP_UP).result is Result.POSTED
 
     [body] = moesif.posts
     assert (str(body["amount"]), body["description"]) == ("25.00", "top-up pi_1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open hole (issue 16): a read-back that misses a row Moesif's reports do not list "
-    "yet re-sends it; the engine needs a report-lag rule before trusting absence",
-)
 def test_a_lost_answer_whose_row_the_reports_do_not_list_yet_is_not_sent_again(
     new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
@@ -264,3 +264,85 @@ def test_a_lost_answer_whose_row_the_reports_do_not_list_yet_is_not_sent_again(
     new_poster().post(ENTRY, origin=WEBHOOK)
 
     assert moesif.applied_counts() == {"pi_1": 1}
+
+
+def test_a_lost_answer_read_back_within_the_report_lag_waits_unsent(
+    new_poster: Callable[..., PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    """Moesif applied the POST, its reports do not list it yet: every call within the lag waits."""
+    moesif.unlisted.add("pi_1")
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+    new_poster().post(ENTRY, origin=WEBHOOK)
+    moesif.on_request = None
+
+    waits = [
+        new_poster(NOW + late).post(ENTRY, origin=TOP_UP)
+        for late in (timedelta(0), timedelta(minutes=5), LAG - timedelta(seconds=1))
+    ]
+
+    assert [w.result for w in waits] == [Result.UNKNOWN] * 3
+    assert all(w.unknown and "not sent again" in w.detail for w in waits)
+    assert "2026-11-20T02:15:00+00:00" in waits[0].detail, "it says when a read-back decides"
+    assert len(moesif.posts) == 1
+    assert moesif.applied_counts() == {"pi_1": 1}
+    [posting] = _postings(engine)
+    assert (posting.status, posting.attempts) == ("unknown", 1)
+    assert len(_read_backs(moesif)) == 4, "each call read back, none concluded absence"
+
+
+def test_a_lost_answer_read_back_after_the_lag_and_still_absent_is_resent_exactly_once(
+    new_poster: Callable[..., PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.on_request = lambda exchange: "drop" if exchange.method == "POST" else None
+    new_poster().post(ENTRY, origin=WEBHOOK)
+    moesif.on_request = None
+    assert new_poster(NOW + LAG - timedelta(seconds=1)).post(ENTRY, origin=WEBHOOK).unknown
+
+    after = [
+        new_poster(NOW + LAG + timedelta(minutes=m)).post(ENTRY, origin=WEBHOOK) for m in range(3)
+    ]
+
+    assert [o.result for o in after] == [
+        Result.POSTED,
+        Result.ALREADY_CONFIRMED,
+        Result.ALREADY_CONFIRMED,
+    ]
+    assert moesif.applied_counts() == {"pi_1": 1}
+    [posting] = _postings(engine)
+    assert (posting.status, posting.attempts) == ("confirmed", 2)
+
+
+def test_a_lost_answer_found_on_read_back_within_the_lag_is_confirmed_unsent(
+    new_poster: Callable[..., PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    """Waiting only guards absence: a row the reports do list confirms at once."""
+    moesif.unlisted.add("pi_1")
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+    new_poster().post(ENTRY, origin=WEBHOOK)
+    moesif.on_request = None
+    moesif.unlisted.clear()
+
+    assert new_poster(NOW + timedelta(minutes=1)).post(ENTRY, origin=WEBHOOK).result is Result.FOUND
+    assert moesif.applied_counts() == {"pi_1": 1}
+
+
+def test_an_intent_whose_send_never_settled_waits_for_the_lag(
+    new_poster: Callable[..., PostingEngine],
+    moesif: FakeMoesif,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+) -> None:
+    """A process that died mid-send leaves an intent with an attempt: it may have been applied."""
+    moesif.unlisted.add("pi_1")
+    moesif.on_request = lambda exchange: "apply_then_drop" if exchange.method == "POST" else None
+    new_poster().post(ENTRY, origin=WEBHOOK)
+    moesif.on_request = None
+    with sessions.begin() as session:  # as if it died before recording the outcome
+        postings.set_status(session, "pi_1", PostingStatus.INTENT, NOW)
+
+    within = new_poster(NOW + timedelta(minutes=1)).post(ENTRY, origin=WEBHOOK)
+    moesif.unlisted.clear()
+    after = new_poster(NOW + LAG).post(ENTRY, origin=WEBHOOK)
+
+    assert (within.result, after.result) == (Result.UNKNOWN, Result.FOUND)
+    assert (len(moesif.posts), moesif.applied_counts()) == (1, {"pi_1": 1})

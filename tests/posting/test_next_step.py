@@ -8,11 +8,21 @@ import pytest
 
 from reconcile.domain import EntryType, LedgerRow
 from reconcile.posting.entry import Entry
-from reconcile.posting.next_step import PostingStatus, ReadBack, Step, applied, next_step
+from reconcile.posting.next_step import (
+    PostingStatus,
+    ReadBack,
+    Step,
+    applied,
+    next_step,
+    reports_settled,
+)
 from reconcile.posting.read_back import MARGIN, read_back_of, same_movement
 
 TID = "pi_1"
-NOT_FOUND = ReadBack(found_by_id=False)
+NOT_FOUND = ReadBack(found_by_id=False, settled=True)
+"""Absent from a read-back made once the reports must list the last send's row."""
+NOT_LISTED_YET = ReadBack(found_by_id=False)
+"""Absent from a read-back made sooner: the reports may not list the row yet."""
 FOUND = ReadBack(found_by_id=True)
 
 
@@ -63,6 +73,45 @@ def test_not_found_is_resent_as_first_sent_unless_moesif_surely_never_applied_it
 
 def test_a_lost_answer_not_yet_in_the_ledger_is_left_unknown_not_resent() -> None:
     assert _step(PostingStatus.UNKNOWN, NOT_FOUND, just_sent=True) is Step.LEAVE_UNKNOWN
+    assert _step(PostingStatus.UNKNOWN, NOT_LISTED_YET, just_sent=True) is Step.LEAVE_UNKNOWN
+
+
+@pytest.mark.parametrize("status", [PostingStatus.INTENT, PostingStatus.UNKNOWN])
+def test_what_may_have_been_applied_waits_for_the_reports_before_absence_counts(
+    status: PostingStatus,
+) -> None:
+    assert _step(status, NOT_LISTED_YET) is Step.WAIT_FOR_REPORTS
+    assert _step(status, NOT_FOUND) is Step.SEND_AS_RECORDED
+
+
+def test_a_read_back_proves_nothing_absent_unless_it_says_it_is_settled() -> None:
+    assert ReadBack(found_by_id=False).settled is False
+
+
+def test_a_failed_posting_moesif_surely_never_applied_needs_no_wait() -> None:
+    assert _step(PostingStatus.FAILED, NOT_LISTED_YET) is Step.SEND
+
+
+def test_waiting_guards_only_absence_a_row_the_reports_list_confirms_at_once() -> None:
+    listed = ReadBack(found_by_id=False, anonymous=("top-up",))
+    assert _step(PostingStatus.UNKNOWN, listed) is Step.CONFIRM
+
+
+@pytest.mark.parametrize(
+    ("read_after", "lag", "settled"),
+    [
+        (timedelta(0), timedelta(minutes=15), False),
+        (timedelta(minutes=15) - timedelta(microseconds=1), timedelta(minutes=15), False),
+        (timedelta(minutes=15), timedelta(minutes=15), True),
+        (timedelta(hours=3), timedelta(minutes=15), True),
+        (timedelta(0), timedelta(0), True),
+        (-timedelta(seconds=1), timedelta(0), False),
+    ],
+)
+def test_reports_are_settled_from_the_report_lag_after_the_last_send(
+    read_after: timedelta, lag: timedelta, settled: bool
+) -> None:
+    assert reports_settled(NOW, NOW + read_after, lag) is settled
 
 
 @pytest.mark.parametrize(
@@ -95,6 +144,7 @@ def test_rows_naming_another_movement_are_someone_elses() -> None:
     read_back = ReadBack(
         found_by_id=False,
         anonymous=("reconcile: credit pi_2 for Stripe pi_2", "refund re_9", "dispute txn_4"),
+        settled=True,
     )
     assert not applied(read_back, TID)
     assert _step(PostingStatus.INTENT, read_back) is Step.SEND_AS_RECORDED

@@ -32,10 +32,17 @@ def fakes() -> Iterator[tuple[FakeStripe, FakeMoesif]]:
 
 @contextmanager
 def serving(
-    tmp_path: Path, engine: Engine, stripe: FakeStripe, moesif: FakeMoesif, name: str
+    tmp_path: Path,
+    engine: Engine,
+    stripe: FakeStripe,
+    moesif: FakeMoesif,
+    name: str,
+    report_lag: str | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Run one ``serve`` process on ``engine``'s database; stop it with SIGTERM on leaving."""
     environ = _environment(tmp_path, stripe.base_url, moesif.base_url)
+    if report_lag is not None:
+        environ["RECONCILE_MOESIF_REPORT_LAG"] = report_lag
     environ["RECONCILE_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
     environ["RECONCILE_CONSOLE_TOKEN"] = "console-token-for-tests"
     port = _free_port()
@@ -107,6 +114,11 @@ def test_a_crash_between_recording_and_posting_is_posted_once_after_a_restart(
 
     with engine.begin() as connection:  # the killed process's lease on the event runs out
         connection.execute(update(WebhookEvent).values(next_attempt_at=WebhookEvent.received_at))
-    with serving(tmp_path, engine, stripe, moesif, "restarted") as (_url, restarted):
+    # The killed process may have sent it; the point here is the crash, not Moesif's reports
+    # lagging, so the restarted process trusts an immediate read-back (a lag of 0).
+    with serving(tmp_path, engine, stripe, moesif, "restarted", report_lag="0") as (
+        _url,
+        restarted,
+    ):
         _wait_for(lambda: event_statuses(engine) == {"posted": 1}, restarted)
     assert posts_per_id(moesif) == {payment: 1}

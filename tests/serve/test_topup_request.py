@@ -26,8 +26,8 @@ def test_a_valid_body_becomes_minor_units() -> None:
         == 500
     )
     assert (
-        parse_topup({"customer_id": "cus_1", "amount": "1.005", "currency": "kwd"}).amount_minor
-        == 1005
+        parse_topup({"customer_id": "cus_1", "amount": "1.050", "currency": "kwd"}).amount_minor
+        == 1050
     )
     assert (
         parse_topup({"customer_id": "cus_1", "amount": "2.5", "currency": "eur"}).amount_minor
@@ -110,6 +110,11 @@ def test_amounts_are_only_ascii_digits_with_an_optional_point(amount: str) -> No
         ("5.0", "jpy", "decimal places"),
         ("1.000", "usd", "decimal places"),
         ("1.0000", "kwd", "decimal places"),
+        ("5.124", "kwd", "KWD only in amounts whose last decimal is 0"),
+        ("0.001", "bhd", "BHD only in amounts whose last decimal is 0"),
+        ("1.005", "jod", "JOD only"),
+        ("12.345", "omr", "OMR only"),
+        ("7.777", "TND", "TND only"),
         ("0.00", "usd", "greater than zero"),
     ],
 )
@@ -118,6 +123,29 @@ def test_amounts_keep_to_twelve_digits_and_the_currencys_decimals(
 ) -> None:
     with pytest.raises(InvalidTopUp, match=says):
         parse_topup({"customer_id": "cus_1", "amount": amount, "currency": currency})
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [
+        ("5.120", "kwd", 5120),
+        ("5.12", "kwd", 5120),
+        ("5", "bhd", 5000),
+        ("0.010", "jod", 10),
+        ("12.340", "omr", 12340),
+        ("7.7", "tnd", 7700),
+        ("5.125", "usd", None),
+    ],
+)
+def test_three_decimal_amounts_ending_in_0_are_taken(
+    amount: str, currency: str, minor: int | None
+) -> None:
+    if minor is None:  # two decimals: no three-decimal rule, the places rule refuses it
+        with pytest.raises(InvalidTopUp, match="decimal places"):
+            parse_topup({"customer_id": "cus_1", "amount": amount, "currency": currency})
+        return
+    request = parse_topup({"customer_id": "cus_1", "amount": amount, "currency": currency})
+    assert request.amount_minor == minor
 
 
 @pytest.mark.parametrize(

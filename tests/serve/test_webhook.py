@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.engine import make_engine
 from reconcile.db.models import WebhookEvent
+from reconcile.fakes.moesif import Exchange, Verdict
 from reconcile.fakes.stripe import FakeStripe, sign
+from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.serve import inbox
 from tests.serve.conftest import OLD_SECRET, SECRET, Served
 
@@ -246,3 +248,75 @@ def test_concurrent_duplicate_deliveries_record_each_event_once(served: Served) 
     assert _event_count(served.sessions) == 8
     served.worker.drain()
     assert sorted(post["transaction_id"] for post in served.moesif.posts) == sorted(payments)
+
+
+def _lose_the_answer_of_the_next_post(served: Served, verdict: Verdict) -> None:
+    def once(exchange: Exchange) -> Verdict | None:
+        if exchange.method != "POST":
+            return None
+        served.moesif.on_request = None
+        return verdict
+
+    served.moesif.on_request = once
+
+
+def _delivered_top_up(served: Served) -> tuple[str, str]:
+    customer = _mapped_customer(served.stripe)
+    payment = served.stripe.add_payment_intent(customer, 1050)
+    event_id = served.stripe.emit_event("payment_intent.succeeded", "payment_intent", payment)
+    assert served.stripe.deliver() == [200]
+    return payment, event_id
+
+
+def _retry_due(served: Served, event_id: str) -> None:
+    """Move the clock to the event's next attempt."""
+    row = inbox.status_of(served.sessions, event_id)
+    assert row is not None
+    assert row.status == "retry"
+    served.clock.moment = max(served.clock.moment, row.next_attempt_at)
+
+
+def test_a_retry_within_the_report_lag_never_resends_a_post_the_reports_lack(
+    served: Served,
+) -> None:
+    """Moesif applied the POST, lost the answer, and its reports do not list the row yet."""
+    payment, event_id = _delivered_top_up(served)
+    served.moesif.unlisted.add(payment)
+    _lose_the_answer_of_the_next_post(served, "apply_then_drop")
+    sent_at = served.clock()
+
+    for _ in range(3):
+        served.worker.drain()
+        _retry_due(served, event_id)
+    assert served.clock() - sent_at < DEFAULT_REPORT_LAG, "every retry came within the lag"
+    assert len(served.moesif.posts) == 1
+    assert served.moesif.applied_counts() == {payment: 1}
+
+    served.moesif.unlisted.clear()
+    assert served.worker.drain() == 1
+    row = inbox.status_of(served.sessions, event_id)
+    assert row is not None
+    assert row.status == "posted"
+    assert served.moesif.applied_counts() == {payment: 1}
+
+
+def test_a_retry_after_the_report_lag_resends_a_lost_post_exactly_once(served: Served) -> None:
+    payment, event_id = _delivered_top_up(served)
+    _lose_the_answer_of_the_next_post(served, "drop")
+    sent_at = served.clock()
+
+    served.worker.drain()
+    _retry_due(served, event_id)
+    served.worker.drain()
+    assert served.moesif.posts == [], "a retry within the lag sends nothing"
+
+    served.clock.moment = sent_at + DEFAULT_REPORT_LAG
+    _retry_due(served, event_id)
+    assert served.worker.drain() == 1
+    served.clock.moment += timedelta(hours=1)
+    served.worker.drain()
+
+    assert _posted(served) == [(payment, "credit", Decimal("10.50"))]
+    row = inbox.status_of(served.sessions, event_id)
+    assert row is not None
+    assert row.status == "posted"
