@@ -101,7 +101,6 @@ def open_world(
             "PYTHONPATH": os.pathsep.join(
                 [SOURCE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
-
             # The simulated Moesif lists every row it applied at once (no report lag) and the
             # reruns follow each other within seconds of real time; with the default lag they
             # would rightly wait instead of settling. Report lag has its own tests
