@@ -233,7 +233,11 @@ def test_a_crash_after_charging_resumed_days_later_finds_the_charge(
     wanted = _wanted(customer)
     topup_keys.claim(served.sessions, "order-charged", wanted, served.clock())
     charging = TopUps(
-        served.sessions, stripe_client(served.stripe), clock=served.clock, queued=lambda: None
+        served.sessions,
+        stripe_client(served.stripe),
+        destinations=served.worker._destinations,
+        clock=served.clock,
+        queued=lambda: None,
     )
     charged = charging.top_up(wanted, "order-charged")  # then the process dies unanswered
     assert charged.status == 200
