@@ -7,6 +7,9 @@ Moesif says of the subscription, where rows carrying its transaction id sit) and
 the category the finding gets and why. The checks run in this order, the first failing one wins:
 the kind of movement, the mapping, the subscription exists in Moesif, it is the company's, it
 holds the movement's currency, no row carries the movement on another company or subscription.
+A row carrying it on its own company and subscription means Moesif holds it already: it is
+:attr:`Outcome.HELD`, never posted again (the nightly run matches such a row before it asks; the
+live path asks with every row the snapshot has seen carry the transaction id).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Outcome(StrEnum):
     """Not a movement this caller handles (another kind): nothing posted, nothing found."""
     REFUSE = "refuse"
     """Never post it automatically: it is a finding of :attr:`Verdict.category`."""
+    HELD = "held"
+    """Moesif holds it already, on its company and subscription: nothing to post, no finding."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class Verdict:
 
 POST = Verdict(Outcome.POST)
 LEAVE = Verdict(Outcome.LEAVE)
+HELD = Verdict(Outcome.HELD)
 NO_SINGLE = "no single Moesif company/subscription"
 
 
@@ -105,7 +111,8 @@ def destination(
         subscription: what Moesif holds for the movement's subscription; ``None`` when Moesif
             has no such subscription; :data:`UNCHECKED` when it was not looked up.
         kinds: the kinds of movement the caller posts (``None``: every kind).
-        carried_by: ledger rows carrying the movement's transaction id, wherever they sit.
+        carried_by: ledger rows carrying the movement's transaction id, wherever they sit; one
+            on the movement's own company and subscription (and none elsewhere) makes it held.
     """
     if kinds is not None and movement.source not in kinds:
         return LEAVE
@@ -133,7 +140,7 @@ def destination(
     for row in carried_by:
         if (row.company_id, row.subscription_id) != (movement.company_id, movement.subscription_id):
             return Verdict(Outcome.REFUSE, Category.MISAPPLIED, _misplaced(movement, row), row)
-    return POST
+    return HELD if carried_by else POST
 
 
 def account(company: str | None, subscription: str | None) -> str:

@@ -77,7 +77,20 @@ def test_a_row_carrying_the_movement_elsewhere_holds_it_as_misapplied() -> None:
     assert (verdict.category, verdict.row) == (Category.MISAPPLIED, elsewhere)
     assert verdict.reason.startswith("ledger row row_9 carries pi_1 on company co_2 / subscription")
     here = Placed("row_1", "co_1", "sub_1")
-    assert destination(_movement(), USD_SUB, carried_by=(here,)).posts
+    assert destination(_movement(), USD_SUB, carried_by=(here, elsewhere)).category == (
+        Category.MISAPPLIED
+    )
+
+
+def test_a_row_carrying_the_movement_on_its_own_subscription_means_it_is_held_never_posted() -> (
+    None
+):
+    # Issue 15: a row an older integration wrote, seen by a nightly run, was credited again
+    # when the payment's webhook arrived (the rule said post: only rows elsewhere counted).
+    here = Placed("row_1", "co_1", "sub_1")
+    verdict = destination(_movement(), USD_SUB, carried_by=(here,))
+    assert (verdict.outcome, verdict.category, verdict.posts) == (Outcome.HELD, None, False)
+    assert destination(_movement(), USD_SUB, carried_by=()).posts
 
 
 def test_unknown_facts_are_not_checked_and_other_kinds_are_left() -> None:
