@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
@@ -239,18 +240,7 @@ def record_seen(
         state = known.get(finding_id)
         fields = {name: values.get(name) for name in STATE_FIELDS}
         if state is None:
-            session.add(
-                FindingState(
-                    finding_id=finding_id,
-                    status=FindingStatus.OPEN,
-                    first_seen_run_id=run_id,
-                    first_seen_at=now,
-                    last_seen_run_id=run_id,
-                    last_seen_at=now,
-                    runs_seen=1,
-                    **fields,
-                )
-            )
+            session.add(_opened(finding_id, run_id, now, fields, runs_seen=1))
             continue
         if finding_id not in again:
             continue
@@ -374,18 +364,24 @@ def open_at_once(session: Session, reported: dict[str, dict[str, object]], now: 
     for key, values in reported.items():
         if key in known:
             continue
-        session.add(
-            FindingState(
-                finding_id=key,
-                status=FindingStatus.OPEN,
-                first_seen_run_id=WEBHOOK_RUN,
-                first_seen_at=now,
-                last_seen_run_id=WEBHOOK_RUN,
-                last_seen_at=now,
-                runs_seen=0,
-                **{name: values.get(name) for name in STATE_FIELDS},
-            )
-        )
+        fields = {name: values.get(name) for name in STATE_FIELDS}
+        session.add(_opened(key, WEBHOOK_RUN, now, fields, runs_seen=0))
         opened += 1
     session.flush()
     return opened
+
+
+def _opened(
+    finding_id: str, run_id: str, now: datetime, fields: dict[str, Any], *, runs_seen: int
+) -> FindingState:
+    """A finding first seen now, by ``run_id`` (a run, or the live path's marker)."""
+    return FindingState(
+        finding_id=finding_id,
+        status=FindingStatus.OPEN,
+        first_seen_run_id=run_id,
+        first_seen_at=now,
+        last_seen_run_id=run_id,
+        last_seen_at=now,
+        runs_seen=runs_seen,
+        **fields,
+    )
