@@ -2,7 +2,8 @@
 
 :func:`build_notice` turns a run's findings, what it posted and how it ended into the one JSON
 object that is POSTed: ``text`` (a short summary in Slack's mrkdwn, also the fallback of the
-blocks), ``run_id``, ``exit_code``, ``dry_run``, ``counts``, ``totals`` per currency,
+blocks), ``run_id``, ``exit_code``, ``dry_run``, ``counts`` per category, ``automatic`` (posted,
+or in a dry run would be), ``needs_person``, ``overdue``, ``totals`` per currency,
 ``report_path``, at most :data:`MAX_FINDINGS` ``findings`` and Slack ``blocks``. Every amount is
 a decimal string in major units of its own currency, signed as section 7's ``delta``: positive
 when the customer is owed credit, negative when Moesif holds too much. Amounts of different
@@ -26,7 +27,7 @@ from reconcile.errors import ExitCode
 from reconcile.money import format_major, is_iso_currency
 from reconcile.posting.entry import Entry
 from reconcile.rules.lifecycle import IGNORED, OPEN
-from reconcile.rules.priority import DEFAULT_RULES, PriorityRules, assess
+from reconcile.rules.priority import DEFAULT_RULES, Assessment, PriorityRules, assess
 from reconcile.times import to_iso
 
 MAX_FINDINGS = 20
@@ -143,7 +144,7 @@ def rank(
             place[finding.finding_id] = position
 
     def key(finding: NoticeFinding) -> tuple[bool, int, int, datetime, str, str]:
-        urgency = assess(finding.delta_minor, _code(finding), finding.first_seen, now, rules)
+        urgency = _assessed(finding, now, rules)
         return (
             not finding.blocked_but_owed,
             place[finding.finding_id],
@@ -227,6 +228,7 @@ def build_notice(
         "counts": dict(sorted(Counter(finding.category for finding in kept).items())),
         "automatic": automatic,
         "needs_person": sum(1 for finding in kept if needs_person(finding, dry_run=dry_run)),
+        "overdue": sum(1 for finding in review if _assessed(finding, now, rules).overdue(now)),
         "totals": totals(kept, posted),
         "report_path": report_path,
         "findings": shown,
@@ -256,6 +258,10 @@ def _code(finding: NoticeFinding) -> str | None:
     return currency.lower() if currency and is_iso_currency(currency) else None
 
 
+def _assessed(finding: NoticeFinding, now: datetime, rules: PriorityRules) -> Assessment:
+    return assess(finding.delta_minor, _code(finding), finding.first_seen, now, rules)
+
+
 def _size_key(finding: NoticeFinding) -> tuple[bool, int, str]:
     """Sort key within one currency: known deltas first, the largest absolute one first."""
     delta = finding.delta_minor
@@ -271,7 +277,7 @@ def _shown(
 ) -> dict[str, Any]:
     """Return one listed finding as the notification carries it."""
     code = _code(finding)
-    assessment = assess(finding.delta_minor, code, finding.first_seen, now, rules)
+    assessment = _assessed(finding, now, rules)
     return {
         "finding_id": finding.finding_id,
         "category": finding.category,
@@ -338,16 +344,20 @@ class _Facts:
             done = f"Dry run: nothing was posted; {automatic} would be posted automatically"
         else:
             done = f"{automatic} posted automatically"
-        return f"{done}; {person} need{'s' if person == 1 else ''} a person."
+        overdue = int(self.notice["overdue"])
+        late = f" {overdue} overdue." if overdue else ""
+        return f"{done}; {person} need{'s' if person == 1 else ''} a person.{late}"
 
     def categories(self) -> list[str]:
         """One line per category: how many, and how many of them were posted or need a person."""
         lines = []
         for category, count in self.notice["counts"].items():
             mine = [finding for finding in self.kept if finding.category == category]
-            posted = sum(1 for finding in mine if finding.action == Action.POSTED)
+            done = Action.WOULD_POST if self.dry_run else Action.POSTED
+            posted = sum(1 for finding in mine if finding.action == done)
             person = sum(1 for finding in mine if needs_person(finding, dry_run=self.dry_run))
-            parts = [f"{posted} posted automatically"] if posted else []
+            verb = "would be posted" if self.dry_run else "posted"
+            parts = [f"{posted} {verb} automatically"] if posted else []
             parts += [f"{person} need{'s' if person == 1 else ''} a person"] if person else []
             suffix = f" ({', '.join(parts)})" if parts else ""
             lines.append(f"• `{_slack(category)}` {count}{suffix}")
@@ -373,6 +383,8 @@ class _Facts:
         path = self.notice["report_path"]
         if path:
             lines.append(f"Report: `{_slack(path)}`")
+        if self.dry_run and int(self.notice["automatic"]):
+            lines.append("A run without --dry-run posts what this one would have posted.")
         lines.append(_NEXT_STEP.get(self.exit_code, _NEXT_STEP[ExitCode.FAILED]))
         return lines
 

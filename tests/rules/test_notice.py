@@ -149,6 +149,8 @@ def test_a_dry_run_is_marked_and_says_nothing_was_posted() -> None:
     assert "nothing was posted; 1 would be posted automatically; 1 needs a person" in sent["text"]
     assert sent["blocks"][0]["text"]["text"].startswith("[DRY RUN]")
     assert "posted +" not in sent["text"]
+    assert "`missing_in_moesif` 1 (1 would be posted automatically)" in sent["text"]
+    assert "A run without --dry-run posts what this one would have posted." in sent["text"]
 
 
 def test_a_dry_run_that_posted_is_a_contradiction() -> None:
@@ -369,3 +371,11 @@ def test_totals_per_currency_sum_exactly(
         assert to_minor(Decimal(got["over_credited"]), currency) == over
     net = sum(-amount if debit else amount for amount, debit in postings)
     assert to_minor(Decimal(sums["eur"]["posted"] if entries else "0"), "eur") == net
+
+
+def test_overdue_findings_are_counted_and_marked() -> None:
+    sent = notice([finding("F-1", 1, age=timedelta(days=7)), finding("F-2", 1)])
+    assert sent["overdue"] == 1
+    assert "1 need" not in sent["text"]
+    assert "2 need a person. 1 overdue." in sent["text"]
+    assert [item["overdue"] for item in sent["findings"]] == [True, False]
