@@ -134,26 +134,27 @@ def rank(
     priority and due time (section 10a), then currency code and id. Findings without a known
     delta come last in their currency.
     """
-    place: dict[str, int] = {}
-    by_group: dict[tuple[bool, str], list[NoticeFinding]] = defaultdict(list)
-    for finding in findings:
-        by_group[(finding.blocked_but_owed, _code(finding) or "")].append(finding)
+    place: dict[int, int] = {}
+    by_group: dict[tuple[bool, str], list[int]] = defaultdict(list)
+    for index, finding in enumerate(findings):
+        by_group[(finding.blocked_but_owed, _code(finding) or "")].append(index)
     for group in by_group.values():
-        group.sort(key=_size_key)
-        for position, finding in enumerate(group):
-            place[finding.finding_id] = position
+        group.sort(key=lambda index: _size_key(findings[index]))
+        for position, index in enumerate(group):
+            place[index] = position
 
-    def key(finding: NoticeFinding) -> tuple[bool, int, int, datetime, str, str]:
+    def key(index: int) -> tuple[bool, int, int, datetime, str, str]:
+        finding = findings[index]
         urgency = _assessed(finding, now, rules)
         return (
             not finding.blocked_but_owed,
-            place[finding.finding_id],
+            place[index],
             *urgency.queue_key(),
             _code(finding) or "~",
             finding.finding_id,
         )
 
-    return sorted(findings, key=key)
+    return [findings[index] for index in sorted(range(len(findings)), key=key)]
 
 
 def totals(findings: Sequence[NoticeFinding], posted: Sequence[Entry]) -> dict[str, dict[str, str]]:
