@@ -58,7 +58,8 @@ def ledgers(draw: st.DrawFn) -> tuple[list[BalanceRow], int, str]:
         changes = tuple(
             draw(st.lists(amounts.map(lambda a: -abs(a)) if usage else amounts, max_size=4))
         )
-        rows.append(_row(f"mr_{position}", sequence, balance, changes, currency))
+        row = _row(f"mr_{position}", sequence, balance, changes, currency)
+        rows.append(replace(row, created_at=START + timedelta(minutes=draw(st.integers(0, 99)))))
         balance += sum(changes)
     return rows, balance, currency
 

@@ -26,7 +26,7 @@ CURRENCIES = ("usd", "eur", "jpy", "kwd")
 @st.composite
 def transactions(draw: st.DrawFn, index: int) -> PagedTransaction:
     category = draw(st.sampled_from(CATEGORIES))
-    amount = draw(st.integers(1, 10**9))
+    amount = draw(st.integers(0, 10**9))
     amount = amount if category in {"charge", "dispute_reversal", "refund_failure"} else -amount
     fee = draw(st.integers(0, abs(amount) // 10))
     currency = draw(st.sampled_from(CURRENCIES))
@@ -106,6 +106,16 @@ def test_only_the_categories_the_run_pages_are_compared() -> None:
         "payout in USD: the run paged 0 for 0.00 gross, 0.00 net; "
         "Stripe's summary has 1 for -50.00 gross, -50.00 net"
     )
+
+
+def test_a_count_that_differs_is_a_mismatch_even_when_the_sums_agree() -> None:
+    paged = [PagedTransaction("txn_1", "charge", "usd", 0, 0, 0)]
+    summary = [
+        {"reporting_category": "charge", "currency": "usd", "count": "2"}
+        | {"gross": "0.00", "fee": "0.00", "net": "0.00"}
+    ]
+    (mismatch,) = total_mismatches(paged, summary)
+    assert (mismatch.paged.count, mismatch.reported.count) == (1, 2)
 
 
 def test_summary_figures_are_parsed_exactly_in_each_currencys_units() -> None:
