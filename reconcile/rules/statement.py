@@ -17,7 +17,7 @@ subscription's ``balance_break`` finding, when one is open.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 
 from reconcile.money import format_major
@@ -175,26 +175,21 @@ def _stripe_entries(movement: StripeMovement, rows: list[LedgerMovement]) -> Ite
     """Yield a Stripe movement's line, then a line for each further row that records it again."""
     description = movement.description or _LABELS.get(movement.kind, movement.kind)
     first = rows[0].amount if rows else None
-    yield _Entry(
-        movement.at,
-        0,
-        movement.kind,
-        movement.stripe_id,
-        movement.transaction_id,
-        description,
-        movement.amount,
-        first,
+    line = _Entry(
+        at=movement.at,
+        rank=0,
+        kind=movement.kind,
+        stripe_id=movement.stripe_id,
+        transaction_id=movement.transaction_id,
+        description=description,
+        amount=movement.amount,
+        ledger_amount=first,
     )
+    yield line
     for again in rows[1:]:
-        yield _Entry(
-            again.at,
-            0,
-            movement.kind,
-            movement.stripe_id,
-            movement.transaction_id,
-            f"{description}, recorded again",
-            0,
-            again.amount,
+        again_description = f"{description}, recorded again"
+        yield replace(
+            line, at=again.at, description=again_description, amount=0, ledger_amount=again.amount
         )
 
 
@@ -295,7 +290,9 @@ def build_statement(
         until: the statement's end, the closing line's date.
         opening: the balance at ``since``.
         stripe: the subscription's Stripe movements in the window, one per ``transaction_id``.
-        ledger: Moesif's balance-transaction rows in the window (usage not included).
+        ledger: Moesif's balance-transaction rows in the window (usage not included); a row
+            the matcher paired with a movement by amount carries that movement's
+            ``transaction_id``, so it stands beside it.
         usage: the usage Moesif charged per day, signed (usage burns credit: negative).
         findings: the open finding ids by ``transaction_id``.
         closing: the balance Moesif's ledger holds at ``until``.
