@@ -138,19 +138,17 @@ class PacedHTTPClient(stripe.RequestsClient):
         """
         where = f"{method.upper()} {url.split('?', 1)[0]}"
 
-        def attempt() -> _Answer | stripe.APIConnectionError:
+        def attempt() -> Answer | stripe.APIConnectionError:
             self._deadline.check(f"Stripe {where}")
             self._limiter.acquire()
             self._deadline.check(f"Stripe {where}")
             self._timeout = self._deadline.timeout(self._request_timeout)
             return self._send(method, url, headers, post_data)
 
-        def wait(answer: _Answer | stripe.APIConnectionError, seconds: float) -> float:
+        def wait(answer: Answer | stripe.APIConnectionError, seconds: float) -> float:
             return seconds if _advised(answer) else jittered(seconds, self._rng)
 
-        def announce(
-            answer: _Answer | stripe.APIConnectionError, made: int, seconds: float
-        ) -> None:
+        def announce(answer: Answer | stripe.APIConnectionError, made: int, seconds: float) -> None:
             logger.warning(
                 "Stripe gave %s to %s; attempt %d of %d in %.2fs",
                 _label(answer),
@@ -175,14 +173,14 @@ class PacedHTTPClient(stripe.RequestsClient):
 
     def _send(
         self, method: str, url: str, headers: Mapping[str, str] | None, post_data: object
-    ) -> _Answer | stripe.APIConnectionError:
+    ) -> Answer | stripe.APIConnectionError:
         """Make one attempt with the SDK's transport; a connection error is returned, not raised."""
         try:
             body, status, answer_headers = super().request(method, url, headers, post_data)
         except stripe.APIConnectionError as error:
             return error
         readable = 200 <= status < 300 and is_json_object(body)
-        return _Answer(body, status, answer_headers, readable)
+        return Answer(body, status, answer_headers, readable)
 
     def _masked(self, body: bytes) -> bytes:
         for echo in self._masks:
@@ -190,7 +188,7 @@ class PacedHTTPClient(stripe.RequestsClient):
         return body
 
 
-class _Answer(NamedTuple):
+class Answer(NamedTuple):
     """Stripe's answer to one attempt."""
 
     body: bytes
@@ -206,7 +204,7 @@ class _Answer(NamedTuple):
 
 
 def attempt_delay(
-    policy: RetryPolicy, answer: _Answer | stripe.APIConnectionError, attempt: int
+    policy: RetryPolicy, answer: Answer | stripe.APIConnectionError, attempt: int
 ) -> float | None:
     """Return seconds to wait after ``answer`` to attempt ``attempt``, or ``None`` to stop there.
 
@@ -222,14 +220,14 @@ def attempt_delay(
     return stripe_retry_delay(policy, answer.status, answer.headers, attempt)
 
 
-def _advised(answer: _Answer | stripe.APIConnectionError) -> bool:
+def _advised(answer: Answer | stripe.APIConnectionError) -> bool:
     """Whether Stripe said how long to wait (``Retry-After`` on an error status)."""
     if isinstance(answer, stripe.APIConnectionError) or answer.succeeded:
         return False
     return any(name.lower() == "retry-after" for name in answer.headers)
 
 
-def _label(answer: _Answer | stripe.APIConnectionError) -> str:
+def _label(answer: Answer | stripe.APIConnectionError) -> str:
     if isinstance(answer, stripe.APIConnectionError):
         return "no answer"
     if answer.succeeded:
