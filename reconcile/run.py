@@ -71,28 +71,12 @@ def _reconcile(
     """Read both sides, compare them, post what is missing, settle the findings, end the run."""
     clock, companies, run_id = clients.clock, request.companies, run.run_id
     directory = SubscriptionDirectory(clients.moesif, clock)
-    stripe = snapshot.read_stripe(
-        sessions, clients.stripe, run.spans, companies, run_id=run_id, now=clock()
-    )
+    stripe = snapshot.read_stripe(sessions, clients.stripe, run, companies, now=clock())
     moesif = snapshot.read_moesif(
-        sessions,
-        clients.moesif,
-        directory,
-        settings,
-        run.spans,
-        companies,
-        run_id=run_id,
-        clock=clock,
+        sessions, clients.moesif, directory, settings, run, companies, clock
     )
     loaded = snapshot.load(
-        sessions,
-        clients.stripe,
-        directory,
-        run.spans,
-        companies,
-        moesif.rechecked,
-        run_id=run_id,
-        now=clock(),
+        sessions, clients.stripe, directory, run, companies, moesif.rechecked, now=clock()
     )
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
     posted = sending.post_missing(

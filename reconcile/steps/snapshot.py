@@ -24,8 +24,8 @@ from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
 from reconcile.rules.known_ids import known_id, needs_memory
 from reconcile.rules.rereads import Reread, rereads
-from reconcile.rules.window import Spans
 from reconcile.steps import Sessions, lifecycle
+from reconcile.steps.begin import Begun
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
@@ -46,13 +46,13 @@ class StripeRead:
 def read_stripe(
     sessions: Sessions,
     client: stripe.StripeClient,
-    spans: Spans,
+    run: Begun,
     companies: Sequence[str],
     *,
-    run_id: str,
     now: datetime,
 ) -> StripeRead:
     """Snapshot Stripe's movements of the run's Stripe span; return what it told besides."""
+    spans, run_id = run.spans, run.run_id
     progress = Progress("Stripe", unit="days read")
     pending: list[datetime] = []
     unreadable: list[Unreadable] = []
@@ -99,10 +99,8 @@ def read_moesif(
     moesif: MoesifClient,
     directory: SubscriptionDirectory,
     settings: Settings,
-    spans: Spans,
+    run: Begun,
     companies: Sequence[str],
-    *,
-    run_id: str,
     clock: Callable[[], datetime],
 ) -> MoesifRead:
     """Snapshot Moesif's ledger of the run's Moesif span, then again around re-checked findings.
@@ -110,8 +108,16 @@ def read_moesif(
     The findings re-checked are those of earlier runs still open or awaiting this run's check;
     each is compared fresh, so Moesif is read again wherever its subject lies.
     """
+    spans = run.spans
     synced = sync_moesif(
-        sessions, moesif, directory, spans.moesif, settings, companies, run_id=run_id, clock=clock
+        sessions,
+        moesif,
+        directory,
+        spans.moesif,
+        settings,
+        companies,
+        run_id=run.run_id,
+        clock=clock,
     )
     rechecked = lifecycle.open_before(sessions, companies, clock())
     reads = rereads(
@@ -307,20 +313,19 @@ def load(
     sessions: Sessions,
     client: stripe.StripeClient,
     directory: SubscriptionDirectory,
-    spans: Spans,
+    run: Begun,
     companies: Sequence[str],
     rechecked: Mapping[str, lifecycle.Subject],
     *,
-    run_id: str,
     now: datetime,
 ) -> Loaded:
     """Load both sides of the wide span, the re-checked findings' subjects wherever they lie."""
     loaded = frames_of(
         sessions,
         client,
-        spans.wide,
+        run.spans.wide,
         companies,
-        run_id=run_id,
+        run_id=run.run_id,
         now=now,
         recheck=lifecycle.subject_ids(rechecked),
     )
@@ -329,7 +334,7 @@ def load(
     for company in frames.unknown_companies(companies, expected, ledger):
         log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
     paid = subscriptions_paid_into(
-        sessions, directory, frames.subscriptions_paid(frames.in_window(expected, spans.window))
+        sessions, directory, frames.subscriptions_paid(frames.in_window(expected, run.spans.window))
     )
     return Loaded(loaded, present, paid)
 
