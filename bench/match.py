@@ -1,7 +1,7 @@
 """The ``match`` benchmark: a run from its snapshot to its report, against datacompy's comparison.
 
 Ours (``ours``) calls the run itself, :func:`reconcile.run.execute`, over a filled snapshot with
-only its two reading steps stood in for: ``extract_stripe`` and ``sync_moesif`` (which read
+only its two reading steps stood in for: ``read_stripe`` and ``sync_moesif`` (which read
 Stripe and Moesif into the snapshot) do nothing, as if the snapshot were already up to date.
 Everything else is the run's own code, in its order: the schema check and the run lock, the
 run's row, the open findings of earlier runs, loading both frames, the subscription currencies
@@ -139,17 +139,19 @@ def load(url: str, window: Window = WINDOW) -> tuple[pd.DataFrame, pd.DataFrame]
     try:
         sessions = sessionmaker(engine, expire_on_commit=False)
         with _offline_clients(_offline_settings(url)) as clients:
-            return snapshot.frames_of(
+            loaded = snapshot.frames_of(
                 sessions,
                 clients.stripe,
                 window.widened(MATCH_WINDOW),
                 (),
                 run_id="bench",
                 now=RUN_AT,
-                on_unreadable=_refuse,
             )
     finally:
         engine.dispose()
+    if loaded.unreadable:
+        raise Offline("the benchmark's snapshot held a movement the run could not read")
+    return loaded.expected, loaded.ledger
 
 
 def reset(url: str) -> None:
@@ -191,22 +193,18 @@ def _offline_clients(settings: Settings) -> Iterator[Clients]:
         yield Clients(stripe_client, moesif, clock=lambda: RUN_AT, sleep=no_sleep)
 
 
-def _refuse(_unreadable: object) -> None:
-    raise Offline("the benchmark's snapshot held a movement the run could not read")
-
-
 @contextlib.contextmanager
 def _snapshot_as_is() -> Iterator[None]:
     """Stand in for the run's two reading steps: the snapshot is taken as already up to date."""
 
-    def extract_stripe(*_args: object, **_kwargs: object) -> None:
-        return None
+    def read_stripe(*_args: object, **_kwargs: object) -> snapshot.StripeRead:
+        return snapshot.StripeRead(pending_since=None)
 
     def sync_moesif(*_args: object, **_kwargs: object) -> SyncResult:
         return SyncResult(rows_seen=0, rows_new=0, rows_updated=0)
 
     with (
-        mock.patch.object(snapshot, "extract_stripe", extract_stripe),
+        mock.patch.object(snapshot, "read_stripe", read_stripe),
         mock.patch.object(snapshot, "sync_moesif", sync_moesif),
     ):
         yield
@@ -219,8 +217,8 @@ def _timed(phases: dict[str, float], sizes: list[int]) -> Iterator[None]:
     ``sizes`` gets the lengths of the two frames the run loaded.
     """
 
-    def loaded(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-        sizes[:] = [len(frame) for frame in frames]
+    def loaded(frames: snapshot.Frames) -> None:
+        sizes[:] = [len(frames.expected), len(frames.ledger)]
 
     with contextlib.ExitStack() as stack:
         for name, (module, attribute) in PHASES.items():

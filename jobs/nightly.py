@@ -28,14 +28,13 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from reconcile.announce import announce
+from reconcile.after_run import after_run
 from reconcile.clients import open_clients
 from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.engine import describe, make_engine
 from reconcile.errors import ConfigError, DatabaseUnavailable, ExitCode, ReconcileError
-from reconcile.metrics import write_metrics
-from reconcile.observability import configure_logging, log_summary
+from reconcile.observability import configure_logging
 from reconcile.run import RunOutcome, RunRequest, execute
 
 logger = logging.getLogger("jobs.nightly")
@@ -177,17 +176,12 @@ def fire(
     except ReconcileError as error:
         message = settings.redactor().message(error)
         logger.error("%s run failed (exit %d): %s", trigger, error.exit_code, message)
-        _write_metrics(settings, None, int(error.exit_code), started_at, clock)
-        announce(settings, error, clock, began=started_at)
-        return int(error.exit_code)
-    except Exception:
+        return after_run(settings, error, logger, clock, began=started_at)
+    except Exception as error:
         logger.exception("%s run crashed", trigger)
-        _write_metrics(settings, None, int(ExitCode.FAILED), started_at, clock)
-        return int(ExitCode.FAILED)
-    log_summary(logger, outcome)
-    _write_metrics(settings, outcome, int(outcome.exit_code), started_at, clock)
-    announce(settings, outcome, clock, began=started_at)
-    return int(outcome.exit_code)
+        crashed = ReconcileError(f"internal error: {type(error).__name__}: {error}")
+        return after_run(settings, crashed, logger, clock, began=started_at)
+    return after_run(settings, outcome, logger, clock, began=started_at)
 
 
 def _request(settings: Settings, until: datetime, trigger: str) -> RunRequest:
@@ -199,27 +193,6 @@ def _request(settings: Settings, until: datetime, trigger: str) -> RunRequest:
     start = "the watermark minus the lookback" if request.since is None else request.since
     logger.info("%s run for the window ending %s, from %s", trigger, until.isoformat(), start)
     return request
-
-
-def _write_metrics(
-    settings: Settings,
-    outcome: RunOutcome | None,
-    exit_code: int,
-    started_at: datetime,
-    clock: Callable[[], datetime],
-) -> None:
-    if settings.metrics_file is None:
-        return
-    try:
-        write_metrics(
-            settings.metrics_file,
-            outcome,
-            failed_exit_code=exit_code,
-            now=clock(),
-            started_at=started_at,
-        )
-    except OSError as error:
-        logger.error("could not write metrics to %s: %s", settings.metrics_file, error.strerror)
 
 
 def scheduled_run(schedule: str | None = None, run: RunFunction = live_run) -> int:

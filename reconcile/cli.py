@@ -90,10 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings, namespace: argparse.Namespace) -> int:
-    from reconcile.announce import announce
+    from reconcile.after_run import after_run
     from reconcile.clients import open_clients, utc_now
-    from reconcile.metrics import write_metrics
-    from reconcile.observability import log_summary
     from reconcile.run import RunRequest, execute
 
     request = RunRequest(
@@ -109,9 +107,7 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         with open_clients(settings) as clients:
             outcome = execute(settings, request, clients)
     except ReconcileError as error:
-        if settings.metrics_file is not None:
-            write_metrics(settings.metrics_file, None, failed_exit_code=int(error.exit_code))
-        announce(settings, error, utc_now, began=began)
+        after_run(settings, error, log, utc_now, began=began)
         return _fail(error, settings)
     except KeyboardInterrupt:
         interrupted = RunFailed("interrupted; postings made so far are recorded, a rerun resumes")
@@ -121,13 +117,10 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         internal = ReconcileError(f"internal error: {type(error).__name__}: {error}")
         return _fail(internal, settings)
     print(outcome.summary)
-    log_summary(log, outcome)
-    if settings.metrics_file is not None:
-        write_metrics(settings.metrics_file, outcome)
-    announce(settings, outcome, utc_now, began=began)
+    exit_code = after_run(settings, outcome, log, utc_now, began=began)
     if outcome.message:  # last, so that it is the line an operator reads
         print(f"reconcile: {settings.redactor().text(outcome.message)}", file=sys.stderr)
-    return int(outcome.exit_code)
+    return exit_code
 
 
 def _configure_logging(settings: Settings, fmt: str | None, verbose: bool) -> None:

@@ -519,14 +519,20 @@ def test_missing_columns_and_naive_times_are_refused() -> None:
 
 
 def test_matcher_imports_no_io() -> None:
-    source = Path(reconcile.matching.__file__).read_text(encoding="utf-8")
+    package = Path(reconcile.matching.__file__).parent
     imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-    assert imported == {
+    for module in sorted(package.glob("*.py")):
+        source = module.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    own = {name for name in imported if name.startswith("reconcile.matching.")}
+    assert own == {f"reconcile.matching.{module.stem}" for module in package.glob("*.py")} - {
+        "reconcile.matching.__init__"
+    }
+    assert imported - own == {
         "__future__",
         "collections.abc",
         "datetime",

@@ -1,7 +1,8 @@
-"""Which window a run reads: the request's, or the watermark minus the lookback and pending."""
+"""Which spans a run reads: its window (the request's, or from the watermark) and around it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconcile.errors import UsageError
@@ -52,3 +53,30 @@ def run_window(
         return Window(since, until or started_at)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class Spans:
+    """The time spans of one run: its window, and what it reads and compares around it."""
+
+    window: Window
+    """The run's own ``[since, until)``: its findings, its watermark."""
+    wide: Window
+    """The window grown by the match window on both sides: what is loaded and compared."""
+    stripe: Window
+    """What Stripe is read over: the wide window, cut at now (a window ending later is read
+    to its end)."""
+    moesif: Window
+    """What Moesif is read over: the wide window, reaching on to now. Rows posted for the
+    window later (by an earlier run, or a late webhook) carry the time they were posted."""
+
+
+def run_spans(window: Window, match_window: timedelta, now: datetime) -> Spans:
+    """Return the spans a run of ``window`` reads and compares, at ``now``."""
+    wide = window.widened(match_window)
+    return Spans(
+        window=window,
+        wide=wide,
+        stripe=Window(wide.since, min(wide.until, max(now, window.until))),
+        moesif=Window(wide.since, max(now, wide.until)),
+    )

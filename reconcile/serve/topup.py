@@ -27,6 +27,7 @@ from reconcile.safe_text import excerpt
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations
 from reconcile.serve.topup_request import TopUpRequest, stripe_idempotency_key
+from reconcile.stripe import payments
 from reconcile.stripe.mapping import (
     StripeLookup,
     company_of,
@@ -36,9 +37,6 @@ from reconcile.stripe.mapping import (
 )
 
 log = logging.getLogger(__name__)
-
-TOPUP_KEY_METADATA = "reconcile_topup_key"
-"""PaymentIntent metadata naming the Stripe idempotency key it was made under."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,11 @@ class TopUps:
             return found
         key = stripe_idempotency_key(request, client_key or uuid.uuid4().hex)
         try:
-            earlier = self._charged_before(request, key, charged_since) if charged_since else None
+            earlier = (
+                payments.charged_under(self._stripe, request.customer_id, key, charged_since)
+                if charged_since
+                else None
+            )
             intent = earlier or self._charge(request, found, key)
         except stripe.CardError as declined:
             return _declined(declined)
@@ -126,7 +128,7 @@ class TopUps:
     def _destination(self, request: TopUpRequest) -> Destination | Answer:
         """Return where the credit goes, or the answer refusing it before any charge."""
         customer_id = request.customer_id
-        customer = self._stripe.v1.customers.retrieve(customer_id).to_dict()
+        customer = payments.customer(self._stripe, customer_id)
         if customer.get("deleted"):
             return error(400, f"unknown customer {customer_id}")
         live = (
@@ -158,40 +160,15 @@ class TopUps:
         return Destination(company, str(subscription), method)
 
     def _charge(self, request: TopUpRequest, to: Destination, key: str) -> dict[str, Any]:
-        return self._stripe.v1.payment_intents.create(
-            params={
-                "amount": request.amount_minor,
-                "currency": request.currency,
-                "customer": request.customer_id,
-                "payment_method": to.payment_method,
-                "off_session": True,
-                "confirm": True,
-                "metadata": {
-                    "moesif_company_id": to.company_id,
-                    "moesif_subscription_id": to.subscription_id,
-                    TOPUP_KEY_METADATA: key,
-                },
-            },
-            options={"idempotency_key": key},
-        ).to_dict()
-
-    def _charged_before(
-        self, request: TopUpRequest, key: str, since: datetime
-    ) -> dict[str, Any] | None:
-        """Return the customer's PaymentIntent made under ``key`` since ``since``, if any."""
-        found = self._stripe.v1.payment_intents.list(
-            params={
-                "customer": request.customer_id,
-                "created": {"gte": int(since.timestamp())},
-                "limit": 100,
-            }
+        wanted = payments.Charge(
+            customer_id=request.customer_id,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            payment_method=to.payment_method,
+            company_id=to.company_id,
+            subscription_id=to.subscription_id,
         )
-        for intent in found.auto_paging_iter():
-            seen = intent.to_dict()
-            metadata = seen.get("metadata")
-            if isinstance(metadata, Mapping) and metadata.get(TOPUP_KEY_METADATA) == key:
-                return seen
-        return None
+        return payments.charge(self._stripe, wanted, key)
 
     def _settled(self, intent: Mapping[str, Any]) -> Answer:
         payment_intent_id = str(intent["id"])

@@ -22,7 +22,7 @@ from reconcile.rules.destination import Verdict
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations, finding_of, movement_of
 from reconcile.serve.event_entries import EventOrders, EventPlan, orders_of, plan_event
-from reconcile.stripe.client import stripe_errors
+from reconcile.stripe.events import balance_transaction_ids, refund_ids
 from reconcile.stripe.extract import extract_by_ids
 
 log = logging.getLogger(__name__)
@@ -226,17 +226,10 @@ class EventWorker:
 
     def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
         ids = list(plan.object_ids)
-        with stripe_errors():
-            if plan.refunds_of_charge:
-                refunds = self._stripe.v1.refunds.list(
-                    params={"charge": plan.refunds_of_charge, "limit": 100}
-                )
-                ids.extend(str(refund.id) for refund in refunds.auto_paging_iter())
-            if plan.transactions_of:
-                moved = self._stripe.v1.balance_transactions.list(
-                    params={"source": plan.transactions_of, "limit": 100}
-                )
-                ids.extend(str(transaction.id) for transaction in moved.auto_paging_iter())
+        if plan.refunds_of_charge:
+            ids.extend(refund_ids(self._stripe, plan.refunds_of_charge))
+        if plan.transactions_of:
+            ids.extend(balance_transaction_ids(self._stripe, plan.transactions_of))
         yield from extract_by_ids(self._stripe, ids)
 
 

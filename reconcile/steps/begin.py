@@ -1,20 +1,23 @@
-"""Starting a run: its window, a writable report directory, its row; and its failure."""
+"""Beginning a run: its window and spans, a writable report directory, its row; and its failure."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.models import Run
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.redaction import NO_SECRETS, Redactor
-from reconcile.request import RunRequest
-from reconcile.rules.window import run_window
+from reconcile.request import RunRequest, new_run_id
+from reconcile.rules.window import Spans, run_spans, run_window
 from reconcile.steps import Sessions
 from reconcile.times import Window, to_iso
 
@@ -31,6 +34,37 @@ def check_report_dir(report_dir: Path) -> None:
         raise ConfigError(
             f"the report directory {report_dir} cannot be written: {error.strerror or error}"
         ) from None
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A run that has begun: its id, its spans and where its report goes."""
+
+    run_id: str
+    started_at: datetime
+    spans: Spans
+    report_dir: Path
+
+
+def begin(
+    sessions: Sessions,
+    settings: Settings,
+    request: RunRequest,
+    started_at: datetime,
+    clock: Callable[[], datetime],
+) -> Begun:
+    """Choose the run's window, check its report directory and record it as running.
+
+    Raises:
+        UsageError: no window can be found (see ``rules.window``).
+        ConfigError: the report directory cannot be written.
+    """
+    run_id = new_run_id(started_at)
+    report_dir = request.report_dir or settings.report_dir
+    chosen = window(sessions, request.since, request.until, started_at, settings.lookback)
+    check_report_dir(report_dir)
+    start(sessions, run_id, chosen, request, started_at)
+    return Begun(run_id, started_at, run_spans(chosen, settings.match_window, clock()), report_dir)
 
 
 def window(

@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from reconcile import frames, report
+from reconcile.config import Settings
 from reconcile.db.findings import store_findings
 from reconcile.db.models import Run
 from reconcile.redaction import NO_SECRETS, Redactor
-from reconcile.request import RunOutcome
-from reconcile.rules.conclusion import Conclusion, Tally
+from reconcile.request import RunOutcome, RunRequest
+from reconcile.rules.conclusion import Conclusion, Tally, conclude, to_review, unanswered
 from reconcile.steps import Sessions
+from reconcile.steps.begin import Begun
 from reconcile.times import Window
+
+if TYPE_CHECKING:  # sending saves through this module
+    from reconcile.steps.sending import Posted
+
+
+def end(
+    sessions: Sessions,
+    settings: Settings,
+    request: RunRequest,
+    run: Begun,
+    findings: pd.DataFrame,
+    posted: Posted,
+    pending_since: datetime | None,
+    clock: Callable[[], datetime],
+) -> RunOutcome:
+    """Save the report and findings, conclude the run and record it; return what it did.
+
+    Findings an operator ignored do not count for review (``findings`` has them settled); open
+    ones of earlier runs do, and so do resolved ones whose drift is still there (reopened).
+    """
+    path = save(sessions, findings, run.run_id, run.report_dir, settings.redactor())
+    review = to_review(frames.actions(findings))
+    conclusion = conclude(
+        review=review,
+        tally=posted.counted,
+        guardrail=bool(posted.guardrail),
+        partial=request.dry_run or bool(request.companies),
+        window_until=run.spans.window.until,
+        started_at=run.started_at,
+    )
+    done = outcome(
+        run.run_id,
+        findings,
+        run.spans.window,
+        run.started_at,
+        clock(),
+        conclusion,
+        posted.counted,
+        path,
+        posted.guardrail or unanswered(posted.counted),
+        dry_run=request.dry_run,
+    )
+    return finish(sessions, done, conclusion, review, pending_since)
 
 
 def save(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,14 +51,14 @@ def open_before(sessions: Sessions, companies: Sequence[str], now: datetime) -> 
         }
 
 
-def places(sessions: Sessions, subjects: dict[str, Subject]) -> list[Point]:
+def places(sessions: Sessions, subjects: Mapping[str, Subject]) -> list[Point]:
     """Return where the subjects of the re-checked findings lie (company and time)."""
     transactions, rows = subject_ids(subjects)
     with sessions() as session:
         return [Point(company, at) for company, at in subject_places(session, transactions, rows)]
 
 
-def subject_ids(subjects: dict[str, Subject]) -> tuple[set[str], set[str]]:
+def subject_ids(subjects: Mapping[str, Subject]) -> tuple[set[str], set[str]]:
     """Return the transaction ids and the Moesif row ids the open findings are about."""
     transactions = {s.transaction_id for s in subjects.values() if s.transaction_id}
     rows = {s.moesif_id for s in subjects.values() if s.moesif_id}
@@ -90,7 +90,7 @@ def _text(value: object) -> str | None:
 def settle(
     sessions: Sessions,
     findings: pd.DataFrame,
-    before: dict[str, Subject],
+    before: Mapping[str, Subject],
     *,
     run_id: str,
     now: datetime,

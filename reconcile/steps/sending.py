@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +20,19 @@ from reconcile.posting.entry import Entry
 from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
+from reconcile.rules.conclusion import Tally, tally
 from reconcile.rules.orders import Decision, Missing, after_sending, decide
 from reconcile.steps import Sessions, ending
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The findings with what was decided and sent, the postings counted, and any guardrail."""
+
+    findings: pd.DataFrame
+    counted: Tally
+    guardrail: str = ""
+    """Why nothing was posted, empty if it was."""
 
 
 def decisions(
@@ -75,8 +87,8 @@ def post_missing(
     run_id: str,
     report_dir: Path,
     dry_run: bool,
-) -> tuple[pd.DataFrame, list[Outcome], str]:
-    """Decide and post the missing movements; return the findings, outcomes and any guardrail.
+) -> Posted:
+    """Decide and post the missing movements; return the findings, postings and any guardrail.
 
     A dry run decides but sends nothing. A guardrail that trips sends nothing and is returned
     as its message. When sending has to stop, the findings as far as they got are saved before
@@ -92,13 +104,14 @@ def post_missing(
     orders = [decision.order for decision in decided if decision.order is not None]
     outcomes: list[Outcome] = []
     if not orders or dry_run:
-        return findings, outcomes, ""
+        return Posted(findings, tally(outcomes))
     try:
         check_guardrails(
             orders, max_postings=settings.max_postings, max_total=settings.max_posting_total
         )
     except GuardrailTripped as tripped:
-        return frames.with_detail(findings, todo, f"not posted: {tripped}"), outcomes, str(tripped)
+        detailed = frames.with_detail(findings, todo, f"not posted: {tripped}")
+        return Posted(detailed, tally(outcomes), str(tripped))
     try:
         send(sessions, clients, settings, orders, outcomes, run_id)
     except ReconcileError as error:
@@ -106,4 +119,5 @@ def post_missing(
         stopped = frames.decided(findings, todo, sent)
         ending.save(sessions, stopped, run_id, report_dir, settings.redactor())
         raise
-    return frames.decided(findings, todo, after_sending(outcomes, len(orders))), outcomes, ""
+    sent = after_sending(outcomes, len(orders))
+    return Posted(frames.decided(findings, todo, sent), tally(outcomes))

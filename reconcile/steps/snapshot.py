@@ -1,9 +1,9 @@
-"""Snapshotting Stripe and Moesif, and loading both sides as the matcher's frames."""
+"""Reading Stripe and Moesif into the snapshot, and loading both sides as the matcher's frames."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,7 +15,7 @@ from reconcile import frames
 from reconcile.config import Settings
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
-from reconcile.db.ledger import gone_rows_naming, ledger_by_ids, ledger_frame
+from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.domain import Unreadable, is_stripe_id
@@ -23,8 +23,9 @@ from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
 from reconcile.rules.known_ids import known_id, needs_memory
-from reconcile.rules.rereads import Reread
-from reconcile.steps import Sessions
+from reconcile.rules.rereads import Reread, rereads
+from reconcile.steps import Sessions, lifecycle
+from reconcile.steps.begin import Begun
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
 from reconcile.times import Window
@@ -32,48 +33,109 @@ from reconcile.times import Window
 log = logging.getLogger(__name__)
 
 
-def extract_stripe(
+@dataclass(frozen=True)
+class StripeRead:
+    """What reading Stripe told besides the snapshot it stored."""
+
+    pending_since: datetime | None
+    """The oldest top-up or refund seen still pending, if any."""
+    unreadable: tuple[Unreadable, ...] = ()
+    """The Stripe objects that could not be interpreted safely."""
+
+
+def read_stripe(
     sessions: Sessions,
     client: stripe.StripeClient,
-    reach: Window,
+    run: Begun,
     companies: Sequence[str],
     *,
-    run_id: str,
     now: datetime,
-    on_unreadable: Callable[[Unreadable], None],
-) -> datetime | None:
-    """Snapshot Stripe's movements of ``reach``; return the oldest one seen still pending.
-
-    Each Stripe object that cannot be interpreted safely is handed to ``on_unreadable``.
-    """
+) -> StripeRead:
+    """Snapshot Stripe's movements of the run's Stripe span; return what it told besides."""
+    spans, run_id = run.spans, run.run_id
     progress = Progress("Stripe", unit="days read")
-    oldest: list[datetime] = []
+    pending: list[datetime] = []
+    unreadable: list[Unreadable] = []
 
     def advance(step: ExtractProgress) -> None:
         progress.total = step.slices_total
         progress.advance(1)
-
-    def pending(created: datetime) -> None:
-        oldest[:] = [min([created, *oldest])]
 
     with sessions.begin() as session:
         stored = store_expected(
             session,
             extract(
                 client,
-                reach.since,
-                reach.until,
+                spans.stripe.since,
+                spans.stripe.until,
                 companies=companies,
                 progress=advance,
-                on_pending=pending,
-                on_unreadable=on_unreadable,
+                on_pending=pending.append,
+                on_unreadable=unreadable.append,
             ),
             run_id=run_id,
             now=now,
         )
         session.get_one(Run, run_id).stripe_entries = stored
     progress.done()
-    return oldest[0] if oldest else None
+    return StripeRead(min(pending, default=None), tuple(unreadable))
+
+
+@dataclass(frozen=True)
+class MoesifRead:
+    """What reading Moesif told besides the snapshot it stored."""
+
+    rechecked: Mapping[str, lifecycle.Subject]
+    """The findings of earlier runs this run compares again, by id (see
+    :func:`reconcile.steps.lifecycle.open_before`)."""
+    unreadable: tuple[Unreadable, ...] = ()
+    """The ledger rows Moesif holds that could not be read, each once."""
+    blocked: frozenset[str] = frozenset()
+    """Transaction ids named by those rows: Moesif may hold these, so they are never posted."""
+
+
+def read_moesif(
+    sessions: Sessions,
+    moesif: MoesifClient,
+    directory: SubscriptionDirectory,
+    settings: Settings,
+    run: Begun,
+    companies: Sequence[str],
+    clock: Callable[[], datetime],
+) -> MoesifRead:
+    """Snapshot Moesif's ledger of the run's Moesif span, then again around re-checked findings.
+
+    The findings re-checked are those of earlier runs still open or awaiting this run's check;
+    each is compared fresh, so Moesif is read again wherever its subject lies.
+    """
+    spans = run.spans
+    synced = sync_moesif(
+        sessions,
+        moesif,
+        directory,
+        spans.moesif,
+        settings,
+        companies,
+        run_id=run.run_id,
+        clock=clock,
+    )
+    rechecked = lifecycle.open_before(sessions, companies, clock())
+    reads = rereads(
+        lifecycle.places(sessions, rechecked), settings.match_window, spans.moesif, companies
+    )
+    results = [synced, *reread_moesif(sessions, moesif, directory, reads, settings, clock=clock)]
+    return MoesifRead(
+        rechecked,
+        _distinct(results),
+        frozenset().union(*(result.unreadable_ids for result in results)),
+    )
+
+
+def _distinct(results: Sequence[SyncResult]) -> tuple[Unreadable, ...]:
+    """Return the unreadable Moesif rows of several reads, each once (reads may overlap)."""
+    return tuple(
+        {item.object_id: item for result in results for item in result.unreadable}.values()
+    )
 
 
 def sync_moesif(
@@ -183,6 +245,15 @@ def subscriptions_paid_into(
     return found
 
 
+@dataclass(frozen=True)
+class Frames:
+    """Both sides as the matcher's frames, and the Stripe objects fetched that were unreadable."""
+
+    expected: pd.DataFrame
+    ledger: pd.DataFrame
+    unreadable: tuple[Unreadable, ...] = ()
+
+
 def frames_of(
     sessions: Sessions,
     client: stripe.StripeClient,
@@ -191,17 +262,16 @@ def frames_of(
     *,
     run_id: str,
     now: datetime,
-    on_unreadable: Callable[[Unreadable], None],
     recheck: tuple[Collection[str], Collection[str]] = ((), ()),
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> Frames:
     """Load the expected entries and ledger rows of the widened window.
 
     Ledger rows that name a Stripe movement from outside it (an earlier run's posting, a late
     webhook) bring that movement's expected entry along, so they match it: from the snapshot
     when an earlier run read it, else fetched from Stripe by id (an object fetched that cannot
-    be interpreted safely is handed to ``on_unreadable``). ``recheck`` names the transaction
-    ids and Moesif row ids of open findings from earlier runs: they are loaded wherever they
-    lie, so every open finding is compared again.
+    be interpreted safely is returned as unreadable). ``recheck`` names the transaction ids
+    and Moesif row ids of open findings from earlier runs: they are loaded wherever they lie,
+    so every open finding is compared again.
     """
     transactions, rows = recheck
     with sessions() as session:
@@ -216,30 +286,57 @@ def frames_of(
     ledger = with_known_ids(sessions, frames.of_companies(ledger, companies))
     strays = frames.stripe_ids(ledger) - set(expected["transaction_id"])
     if not strays:
-        return expected, ledger
+        return Frames(expected, ledger)
+    unreadable: list[Unreadable] = []
     with sessions.begin() as session:
         unknown = strays - set(expected_by_ids(session, strays)["transaction_id"])
         if unknown:
             fetched = extract_by_ids(
-                client, unknown, companies=companies, on_unreadable=on_unreadable
+                client, unknown, companies=companies, on_unreadable=unreadable.append
             )
             store_expected(session, fetched, run_id=run_id, now=now)
         older = expected_by_ids(session, strays)
-    return frames.joined(expected, older), ledger
+    return Frames(frames.joined(expected, older), ledger, tuple(unreadable))
 
 
-def naming_dropped_rows(sessions: Sessions, findings: pd.DataFrame) -> pd.DataFrame:
-    """Return the findings with each missing movement's detail naming the gone row that held it.
+@dataclass(frozen=True)
+class Loaded:
+    """What a run compares: both sides, what it could read, and the subscriptions paid into."""
 
-    A movement whose ledger row Moesif dropped (marked gone only after a targeted read lacked
-    it too) is posted again; its finding says which row that was.
-    """
-    _, missing = frames.missing(findings)
-    if not missing:
-        return findings
-    with sessions() as session:
-        dropped = gone_rows_naming(session, [finding.transaction_id for finding in missing])
-    return frames.naming_dropped(findings, dropped)
+    frames: Frames
+    present: frozenset[str]
+    """Transaction ids and Moesif row ids this run could read."""
+    paid: PaidInto
+
+
+def load(
+    sessions: Sessions,
+    client: stripe.StripeClient,
+    directory: SubscriptionDirectory,
+    run: Begun,
+    companies: Sequence[str],
+    rechecked: Mapping[str, lifecycle.Subject],
+    *,
+    now: datetime,
+) -> Loaded:
+    """Load both sides of the wide span, the re-checked findings' subjects wherever they lie."""
+    loaded = frames_of(
+        sessions,
+        client,
+        run.spans.wide,
+        companies,
+        run_id=run.run_id,
+        now=now,
+        recheck=lifecycle.subject_ids(rechecked),
+    )
+    expected, ledger = loaded.expected, loaded.ledger
+    present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
+    for company in frames.unknown_companies(companies, expected, ledger):
+        log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
+    paid = subscriptions_paid_into(
+        sessions, directory, frames.subscriptions_paid(frames.in_window(expected, run.spans.window))
+    )
+    return Loaded(loaded, present, paid)
 
 
 def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:

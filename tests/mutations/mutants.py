@@ -72,8 +72,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="skip-misapplied-finding",
         breaks="the nightly match reports no misapplied row",
-        path="reconcile/matching.py",
-        find="            _misapplied(entries, rows, misplaced),\n",
+        path="reconcile/matching/__init__.py",
+        find="            misapplied(entries, rows, misplaced),\n",
         replace="",
         tests=(
             "tests/e2e/test_lifecycle.py::"
