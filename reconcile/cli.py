@@ -196,11 +196,35 @@ def _balances(args: list[str]) -> int:
             report_dir=namespace.report_dir,
             since=namespace.since,
             clock=lambda: datetime.now(UTC),
+            fill=_fill_snapshot,
         )
     except ReconcileError as error:
         return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
+
+
+def _fill_snapshot(
+    settings: Settings, since: datetime, companies: Sequence[str], report_dir: Path
+) -> int:
+    """Fill the snapshot from ``since`` to now with the normal job, as a dry run; return its code.
+
+    The run pages Stripe and Moesif politely (its own rate limits) and stores every movement and
+    ledger row of the window; as a dry run it posts nothing.
+    """
+    from reconcile.clients import open_clients
+    from reconcile.run import RunRequest, execute
+
+    request = RunRequest(
+        since=since,
+        dry_run=True,
+        companies=tuple(companies),
+        report_dir=report_dir,
+        trigger="balances",
+    )
+    with open_clients(settings) as clients:
+        outcome = execute(settings, request, clients)
+    return int(outcome.exit_code)
 
 
 def _status(args: list[str]) -> int:
