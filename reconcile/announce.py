@@ -14,7 +14,7 @@ from reconcile.config import Settings
 from reconcile.db.engine import make_engine
 from reconcile.db.runs import latest_failed_since
 from reconcile.errors import ReconcileError
-from reconcile.notify import notify_run
+from reconcile.operator.notify import notify_run
 from reconcile.request import RunOutcome
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret, notify_url_from_env
 from reconcile.db.models import Notification
 from reconcile.errors import ConfigError
-from reconcile.notify import (
+from reconcile.operator.notify import (
     MAX_FINDINGS,
     build_payload,
     notify_run,
