@@ -204,6 +204,7 @@ def _post(size: int, database: str | None, samples: int) -> dict[str, Any]:
             for key in (
                 "postings",
                 "requests",
+                "first_reads",
                 "batch_requests",
                 "batch_429",
                 "webhook_events",

@@ -5,11 +5,13 @@ of the virtual clock (and does not count what it refuses):
 
 * the batch: ``postings`` credits through :class:`reconcile.posting.engine.PostingEngine` and a
   Moesif client kept to the job's share (:func:`reconcile.clients.batch_limiter`,
-  ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``), as a run posts;
+  ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE``), as a run posts: one read of Moesif before its first
+  send, then one POST each;
 * the live path: a stream of webhook credits arriving at random (Poisson, ``webhook_per_minute``
   on average, so some minutes bring more than its share), each posted when it arrives or as
   soon as the one before is done, through an engine and client of its own kept to what the
-  batch leaves (:func:`reconcile.clients.live_limiter`), as ``reconcile serve`` posts.
+  batch leaves (:func:`reconcile.clients.live_limiter`), as ``reconcile serve`` posts: a read of
+  Moesif around each posting, then its POST.
 
 Both retry 429s as the client does (``Retry-After``). Time is virtual: each caller has its own
 time, advanced only by its waits (limiter, retries) and, for the live path, by waiting for the
@@ -41,9 +43,12 @@ from reconcile.moesif.client import MOESIF_RATE_LIMIT, MoesifClient
 from reconcile.posting import origin
 from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry
+from reconcile.posting.first_read import ReadOnce
 from reconcile.retry import RateLimiter
 
 TOKEN = "bench-token"
+CALLER = "x-bench-caller"
+"""The header each caller's client sends, so that the figures tell their requests apart."""
 START = datetime(2026, 11, 8, tzinfo=UTC)
 WEBHOOK_PER_MINUTE = 90
 """The live stream's average pace: near its share (500 less the batch's 400), so bursts press
@@ -139,21 +144,20 @@ def run(
         batch_limit = batch_limiter(settings, clock.sleep, clock.monotonic)
         live_limit = live_limiter(settings, clock.sleep, clock.monotonic)
         with (
-            httpx.Client(base_url=fake.base_url, timeout=30) as batch_http,
-            httpx.Client(base_url=fake.base_url, timeout=30) as live_http,
+            httpx.Client(
+                base_url=fake.base_url, timeout=30, headers=_caller("batch")
+            ) as batch_http,
+            httpx.Client(
+                base_url=fake.base_url, timeout=30, headers=_caller("webhook")
+            ) as live_http,
         ):
+            orders = [_entry("pi", number) for number in range(postings)]
             batch = _Caller(
                 "batch",
-                _engine(
-                    sessions,
-                    batch_http,
-                    settings,
-                    batch_limit,
-                    clock,
-                ),
+                _engine(sessions, batch_http, settings, batch_limit, clock, orders),
                 lambda _n: origin.for_top_up("bench-batch"),
             )
-            batch.queue = [(0.0, _entry("pi", number)) for number in range(postings)]
+            batch.queue = [(0.0, entry) for entry in orders]
             live = _Caller(
                 "webhook",
                 _engine(
@@ -173,8 +177,8 @@ def run(
     if len(sent_at) != len(exchanges):
         raise SystemExit("bench: the fake Moesif's requests and their times do not line up")
     timed = list(zip(sent_at, exchanges, strict=True))
-    batch_sent = [(at, e) for at, e in timed if '"pi_' in e.body]
-    webhook_sent = [(at, e) for at, e in timed if '"wh_' in e.body]
+    batch_sent = [(at, e) for at, e in timed if e.headers.get(CALLER) == "batch"]
+    webhook_sent = [(at, e) for at, e in timed if e.headers.get(CALLER) == "webhook"]
     per_minute = Counter(int(at // 60) for at, e in batch_sent if e.status != 429)
     full = [per_minute[minute] for minute in range(int(batch.time // 60))]
     latencies = sorted(live.latencies)
@@ -186,6 +190,7 @@ def run(
         "webhook_per_minute": webhook_per_minute,
         "webhook_share": live_limit.limit,
         "requests": len(exchanges),
+        "first_reads": sum(1 for e in exchanges if e.method == "GET" and e.status != 429),
         "batch_requests": len(batch_sent),
         "limit_share": sum(full) / len(full) / batch_share if full else None,
         "batch_429": _count_429(batch_sent),
@@ -226,7 +231,9 @@ def _engine(
     settings: Settings,
     limiter: RateLimiter,
     clock: VirtualClock,
+    batch: list[Entry] | None = None,
 ) -> PostingEngine:
+    """An engine as a run builds it (one read of Moesif for a ``batch``) or as ``serve`` does."""
     client = MoesifClient(
         http,
         settings.moesif_token,
@@ -234,7 +241,14 @@ def _engine(
         limiter=limiter,
         sleep=clock.sleep,
     )
-    return PostingEngine(sessions, client, amount_unit="major", clock=clock.utc)
+    first_read = None if batch is None else ReadOnce(client, clock.utc, batch)
+    return PostingEngine(
+        sessions, client, amount_unit="major", clock=clock.utc, first_read=first_read
+    )
+
+
+def _caller(name: str) -> dict[str, str]:
+    return {CALLER: name}
 
 
 def _entry(prefix: str, number: int) -> Entry:

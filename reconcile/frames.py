@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -77,9 +78,15 @@ def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
             amount_minor=int(str(row.stripe_amount_minor)),
             currency=str(row.currency),
             stripe_object_id=str(row.stripe_object_id),
+            occurred_at=_moment(row.stripe_created_at),
         )
         for row in rows.itertuples(index=False)
     ]
+
+
+def _moment(value: object) -> datetime | None:
+    """A frame's time as an aware datetime; ``None`` for a missing one."""
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else None
 
 
 def decided(findings: pd.DataFrame, index: pd.Index, decisions: Sequence[Decision]) -> pd.DataFrame:

@@ -2,17 +2,23 @@
 
 Gauges describe the last run; ``reconcile_postings_total`` is a counter carried over from the
 previous file; the last success time and the findings are carried over when a run fails.
+prometheus_client formats the file and reads the previous one back; the file is replaced with
+:func:`reconcile.files.write_atomically` (flushed to disk, mode 0644, its folder created), which
+promises more than ``write_to_textfile``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from reconcile.domain import Category
 from reconcile.errors import ExitCode
@@ -26,23 +32,16 @@ logger = logging.getLogger(__name__)
 SUCCESS_CODES = frozenset({ExitCode.OK, ExitCode.DRIFT})
 """Exit codes of a run that completed: nothing to review, or drift flagged for review."""
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
+class _Families(Collector):
+    """The families of one run, handed to prometheus_client as they are."""
 
-@dataclass(frozen=True)
-class Metric:
-    """One metric family: its name, type, help and samples (label text → value)."""
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
-    name: str
-    kind: str
-    help: str
-    samples: Mapping[str, float]
-
-    def render(self) -> str:
-        """Return the family in the Prometheus text format."""
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        lines += [f"{self.name}{labels} {_number(v)}" for labels, v in self.samples.items()]
-        return "\n".join(lines) + "\n"
+    def collect(self) -> Iterable[Metric]:
+        """Return the families, in the order the file lists them."""
+        return self._families
 
 
 def write_metrics(
@@ -93,14 +92,13 @@ def render_metrics(
     started_at: datetime | None = None,
 ) -> str:
     """Return the metrics file's text for a run, given the previous file's samples."""
-    families = [
+    families: list[Metric] = [
         _gauge("reconcile_last_run_timestamp_seconds", "When the last run ended (Unix time).", now),
         _last_success(outcome, previous, now),
-        Metric(
+        GaugeMetricFamily(
             "reconcile_last_exit_code",
-            "gauge",
             "Exit code of the last run (0 ok, 1 drift, 2 usage, 3 failed, 4 guardrail, 75 locked).",
-            {"": _exit_code(outcome, failed_exit_code)},
+            value=_exit_code(outcome, failed_exit_code),
         ),
         _findings(outcome, previous),
         _postings(outcome, previous),
@@ -108,14 +106,13 @@ def render_metrics(
     duration = _duration(outcome, now, started_at)
     if duration is not None:
         families.append(
-            Metric(
-                "reconcile_run_duration_seconds",
-                "gauge",
-                "How long the last run took.",
-                {"": duration},
+            GaugeMetricFamily(
+                "reconcile_run_duration_seconds", "How long the last run took.", value=duration
             )
         )
-    return "".join(family.render() for family in families)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Families(families))
+    return generate_latest(registry).decode("utf-8")
 
 
 def read_samples(path: Path) -> dict[str, float]:
@@ -129,34 +126,39 @@ def read_samples(path: Path) -> dict[str, float]:
         logger.warning("could not read the previous metrics file %s: %s", path, reason)
         return {}
     samples: dict[str, float] = {}
+    # Line by line, so that a damaged line loses only itself.
     for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
         try:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+            families = list(text_string_to_metric_families(line + "\n"))
         except ValueError:
             continue
+        for family in families:
+            for sample in family.samples:
+                samples[_key(sample.name, sample.labels)] = float(sample.value)
     return samples
 
 
-def _gauge(name: str, help_text: str, moment: datetime) -> Metric:
-    return Metric(name, "gauge", help_text, {"": moment.timestamp()})
+def _key(name: str, labels: Mapping[str, str]) -> str:
+    """Return ``name{label="value",...}``, the way a sample is looked up in ``previous``."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _gauge(name: str, help_text: str, moment: datetime) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=moment.timestamp())
 
 
 def _last_success(
     outcome: RunOutcome | None, previous: Mapping[str, float], now: datetime
-) -> Metric:
+) -> GaugeMetricFamily:
     name = "reconcile_last_success_timestamp_seconds"
     if outcome is not None and outcome.exit_code in SUCCESS_CODES:
         value = now.timestamp()
     else:
         value = previous.get(name, 0.0)
-    return Metric(
-        name,
-        "gauge",
-        "When a run last completed with exit 0 or 1 (Unix time; 0 never).",
-        {"": value},
+    return GaugeMetricFamily(
+        name, "When a run last completed with exit 0 or 1 (Unix time; 0 never).", value=value
     )
 
 
@@ -166,29 +168,33 @@ def _exit_code(outcome: RunOutcome | None, failed_exit_code: int | None) -> int:
     return int(failed_exit_code if failed_exit_code is not None else ExitCode.FAILED)
 
 
-def _findings(outcome: RunOutcome | None, previous: Mapping[str, float]) -> Metric:
+def _findings(outcome: RunOutcome | None, previous: Mapping[str, float]) -> GaugeMetricFamily:
     name = "reconcile_findings"
-    samples: dict[str, float] = {}
+    family = GaugeMetricFamily(
+        name, "Findings of the last completed run, by drift category.", labels=["category"]
+    )
     for category in Category:
-        labels = f'{{category="{category.value}"}}'
         if outcome is not None:
-            samples[labels] = outcome.counts.get(category.value, 0)
+            value = float(outcome.counts.get(category.value, 0))
         else:
-            samples[labels] = previous.get(name + labels, 0)
-    return Metric(name, "gauge", "Findings of the last completed run, by drift category.", samples)
+            value = previous.get(_key(name, {"category": category.value}), 0.0)
+        family.add_metric([category.value], value)
+    return family
 
 
-def _postings(outcome: RunOutcome | None, previous: Mapping[str, float]) -> Metric:
+def _postings(outcome: RunOutcome | None, previous: Mapping[str, float]) -> CounterMetricFamily:
     name = "reconcile_postings_total"
     done = {
         "posted": outcome.posted if outcome is not None else 0,
         "failed": outcome.post_failed if outcome is not None else 0,
     }
-    samples: dict[str, float] = {}
+    # No creation time: the counter lives across runs, in this file.
+    family = CounterMetricFamily(
+        name, "Postings to Moesif over all runs, by outcome.", labels=["outcome"]
+    )
     for result, count in done.items():
-        labels = f'{{outcome="{result}"}}'
-        samples[labels] = int(previous.get(name + labels, 0)) + count
-    return Metric(name, "counter", "Postings to Moesif over all runs, by outcome.", samples)
+        family.add_metric([result], int(previous.get(_key(name, {"outcome": result}), 0)) + count)
+    return family
 
 
 def _duration(
@@ -199,12 +205,6 @@ def _duration(
     if started_at is not None:
         return (now - started_at).total_seconds()
     return None
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return f"{value:.3f}"
 
 
 def _replace_atomically(path: Path, text: str) -> None:

@@ -1,7 +1,8 @@
 """When to retry a request, how long to wait, and how to stay under a request rate.
 
 The decision is a pure function of (status, headers, attempt); the jitter and the sleeping are
-separate, so each is testable without waiting.
+separate, so each is testable without waiting. The loop itself is tenacity's
+(:func:`call_with_retries`), driven by that decision and sleeping with an injected sleep.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import tenacity
 
 from reconcile.errors import RunFailed
+
+T = TypeVar("T")
 
 TIMEOUT = None
 """The status to pass for a timeout or a lost connection: there was no answer."""
@@ -72,6 +78,61 @@ def jittered(delay: float, rng: random.Random | None = None) -> float:
     """Return ``delay`` spread over its upper half, so retrying clients do not move in step."""
     chooser = rng or random
     return delay / 2 + chooser.uniform(0, delay / 2)
+
+
+def call_with_retries(
+    attempt: Callable[[], T],
+    delay: Callable[[T, int], float | None],
+    wait: Callable[[T, float], float],
+    *,
+    sleep: Callable[[float], None],
+    announce: Callable[[T, int, float], None],
+) -> tuple[T, int]:
+    """Call ``attempt`` until ``delay`` says stop; return its last result and the attempts made.
+
+    tenacity runs the loop; every choice in it is ours. An exception from ``attempt`` or from
+    ``sleep`` ends the loop at once and propagates unchanged.
+
+    Args:
+        attempt: makes one attempt and returns what came of it, failures included.
+        delay: the pure decision: seconds to wait after that result of attempt ``n`` (from 1),
+            or ``None`` to stop and return it.
+        wait: turns the decided delay into the seconds actually slept (the jitter).
+        sleep: how to wait (tests inject a fake; a deadline may refuse a wait by raising).
+        announce: told the result, the attempt number and the wait before each sleep.
+    """
+    made = 0
+
+    def counted() -> T:
+        nonlocal made
+        made += 1
+        return attempt()
+
+    def last(state: tenacity.RetryCallState) -> T:
+        if state.outcome is None:  # never: tenacity asks only after an attempt
+            raise RuntimeError("no attempt has been made yet")
+        result: T = state.outcome.result()
+        return result
+
+    def retries(state: tenacity.RetryCallState) -> bool:
+        if state.outcome is None or state.outcome.failed:
+            return False
+        return delay(last(state), state.attempt_number) is not None
+
+    def waits(state: tenacity.RetryCallState) -> float:
+        result = last(state)
+        return wait(result, delay(result, state.attempt_number) or 0.0)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        announce(last(state), state.attempt_number, state.upcoming_sleep)
+
+    def pause(seconds: float) -> None:
+        sleep(float(seconds))  # tenacity hands over its own float subclass
+
+    retrying = tenacity.Retrying(
+        retry=retries, wait=waits, sleep=pause, before_sleep=before_sleep, reraise=True
+    )
+    return retrying(counted), made
 
 
 class RateLimiter:

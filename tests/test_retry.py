@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import random
 
-from reconcile.retry import TIMEOUT, RateLimiter, RetryPolicy, jittered, retry_delay
+import pytest
+
+from reconcile.retry import (
+    TIMEOUT,
+    RateLimiter,
+    RetryPolicy,
+    call_with_retries,
+    jittered,
+    retry_delay,
+)
 
 POLICY = RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=10.0)
 
@@ -49,3 +58,63 @@ def test_rate_limiter_sleeps_when_the_period_is_full() -> None:
     limiter.acquire()
     assert slept == [50.0]
     assert now[0] == 60.0
+
+
+def test_the_loop_follows_the_decision_and_sleeps_only_through_the_injected_sleep() -> None:
+    answers = iter([503, 429, 200])
+    slept: list[float] = []
+    told: list[tuple[int, int, float]] = []
+
+    def delay(status: int, attempt: int) -> float | None:
+        return None if status == 200 else retry_delay(POLICY, status, {}, attempt)
+
+    status, attempts = call_with_retries(
+        lambda: next(answers),
+        delay,
+        lambda status, seconds: seconds + 0.25,
+        sleep=slept.append,
+        announce=lambda status, attempt, seconds: told.append((status, attempt, seconds)),
+    )
+    assert (status, attempts) == (200, 3)
+    assert slept == [1.25, 2.25]
+    assert all(type(seconds) is float for seconds in slept)
+    assert told == [(503, 1, 1.25), (429, 2, 2.25)]
+
+
+def test_the_loop_returns_the_last_answer_when_the_decision_stops() -> None:
+    slept: list[float] = []
+    status, attempts = call_with_retries(
+        lambda: 503,
+        lambda status, attempt: retry_delay(POLICY, status, {}, attempt),
+        lambda status, seconds: seconds,
+        sleep=slept.append,
+        announce=lambda status, attempt, seconds: None,
+    )
+    assert (status, attempts) == (503, POLICY.max_attempts)
+    assert slept == [1.0, 2.0, 4.0]
+
+
+def test_an_exception_from_an_attempt_or_a_sleep_ends_the_loop_unchanged() -> None:
+    def broken() -> int:
+        raise KeyError("no answer at all")
+
+    with pytest.raises(KeyError, match="no answer at all"):
+        call_with_retries(
+            broken,
+            lambda status, attempt: 1.0,
+            lambda status, seconds: seconds,
+            sleep=lambda seconds: None,
+            announce=lambda status, attempt, seconds: None,
+        )
+
+    def refused(seconds: float) -> None:
+        raise TimeoutError("past the deadline")
+
+    with pytest.raises(TimeoutError, match="past the deadline"):
+        call_with_retries(
+            lambda: 503,
+            lambda status, attempt: 1.0,
+            lambda status, seconds: seconds,
+            sleep=refused,
+            announce=lambda status, attempt, seconds: None,
+        )

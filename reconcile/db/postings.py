@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,17 @@ def refresh(session: Session, transaction_id: str, values: dict[str, Any], now: 
         update(Posting)
         .where(Posting.transaction_id == transaction_id)
         .values(**values, updated_at=now)
+    )
+
+
+def withdraw(session: Session, transaction_id: str) -> None:
+    """Forget the intent of a posting never sent (none counted): Moesif held it already."""
+    session.execute(
+        delete(Posting).where(
+            Posting.transaction_id == transaction_id,
+            Posting.status == PostingStatus.INTENT,
+            Posting.attempts == 0,
+        )
     )
 
 

@@ -107,6 +107,8 @@ class _Fault:
     body: str | None = None
     seconds: float = 0.0
     garble: Garble = "html"
+    method: str | None = None
+    """Only a request of this method takes the fault; ``None``: the next request, whatever."""
 
 
 @dataclass(frozen=True)
@@ -439,17 +441,23 @@ class FakeMoesif:
         count: int = 1,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
+        *,
+        method: str | None = None,
     ) -> None:
-        """Answer the next ``count`` requests with ``status`` (and ``headers``, ``body``)."""
-        self._queue(_Fault("fail", status=status, headers=dict(headers or {}), body=body), count)
+        """Answer the next ``count`` requests with ``status`` (and ``headers``, ``body``).
 
-    def delay_next(self, seconds: float, count: int = 1) -> None:
-        """Wait ``seconds`` before handling each of the next ``count`` requests."""
-        self._queue(_Fault("delay", seconds=seconds), count)
+        ``method`` (``"POST"``, ``"GET"``): only requests of that method count; others pass.
+        """
+        fault = _Fault("fail", status=status, headers=dict(headers or {}), body=body, method=method)
+        self._queue(fault, count)
 
-    def apply_then_timeout_next(self, count: int = 1) -> None:
-        """Handle the next ``count`` requests, then drop the connection without an answer."""
-        self._queue(_Fault("drop_after"), count)
+    def delay_next(self, seconds: float, count: int = 1, *, method: str | None = None) -> None:
+        """Wait ``seconds`` before handling each of the next ``count`` requests (of ``method``)."""
+        self._queue(_Fault("delay", seconds=seconds, method=method), count)
+
+    def apply_then_timeout_next(self, count: int = 1, *, method: str | None = None) -> None:
+        """Handle the next ``count`` requests (of ``method``), then drop the connection."""
+        self._queue(_Fault("drop_after", method=method), count)
 
     def add_raw_row(self, json_text: str) -> None:
         """Serve ``json_text`` as one more billing-report row in every read, exactly as given.
@@ -459,14 +467,16 @@ class FakeMoesif:
         with self._lock:
             self._raw_rows.append(json_text)
 
-    def garble_next(self, kind: Garble = "html", count: int = 1) -> None:
+    def garble_next(
+        self, kind: Garble = "html", count: int = 1, *, method: str | None = None
+    ) -> None:
         """Handle the next ``count`` requests, then spoil a 2xx answer's body as ``kind`` says.
 
         ``html`` is a proxy's page (answered 200 ``text/html``), ``truncated`` cuts the JSON
         in half, ``array`` answers ``[]`` where an object belongs, ``non_utf8`` sends bytes
         that are not UTF-8. A POST is applied before its answer is spoiled.
         """
-        self._queue(_Fault("garble", garble=kind), count)
+        self._queue(_Fault("garble", garble=kind, method=method), count)
 
     def clear_faults(self) -> None:
         """Forget every fault still queued."""
@@ -492,7 +502,7 @@ class FakeMoesif:
         with self._lock:
             self._exchanges.append(exchange)
             request_id = f"req-{len(self._exchanges):06d}"
-            fault = self._faults.popleft() if self._faults else None
+            fault = self._take_fault(method)
         answer = self._answer(exchange, fault)
         exchange.status = None if answer.drop else answer.status
         headers = {"X-Moesif-Request-Id": request_id, **answer.headers}
@@ -502,6 +512,14 @@ class FakeMoesif:
             if answer.status >= 400:
                 answer = replace(answer, body=_error(f"token {token} is not welcome here"))
         return replace(answer, headers=headers)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        """The first queued fault this request takes, removed from the queue (lock held)."""
+        for index, fault in enumerate(self._faults):
+            if fault.method is None or fault.method == method:
+                del self._faults[index]
+                return fault
+        return None
 
     def _answer(self, exchange: Exchange, fault: _Fault | None) -> Answer:
         verdict = self.on_request(exchange) if self.on_request is not None else None

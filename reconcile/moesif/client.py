@@ -31,6 +31,7 @@ from reconcile.retry import (
     Deadline,
     RateLimiter,
     RetryPolicy,
+    call_with_retries,
     jittered,
     retry_delay,
 )
@@ -302,35 +303,44 @@ class MoesifClient:
         tolerate: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         """Send one request with retries; return a 2xx (or tolerated) answer or raise."""
-        maybe_applied = False
-        attempt = 0
         policy = self._policy
         if method == "GET":
             policy = replace(policy, retry_statuses=policy.retry_statuses | _READ_RETRY_STATUSES)
-        while True:
-            attempt += 1
+
+        def attempt() -> httpx.Response | _Failure:
             outcome = self._attempt(method, path, params, content)
-            if isinstance(outcome, httpx.Response):
-                if outcome.status_code in tolerate:
-                    return outcome
-                if outcome.is_success and confirms(outcome, empty_ok=method == "POST"):
-                    return outcome
-                outcome = self._failure(outcome, method)
-            maybe_applied = maybe_applied or outcome.maybe_applied
-            delay = retry_delay(policy, outcome.status, outcome.headers, attempt)
-            if delay is None or outcome.maybe_applied:
-                raise self._error(outcome, what, maybe_applied, attempt)
-            wait = delay if _has_retry_after(outcome.headers) else jittered(delay, self._rng)
+            if not isinstance(outcome, httpx.Response) or outcome.status_code in tolerate:
+                return outcome
+            if outcome.is_success and confirms(outcome, empty_ok=method == "POST"):
+                return outcome
+            return self._failure(outcome, method)
+
+        def delay(outcome: httpx.Response | _Failure, attempts: int) -> float | None:
+            # An attempt Moesif may have applied is never sent again.
+            if isinstance(outcome, httpx.Response) or outcome.maybe_applied:
+                return None
+            return retry_delay(policy, outcome.status, outcome.headers, attempts)
+
+        def wait(outcome: httpx.Response | _Failure, seconds: float) -> float:
+            return seconds if _has_retry_after(outcome.headers) else jittered(seconds, self._rng)
+
+        def announce(outcome: httpx.Response | _Failure, attempts: int, seconds: float) -> None:
             logger.warning(
                 "Moesif %s %s: %s; retrying in %.2f s (attempt %d of %d)",
                 method,
                 path,
-                outcome.label,
-                wait,
-                attempt + 1,
+                _label(outcome),
+                seconds,
+                attempts + 1,
                 self._policy.max_attempts,
             )
-            self._sleep(wait)
+
+        outcome, attempts = call_with_retries(
+            attempt, delay, wait, sleep=self._sleep, announce=announce
+        )
+        if isinstance(outcome, httpx.Response):
+            return outcome
+        raise self._error(outcome, what, outcome.maybe_applied, attempts)
 
     def _attempt(
         self, method: str, path: str, params: Mapping[str, str] | None, content: str | None
@@ -440,6 +450,12 @@ def _request_id(headers: Mapping[str, str]) -> str:
 
 def _has_retry_after(headers: Mapping[str, str]) -> bool:
     return any(name.lower() == "retry-after" for name in headers)
+
+
+def _label(outcome: httpx.Response | _Failure) -> str:
+    if isinstance(outcome, httpx.Response):
+        return f"HTTP {outcome.status_code}"
+    return outcome.label
 
 
 def not_an_object(element: object) -> dict[str, Any]:

@@ -8,7 +8,11 @@ Per transaction id (unique in ``postings``, ever):
    time; a caller that cannot hold it sends nothing and hears :attr:`Result.BUSY`. The hold
    dies with its holder (a PostgreSQL advisory lock per transaction id; on SQLite one lock file
    beside the database, so postings there go one at a time).
-3. Under the hold, :func:`reconcile.posting.next_step.next_step` decides from the recorded status
+3. A posting never sent is first looked for in Moesif itself, on every company
+   (:mod:`reconcile.posting.first_read`): a row carrying its transaction id where it belongs
+   means Moesif holds it (:attr:`Result.HELD`), one elsewhere is ``misapplied``
+   (:attr:`Result.MISAPPLIED`); either way nothing is sent and its intent is withdrawn.
+4. Under the hold, :func:`reconcile.posting.next_step.next_step` decides from the recorded status
    and, where something may have been sent, a read-back of the ledger (the snapshot first, then
    Moesif itself). A send counts the attempt, committed, before the POST; its outcome is
    recorded after. A confirmed posting is never sent again, by anyone. A posting that may have
@@ -47,6 +51,7 @@ from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise
 from reconcile.posting import origin as origins
 from reconcile.posting.entry import AmountUnit, Entry, entry_type_of, moesif_amount
+from reconcile.posting.first_read import FirstRead, ReadEach
 from reconcile.posting.next_step import (
     DEFAULT_REPORT_LAG,
     PostingStatus,
@@ -57,6 +62,7 @@ from reconcile.posting.next_step import (
 )
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.posting.read_back import MARGIN, read_back_of
+from reconcile.rules.destination import HELD, Movement, placed
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class PostingEngine:
         amount_unit: AmountUnit,
         clock: Callable[[], datetime],
         report_lag: timedelta = DEFAULT_REPORT_LAG,
+        first_read: FirstRead | None = None,
     ) -> None:
         """Post through ``moesif``, recording in short transactions from ``sessions``.
 
@@ -89,12 +96,15 @@ class PostingEngine:
             report_lag: how long Moesif's reports may take to list an applied row; a posting
                 that may have been applied is sent again only when a read-back this long after
                 its last send still lacks it (``RECONCILE_MOESIF_REPORT_LAG``).
+            first_read: how Moesif is read before a posting's first send; by default around
+                each posting (:class:`reconcile.posting.first_read.ReadEach`).
         """
         self._sessions = sessions
         self._moesif = moesif
         self._unit = amount_unit
         self._clock = clock
         self._report_lag = report_lag
+        self._first_read = first_read or ReadEach(moesif, clock)
         with sessions() as session:
             bind = session.get_bind()
         self._engine: Engine = bind if isinstance(bind, Engine) else bind.engine
@@ -134,6 +144,11 @@ class PostingEngine:
         step = next_step(status, transaction_id=entry.transaction_id)
         if step is Step.SKIP_CONFIRMED:
             return Outcome(entry.transaction_id, Result.ALREADY_CONFIRMED, _earlier(posting))
+        if step is Step.READ_FIRST:
+            held = self._held_already(entry, posting.created_at)
+            if held is not None:
+                return held
+            step = Step.SEND
         if step is Step.READ_BACK:
             read_back = self._read_back(posting)
             step = next_step(status, read_back, transaction_id=entry.transaction_id)
@@ -156,6 +171,30 @@ class PostingEngine:
                 f"again, a read-back from {due.isoformat()} decides",
             )
         return self._send(_entry_of(posting))
+
+    def _held_already(self, entry: Entry, intent_at: datetime) -> Outcome | None:
+        """Look for the never-sent ``entry`` in Moesif; when a row carries it, withdraw it.
+
+        Raises:
+            ReconcileError: Moesif could not be read; nothing was sent.
+        """
+        movement = Movement(
+            entry.currency, entry.company_id, entry.subscription_id, entry.transaction_id
+        )
+        verdict = placed(movement, self._first_read(entry, intent_at))
+        if verdict.posts:
+            return None
+        with self._sessions.begin() as session:
+            postings.withdraw(session, entry.transaction_id)
+        if verdict == HELD:
+            return Outcome(
+                entry.transaction_id,
+                Result.HELD,
+                "already in Moesif under its transaction id, written by someone else; not sent",
+                verdict,
+            )
+        log.warning("not posting %s: %s", entry.transaction_id, verdict.reason)
+        return Outcome(entry.transaction_id, Result.MISAPPLIED, verdict.reason, verdict)
 
     def _send(self, entry: Entry) -> Outcome:
         now = self._clock()

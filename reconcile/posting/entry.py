@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -23,6 +24,9 @@ class Entry:
     amount_minor: int
     currency: str
     description: str
+    occurred_at: datetime | None = None
+    """When the Stripe movement happened; before a first send, Moesif is read from then on
+    (:mod:`reconcile.posting.first_read`). ``None``: from the posting's intent on."""
 
 
 def entry_type_of(text: str) -> Literal["credit", "debit"]:

@@ -2,9 +2,14 @@
 
 The states, per transaction id::
 
-    (none) ──send──▶ intent ──answer──▶ confirmed           final: never sent again, by anyone
-                        │    ──refused / surely not sent──▶ failed
-                        └──  ──answer lost──▶ unknown
+    (none) ──read first──▶ held or misapplied                nothing sent, nothing kept
+       └──── ──absent──▶ send ──▶ intent ──answer──▶ confirmed   final: never sent again
+                                     │    ──refused / surely not sent──▶ failed
+                                     └──  ──answer lost──▶ unknown
+
+A posting never sent is first looked for in Moesif itself (:mod:`reconcile.posting.first_read`):
+a row someone else wrote under its transaction id means it is not sent (held where it belongs,
+or ``misapplied`` elsewhere), whatever the snapshot says.
 
 Anything that may have been sent (an intent someone sent, unknown, failed) is read back from the
 ledger before anything else happens: found means confirmed without sending. Not found means sent
@@ -44,8 +49,10 @@ class PostingStatus(StrEnum):
 class Step(StrEnum):
     """The next thing the engine does with a posting."""
 
+    READ_FIRST = "read_first"
+    """Never sent: look for rows carrying its transaction id in Moesif before sending."""
     SEND = "send"
-    """Never sent, or surely never applied: send the entry as the caller gives it now."""
+    """Absent from Moesif, or surely never applied: send the entry as the caller gives it now."""
     READ_BACK = "read_back"
     """It may have been sent: read the ledger back before deciding."""
     SEND_AS_RECORDED = "send_as_recorded"
@@ -124,7 +131,7 @@ def next_step(
         just_sent: this call sent it a moment ago and lost the answer.
     """
     if status is None:
-        return Step.SEND
+        return Step.READ_FIRST
     if status is PostingStatus.CONFIRMED:
         return Step.SKIP_CONFIRMED
     if read_back is None:

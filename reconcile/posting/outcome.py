@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconcile.domain import Action
+from reconcile.rules.destination import Verdict
 
 
 class Result(StrEnum):
@@ -23,6 +24,12 @@ class Result(StrEnum):
     """Sent, the answer was lost and the ledger does not show it yet; a later call reads back."""
     BUSY = "busy"
     """Another caller is posting this transaction id right now; not sent."""
+    HELD = "held"
+    """Never sent, and Moesif holds a row under its id where it belongs (someone else wrote
+    it); not sent, nothing recorded."""
+    MISAPPLIED = "misapplied"
+    """Never sent, and Moesif holds a row under its id on another company or subscription; not
+    sent, nothing recorded, a finding for a person (:attr:`Outcome.verdict` names the row)."""
 
 
 _ACTIONS = {
@@ -32,16 +39,22 @@ _ACTIONS = {
     Result.REFUSED: Action.POST_FAILED,
     Result.UNKNOWN: Action.POST_FAILED,
     Result.BUSY: Action.POST_FAILED,
+    Result.HELD: Action.NONE,
+    Result.MISAPPLIED: Action.FLAGGED,
 }
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one entry; ``detail`` says it in words for a report."""
+    """What happened to one entry; ``detail`` says it in words for a report.
+
+    ``verdict`` is the posting rule's answer when the first read found the id in Moesif.
+    """
 
     transaction_id: str
     result: Result
     detail: str = ""
+    verdict: Verdict | None = None
 
     @property
     def action(self) -> Action:

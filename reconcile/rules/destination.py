@@ -137,6 +137,16 @@ def destination(
             f"payment in {movement.currency.upper()}, subscription {movement.subscription_id} "
             f"in {theirs.upper()}; not posted",
         )
+    return placed(movement, carried_by)
+
+
+def placed(movement: Movement, carried_by: Sequence[Placed]) -> Verdict:
+    """Return where the rows carrying a mapped movement's transaction id leave it.
+
+    A row on another company or subscription refuses it as ``misapplied``; a row on its own
+    company and subscription (and none elsewhere) means Moesif holds it; none: post it. The
+    posting engine asks this alone, with what Moesif returns now, before a posting's first send.
+    """
     for row in carried_by:
         if (row.company_id, row.subscription_id) != (movement.company_id, movement.subscription_id):
             return Verdict(Outcome.REFUSE, Category.MISAPPLIED, _misplaced(movement, row), row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from reconcile.domain import Action
 from reconcile.posting.entry import Entry, entry_type_of
@@ -28,6 +29,8 @@ class Missing:
     amount_minor: int
     currency: str
     stripe_object_id: str
+    occurred_at: datetime | None = None
+    """When the Stripe movement happened."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ def order(finding: Missing, run_id: str) -> Entry:
         description=posting_description(
             finding.entry_type, finding.transaction_id, finding.stripe_object_id, run_id
         ),
+        occurred_at=finding.occurred_at,
     )
 
 

@@ -163,6 +163,7 @@ def orders_of(decided: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> 
                     f"reconcile: {entry.entry_type} {entry.transaction_id} "
                     f"for Stripe {entry.stripe_object_id} ({origin})"
                 ),
+                occurred_at=entry.created_at,
             )
         )
     return EventOrders(tuple(orders), tuple(refused))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -140,23 +141,20 @@ class EventWorker:
         if not plan.handled:
             inbox.settle(self._sessions, event_id, EventStatus.IGNORED, plan.note)
             return EventStatus.IGNORED
+        held: list[str] = []
         try:
             origin = inbox.origin_of(event_id)
+            entries = {entry.transaction_id: entry for entry in self._entries(plan)}
             found = orders_of(
                 [
                     (entry, self._destinations.verdict(movement_of(entry), plan.sources))
-                    for entry in self._entries(plan)
+                    for entry in entries.values()
                 ],
                 origin,
             )
             if found.refused:
                 self._open_findings(found.refused, origin)
-            for order in found.orders:
-                outcome = self._post(order, origin)
-                if outcome.result is Result.BUSY:
-                    raise _Busy(order.transaction_id)
-                if outcome.unknown or outcome.action == "post_failed":
-                    raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
+            found = self._post_orders(found, entries, origin, held)
         except _Busy:
             inbox.release(self._sessions, event_id, self._clock())
             return EventStatus.RETRY
@@ -167,9 +165,40 @@ class EventWorker:
             return self._postpone(event_id, f"internal error: {type(error).__name__}")
         if found.refused:
             return self._refused(event_id, found)
-        status = EventStatus.POSTED if found.orders else EventStatus.IGNORED
-        inbox.settle(self._sessions, event_id, status, plan.note or None)
+        posted = len(found.orders) > len(held)
+        status = EventStatus.POSTED if posted else EventStatus.IGNORED
+        inbox.settle(self._sessions, event_id, status, "; ".join([plan.note, *held]) or None)
         return status
+
+    def _post_orders(
+        self,
+        found: EventOrders,
+        entries: Mapping[str, ExpectedEntry],
+        origin: str,
+        held: list[str],
+    ) -> EventOrders:
+        """Post each order; return ``found`` with the orders Moesif holds elsewhere refused.
+
+        An order Moesif already holds where it belongs is noted in ``held``; one it holds on
+        another subscription is an open finding at once, as a refusal of the rule would be.
+
+        Raises:
+            _Busy: another caller is posting an order at this moment.
+            _NotYet: an order's outcome is not known yet, or it failed.
+        """
+        for order in found.orders:
+            outcome = self._post(order, origin)
+            if outcome.result is Result.BUSY:
+                raise _Busy(order.transaction_id)
+            if outcome.unknown or outcome.action == "post_failed":
+                raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
+            if outcome.result is Result.HELD:
+                held.append(f"{order.transaction_id}: {outcome.detail}")
+            if outcome.result is Result.MISAPPLIED and outcome.verdict is not None:
+                misapplied = ((entries[order.transaction_id], outcome.verdict),)
+                self._open_findings(misapplied, origin)
+                found = replace(found, refused=found.refused + misapplied)
+        return found
 
     def _open_findings(self, refused: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> None:
         """Record each refused movement as an open finding now, as a run would."""

@@ -16,6 +16,7 @@ from reconcile.observability import Progress
 from reconcile.posting import origin
 from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry
+from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
 from reconcile.rules.orders import Decision, Missing, after_sending, decide
@@ -54,6 +55,7 @@ def send(
         amount_unit=settings.moesif_amount_unit,
         clock=clients.clock,
         report_lag=settings.moesif_report_lag,
+        first_read=ReadOnce(clients.moesif, clients.clock, orders),
     )
     caller = origin.for_run(run_id)
     progress = Progress("Postings", total=len(orders), unit="postings")

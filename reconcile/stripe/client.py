@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import NamedTuple
 
 import stripe
 
@@ -21,6 +22,7 @@ from reconcile.retry import (
     Deadline,
     RateLimiter,
     RetryPolicy,
+    call_with_retries,
     jittered,
     retry_delay,
 )
@@ -135,54 +137,102 @@ class PacedHTTPClient(stripe.RequestsClient):
         reported as a one-line failure.
         """
         where = f"{method.upper()} {url.split('?', 1)[0]}"
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt() -> Answer | stripe.APIConnectionError:
             self._deadline.check(f"Stripe {where}")
             self._limiter.acquire()
             self._deadline.check(f"Stripe {where}")
             self._timeout = self._deadline.timeout(self._request_timeout)
-            try:
-                body, status, answer_headers = super().request(method, url, headers, post_data)
-            except stripe.APIConnectionError as error:
-                delay = stripe_retry_delay(self._policy, TIMEOUT, {}, attempt)
-                if not error.should_retry or delay is None:
-                    raise
-                status_text, advised = "no answer", False
-            else:
-                if 200 <= status < 300 and is_json_object(body):
-                    return self._masked(body), status, answer_headers
-                if 200 <= status < 300:
-                    delay = stripe_retry_delay(self._policy, TIMEOUT, {}, attempt)
-                    if delay is None:
-                        raise StripeUnavailable(_malformed(where, status, answer_headers))
-                    status_text, advised = f"HTTP {status} with no JSON object", False
-                else:
-                    delay = stripe_retry_delay(self._policy, status, answer_headers, attempt)
-                    if delay is None:
-                        return self._masked(body), status, answer_headers
-                    status_text = f"HTTP {status}"
-                    advised = any(name.lower() == "retry-after" for name in answer_headers)
-            self._wait(delay, advised, status_text, where, attempt)
+            return self._send(method, url, headers, post_data)
 
-    def _wait(
-        self, delay: float, advised: bool, status_text: str, where: str, attempt: int
-    ) -> None:
-        wait = delay if advised else jittered(delay, self._rng)
-        logger.warning(
-            "Stripe gave %s to %s; attempt %d of %d in %.2fs",
-            status_text,
-            where,
-            attempt + 1,
-            self._policy.max_attempts,
+        def wait(answer: Answer | stripe.APIConnectionError, seconds: float) -> float:
+            return seconds if _advised(answer) else jittered(seconds, self._rng)
+
+        def announce(answer: Answer | stripe.APIConnectionError, made: int, seconds: float) -> None:
+            logger.warning(
+                "Stripe gave %s to %s; attempt %d of %d in %.2fs",
+                _label(answer),
+                where,
+                made + 1,
+                self._policy.max_attempts,
+                seconds,
+            )
+
+        answer, _ = call_with_retries(
+            attempt,
+            lambda answer, made: attempt_delay(self._policy, answer, made),
             wait,
+            sleep=self._sleep,
+            announce=announce,
         )
-        self._sleep(wait)
+        if isinstance(answer, stripe.APIConnectionError):
+            raise answer
+        if answer.succeeded and not answer.readable:
+            raise StripeUnavailable(_malformed(where, answer.status, answer.headers))
+        return self._masked(answer.body), answer.status, answer.headers
+
+    def _send(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: object
+    ) -> Answer | stripe.APIConnectionError:
+        """Make one attempt with the SDK's transport; a connection error is returned, not raised."""
+        try:
+            body, status, answer_headers = super().request(method, url, headers, post_data)
+        except stripe.APIConnectionError as error:
+            return error
+        readable = 200 <= status < 300 and is_json_object(body)
+        return Answer(body, status, answer_headers, readable)
 
     def _masked(self, body: bytes) -> bytes:
         for echo in self._masks:
             body = body.replace(echo, b"[key]")
         return body
+
+
+class Answer(NamedTuple):
+    """Stripe's answer to one attempt."""
+
+    body: bytes
+    status: int
+    headers: Mapping[str, str]
+    readable: bool
+    """Whether it is a 2xx the SDK can read: its body a JSON object."""
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+
+def attempt_delay(
+    policy: RetryPolicy, answer: Answer | stripe.APIConnectionError, attempt: int
+) -> float | None:
+    """Return seconds to wait after ``answer`` to attempt ``attempt``, or ``None`` to stop there.
+
+    A readable answer ends the calls; an unreadable 2xx counts as no answer; a connection error
+    the SDK marks as not worth retrying is final.
+    """
+    if isinstance(answer, stripe.APIConnectionError):
+        return stripe_retry_delay(policy, TIMEOUT, {}, attempt) if answer.should_retry else None
+    if answer.readable:
+        return None
+    if answer.succeeded:
+        return stripe_retry_delay(policy, TIMEOUT, {}, attempt)
+    return stripe_retry_delay(policy, answer.status, answer.headers, attempt)
+
+
+def _advised(answer: Answer | stripe.APIConnectionError) -> bool:
+    """Whether Stripe said how long to wait (``Retry-After`` on an error status)."""
+    if isinstance(answer, stripe.APIConnectionError) or answer.succeeded:
+        return False
+    return any(name.lower() == "retry-after" for name in answer.headers)
+
+
+def _label(answer: Answer | stripe.APIConnectionError) -> str:
+    if isinstance(answer, stripe.APIConnectionError):
+        return "no answer"
+    if answer.succeeded:
+        return f"HTTP {answer.status} with no JSON object"
+    return f"HTTP {answer.status}"
 
 
 def is_json_object(body: object) -> bool:

@@ -115,6 +115,19 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        name="no-first-read",
+        breaks="a posting never sent is sent without looking for its id in Moesif first",
+        path="reconcile/posting/next_step.py",
+        find="    if status is None:\n        return Step.READ_FIRST\n",
+        replace="    if status is None:\n        return Step.SEND\n",
+        tests=(
+            "tests/posting/test_engine.py::"
+            "test_a_row_someone_else_wrote_under_the_id_is_held_and_nothing_is_sent" + SQLITE,
+            "tests/simulation/test_interleaving.py::"
+            "test_a_row_written_elsewhere_since_the_last_nightly_run_is_not_credited_again",
+        ),
+    ),
+    Mutant(
         name="gone-without-targeted-read",
         breaks="a row one read lacked is marked gone though its targeted read returned it",
         path="reconcile/rules/absence.py",

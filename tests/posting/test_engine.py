@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -25,6 +27,7 @@ from reconcile.moesif.client import MoesifClient
 from reconcile.posting import origin
 from reconcile.posting.engine import DEFAULT_REPORT_LAG, PostingEngine
 from reconcile.posting.entry import Entry
+from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.next_step import PostingStatus
 from reconcile.posting.outcome import Result
 from reconcile.retry import RateLimiter, RetryPolicy
@@ -210,7 +213,7 @@ def test_recording_one_intent_at_once_from_many_sessions_inserts_it_once(
 def test_moesif_unavailable_records_failed_and_a_later_call_sends_it_once(
     new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
 ) -> None:
-    moesif.fail_next(503, count=2)
+    moesif.fail_next(503, count=2, method="POST")
     with pytest.raises(MoesifUnavailable):
         new_poster().post(ENTRY, origin=WEBHOOK)
     [posting] = _postings(engine)
@@ -346,3 +349,98 @@ def test_an_intent_whose_send_never_settled_waits_for_the_lag(
 
     assert (within.result, after.result) == (Result.UNKNOWN, Result.FOUND)
     assert (len(moesif.posts), moesif.applied_counts()) == (1, {"pi_1": 1})
+
+
+def _first_reads(moesif: FakeMoesif) -> list[Exchange]:
+    return [e for e in moesif.exchanges if e.method == "GET" and "company_id" not in e.query]
+
+
+def test_a_row_someone_else_wrote_under_the_id_is_held_and_nothing_is_sent(
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.add_row(
+        "co_1", "sub_1", "credit", Decimal("25.00"), NOW - timedelta(minutes=5), "pi_1", "older"
+    )
+
+    outcome = new_poster().post(ENTRY, origin=WEBHOOK)
+
+    assert (outcome.result, outcome.action) == (Result.HELD, "none")
+    assert "already in Moesif" in outcome.detail
+    assert moesif.posts == []
+    assert moesif.held("pi_1") == 1
+    assert _postings(engine) == [], "an intent never sent is withdrawn, nothing recorded"
+    assert len(_first_reads(moesif)) == 1
+
+
+def test_a_row_under_the_id_on_another_subscription_is_misapplied_and_nothing_is_sent(
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.add_subscription("sub_9", "co_9")
+    stray = moesif.add_row(
+        "co_9", "sub_9", "credit", Decimal("25.00"), NOW - timedelta(minutes=5), "pi_1"
+    )
+
+    outcome = new_poster().post(ENTRY, origin=WEBHOOK)
+
+    assert (outcome.result, outcome.action) == (Result.MISAPPLIED, "flagged")
+    assert outcome.verdict is not None
+    assert outcome.verdict.row is not None
+    assert outcome.verdict.row.moesif_id == stray.id
+    assert "co_9" in outcome.detail
+    assert "sub_1" in outcome.detail
+    assert moesif.posts == []
+    assert _postings(engine) == []
+
+    moesif.remove_row(stray.id)
+    assert new_poster().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
+    assert moesif.applied_count("pi_1") == 1
+
+
+def test_a_first_read_that_fails_sends_nothing_and_a_later_call_posts_once(
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif, engine: Engine
+) -> None:
+    moesif.fail_next(503, count=2, method="GET")
+    with pytest.raises(MoesifUnavailable):
+        new_poster().post(ENTRY, origin=WEBHOOK)
+    assert moesif.posts == []
+    [posting] = _postings(engine)
+    assert (posting.status, posting.attempts) == ("intent", 0)
+
+    assert new_poster().post(ENTRY, origin=WEBHOOK).result is Result.POSTED
+    assert moesif.applied_count("pi_1") == 1
+
+
+def test_the_first_read_looks_back_from_the_movement_not_from_the_intent(
+    new_poster: Callable[[], PostingEngine], moesif: FakeMoesif
+) -> None:
+    three_days = NOW - timedelta(days=3)
+    moesif.add_row("co_1", "sub_1", "credit", Decimal("25.00"), three_days, "pi_1")
+
+    outcome = new_poster().post(replace(ENTRY, occurred_at=three_days), origin=WEBHOOK)
+
+    assert outcome.result is Result.HELD
+    assert moesif.posts == []
+
+
+def test_a_batch_reads_moesif_once_before_its_first_sends(
+    sessions: sessionmaker[Session], moesif: FakeMoesif, new_poster: Callable[[], PostingEngine]
+) -> None:
+    moesif.add_row("co_1", "sub_1", "credit", Decimal("5.00"), NOW - timedelta(days=1), "pi_3")
+    entries = [
+        replace(ENTRY, transaction_id=f"pi_{n}", occurred_at=NOW - timedelta(days=n))
+        for n in (1, 2, 3)
+    ]
+    poster = new_poster()
+    batch = PostingEngine(
+        sessions,
+        poster._moesif,  # noqa: SLF001 - the same client, read once for the batch
+        amount_unit="major",
+        clock=lambda: NOW,
+        first_read=ReadOnce(poster._moesif, lambda: NOW, entries),  # noqa: SLF001
+    )
+
+    results = [batch.post(entry, origin=WEBHOOK).result for entry in entries]
+
+    assert results == [Result.POSTED, Result.POSTED, Result.HELD]
+    assert len(_first_reads(moesif)) == 1
+    assert sorted(post["transaction_id"] for post in moesif.posts) == ["pi_1", "pi_2"]

@@ -32,8 +32,8 @@ def _step(
     return next_step(status, read_back, transaction_id=TID, just_sent=just_sent)
 
 
-def test_a_posting_never_sent_is_sent_without_reading_back() -> None:
-    assert _step(None) is Step.SEND
+def test_a_posting_never_sent_is_first_looked_for_in_moesif() -> None:
+    assert _step(None) is Step.READ_FIRST
 
 
 @pytest.mark.parametrize("read_back", [None, NOT_FOUND, FOUND])

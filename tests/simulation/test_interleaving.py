@@ -130,12 +130,6 @@ def test_interleaved_webhooks_top_ups_and_nightly_runs_grant_each_movement_once(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the live path knows of rows it did not post only through the snapshot: a row "
-    "another integration wrote since the last nightly run is credited again (README: the live "
-    "path's refusals)",
-)
 @pytest.mark.parametrize("legacy", ["held", "misapplied"])
 def test_a_row_written_elsewhere_since_the_last_nightly_run_is_not_credited_again(
     request: pytest.FixtureRequest, legacy: str

@@ -23,7 +23,9 @@ from reconcile.fakes.stripe import COLLECTIONS, FakeStripe
 from reconcile.retry import RateLimiter
 from reconcile.stripe.client import (
     STRIPE_RETRY_POLICY,
+    Answer,
     PacedHTTPClient,
+    attempt_delay,
     rate_limiter,
     stripe_retry_delay,
 )
@@ -371,6 +373,18 @@ def test_retry_decision() -> None:
     assert stripe_retry_delay(policy, 400, {}, 1) is None
     assert stripe_retry_delay(policy, 404, {}, 1) is None
     assert stripe_retry_delay(policy, 503, {}, ATTEMPTS) is None
+
+
+def test_attempt_decision() -> None:
+    policy = STRIPE_RETRY_POLICY
+    assert attempt_delay(policy, Answer(b'{"id": "ch_1"}', 200, {}, True), 1) is None
+    assert attempt_delay(policy, Answer(b"<html>", 200, {"Retry-After": "9"}, False), 1) == 0.5
+    assert attempt_delay(policy, Answer(b"{}", 503, {}, False), 2) == 1.0
+    assert attempt_delay(policy, Answer(b"{}", 402, {}, False), 1) is None
+    assert attempt_delay(policy, stripe.APIConnectionError("gone", should_retry=True), 1) == 0.5
+    assert attempt_delay(policy, stripe.APIConnectionError("gone", should_retry=False), 1) is None
+    lost = stripe.APIConnectionError("gone", should_retry=True)
+    assert attempt_delay(policy, lost, policy.max_attempts) is None
 
 
 @pytest.mark.parametrize("headers", [None, {"Stripe-Should-Retry": "true"}])
