@@ -7,16 +7,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from reconcile.config import Settings
 from reconcile.db.engine import make_engine
-from reconcile.db.models import Run
-from reconcile.db.runs import RunStatus
+from reconcile.db.runs import latest_failed_since
 from reconcile.errors import ReconcileError
-from reconcile.notify import notify_run
+from reconcile.operator.notify import notify_run
 from reconcile.request import RunOutcome
 
 log = logging.getLogger(__name__)
@@ -59,12 +57,7 @@ def announce(
             )
             return
         with sessions() as session:
-            failed = session.scalars(
-                select(Run)
-                .where(Run.status == RunStatus.FAILED, Run.started_at >= began)
-                .order_by(Run.started_at.desc())
-                .limit(1)
-            ).first()
+            failed = latest_failed_since(session, began)
         if failed is None:
             return
         notify_run(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from reconcile import __version__
 from reconcile.config import Settings
 from reconcile.errors import ExitCode, ReconcileError, RunFailed
 from reconcile.redaction import NO_SECRETS
 from reconcile.times import parse_when
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+    from starlette.applications import Starlette
 
 log = logging.getLogger("reconcile")
 
@@ -152,15 +156,27 @@ def _subcommand(name: str, args: list[str]) -> int:
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 
-        return serve_main(args, _Parser)
+        return serve_main(args, _Parser, _console_page)
     return _status(args)
+
+
+def _console_page(
+    values: Mapping[str, str],
+    report_dir: Path,
+    sessions: sessionmaker[Session],
+    clock: Callable[[], datetime],
+) -> Starlette:
+    """Build the review page ``reconcile serve`` mounts at ``/`` (off without its token)."""
+    from reconcile.operator.console import ConsoleSettings, create_console_app
+
+    return create_console_app(ConsoleSettings.from_env(values, report_dir), sessions, clock)
 
 
 def _balances(args: list[str]) -> int:
     import os
     from datetime import UTC
 
-    from reconcile.balances import check_balances, summary_line
+    from reconcile.operator.balances import check_balances, summary_line
 
     parser = _Parser(
         prog="reconcile balances",
@@ -189,6 +205,7 @@ def _balances(args: list[str]) -> int:
             report_dir=namespace.report_dir,
             since=namespace.since,
             clock=lambda: datetime.now(UTC),
+            fill=_fill_snapshot,
         )
     except ReconcileError as error:
         return _fail(error, settings)
@@ -196,10 +213,33 @@ def _balances(args: list[str]) -> int:
     return check.exit_code
 
 
+def _fill_snapshot(
+    settings: Settings, since: datetime, companies: Sequence[str], report_dir: Path
+) -> int:
+    """Fill the snapshot from ``since`` to now with the normal job, as a dry run; return its code.
+
+    The run pages Stripe and Moesif politely (its own rate limits) and stores every movement and
+    ledger row of the window; as a dry run it posts nothing.
+    """
+    from reconcile.clients import open_clients
+    from reconcile.run import RunRequest, execute
+
+    request = RunRequest(
+        since=since,
+        dry_run=True,
+        companies=tuple(companies),
+        report_dir=report_dir,
+        trigger="balances",
+    )
+    with open_clients(settings) as clients:
+        outcome = execute(settings, request, clients)
+    return int(outcome.exit_code)
+
+
 def _status(args: list[str]) -> int:
     from reconcile.db.engine import database_revision, known_revisions, make_engine
     from reconcile.errors import ConfigError
-    from reconcile.status import (
+    from reconcile.operator.status import (
         describe_database,
         missing_sqlite_file,
         schema_problem,
@@ -249,7 +289,7 @@ def _findings(args: list[str]) -> int:
     from reconcile.db.engine import describe, make_engine, upgrade_to_head
     from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
     from reconcile.errors import DatabaseUnavailable, UsageError
-    from reconcile.findings_view import close, listing
+    from reconcile.operator.findings_view import close, listing
 
     if args and args[0] in ("resolve", "ignore"):
         parser = _Parser(

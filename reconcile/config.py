@@ -302,9 +302,21 @@ def _schedule(values: Mapping[str, str]) -> str:
     return schedule
 
 
-def _parse(values: Mapping[str, str]) -> Settings:
-    from reconcile.notify import notify_url_from_env
+def notify_url_from_env(values: Mapping[str, str]) -> Secret | None:
+    """Return ``RECONCILE_NOTIFY_URL`` as a secret, or ``None`` when it is not set.
 
+    Raises:
+        ConfigError: it is set but is not an http(s) URL (the message does not repeat it).
+    """
+    raw = values.get("RECONCILE_NOTIFY_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError("RECONCILE_NOTIFY_URL must be an http:// or https:// URL")
+    return Secret(raw)
+
+
+def _parse(values: Mapping[str, str]) -> Settings:
     stripe_key = _required(values, "STRIPE_API_KEY")
     moesif_token = _moesif_token(values)
     metrics = values.get("RECONCILE_METRICS_FILE", "").strip()

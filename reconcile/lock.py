@@ -3,6 +3,10 @@
 PostgreSQL holds a session advisory lock on a dedicated connection; SQLite holds an OS
 ``flock`` on a sidecar file ``<database>.lock``; in-memory SQLite holds a process-local lock.
 In every case the lock dies with its holder: a crashed run never blocks the next one.
+
+Its SQL stays here, not in ``db/``: it is PostgreSQL's lock functions and catalog on a
+connection of its own, held for the whole run outside every session and transaction, and it
+touches no table of the snapshot.
 """
 
 from __future__ import annotations

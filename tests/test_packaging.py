@@ -18,6 +18,8 @@ NOT_SOURCE = shutil.ignore_patterns(
 )
 MIGRATE = """
 import sys
+from importlib.resources import files
+
 import reconcile
 from sqlalchemy import inspect
 from reconcile.db.engine import database_revision, known_revisions, make_engine, upgrade_to_head
@@ -27,6 +29,7 @@ upgrade_to_head(engine)
 print(reconcile.__file__)
 print(database_revision(engine) == known_revisions()[0])
 print(",".join(sorted(inspect(engine).get_table_names())))
+print(files("reconcile.operator.console").joinpath("templates", "base.html").is_file())
 """
 
 
@@ -87,6 +90,7 @@ def test_a_wheel_installed_outside_the_repository_migrates_an_empty_database(
     assert Path(lines[0]).is_relative_to(fresh_site)
     assert lines[1] == "True"
     assert {"alembic_version", "runs", "findings", "postings"} <= set(lines[2].split(","))
+    assert lines[3] == "True"  # the review page's templates ship in the wheel
 
     url = f"sqlite:///{database}"
     shown = _run(fresh / "bin" / "reconcile", "status", cwd=elsewhere, RECONCILE_DATABASE_URL=url)

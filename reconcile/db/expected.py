@@ -119,3 +119,10 @@ def _batches(entries: Iterable[ExpectedEntry], size: int) -> Iterator[list[Expec
     iterator = iter(entries)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def movement_of(session: Session, transaction_id: str) -> ExpectedRow | None:
+    """Return the snapshot's Stripe movement with this transaction id, if it holds one."""
+    return session.scalars(
+        select(ExpectedRow).where(ExpectedRow.transaction_id == transaction_id)
+    ).first()

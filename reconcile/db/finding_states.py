@@ -385,3 +385,45 @@ def _opened(
         runs_seen=runs_seen,
         **fields,
     )
+
+
+def open_by_category(session: Session) -> list[tuple[str, int, datetime]]:
+    """Return (category, how many open, the oldest first seen) of the open findings, sorted."""
+    query = (
+        select(FindingState.category, func.count(), func.min(FindingState.first_seen_at))
+        .where(FindingState.status == FindingStatus.OPEN)
+        .group_by(FindingState.category)
+        .order_by(FindingState.category)
+    )
+    return [(category, int(count), oldest) for category, count, oldest in session.execute(query)]
+
+
+def open_at_runs(
+    session: Session, run_ids: Sequence[str]
+) -> list[tuple[str, str, str | None, int, int]]:
+    """Return what was open when each run ended: (run, category, currency, count, amount).
+
+    A finding is open at a moment when it was first seen by then and not closed before it; the
+    amount is the sum of its corrections' sizes, in minor units.
+    """
+    moment = func.coalesce(Run.finished_at, Run.started_at)
+    query = (
+        select(
+            Run.id,
+            FindingState.category,
+            FindingState.currency,
+            func.count(FindingState.finding_id),
+            func.sum(func.abs(func.coalesce(FindingState.delta_minor, 0))),
+        )
+        .join(
+            FindingState,
+            (FindingState.first_seen_at <= moment)
+            & or_(FindingState.closed_at.is_(None), FindingState.closed_at > moment),
+        )
+        .where(Run.id.in_(list(run_ids)))
+        .group_by(Run.id, FindingState.category, FindingState.currency)
+    )
+    return [
+        (run_id, category, currency, int(count), int(amount or 0))
+        for run_id, category, currency, count, amount in session.execute(query)
+    ]

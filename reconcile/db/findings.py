@@ -1,12 +1,12 @@
-"""Writing a run's findings to the findings table."""
+"""The findings table: writing a run's findings, reading them back."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, Run
@@ -57,3 +57,37 @@ def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str,
         )
         pairs.update({str(row): str(tid) for row, tid in session.execute(query) if row and tid})
     return pairs
+
+
+def findings_of_run(session: Session, run_id: str, actions: Collection[str]) -> list[Finding]:
+    """Return the findings of a run whose action is one of ``actions``."""
+    query = select(Finding).where(Finding.run_id == run_id, Finding.action.in_(list(actions)))
+    return list(session.scalars(query))
+
+
+def counts_by_category(
+    session: Session, run_id: str, actions: Collection[str]
+) -> list[tuple[str, str, int]]:
+    """Return (category, action, count) of a run's findings with one of ``actions``, sorted."""
+    query = (
+        select(Finding.category, Finding.action, func.count())
+        .where(Finding.run_id == run_id, Finding.action.in_(list(actions)))
+        .group_by(Finding.category, Finding.action)
+        .order_by(Finding.category, Finding.action)
+    )
+    return [
+        (str(category), str(action), int(count))
+        for category, action, count in session.execute(query)
+    ]
+
+
+def first_findings(
+    session: Session, run_id: str, category: str, action: str, limit: int
+) -> Sequence[Finding]:
+    """Return the first ``limit`` findings of a run with this category and action."""
+    return session.scalars(
+        select(Finding)
+        .where(Finding.run_id == run_id, Finding.category == category, Finding.action == action)
+        .order_by(Finding.id)
+        .limit(limit)
+    ).all()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.frames import ids_table, raw, read
@@ -235,3 +235,19 @@ def rows_carrying(
         .order_by(LedgerEntry.created_at, LedgerEntry.moesif_id)
     )
     return [(row[0], row[1], row[2], int(row[3])) for row in session.execute(query)]
+
+
+def rows_naming(
+    session: Session, moesif_id: str | None, transaction_id: str | None
+) -> list[LedgerEntry]:
+    """Return the ledger rows with this Moesif id or carrying this transaction id, gone included."""
+    conditions = []
+    if moesif_id:
+        conditions.append(LedgerEntry.moesif_id == moesif_id)
+    if transaction_id:
+        conditions.append(LedgerEntry.transaction_id == transaction_id)
+    if not conditions:
+        return []
+    return list(
+        session.scalars(select(LedgerEntry).where(or_(*conditions)).order_by(LedgerEntry.id))
+    )

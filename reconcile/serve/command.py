@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -15,10 +15,10 @@ from typing import NamedTuple
 import uvicorn
 from dotenv import dotenv_values
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
 
 from reconcile.clients import live_limiter
 from reconcile.config import Settings, serve_settings
-from reconcile.console import ConsoleSettings, create_console_app
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
@@ -32,6 +32,14 @@ from reconcile.serve.worker import PostOrder
 from reconcile.stripe.client import build_stripe_client
 
 log = logging.getLogger("reconcile")
+
+ConsolePage = Callable[
+    [Mapping[str, str], Path, sessionmaker[Session], Callable[[], datetime]], Starlette
+]
+"""Builds the review page from the environment, the report folder, the sessions and the clock.
+
+The command line passes it in, so that the server does not import the operator's tools.
+"""
 
 
 def parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -60,8 +68,8 @@ def environment() -> dict[str, str]:
     return values
 
 
-def serve(namespace: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; return the exit code.
+def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> int:
+    """Serve until SIGINT or SIGTERM, with ``console`` mounted at ``/``; return the exit code.
 
     Raises:
         ReconcileError: configuration, database or credentials problems (one line each).
@@ -91,8 +99,10 @@ def serve(namespace: argparse.Namespace) -> int:
                     destinations=live.destinations,
                     clock=_utc_now,
                     only=namespace.only,
-                    console=create_console_app(
-                        ConsoleSettings.from_env(values, settings.report_dir), sessions, _utc_now
+                    console=(
+                        None
+                        if console is None
+                        else console(values, settings.report_dir, sessions, _utc_now)
                     ),
                 )
             )
@@ -166,11 +176,15 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def main(args: Sequence[str], parser_class: type[argparse.ArgumentParser]) -> int:
+def main(
+    args: Sequence[str],
+    parser_class: type[argparse.ArgumentParser],
+    console: ConsolePage | None = None,
+) -> int:
     """Parse ``args`` and serve; a problem is one line on stderr and its exit code."""
     namespace = parser(parser_class).parse_args(list(args))
     try:
-        return serve(namespace)
+        return serve(namespace, console)
     except ReconcileError as failure:
         import sys
 

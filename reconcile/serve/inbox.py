@@ -1,18 +1,18 @@
-"""The ``webhook_events`` table: events recorded on arrival, drained by the worker."""
+"""The events inbox: events recorded on arrival, drained by the worker; each step commits."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.db import webhook_events
 from reconcile.db.models import WebhookEvent
+from reconcile.db.webhook_events import EventStatus
 from reconcile.safe_text import text_problem
 from reconcile.serve.untrusted import id_problem
 from reconcile.times import from_unix
@@ -23,23 +23,6 @@ LEASE = timedelta(minutes=2)
 """How long a claimed event stays with its worker; a worker that died lets go after it."""
 BUSY_RETRY = timedelta(seconds=1)
 """How soon an event is tried again when another caller was posting its entry at that moment."""
-
-
-class EventStatus(StrEnum):
-    """Where a recorded event stands."""
-
-    RECEIVED = "received"
-    RETRY = "retry"
-    POSTED = "posted"
-    IGNORED = "ignored"
-    UNMAPPED = "unmapped"
-    REFUSED = "refused"
-    """The posting rule refused a movement (currency, subscription, a row elsewhere): a finding."""
-
-
-PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
-"""Statuses the worker still has to act on (also after a crash or restart)."""
-
 
 MAX_EVENT_TYPE = 100
 """The longest event type the table holds (Stripe's are under 50 characters)."""
@@ -91,21 +74,18 @@ def record(
         SQLAlchemyError: the database could not record it; the caller answers 500.
     """
     event_id = str(event["id"])
-    row = WebhookEvent(
-        event_id=event_id,
-        event_type=str(event.get("type") or ""),
-        created=_created(event.get("created"), now),
-        payload=raw,
-        received_at=now,
-        status=EventStatus.RECEIVED,
-        attempts=0,
-        next_attempt_at=now,
-    )
     try:
         with sessions.begin() as session:
-            if session.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == event_id)):
+            if webhook_events.is_recorded(session, event_id):
                 return False
-            session.add(row)
+            webhook_events.add(
+                session,
+                event_id=event_id,
+                event_type=str(event.get("type") or ""),
+                created=_created(event.get("created"), now),
+                payload=raw,
+                now=now,
+            )
     except IntegrityError:
         return False
     return True
@@ -114,14 +94,7 @@ def record(
 def due(sessions: sessionmaker[Session], now: datetime, limit: int = 50) -> list[str]:
     """Return ids of events the worker should act on now, oldest first."""
     with sessions() as session:
-        return list(
-            session.scalars(
-                select(WebhookEvent.event_id)
-                .where(WebhookEvent.status.in_(PENDING), WebhookEvent.next_attempt_at <= now)
-                .order_by(WebhookEvent.created, WebhookEvent.id)
-                .limit(limit)
-            )
-        )
+        return webhook_events.due_ids(session, now, limit)
 
 
 def claim(
@@ -135,38 +108,25 @@ def claim(
     a worker that dies holding it lets the event fall due again when the lease runs out.
     """
     with sessions.begin() as session:
-        taken = session.execute(
-            update(WebhookEvent)
-            .where(
-                WebhookEvent.event_id == event_id,
-                WebhookEvent.status.in_(PENDING),
-                WebhookEvent.next_attempt_at <= now,
-            )
-            .values(next_attempt_at=now + lease)
-        )
-    return isinstance(taken, CursorResult) and taken.rowcount == 1
+        return webhook_events.claim(session, event_id, now, now + lease)
 
 
 def release(sessions: sessionmaker[Session], event_id: str, now: datetime) -> None:
     """Give a claimed event back, due again after :data:`BUSY_RETRY`; no attempt is counted."""
     with sessions.begin() as session:
-        _row(session, event_id).next_attempt_at = now + BUSY_RETRY
+        webhook_events.set_due(session, event_id, now + BUSY_RETRY)
 
 
 def next_due(sessions: sessionmaker[Session]) -> datetime | None:
     """Return when the earliest pending event falls due, or ``None`` when none is pending."""
     with sessions() as session:
-        return session.scalar(
-            select(func.min(WebhookEvent.next_attempt_at)).where(WebhookEvent.status.in_(PENDING))
-        )
+        return webhook_events.earliest_due(session)
 
 
 def payload(sessions: sessionmaker[Session], event_id: str) -> dict[str, Any]:
     """Return a recorded event as Stripe sent it."""
     with sessions() as session:
-        row = session.execute(
-            select(WebhookEvent.payload).where(WebhookEvent.event_id == event_id)
-        ).scalar_one()
+        row = webhook_events.payload_of(session, event_id)
     found: dict[str, Any] = json.loads(row)
     return found
 
@@ -176,26 +136,19 @@ def settle(
 ) -> None:
     """Record an event's final status (and why, for ``ignored``, ``unmapped`` and ``refused``)."""
     with sessions.begin() as session:
-        row = _row(session, event_id)
-        row.status = status
-        row.attempts += 1
-        row.last_error = note
+        webhook_events.settle(session, event_id, status, note)
 
 
 def postpone(sessions: sessionmaker[Session], event_id: str, error: str, now: datetime) -> None:
     """Count a failed attempt and schedule the next one after :func:`backoff`."""
     with sessions.begin() as session:
-        row = _row(session, event_id)
-        row.attempts += 1
-        row.status = EventStatus.RETRY
-        row.last_error = error
-        row.next_attempt_at = now + backoff(row.attempts)
+        webhook_events.postpone(session, event_id, error, now, backoff)
 
 
 def status_of(sessions: sessionmaker[Session], event_id: str) -> WebhookEvent | None:
     """Return a recorded event's row (detached), or ``None``."""
     with sessions() as session:
-        row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+        row = webhook_events.find(session, event_id)
         if row is not None:
             session.expunge(row)
         return row
@@ -206,9 +159,3 @@ def _created(value: object, now: datetime) -> datetime:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40:
         return from_unix(value)
     return now
-
-
-def _row(session: Session, event_id: str) -> WebhookEvent:
-    return session.execute(
-        select(WebhookEvent).where(WebhookEvent.event_id == event_id)
-    ).scalar_one()

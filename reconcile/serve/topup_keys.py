@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.db.models import TopUpKey
+from reconcile.db import topup_keys
 from reconcile.safe_text import excerpt
 from reconcile.serve.idempotency import KeyAction, StoredKey, action_for, is_final
 from reconcile.serve.topup import Answer, TopUps, error
@@ -58,45 +57,28 @@ def claim(
     digest = request_hash(request)
     try:
         with sessions.begin() as session:
-            session.add(
-                TopUpKey(
-                    idempotency_key=key,
-                    request_hash=digest,
-                    customer_id=request.customer_id,
-                    created_at=now,
-                    claimed_until=now + lease,
-                    attempts=1,
-                )
+            topup_keys.add(
+                session,
+                key=key,
+                request_hash=digest,
+                customer_id=request.customer_id,
+                now=now,
+                claimed_until=now + lease,
             )
         return Claim(KeyAction.CHARGE, stored_at=now)
     except IntegrityError:
         pass
     with sessions.begin() as session:
-        row = session.scalar(select(TopUpKey).where(TopUpKey.idempotency_key == key))
+        row = topup_keys.find(session, key)
         if row is None:
             return Claim(KeyAction.BUSY)
         stored = StoredKey(row.request_hash, row.claimed_until, row.answer_status is not None)
         action = action_for(stored, digest, now)
         if action is KeyAction.REPLAY:
             return Claim(action, Answer(int(row.answer_status or 0), _body(row.answer_body)))
-        if action is KeyAction.RESUME and not _take_over(session, row, now + lease):
+        if action is KeyAction.RESUME and not topup_keys.take_over(session, row, now + lease):
             return Claim(KeyAction.BUSY)
         return Claim(action, stored_at=row.created_at)
-
-
-def _take_over(session: Session, row: TopUpKey, until: datetime) -> bool:
-    """Compare-and-set on ``attempts``: only one of several resuming requests gets the key."""
-    taken = session.execute(
-        update(TopUpKey)
-        .where(
-            TopUpKey.id == row.id,
-            TopUpKey.answer_status.is_(None),
-            TopUpKey.attempts == row.attempts,
-        )
-        .values(claimed_until=until, attempts=row.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return isinstance(taken, CursorResult) and taken.rowcount == 1
 
 
 def _body(raw: str | None) -> dict[str, Any]:
@@ -107,23 +89,13 @@ def _body(raw: str | None) -> dict[str, Any]:
 def remember(sessions: sessionmaker[Session], key: str, answer: Answer, now: datetime) -> None:
     """Store the answer a key got; later requests with the key and request get it again."""
     with sessions.begin() as session:
-        session.execute(
-            update(TopUpKey)
-            .where(TopUpKey.idempotency_key == key, TopUpKey.answer_status.is_(None))
-            .values(
-                answer_status=answer.status, answer_body=json.dumps(answer.body), answered_at=now
-            )
-        )
+        topup_keys.answer(session, key, answer.status, json.dumps(answer.body), now)
 
 
 def release(sessions: sessionmaker[Session], key: str, now: datetime) -> None:
     """Let a key go unanswered (Stripe or the database failed): a retry resumes it at once."""
     with sessions.begin() as session:
-        session.execute(
-            update(TopUpKey)
-            .where(TopUpKey.idempotency_key == key, TopUpKey.answer_status.is_(None))
-            .values(claimed_until=now)
-        )
+        topup_keys.release(session, key, now)
 
 
 class RememberedTopUps:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.finding_states import open_at_once
+from reconcile.db.webhook_events import EventStatus
 from reconcile.domain import ExpectedEntry
 from reconcile.errors import ReconcileError
 from reconcile.posting.entry import Entry
@@ -129,7 +130,7 @@ class EventWorker:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.05, (due_at - self._clock()).total_seconds()))
 
-    def process(self, event_id: str) -> inbox.EventStatus:
+    def process(self, event_id: str) -> EventStatus:
         """Act on one recorded (and claimed) event and record the result; return its new status.
 
         An entry another caller is posting at that moment (:attr:`Result.BUSY`) gives the event
@@ -138,8 +139,8 @@ class EventWorker:
         event = inbox.payload(self._sessions, event_id)
         plan = plan_event(event)
         if not plan.handled:
-            inbox.settle(self._sessions, event_id, inbox.EventStatus.IGNORED, plan.note)
-            return inbox.EventStatus.IGNORED
+            inbox.settle(self._sessions, event_id, EventStatus.IGNORED, plan.note)
+            return EventStatus.IGNORED
         held: list[str] = []
         try:
             origin = inbox.origin_of(event_id)
@@ -156,7 +157,7 @@ class EventWorker:
             found = self._post_orders(found, entries, origin, held)
         except _Busy:
             inbox.release(self._sessions, event_id, self._clock())
-            return inbox.EventStatus.RETRY
+            return EventStatus.RETRY
         except (ReconcileError, _NotYet) as error:
             return self._postpone(event_id, str(error))
         except Exception as error:  # noqa: BLE001 - one bad event never stops the others
@@ -165,7 +166,7 @@ class EventWorker:
         if found.refused:
             return self._refused(event_id, found)
         posted = len(found.orders) > len(held)
-        status = inbox.EventStatus.POSTED if posted else inbox.EventStatus.IGNORED
+        status = EventStatus.POSTED if posted else EventStatus.IGNORED
         inbox.settle(self._sessions, event_id, status, "; ".join([plan.note, *held]) or None)
         return status
 
@@ -205,12 +206,12 @@ class EventWorker:
         with self._sessions.begin() as session:
             open_at_once(session, found, self._clock())
 
-    def _refused(self, event_id: str, found: EventOrders) -> inbox.EventStatus:
+    def _refused(self, event_id: str, found: EventOrders) -> EventStatus:
         """Settle an event with refused movements: ``unmapped`` when that is all they are."""
         if len(found.unmapped) == len(found.refused):
-            status, note = inbox.EventStatus.UNMAPPED, "; ".join(found.unmapped)
+            status, note = EventStatus.UNMAPPED, "; ".join(found.unmapped)
         else:
-            status = inbox.EventStatus.REFUSED
+            status = EventStatus.REFUSED
             note = "; ".join(
                 f"{entry.transaction_id}: {verdict.category}: {verdict.reason}"
                 for entry, verdict in found.refused
@@ -219,10 +220,10 @@ class EventWorker:
         log.warning("event %s: not posted, open finding: %s", event_id, note)
         return status
 
-    def _postpone(self, event_id: str, reason: str) -> inbox.EventStatus:
+    def _postpone(self, event_id: str, reason: str) -> EventStatus:
         inbox.postpone(self._sessions, event_id, reason, self._clock())
         log.warning("event %s will be retried: %s", event_id, reason)
-        return inbox.EventStatus.RETRY
+        return EventStatus.RETRY
 
     def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
         ids = list(plan.object_ids)

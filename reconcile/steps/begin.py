@@ -13,7 +13,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconcile.config import Settings
 from reconcile.db import runs
-from reconcile.db.models import Run
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunRequest, new_run_id
@@ -102,17 +101,15 @@ def start(
         crashed = runs.mark_crashed(session, started_at)
         if crashed:
             log.warning("%d earlier run(s) ended mid-run; their postings are checked", crashed)
-        session.add(
-            Run(
-                id=run_id,
-                since=window.since,
-                until=window.until,
-                dry_run=request.dry_run,
-                companies=",".join(request.companies) or None,
-                trigger=request.trigger,
-                status=runs.RunStatus.RUNNING,
-                started_at=started_at,
-            )
+        runs.record_start(
+            session,
+            run_id,
+            since=window.since,
+            until=window.until,
+            dry_run=request.dry_run,
+            companies=request.companies,
+            trigger=request.trigger,
+            started_at=started_at,
         )
     log.info(
         "run %s: %s to %s%s",
@@ -133,12 +130,7 @@ def fail(
     """Record that the run failed, its message masked; a database failing now is only logged."""
     try:
         with sessions.begin() as session:
-            row = session.get(Run, run_id)
-            if row is None:
-                return
-            row.status = runs.RunStatus.FAILED
-            row.exit_code = int(error.exit_code)
-            row.finished_at = finished_at
-            row.error = redactor.message(error)
+            message = redactor.message(error)
+            runs.record_failure(session, run_id, int(error.exit_code), finished_at, message)
     except SQLAlchemyError:
         log.exception("could not record the failure of run %s", run_id)

@@ -11,8 +11,8 @@ import pandas as pd
 
 from reconcile import frames, report
 from reconcile.config import Settings
+from reconcile.db import runs
 from reconcile.db.findings import store_findings
-from reconcile.db.models import Run
 from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunOutcome, RunRequest
 from reconcile.rules.conclusion import Conclusion, Tally, conclude, to_review, unanswered
@@ -76,9 +76,7 @@ def save(
     path = report.write_report(findings, run_id, report_dir)
     with sessions.begin() as session:
         store_findings(session, run_id, findings)
-        row = session.get_one(Run, run_id)
-        row.report_path = str(path)
-        row.findings = len(findings)
+        runs.record_report(session, run_id, str(path), len(findings))
     return path
 
 
@@ -91,17 +89,19 @@ def finish(
 ) -> RunOutcome:
     """Record how the run concluded, and return what it did."""
     with sessions.begin() as session:
-        row = session.get_one(Run, done.run_id)
-        row.status = conclusion.status
-        row.exit_code = int(conclusion.exit_code)
-        row.finished_at = done.finished_at
-        row.flagged = review
-        row.posted = done.posted
-        row.post_failed = done.post_failed
-        row.error = done.message or None
-        row.pending_since = pending_since
-        if conclusion.watermark is not None:
-            row.watermark = conclusion.watermark
+        runs.record_conclusion(
+            session,
+            done.run_id,
+            status=conclusion.status,
+            exit_code=int(conclusion.exit_code),
+            finished_at=done.finished_at,
+            flagged=review,
+            posted=done.posted,
+            post_failed=done.post_failed,
+            error=done.message or None,
+            pending_since=pending_since,
+            watermark=conclusion.watermark,
+        )
     return done
 
 

@@ -16,8 +16,8 @@ from reconcile.config import Settings
 from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
-from reconcile.db.models import Run
 from reconcile.db.postings import settle_from_snapshot
+from reconcile.db.runs import record_ledger_rows, record_stripe_entries
 from reconcile.domain import Unreadable, is_stripe_id
 from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
@@ -76,7 +76,7 @@ def read_stripe(
             run_id=run_id,
             now=now,
         )
-        session.get_one(Run, run_id).stripe_entries = stored
+        record_stripe_entries(session, run_id, stored)
     progress.done()
     return StripeRead(min(pending, default=None), tuple(unreadable))
 
@@ -166,7 +166,7 @@ def sync_moesif(
             progress=progress.advance,
             currency_for=lambda subscription_id: directory.currency(session, subscription_id),
         )
-        session.get_one(Run, run_id).ledger_rows = result.rows_seen
+        record_ledger_rows(session, run_id, result.rows_seen)
         settled = settle_from_snapshot(session, clock())
     progress.done()
     if settled:

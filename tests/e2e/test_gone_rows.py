@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reconcile.balances import moesif_nets
 from reconcile.cli import main
+from reconcile.db.balances import moesif_nets
 from reconcile.db.engine import make_engine
 from reconcile.db.models import LedgerEntry, Run
 from reconcile.fakes.moesif import Exchange

@@ -11,13 +11,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.balances import (
-    BALANCE_COLUMNS,
-    Balance,
-    BalanceRow,
-    check_balances,
-    order_rows,
-)
 from reconcile.cli import main
 from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
@@ -25,6 +18,13 @@ from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
 from reconcile.demo import DEMO_MOESIF_TOKEN, DEMO_STRIPE_KEY, seed
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
+from reconcile.operator.balances import (
+    BALANCE_COLUMNS,
+    Balance,
+    BalanceRow,
+    check_balances,
+    order_rows,
+)
 from reconcile.retry import RateLimiter
 from reconcile.times import to_iso
 from tests.operator.conftest import NOW, add_run, add_state

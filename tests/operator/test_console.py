@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.console import ConsoleSettings, create_console_app
 from reconcile.db.finding_states import get_finding, notes_of
+from reconcile.operator.console import ConsoleSettings, create_console_app
 from tests.operator.conftest import HOSTILE, NOW, ServedApp
 
 TOKEN = "console-token-for-tests-0042"

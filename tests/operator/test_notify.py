@@ -11,14 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.config import Secret
+from reconcile.config import Secret, notify_url_from_env
 from reconcile.db.models import Notification
 from reconcile.errors import ConfigError
-from reconcile.notify import (
+from reconcile.operator.notify import (
     MAX_FINDINGS,
     build_payload,
     notify_run,
-    notify_url_from_env,
     should_notify,
 )
 from tests.operator.conftest import NOW, Receiver, add_finding, add_run

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from reconcile.cli import main
 from reconcile.db.engine import alembic_config, known_revisions, make_engine
 from reconcile.db.models import Finding, Run
-from reconcile.status import schema_problem, status_report
+from reconcile.operator.status import schema_problem, status_report
 
 NIGHT = datetime(2026, 11, 1, 2, tzinfo=UTC)
 

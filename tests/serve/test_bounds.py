@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.console import ConsoleSettings, create_console_app
 from reconcile.db.models import TopUpKey, WebhookEvent
 from reconcile.fakes.stripe import FakeStripe, sign
+from reconcile.operator.console import ConsoleSettings, create_console_app
 from tests.serve.conftest import SECRET, TOKEN, Served
 
 MB = 1024 * 1024

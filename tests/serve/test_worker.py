@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.db.webhook_events import EventStatus
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome, Result
@@ -84,7 +85,7 @@ def test_stripe_unavailable_leaves_the_event_to_retry(
         sessions, stripe_client(fake_stripe), post, destinations=destinations, clock=lambda: NOW
     )
     fake_stripe.fail_next(status, count=100)
-    assert worker.process(event_id) == inbox.EventStatus.RETRY
+    assert worker.process(event_id) == EventStatus.RETRY
     row = inbox.status_of(sessions, event_id)
     assert row is not None
     assert "Stripe" in (row.last_error or "")

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.db.models import Finding, Notification
+from reconcile.db import outbox
+from reconcile.db.findings import findings_of_run
 from reconcile.domain import REVIEW_ACTIONS as DOMAIN_REVIEW_ACTIONS
 from reconcile.domain import Action
-from reconcile.errors import ConfigError, ExitCode
+from reconcile.errors import ExitCode
 from reconcile.money import format_major, to_major
 
 log = logging.getLogger(__name__)
@@ -60,20 +60,6 @@ _NEXT_STEP: dict[int, str] = {
     ExitCode.GUARDRAIL: "Next: nothing was posted. Check the report; if the postings are right, "
     "raise RECONCILE_MAX_POSTINGS or RECONCILE_MAX_POSTING_TOTAL for one rerun.",
 }
-
-
-def notify_url_from_env(values: Mapping[str, str]) -> Secret | None:
-    """Return ``RECONCILE_NOTIFY_URL`` as a secret, or ``None`` when it is not set.
-
-    Raises:
-        ConfigError: it is set but is not an http(s) URL (the message does not repeat it).
-    """
-    raw = values.get("RECONCILE_NOTIFY_URL", "").strip()
-    if not raw:
-        return None
-    if not raw.startswith(("http://", "https://")):
-        raise ConfigError("RECONCILE_NOTIFY_URL must be an http:// or https:// URL")
-    return Secret(raw)
 
 
 # The payload: plain values in, plain values out.
@@ -240,7 +226,6 @@ def _slack(value: object) -> str:
 
 def review_findings(session: Session, run_id: str) -> list[dict[str, Any]]:
     """Return the findings of a run a person has to look at, as plain dicts."""
-    query = select(Finding).where(Finding.run_id == run_id, Finding.action.in_(REVIEW_ACTIONS))
     return [
         {
             "category": row.category,
@@ -256,27 +241,14 @@ def review_findings(session: Session, run_id: str) -> list[dict[str, Any]]:
             "detail": row.detail,
             "finding_id": getattr(row, "finding_id", None),
         }
-        for row in session.scalars(query)
+        for row in findings_of_run(session, run_id, REVIEW_ACTIONS)
     ]
 
 
 def enqueue(session: Session, run_id: str, payload: Mapping[str, Any], now: datetime) -> None:
     """Store a run's notification, unsent; a run's second call keeps the first; no commit."""
-    exists = session.scalar(select(Notification.id).where(Notification.run_id == run_id))
-    if exists is None:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        session.add(Notification(run_id=run_id, payload=body, created_at=now, attempts=0))
-        session.flush()
-
-
-def pending(session: Session) -> list[Notification]:
-    """Return the notifications not delivered yet, oldest first."""
-    query = (
-        select(Notification)
-        .where(Notification.delivered_at.is_(None))
-        .order_by(Notification.created_at, Notification.id)
-    )
-    return list(session.scalars(query))
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    outbox.enqueue(session, run_id, body, now)
 
 
 # The sender.
@@ -306,17 +278,11 @@ def deliver_pending(
     """
     delivered: list[str] = []
     with sessions() as session:
-        queue = [(row.id, row.run_id, row.payload) for row in pending(session)]
+        queue = [(row.id, row.run_id, row.payload) for row in outbox.pending(session)]
     for row_id, run_id, body in queue:
         error = _post(http, url, body)
         with sessions.begin() as session:
-            row = session.get_one(Notification, row_id)
-            row.attempts += 1
-            if error is None:
-                row.delivered_at = clock()
-                row.last_error = None
-            else:
-                row.last_error = error
+            outbox.record_attempt(session, row_id, clock() if error is None else None, error)
         if error is not None:
             return Delivery(tuple(delivered), failed=run_id, error=error)
         delivered.append(run_id)

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import ExpectedRow, FindingState, LedgerEntry, Run
+from reconcile.db.expected import movement_of
+from reconcile.db.finding_states import open_at_runs
+from reconcile.db.ledger import rows_naming
+from reconcile.db.models import FindingState, Run
+from reconcile.db.runs import recent_runs as latest_runs
 from reconcile.money import to_major
 
 RUNS_SHOWN = 30
@@ -19,7 +22,7 @@ RUNS_SHOWN = 30
 
 def recent_runs(session: Session, limit: int = RUNS_SHOWN) -> list[Run]:
     """Return the latest runs, newest first."""
-    return list(session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
+    return latest_runs(session, limit)
 
 
 @dataclass(frozen=True)
@@ -36,33 +39,16 @@ def drift_over_time(session: Session, runs: list[Run]) -> DriftOverTime:
 
     A finding is open at a moment when it was first seen by then and not closed before it.
     """
-    moment = func.coalesce(Run.finished_at, Run.started_at)
-    query = (
-        select(
-            Run.id,
-            FindingState.category,
-            FindingState.currency,
-            func.count(FindingState.finding_id),
-            func.sum(func.abs(func.coalesce(FindingState.delta_minor, 0))),
-        )
-        .join(
-            FindingState,
-            (FindingState.first_seen_at <= moment)
-            & or_(FindingState.closed_at.is_(None), FindingState.closed_at > moment),
-        )
-        .where(Run.id.in_([run.id for run in runs]))
-        .group_by(Run.id, FindingState.category, FindingState.currency)
-    )
     at = {run.id: run.finished_at or run.started_at for run in runs}
     counts: dict[str, dict[datetime, Decimal]] = defaultdict(dict)
     amounts: dict[str, dict[datetime, Decimal]] = defaultdict(dict)
-    for run_id, category, currency, count, amount in session.execute(query):
+    for run_id, category, currency, count, amount in open_at_runs(session, list(at)):
         when = at[run_id]
         by_time = counts[category]
-        by_time[when] = by_time.get(when, Decimal(0)) + int(count)
+        by_time[when] = by_time.get(when, Decimal(0)) + count
         if currency and len(currency) == 3 and currency.isascii() and currency.isalpha():
             label = f"{category} ({currency.upper()})"
-            amounts[label][when] = to_major(int(amount or 0), currency)
+            amounts[label][when] = to_major(amount, currency)
     return DriftOverTime(sorted(at.values()), dict(counts), dict(amounts))
 
 
@@ -78,21 +64,10 @@ def records_of(session: Session, state: FindingState) -> Records:
     """Return the snapshot's Stripe movement and Moesif rows behind a finding."""
     stripe: list[tuple[str, str]] = []
     if state.transaction_id:
-        movement = session.scalars(
-            select(ExpectedRow).where(ExpectedRow.transaction_id == state.transaction_id)
-        ).first()
+        movement = movement_of(session, state.transaction_id)
         if movement is not None:
             stripe = _pairs(movement, _STRIPE_FIELDS)
-    conditions = []
-    if state.moesif_id:
-        conditions.append(LedgerEntry.moesif_id == state.moesif_id)
-    if state.transaction_id:
-        conditions.append(LedgerEntry.transaction_id == state.transaction_id)
-    rows: list[LedgerEntry] = []
-    if conditions:
-        rows = list(
-            session.scalars(select(LedgerEntry).where(or_(*conditions)).order_by(LedgerEntry.id))
-        )
+    rows = rows_naming(session, state.moesif_id, state.transaction_id)
     return Records(stripe, [_pairs(row, _MOESIF_FIELDS) for row in rows])
 
 

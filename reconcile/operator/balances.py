@@ -20,14 +20,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Settings
+from reconcile.db.balances import Key, confirmed_unseen_nets, moesif_nets, stripe_nets
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.db.finding_states import open_counts_by_subscription
-from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
 from reconcile.errors import DatabaseUnavailable
 from reconcile.moesif.client import (
     MoesifClient,
@@ -54,9 +53,6 @@ BALANCE_COLUMNS = [
 """Columns of ``balances-{run_id}.csv``, in the contract's order."""
 
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-Key = tuple[str, str, str]
-"""(company id, subscription id, currency)."""
 
 
 @dataclass(frozen=True)
@@ -171,83 +167,6 @@ def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_TRIGGERS) else cell
 
 
-# Queries: the database does the summing.
-
-
-def _signed(
-    entry_type: InstrumentedAttribute[str], amount: InstrumentedAttribute[int]
-) -> ColumnElement[int]:
-    return case((entry_type == "debit", -amount), else_=amount)
-
-
-def stripe_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
-    """Return credits minus debits of every Stripe movement the snapshot holds, per key."""
-    net = func.sum(_signed(ExpectedRow.entry_type, ExpectedRow.amount_minor))
-    query = (
-        select(ExpectedRow.company_id, ExpectedRow.subscription_id, ExpectedRow.currency, net)
-        .where(
-            ExpectedRow.company_id.is_not(None),
-            ExpectedRow.subscription_id.is_not(None),
-            ExpectedRow.entry_type.in_(("credit", "debit")),
-        )
-        .group_by(ExpectedRow.company_id, ExpectedRow.subscription_id, ExpectedRow.currency)
-    )
-    if companies:
-        query = query.where(ExpectedRow.company_id.in_(companies))
-    return {(str(c), str(s), cur.lower()): int(n or 0) for c, s, cur, n in session.execute(query)}
-
-
-def moesif_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
-    """Return credits minus debits of the ledger snapshot per key (promotions etc. left out).
-
-    A row that names no currency takes its subscription's, as the snapshot last read it.
-    """
-    currency = func.lower(func.coalesce(LedgerEntry.currency, MoesifSubscription.currency, ""))
-    net = func.sum(_signed(LedgerEntry.entry_type, LedgerEntry.amount_minor))
-    query = (
-        select(LedgerEntry.company_id, LedgerEntry.subscription_id, currency, net)
-        .outerjoin(
-            MoesifSubscription, MoesifSubscription.subscription_id == LedgerEntry.subscription_id
-        )
-        .where(
-            LedgerEntry.company_id.is_not(None),
-            LedgerEntry.subscription_id.is_not(None),
-            LedgerEntry.entry_type.in_(("credit", "debit")),
-            LedgerEntry.gone_at.is_(None),
-        )
-        .group_by(LedgerEntry.company_id, LedgerEntry.subscription_id, currency)
-    )
-    if companies:
-        query = query.where(LedgerEntry.company_id.in_(companies))
-    return {(str(c), str(s), str(cur)): int(n or 0) for c, s, cur, n in session.execute(query)}
-
-
-def confirmed_unseen_nets(session: Session, companies: Sequence[str] = ()) -> dict[Key, int]:
-    """Return the net of postings Moesif confirmed that no ledger row shows yet, per key.
-
-    A ledger row shows a posting by its transaction id, or, when reports leave ids out, by the
-    description the job wrote (``reconcile: credit pi_… for Stripe …``).
-    """
-    own = (
-        literal("reconcile: ") + Posting.entry_type + literal(" ") + Posting.transaction_id
-    ) + literal(" for Stripe %")
-    seen = exists().where(
-        or_(
-            LedgerEntry.transaction_id == Posting.transaction_id,
-            and_(LedgerEntry.transaction_id.is_(None), LedgerEntry.description.like(own)),
-        )
-    )
-    net = func.sum(_signed(Posting.entry_type, Posting.amount_minor))
-    query = (
-        select(Posting.company_id, Posting.subscription_id, Posting.currency, net)
-        .where(Posting.status == "confirmed", ~seen)
-        .group_by(Posting.company_id, Posting.subscription_id, Posting.currency)
-    )
-    if companies:
-        query = query.where(Posting.company_id.in_(companies))
-    return {(c, s, cur.lower()): int(n or 0) for c, s, cur, n in session.execute(query)}
-
-
 # The command's work.
 
 
@@ -356,28 +275,9 @@ def summary_line(rows: Sequence[BalanceRow], path: Path) -> str:
 
 # The command: optionally fill the snapshot, then compute, read and write.
 
-
-def fill_snapshot(
-    settings: Settings, since: datetime, companies: Sequence[str], report_dir: Path
-) -> int:
-    """Fill the snapshot from ``since`` to now with the normal job, as a dry run; return its code.
-
-    The run pages Stripe and Moesif politely (its own rate limits) and stores every movement and
-    ledger row of the window; as a dry run it posts nothing.
-    """
-    from reconcile.clients import open_clients
-    from reconcile.run import RunRequest, execute
-
-    request = RunRequest(
-        since=since,
-        dry_run=True,
-        companies=tuple(companies),
-        report_dir=report_dir,
-        trigger="balances",
-    )
-    with open_clients(settings) as clients:
-        outcome = execute(settings, request, clients)
-    return int(outcome.exit_code)
+SnapshotFill = Callable[[Settings, datetime, Sequence[str], Path], int]
+"""Fills the snapshot from a time to now for some companies (all when none), reports in a
+folder, and returns the exit code; the command line passes a dry run of the job."""
 
 
 @dataclass(frozen=True)
@@ -397,15 +297,20 @@ def check_balances(
     since: datetime | None = None,
     clock: Callable[[], datetime],
     limiter: RateLimiter | None = None,
-    fill: Callable[[Settings, datetime, Sequence[str], Path], int] = fill_snapshot,
+    fill: SnapshotFill | None = None,
 ) -> BalanceCheck:
     """Check every subscription's balance and write the CSV; exit code 1 if any delta is not 0.
 
+    With ``since``, ``fill`` first fills the snapshot from then to now.
+
     Raises:
         ReconcileError: the database, Moesif or (while filling) Stripe failed; its exit code.
+        ValueError: ``since`` without ``fill``.
     """
     directory = report_dir or settings.report_dir
     if since is not None:
+        if fill is None:
+            raise ValueError("filling the snapshot from `since` needs `fill`")
         fill(settings, since, companies, directory)
     engine = make_engine(settings.database_url)
     try:

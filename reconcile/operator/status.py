@@ -6,11 +6,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, make_url
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding, FindingState, Run
-from reconcile.db.runs import RunStatus
+from reconcile.db.finding_states import open_by_category
+from reconcile.db.findings import counts_by_category, first_findings
+from reconcile.db.models import Finding, Run
+from reconcile.db.runs import latest_full_run, recent_runs
 from reconcile.domain import Action
 from reconcile.money import format_major
 from reconcile.times import to_iso
@@ -87,20 +89,9 @@ def status_report(engine: Engine, limit: int = 10) -> str:
         limit: how many runs to list, newest first.
     """
     with Session(engine) as session:
-        runs = session.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
+        runs = recent_runs(session, limit)
         sections = [_runs_section(runs), _open_section(session), _lifecycle_section(session)]
     return "\n\n".join(section for section in sections if section) + "\n"
-
-
-def latest_full_run(session: Session) -> Run | None:
-    """Return the newest run that succeeded over every company and was not a dry run."""
-    query = (
-        select(Run)
-        .where(Run.status == RunStatus.SUCCEEDED, Run.dry_run.is_(False), Run.companies.is_(None))
-        .order_by(Run.started_at.desc())
-        .limit(1)
-    )
-    return session.scalars(query).first()
 
 
 def _runs_section(runs: Sequence[Run]) -> str:
@@ -151,12 +142,7 @@ def _open_section(session: Session) -> str:
     run = latest_full_run(session)
     if run is None:
         return "Open findings: no successful full run yet."
-    counts = session.execute(
-        select(Finding.category, Finding.action, func.count())
-        .where(Finding.run_id == run.id, Finding.action.in_(OPEN_ACTIONS))
-        .group_by(Finding.category, Finding.action)
-        .order_by(Finding.category, Finding.action)
-    ).all()
+    counts = counts_by_category(session, run.id, OPEN_ACTIONS)
     finished = to_iso(run.finished_at) if run.finished_at else "?"
     header = f"Open findings of run {run.id} (the latest successful full run, finished {finished}):"
     if not counts:
@@ -164,19 +150,11 @@ def _open_section(session: Session) -> str:
     lines = [header]
     for category, action, count in counts:
         lines.append(f"  {category} ({action}): {count}")
-        lines += [f"    - {_example(f)}" for f in _examples(session, run.id, category, action)]
+        examples = first_findings(session, run.id, category, action, EXAMPLES_PER_CATEGORY)
+        lines += [f"    - {_example(f)}" for f in examples]
         if count > EXAMPLES_PER_CATEGORY:
             lines.append(f"    … and {count - EXAMPLES_PER_CATEGORY} more in {run.report_path}")
     return "\n".join(lines)
-
-
-def _examples(session: Session, run_id: str, category: str, action: str) -> Sequence[Finding]:
-    return session.scalars(
-        select(Finding)
-        .where(Finding.run_id == run_id, Finding.category == category, Finding.action == action)
-        .order_by(Finding.id)
-        .limit(EXAMPLES_PER_CATEGORY)
-    ).all()
 
 
 def _example(finding: Finding) -> str:
@@ -212,13 +190,7 @@ def escaped(text: str) -> str:
 
 def _lifecycle_section(session: Session) -> str:
     """Say how many findings are open across all runs, per category, and since when."""
-    query = (
-        select(FindingState.category, func.count(), func.min(FindingState.first_seen_at))
-        .where(FindingState.status == "open")
-        .group_by(FindingState.category)
-        .order_by(FindingState.category)
-    )
-    rows = session.execute(query).all()
+    rows = open_by_category(session)
     if not rows:
         return ""
     lines = ["Open findings across runs (reconcile findings lists them):"]

@@ -30,10 +30,6 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from reconcile.balances import BALANCE_COLUMNS, build_rows, read_snapshot
-from reconcile.console import queries
-from reconcile.console.chart import build_chart
-from reconcile.console.settings import SESSION_LIFETIME, ConsoleSettings
 from reconcile.db.finding_states import (
     FindingFilter,
     FindingStatus,
@@ -46,6 +42,10 @@ from reconcile.db.finding_states import (
     notes_of,
 )
 from reconcile.money import format_major
+from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
+from reconcile.operator.console import reads
+from reconcile.operator.console.chart import build_chart
+from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
 from reconcile.safe_text import text_problem
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _off(request: Request) -> Response:
 
 def _templates() -> Jinja2Templates:
     # Autoescape every template, whatever its name: all values are text to show, never markup.
-    environment = Environment(loader=PackageLoader("reconcile.console"), autoescape=True)
+    environment = Environment(loader=PackageLoader("reconcile.operator.console"), autoescape=True)
     environment.filters["major"] = _major
     return Jinja2Templates(env=environment)
 
@@ -183,8 +183,8 @@ class _Console:
 
     def _runs_context(self) -> dict[str, Any]:
         with self.sessions() as session:
-            runs = queries.recent_runs(session)
-            drift = queries.drift_over_time(session, runs)
+            runs = reads.recent_runs(session)
+            drift = reads.drift_over_time(session, runs)
         return {
             "runs": runs,
             "count_chart": build_chart(drift.moments, drift.counts),
@@ -238,7 +238,7 @@ class _Console:
             return {
                 "state": state,
                 "history": history_of(session, state),
-                "records": queries.records_of(session, state),
+                "records": reads.records_of(session, state),
                 "notes": notes_of(session, finding_id),
             }
 
