@@ -92,6 +92,14 @@ def test_a_wheel_installed_outside_the_repository_migrates_an_empty_database(
     assert {"alembic_version", "runs", "findings", "postings"} <= set(lines[2].split(","))
     assert lines[3] == "True"  # the review page's templates ship in the wheel
 
+    shipped = _run(
+        python,
+        "-c",
+        "from reconcile.fakes.stripe import TEMPLATES; print(*TEMPLATES)",
+        cwd=elsewhere,
+    )
+    assert "payment_intent" in shipped.split(), "the fake Stripe's fixtures ship in the wheel"
+
     url = f"sqlite:///{database}"
     shown = _run(fresh / "bin" / "reconcile", "status", cwd=elsewhere, RECONCILE_DATABASE_URL=url)
     assert shown.startswith("No runs yet.")

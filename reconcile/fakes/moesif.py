@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import random
 import threading
@@ -13,14 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from reconcile.fakes.http_server import LoopbackServer, Reply, Request
 from reconcile.moesif.rows import SIGNED_TYPE, dump_json, parse_json
-
-logger = logging.getLogger(__name__)
 
 BASE_PATH = "/v1"
 RowForm = Literal["typed", "signed"]
@@ -218,8 +216,7 @@ class FakeMoesif:
         self._faults: deque[_Fault] = deque()
         self._per_minute: Counter[datetime] = Counter()
         self._next_id = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self.unlisted: set[str] = set()
         """Transaction ids whose rows are stored but not yet listed in billing reports, as when
         Moesif's reports lag its ledger."""
@@ -259,27 +256,16 @@ class FakeMoesif:
     def start(self) -> FakeMoesif:
         """Start serving on a free port of 127.0.0.1 in a background thread."""
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name="fake-moesif",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = LoopbackServer("fake Moesif", partial(_respond, self))
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving; delayed answers still pending are cut short."""
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+            self._server.stop()
         self._server = None
-        self._thread = None
 
     def __enter__(self) -> FakeMoesif:
         """Start the server."""
@@ -826,59 +812,14 @@ def _moesif_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _Server(ThreadingHTTPServer):
-    """The HTTP server of one fake; quiet about clients that go away mid-answer."""
-
-    daemon_threads = True
-    fake: FakeMoesif
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """Log at debug level only: a client timing out is part of the tests."""
-        logger.debug("fake Moesif: a client went away mid-request", exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Reads one request, asks the fake for the answer, writes it (or drops the connection)."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    wbufsize = -1  # headers and body leave in one write, flushed after each request
-    server: _Server
-
-    def do_GET(self) -> None:
-        """Answer a GET."""
-        self._exchange("GET")
-
-    def do_POST(self) -> None:
-        """Answer a POST."""
-        self._exchange("POST")
-
-    def do_PUT(self) -> None:
-        """Answer a PUT (always 405 or 404)."""
-        self._exchange("PUT")
-
-    def do_DELETE(self) -> None:
-        """Answer a DELETE (always 405 or 404)."""
-        self._exchange("DELETE")
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Stay quiet: no request log on stderr."""
-
-    def _exchange(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
-        headers = {name: value for name, value in self.headers.items()}
-        answer = self.server.fake.handle(method, self.path, headers, body)
-        if answer.drop:
-            self.close_connection = True
-            return
-        payload = answer.raw if answer.raw is not None else answer.body.encode()
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if payload:
-            self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
+def _respond(fake: FakeMoesif, request: Request) -> Reply:
+    """Carry one HTTP request to :meth:`FakeMoesif.handle` and its answer back to the wire."""
+    body = request.body.decode("utf-8", errors="replace")
+    answer = fake.handle(request.method, request.target, request.headers, body)
+    if answer.drop:
+        return Reply(answer.status, drop=True)
+    payload = answer.raw if answer.raw is not None else answer.body.encode()
+    headers = list(answer.headers.items())
+    if payload:
+        headers.append(("Content-Type", answer.content_type))
+    return Reply(answer.status, payload, headers)
