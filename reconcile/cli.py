@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconcile")
 
 COMMANDS = ("demo", "status", "balances", "serve", "findings")
+COMMAND_SUMMARIES = {
+    "demo": "a self-contained demo against the bundled fakes",
+    "status": "run history and open findings",
+    "balances": "per-subscription balances, Stripe beside Moesif",
+    "serve": "the webhook, /top-up and the review page (--only console: the page alone)",
+    "findings": "list, filter and close findings",
+}
+"""One line per command for ``reconcile --help``; a command without one is listed bare."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,13 +52,15 @@ def run_parser() -> argparse.ArgumentParser:
     """Return the parser of a reconciliation run."""
     parser = _Parser(
         prog="reconcile",
-        description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
-        "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
-        "(run history and open findings), 'reconcile findings' (list and close findings), "
-        "'reconcile balances' (per-subscription balances).",
+        description="Reconcile prepaid API credit between Stripe and Moesif for a time window."
+        "\n\nOther commands (each has its own --help):\n"
+        + "\n".join(
+            f"  reconcile {name:<9} {COMMAND_SUMMARIES.get(name, '')}".rstrip() for name in COMMANDS
+        ),
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--since", type=_when, help="window start, ISO 8601 (UTC if no offset)")
     parser.add_argument("--until", type=_when, help="window end, exclusive (default: now)")
@@ -271,6 +281,21 @@ def _status(args: list[str]) -> int:
     return ExitCode.OK
 
 
+def emit(text: str) -> None:
+    """Print ``text``; a reader that stopped reading (``| head``) ends the output quietly.
+
+    The rest is sent to ``/dev/null``, so that the interpreter's last flush does not fail too.
+    """
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _status_environment() -> dict[str, str]:
     """Status reads only the database: credentials are not needed for it."""
     import os
@@ -288,6 +313,7 @@ def _findings(args: list[str]) -> int:
 
     from reconcile.db.engine import describe, make_engine, upgrade_to_head
     from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
+    from reconcile.domain import Category
     from reconcile.errors import DatabaseUnavailable, UsageError
     from reconcile.operator.findings_view import close, listing
 
@@ -308,8 +334,23 @@ def _findings(args: list[str]) -> int:
             "--note TEXT' closes them.",
         )
         parser.add_argument("--all", action="store_true", help="closed findings too")
-        parser.add_argument("--category", nargs="+", action="extend", default=[], metavar="C")
-        parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
+        parser.add_argument(
+            "--category",
+            nargs="+",
+            action="extend",
+            default=[],
+            choices=[category.value for category in Category],
+            metavar="C",
+            help="only these categories",
+        )
+        parser.add_argument(
+            "--company",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="TEXT",
+            help="only companies whose id contains TEXT, ignoring case",
+        )
         parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
         namespace = parser.parse_args(args)
     try:
@@ -333,7 +374,7 @@ def _findings(args: list[str]) -> int:
             categories=tuple(namespace.category),
             companies=tuple(namespace.company),
         )
-        print(listing(engine, where, namespace.format, now))
+        emit(listing(engine, where, namespace.format, now))
     except ReconcileError as error:
         return _fail(error, settings)
     except SQLAlchemyError as error:

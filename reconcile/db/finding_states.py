@@ -57,6 +57,7 @@ class FindingFilter:
     include_closed: bool = False
     categories: tuple[str, ...] = ()
     companies: tuple[str, ...] = ()
+    """Findings whose company id contains any of these, ignoring case (``acme``: ``ACME-eu``)."""
     older_than: timedelta | None = None
     """Only findings first seen at least this long before ``now``."""
     largest_first: bool = True
@@ -85,7 +86,10 @@ def _filtered(
     if where.categories:
         query = query.where(FindingState.category.in_(where.categories))
     if where.companies:
-        query = query.where(FindingState.company_id.in_(where.companies))
+        company = func.lower(FindingState.company_id)
+        query = query.where(
+            or_(*(company.contains(part.lower(), autoescape=True) for part in where.companies))
+        )
     if where.older_than is not None:
         query = query.where(FindingState.first_seen_at <= now - where.older_than)
     return query

@@ -53,6 +53,7 @@ _TABLE = (
     "subscription_id",
     "transaction_id",
     "moesif_id",
+    "currency",
     "delta",
     "first_seen_at",
     "last_seen_at",

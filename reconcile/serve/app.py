@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from reconcile.config import ServeSettings
 from reconcile.errors import ConfigError
 from reconcile.safe_text import excerpt
+from reconcile.security_headers import SecurityHeaders
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations
 from reconcile.serve.limits import BodyTooLarge, BoundedRequests, too_large
@@ -36,7 +37,7 @@ from reconcile.serve.worker import EventWorker, PostOrder
 
 log = logging.getLogger(__name__)
 
-Only = Literal["webhook", "top-up"] | None
+Only = Literal["webhook", "top-up", "console"] | None
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def create_app(parts: ServeParts) -> Starlette:
     """
     check_credentials(parts.settings, parts.only)
     handlers = _Handlers(parts)
-    routes: list[BaseRoute] = [Route("/healthz", handlers.healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", _healthz(parts.sessions), methods=["GET"])]
     if parts.only in (None, "webhook"):
         routes.append(Route("/webhooks/stripe", handlers.webhook, methods=["POST"]))
     if parts.only in (None, "top-up"):
@@ -87,10 +88,29 @@ def create_app(parts: ServeParts) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(BoundedRequests)],
+        middleware=[Middleware(SecurityHeaders), Middleware(BoundedRequests)],
         exception_handlers={BodyTooLarge: too_large},
     )
+    app.router.redirect_slashes = False
     app.state.worker = handlers.worker
+    return app
+
+
+def create_console_server(sessions: sessionmaker[Session], console: Starlette) -> Starlette:
+    """Return the app of ``serve --only console``: ``/healthz`` and the review page at ``/``.
+
+    No webhook, no top-up, no worker, no Stripe or Moesif client: the page reads the snapshot
+    database only, within the same body limits and security headers as the full server.
+    """
+    app = Starlette(
+        routes=[
+            Route("/healthz", _healthz(sessions), methods=["GET"]),
+            Mount("/", app=console),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(BoundedRequests)],
+        exception_handlers={BodyTooLarge: too_large},
+    )
+    app.router.redirect_slashes = False
     return app
 
 
@@ -100,6 +120,8 @@ def check_credentials(settings: ServeSettings, only: Only) -> None:
     Raises:
         ConfigError: names the missing variable.
     """
+    if only == "console":
+        return
     if only in (None, "webhook") and not settings.webhook_secrets:
         raise ConfigError(
             "STRIPE_WEBHOOK_SECRET is required to serve the webhook (or use --only top-up)"
@@ -134,12 +156,6 @@ class _Handlers:
         self.secrets = tuple(secret.reveal() for secret in parts.settings.webhook_secrets)
         token = parts.settings.topup_token
         self.token = token.reveal() if token is not None else None
-
-    async def healthz(self, _request: Request) -> Response:
-        """200 while the snapshot database answers, else 503."""
-        if await run_in_threadpool(_database_answers, self.parts.sessions):
-            return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "unavailable"}, status_code=503)
 
     async def webhook(self, request: Request) -> Response:
         """Verify, record once, answer; the worker posts."""
@@ -177,6 +193,16 @@ class _Handlers:
         except (InvalidTopUp, UntrustedInput) as invalid:
             return _json(error(400, str(invalid)))
         return _json(await run_in_threadpool(self.topups.top_up, wanted, key))
+
+
+def _healthz(sessions: sessionmaker[Session]) -> Callable[[Request], Awaitable[Response]]:
+    async def healthz(_request: Request) -> Response:
+        """200 while the snapshot database answers, else 503."""
+        if await run_in_threadpool(_database_answers, sessions):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+
+    return healthz
 
 
 def _database_answers(sessions: sessionmaker[Session]) -> bool:

@@ -20,12 +20,13 @@ from starlette.applications import Starlette
 from reconcile.clients import live_limiter
 from reconcile.config import Settings, serve_settings
 from reconcile.db.engine import make_engine, upgrade_to_head
-from reconcile.errors import ExitCode, ReconcileError
+from reconcile.errors import ConfigError, ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.posting.engine import PostingEngine
 from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
-from reconcile.serve.app import ServeParts, check_credentials, create_app
+from reconcile.rules.login_limit import token_problem
+from reconcile.serve.app import ServeParts, check_credentials, create_app, create_console_server
 from reconcile.serve.destinations import Destinations
 from reconcile.serve.limits import server_config
 from reconcile.serve.worker import PostOrder
@@ -47,12 +48,16 @@ def parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentPars
     parsed = parser_class(
         prog="reconcile serve",
         description="Serve the Stripe webhook and the /top-up API, posting through the "
-        "exactly-once engine. Exit codes: 0 stopped, 2 configuration error, 3 failed.",
+        "exactly-once engine, and the review page at / when RECONCILE_CONSOLE_TOKEN is set. "
+        "Exit codes: 0 stopped, 2 configuration error, 3 failed.",
     )
     parsed.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parsed.add_argument("--port", type=int, default=4242, help="port to listen on")
     parsed.add_argument(
-        "--only", choices=("webhook", "top-up"), help="serve only one endpoint (and /healthz)"
+        "--only",
+        choices=("webhook", "top-up", "console"),
+        help="serve only one endpoint (and /healthz); 'console' needs no Stripe or Moesif "
+        "credentials, only RECONCILE_CONSOLE_TOKEN and the database",
     )
     parsed.add_argument("--log-format", choices=("text", "json"), help="log line format")
     parsed.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -77,6 +82,9 @@ def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> 
     from reconcile.observability import configure_logging
 
     values = environment()
+    check_console_token(values, namespace.only)
+    if namespace.only == "console":
+        values = console_environment(values)
     settings = Settings.from_env(values, dotenv=None)
     extra = serve_settings(values)
     check_credentials(extra, namespace.only)
@@ -89,6 +97,12 @@ def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> 
     upgrade_to_head(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
     try:
+        if namespace.only == "console":
+            if console is None:
+                raise ConfigError("this build of serve has no review page to serve")
+            page = console(values, settings.report_dir, sessions, _utc_now)
+            _serve(create_console_server(sessions, page), namespace)
+            return ExitCode.OK
         with posting_step(settings, sessions, _utc_now) as live:
             app = create_app(
                 ServeParts(
@@ -106,12 +120,43 @@ def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> 
                     ),
                 )
             )
-            config = server_config(app, namespace.host, namespace.port)
-            log.info("serving on http://%s:%d", namespace.host, namespace.port)
-            _run_until_stopped(uvicorn.Server(config))
+            _serve(app, namespace)
     finally:
         engine.dispose()
     return ExitCode.OK
+
+
+def check_console_token(values: Mapping[str, str], only: str | None) -> None:
+    """Refuse to start with a console token too weak to guard the review page.
+
+    Without ``--only console`` an unset token leaves the page off; a set one must be strong.
+
+    Raises:
+        ConfigError: the token is missing (``--only console``), short, or has control characters.
+    """
+    token = values.get("RECONCILE_CONSOLE_TOKEN", "")
+    if only == "console" or token.strip():
+        problem = token_problem(token)
+        if problem is not None:
+            raise ConfigError(f"{problem} to serve the review page")
+
+
+def console_environment(values: Mapping[str, str]) -> dict[str, str]:
+    """Return ``values`` for ``--only console``: the page reads the database, not Stripe or Moesif.
+
+    The two API credentials get stand-ins when unset, so that :class:`Settings` can be read;
+    nothing in ``--only console`` uses them.
+    """
+    environ = dict(values)
+    environ.setdefault("STRIPE_API_KEY", "not-needed-for-the-console")
+    environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-the-console")
+    return environ
+
+
+def _serve(app: Starlette, namespace: argparse.Namespace) -> None:
+    config = server_config(app, namespace.host, namespace.port)
+    log.info("serving on http://%s:%d", namespace.host, namespace.port)
+    _run_until_stopped(uvicorn.Server(config))
 
 
 @contextlib.contextmanager

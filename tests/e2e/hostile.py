@@ -24,7 +24,7 @@ from tests.e2e.test_cli import _one_error_line
 DB_PASSWORD = "pg-canary-Pw-7391"
 WEBHOOK_SECRET = "whsec_canary_hook_5150"
 NOTIFY_URL = "http://127.0.0.1:9/hooks/canary-notify-8086"
-CONSOLE_TOKEN = "console-canary-token-2718"
+CONSOLE_TOKEN = "console-canary-token-2718-long-enough"
 TOPUP_TOKEN = "topup-canary-token-3141"
 CANARIES = (
     STRIPE_KEY,

@@ -268,3 +268,14 @@ def seeded(sessions: sessionmaker[Session]) -> dict[str, str]:
             ).finding_id,
         }
     return ids
+
+
+def sign_in(client: Any, token: str) -> Any:  # noqa: ANN401 - an httpx or Starlette client
+    """Fetch the login form as a browser would, then post ``token`` with its CSRF token."""
+    import re
+
+    form = client.get("/login")
+    assert form.status_code == 200
+    found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert found is not None
+    return client.post("/login", data={"token": token, "csrf": found.group(1)})

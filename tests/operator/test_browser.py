@@ -16,7 +16,7 @@ from tests.operator.conftest import HOSTILE, NOW, ServedApp
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-TOKEN = "browser-console-token-7781"
+TOKEN = "browser-console-token-7781-long-enough"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 """Screenshots land here (git-ignored) so CI can keep them."""
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret
 from reconcile.db.finding_states import get_finding, notes_of
 from reconcile.operator.console import ConsoleSettings, create_console_app
-from tests.operator.conftest import HOSTILE, NOW, ServedApp
+from tests.operator.conftest import HOSTILE, NOW, ServedApp, sign_in
 
-TOKEN = "console-token-for-tests-0042"
+TOKEN = "console-token-for-tests-0042-long-enough"
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def clients(served: dict[str | None, str]) -> Iterator[Callable[..., httpx.Clien
 
 
 def _login(client: httpx.Client) -> str:
-    answer = client.post("/login", data={"token": TOKEN})
+    answer = sign_in(client, TOKEN)
     assert answer.status_code == 303
     page = client.get("/findings").text
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
@@ -62,8 +62,8 @@ def test_login_needs_the_token_and_sets_a_strict_httponly_cookie(
 ) -> None:
     client = clients()
     assert client.get("/findings").headers["location"] == "/login"
-    assert client.post("/login", data={"token": "wrong"}).status_code == 401
-    answer = client.post("/login", data={"token": TOKEN})
+    assert sign_in(client, "wrong").status_code == 401
+    answer = sign_in(client, TOKEN)
     assert answer.status_code == 303
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie

@@ -21,6 +21,7 @@ from reconcile.config import Secret
 from reconcile.db.models import TopUpKey, WebhookEvent
 from reconcile.fakes.stripe import FakeStripe, sign
 from reconcile.operator.console import ConsoleSettings, create_console_app
+from tests.operator.conftest import sign_in
 from tests.serve.conftest import SECRET, TOKEN, Served
 
 MB = 1024 * 1024
@@ -85,7 +86,7 @@ def console_served(
     make_served: Callable[..., Served], sessions: sessionmaker[Session], tmp_path: Path
 ) -> Served:
     page = create_console_app(
-        ConsoleSettings(token=Secret("console-token-for-bounds-tests-0001"), report_dir=tmp_path),
+        ConsoleSettings(token=Secret("console-token-for-bounds-tests-00001"), report_dir=tmp_path),
         sessions,
         lambda: datetime.now(UTC),
     )
@@ -356,7 +357,7 @@ def test_a_signed_event_that_cannot_be_stored_is_400_never_500(
 
 def test_a_nul_in_a_url_is_400_on_the_review_page(console_served: Served) -> None:
     with console_served.http() as http:
-        login = http.post("/login", data={"token": "console-token-for-bounds-tests-0001"})
+        login = sign_in(http, "console-token-for-bounds-tests-00001")
         assert login.status_code == 303
         assert http.get("/findings?company=co_1").status_code == 200
         assert http.get("/findings?company=%00").status_code == 400

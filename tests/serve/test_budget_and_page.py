@@ -73,7 +73,9 @@ def test_healthz_and_the_review_page_answer_side_by_side(
     make_served: Callable[..., Served], sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     page = create_console_app(
-        ConsoleSettings(token=Secret("console-token"), report_dir=tmp_path),
+        ConsoleSettings(
+            token=Secret("console-token-that-is-long-enough-0001"), report_dir=tmp_path
+        ),
         sessions,
         lambda: datetime.now(UTC),
     )

@@ -44,7 +44,7 @@ def serving(
     if report_lag is not None:
         environ["RECONCILE_MOESIF_REPORT_LAG"] = report_lag
     environ["RECONCILE_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
-    environ["RECONCILE_CONSOLE_TOKEN"] = "console-token-for-tests"
+    environ["RECONCILE_CONSOLE_TOKEN"] = "console-token-for-tests-long-enough-01"
     port = _free_port()
     with (tmp_path / f"{name}.log").open("w") as log:
         process = subprocess.Popen(

@@ -2,8 +2,13 @@
 
 Everything is rendered on the server by Jinja2 with autoescaping on for every template, so a
 value from Stripe or Moesif (a company id of ``<script>…``) is shown as text. A login with
-``RECONCILE_CONSOLE_TOKEN`` starts a session (a cookie signed with a key derived from the token,
-HttpOnly, SameSite=Strict); each session carries a CSRF token that every form posts back.
+``RECONCILE_CONSOLE_TOKEN`` (at least 32 characters) starts a session kept in this process
+(:mod:`~reconcile.operator.console.sessions`): the cookie, HttpOnly and SameSite=Strict, carries
+only its random id, signing out revokes it, and a new token revokes them all. Each session
+carries a CSRF token that every form posts back; the login form has its own, tied to a cookie.
+Login attempts are limited per client and overall (429 with ``Retry-After``). Every answer,
+errors included, carries :data:`~reconcile.security_headers.SECURITY_HEADERS`, and every
+redirect is a path on this server, never built from the request's ``Host``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -41,23 +45,28 @@ from reconcile.db.finding_states import (
     list_findings,
     notes_of,
 )
+from reconcile.errors import ConfigError
 from reconcile.money import format_major
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
 from reconcile.operator.console import reads
 from reconcile.operator.console.chart import build_chart
+from reconcile.operator.console.login_guard import LoginGuard
+from reconcile.operator.console.sessions import (
+    SESSION_COOKIE,
+    ServerSessions,
+    SessionStore,
+    session_id_of,
+)
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
+from reconcile.rules.login_limit import token_problem
 from reconcile.safe_text import text_problem
+from reconcile.security_headers import SECURITY_HEADERS, SecurityHeaders
 
 log = logging.getLogger(__name__)
 
-SESSION_COOKIE = "reconcile_console"
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+LOGIN_COOKIE = "reconcile_console_login"
+"""The cookie that ties the login form's CSRF token to the browser that fetched the form."""
+__all__ = ["SECURITY_HEADERS", "SESSION_COOKIE", "create_console_app"]
 AGES = {"": None, "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 """The age filter's choices: findings first seen at least this long ago."""
 CLOSE_ACTIONS = {"resolve": FindingStatus.RESOLVED, "ignore": FindingStatus.IGNORED}
@@ -68,17 +77,31 @@ def create_console_app(
     settings: ConsoleSettings,
     sessions: sessionmaker[Session],
     clock: Callable[[], datetime],
+    store: SessionStore | None = None,
 ) -> Starlette:
     """Return the review page; mount it at ``/``. Without a token every path answers 404.
 
     Args:
         settings: the token, the report directory (for the latest balances CSV), cookie flags.
         sessions: the snapshot database's session factory.
-        clock: the current time (aware UTC), for ages and the time a finding is closed.
+        clock: the current time (aware UTC), for ages, sessions, login limits and closing.
+        store: where sessions are kept (a new, empty one by default).
+
+    Raises:
+        ConfigError: the token is shorter than 32 characters or holds control characters.
     """
     if settings.token is None:
-        return Starlette(routes=[Route("/{path:path}", _off, methods=["GET", "POST"])])
-    console = _Console(settings, sessions, clock)
+        off = Starlette(
+            routes=[Route("/{path:path}", _off, methods=["GET", "POST"])],
+            middleware=[Middleware(SecurityHeaders)],
+        )
+        off.router.redirect_slashes = False
+        return off
+    problem = token_problem(settings.token.reveal())
+    if problem is not None:
+        raise ConfigError(problem)
+    store = SessionStore() if store is None else store
+    console = _Console(settings, sessions, clock, store)
     routes = [
         Route("/", console.runs, name="runs"),
         Route("/login", console.login_form, methods=["GET"], name="login"),
@@ -90,16 +113,13 @@ def create_console_app(
         Route("/balances", console.balances, name="balances"),
     ]
     middleware = [
-        Middleware(
-            SessionMiddleware,
-            secret_key=settings.session_key(),
-            session_cookie=SESSION_COOKIE,
-            max_age=int(SESSION_LIFETIME.total_seconds()),
-            same_site="strict",
-            https_only=settings.secure_cookies,
-        )
+        Middleware(SecurityHeaders),
+        Middleware(ServerSessions, store=store, fingerprint=settings.session_key(), clock=clock),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    # Starlette would answer "/findings/" with a redirect built from the Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 def _off(request: Request) -> Response:
@@ -127,10 +147,13 @@ class _Console:
         settings: ConsoleSettings,
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime],
+        store: SessionStore,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
+        self.store = store
+        self.guard = LoginGuard(settings.login_budget)
         self.templates = _templates()
 
     # Rendering and the session.
@@ -139,14 +162,10 @@ class _Console:
         self, request: Request, name: str, context: dict[str, Any], status: int = 200
     ) -> Response:
         context = {**context, "csrf": request.session.get("csrf", ""), "base": _base(request)}
-        response = self.templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
 
     def redirect(self, request: Request, path: str) -> Response:
-        response = RedirectResponse(_base(request) + path, status_code=303)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+        return RedirectResponse(relative_location(_base(request), path), status_code=303)
 
     @staticmethod
     def signed_in(request: Request) -> bool:
@@ -155,23 +174,80 @@ class _Console:
     # Login.
 
     def login_form(self, request: Request) -> Response:
-        return self.render(request, "login.html", {"error": ""})
+        return self.login_page(request, "", 200)
+
+    def login_page(self, request: Request, error: str, status: int) -> Response:
+        """Render the login form with a fresh CSRF token tied to a fresh login cookie."""
+        nonce = secrets.token_urlsafe(32)
+        context = {"error": error, "login_csrf": self.settings.login_csrf(nonce)}
+        response = self.render(request, "login.html", context, status)
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+            path=(_base(request) or "") + "/login",
+            secure=self.settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
 
     async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client is not None else "unknown"
+        verdict = self.guard.attempt(client, self.clock())
+        if not verdict.allowed:
+            log.warning("review page: a login was refused, too many attempts")
+            wait = verdict.retry_after_seconds
+            return PlainTextResponse(
+                f"too many login attempts; try again in {wait} seconds",
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         form = await request.form()
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        offered_csrf = form.get("csrf")
+        if (
+            not nonce
+            or not isinstance(offered_csrf, str)
+            or not hmac.compare_digest(
+                offered_csrf.encode(), self.settings.login_csrf(nonce).encode()
+            )
+        ):
+            log.warning("review page: a login without a valid CSRF token was refused")
+            return self.login_page(request, "The form had expired; sign in again.", 403)
         offered = form.get("token")
         if not isinstance(offered, str) or not self.settings.token_matches(offered.strip()):
             log.warning("review page: a login with a wrong token")
-            return self.render(request, "login.html", {"error": "That token is not right."}, 401)
-        request.session.clear()
-        request.session.update({"operator": True, "csrf": secrets.token_urlsafe(32)})
-        return self.redirect(request, "/")
+            return self.login_page(request, "That token is not right.", 401)
+        self.guard.signed_in(client)
+        self.store.end(session_id_of(request.scope))
+        started = self.store.start(self.settings.session_key(), self.clock())
+        response = self.redirect(request, "/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            started.session_id,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+            path=_base(request) or "/",
+            secure=self.settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+        response.delete_cookie(LOGIN_COOKIE, path=(_base(request) or "") + "/login")
+        return response
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
+        response = self.redirect(request, "/login")
         if self.signed_in(request) and _csrf_ok(request, form.get("csrf")):
-            request.session.clear()
-        return self.redirect(request, "/login")
+            self.store.end(session_id_of(request.scope))
+            response.delete_cookie(
+                SESSION_COOKIE,
+                path=_base(request) or "/",
+                secure=self.settings.secure_cookies,
+                httponly=True,
+                samesite="strict",
+            )
+        return response
 
     # Pages.
 
@@ -308,6 +384,16 @@ class _Console:
 
 def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def relative_location(base: str, path: str) -> str:
+    """Return a redirect target on this server: one leading slash, never a scheme or host.
+
+    ``base`` is where the page is mounted; ``//evil.example`` or a backslash could make a
+    browser leave the server, so leading slashes and backslashes collapse to one slash.
+    """
+    target = (base + "/" + path.lstrip("/")).replace("\\", "/")
+    return "/" + target.lstrip("/")
 
 
 def _csrf_ok(request: Request, offered: object) -> bool:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from reconcile.config import Secret
+from reconcile.rules.login_limit import DEFAULT_BUDGET, LoginBudget
 
 SESSION_LIFETIME = timedelta(hours=12)
 """How long a login lasts."""
@@ -23,6 +24,8 @@ class ConsoleSettings:
     report_dir: Path = Path("reports")
     secure_cookies: bool = False
     """Send the session cookie over HTTPS only (set it when served behind TLS)."""
+    login_budget: LoginBudget = DEFAULT_BUDGET
+    """How many login attempts a client, and all clients together, may make in a window."""
 
     @classmethod
     def from_env(cls, values: Mapping[str, str], report_dir: Path) -> ConsoleSettings:
@@ -42,6 +45,11 @@ class ConsoleSettings:
         digest = hmac.new(
             self.token.reveal().encode("utf-8"), b"reconcile console session v1", hashlib.sha256
         )
+        return digest.hexdigest()
+
+    def login_csrf(self, nonce: str) -> str:
+        """Return the CSRF token of the login form whose cookie carries ``nonce``."""
+        digest = hmac.new(self.session_key().encode("utf-8"), nonce.encode("utf-8"), hashlib.sha256)
         return digest.hexdigest()
 
     def token_matches(self, offered: str) -> bool:
