@@ -104,7 +104,9 @@ def test_a_login_needs_the_form_s_csrf_token_and_its_cookie(
     assert client.post("/login", data={"token": TOKEN}).status_code == 403
     form = client.get("/login")
     cookie = form.headers["set-cookie"].lower()
-    assert LOGIN_COOKIE in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert LOGIN_COOKIE in cookie
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
     assert client.post("/login", data={"token": TOKEN, "csrf": csrf + "x"}).status_code == 403
     stranger = _client(client.app)  # a page elsewhere cannot read the login cookie
@@ -148,7 +150,8 @@ def test_a_session_lives_on_the_server_and_sign_out_revokes_it(
     assert sign_in(client, TOKEN).status_code == 303
     session_id = client.cookies[SESSION_COOKIE]
     assert len(store) == 1
-    assert TOKEN not in session_id and "." not in session_id  # an id, not signed data
+    assert TOKEN not in session_id
+    assert "." not in session_id  # an id, not signed data
     page = client.get("/findings")
     assert page.status_code == 200
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
@@ -251,4 +254,5 @@ def test_secure_cookies_are_marked_secure(sessions: sessionmaker[Session], tmp_p
     assert "secure" in client.get("/login").headers["set-cookie"].lower()
     signed = sign_in(client, TOKEN)
     session_cookie = [c for c in signed.headers.get_list("set-cookie") if SESSION_COOKIE + "=" in c]
-    assert session_cookie and "secure" in session_cookie[0].lower()
+    assert session_cookie
+    assert "secure" in session_cookie[0].lower()
