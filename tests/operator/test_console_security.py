@@ -128,7 +128,7 @@ def test_login_attempts_are_limited_per_client_and_overall_with_a_429(
     refused = sign_in(guesser, TOKEN)  # even the right token waits its turn
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "300"
-    assert "too many login attempts" in refused.text
+    assert "Too many sign-in attempts; try again in 300 seconds." in refused.text
     _has_security_headers(refused)
 
     others = [_client(app, f"203.0.113.{n}") for n in (2, 3)]

@@ -198,11 +198,11 @@ class _Console:
         if not verdict.allowed:
             log.warning("review page: a login was refused, too many attempts")
             wait = verdict.retry_after_seconds
-            return PlainTextResponse(
-                f"too many login attempts; try again in {wait} seconds",
-                status_code=429,
-                headers={"Retry-After": str(wait)},
+            refused = self.login_page(
+                request, f"Too many sign-in attempts; try again in {wait} seconds.", 429
             )
+            refused.headers["Retry-After"] = str(wait)
+            return refused
         form = await request.form()
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         offered_csrf = form.get("csrf")
