@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,27 +11,17 @@ from reconcile import frames
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.postings import confirmed
+from reconcile.domain import origin
+from reconcile.domain.values import Entry
 from reconcile.errors import GuardrailTripped, ReconcileError
 from reconcile.observability import Progress
-from reconcile.posting import origin
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
-from reconcile.rules.conclusion import Tally, tally
+from reconcile.rules.conclusion import tally
 from reconcile.rules.orders import Decision, Missing, after_sending, decide
-from reconcile.steps import Sessions, ending
-
-
-@dataclass(frozen=True)
-class Posted:
-    """The findings with what was decided and sent, the postings counted, and any guardrail."""
-
-    findings: pd.DataFrame
-    counted: Tally
-    guardrail: str = ""
-    """Why nothing was posted, empty if it was."""
+from reconcile.steps import Posted, Sessions, ending
 
 
 def decisions(
