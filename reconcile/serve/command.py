@@ -15,14 +15,13 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 
-from reconcile.clients import live_limiter
+from reconcile.clients import live_limiter, posting_engine
 from reconcile.config import Settings, serve_settings
 from reconcile.config import environment as config_environment
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.domain.values import Entry
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
-from reconcile.posting.engine import PostingEngine
 from reconcile.posting.outcome import Outcome
 from reconcile.serve.app import ServeParts, check_credentials, create_app
 from reconcile.serve.destinations import Destinations
@@ -122,13 +121,7 @@ def posting_step(
             limiter=live_limiter(settings),
             read_cap=settings.moesif_read_cap,
         )
-        engine = PostingEngine(
-            sessions,
-            moesif,
-            amount_unit=settings.moesif_amount_unit,
-            clock=clock,
-            report_lag=settings.moesif_report_lag,
-        )
+        engine = posting_engine(sessions, moesif, settings, clock)
 
         def post(order: Entry, origin: str) -> Outcome:
             return engine.post(order, origin=origin)

@@ -8,14 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from reconcile import frames
-from reconcile.clients import Clients
+from reconcile.clients import Clients, posting_engine
 from reconcile.config import Settings
 from reconcile.db.postings import confirmed
 from reconcile.domain import origin
 from reconcile.domain.values import Entry
 from reconcile.errors import GuardrailTripped, ReconcileError
 from reconcile.observability import Progress
-from reconcile.posting.engine import PostingEngine
 from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
@@ -50,14 +49,8 @@ def send(
     Raises:
         ReconcileError: sending had to stop; ``outcomes`` holds what was sent before.
     """
-    engine = PostingEngine(
-        sessions,
-        clients.moesif,
-        amount_unit=settings.moesif_amount_unit,
-        clock=clients.clock,
-        report_lag=settings.moesif_report_lag,
-        first_read=ReadOnce(clients.moesif, clients.clock, orders),
-    )
+    once = ReadOnce(clients.moesif, clients.clock, orders)
+    engine = posting_engine(sessions, clients.moesif, settings, clients.clock, once)
     caller = origin.for_run(run_id)
     progress = Progress("Postings", total=len(orders), unit="postings")
     for order in orders:
