@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 import reconcile
 from reconcile.cli import COMMANDS, main
-from reconcile.domain import Category
+from reconcile.domain.vocab import Category
 from tests.operator.conftest import add_state
 
 ROOT = str(Path(reconcile.__file__).resolve().parents[1])

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
 from reconcile.operator.console.sessions import SESSION_COOKIE
+from reconcile.operator.console.settings import ConsoleSettings
 from reconcile.rules.login_limit import LoginBudget
 from tests.operator.conftest import NOW, ServedApp
 from tests.operator.test_browser import TOKEN, _click_and_wait, _shot, browser  # noqa: F401

@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 
 from reconcile.config import Secret
 from reconcile.errors import ConfigError, ExitCode
-from reconcile.operator.console import ConsoleSettings, create_console_app
-from reconcile.operator.console.app import LOGIN_COOKIE, relative_location
+from reconcile.operator.console.app import LOGIN_COOKIE, create_console_app, relative_location
 from reconcile.operator.console.sessions import SESSION_COOKIE, SessionStore
+from reconcile.operator.console.settings import ConsoleSettings
 from reconcile.rules.login_limit import LoginBudget
 from reconcile.security_headers import SECURITY_HEADERS
 from tests.operator.conftest import NOW, sign_in

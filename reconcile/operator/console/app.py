@@ -36,8 +36,6 @@ from starlette.templating import Jinja2Templates
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     UnknownFinding,
     close_findings,
     get_finding,
@@ -45,8 +43,9 @@ from reconcile.db.finding_states import (
     list_findings,
     notes_of,
 )
+from reconcile.domain.money import format_major
+from reconcile.domain.vocab import FindingStatus, NoteSource
 from reconcile.errors import ConfigError
-from reconcile.money import format_major
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
 from reconcile.operator.console import reads
 from reconcile.operator.console.chart import build_chart
