@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
+from reconcile.db.models import ExpectedRow, Finding, LedgerEntry, MoesifSubscription, Posting
 
 
 @dataclass(frozen=True)
@@ -170,3 +171,22 @@ def stripe_movements_between(
         StoredMovement(t, str(s), str(e), int(a), str(c).lower(), at, str(o))
         for t, s, e, a, c, at, o in session.execute(query)
     ]
+
+
+def pairings(session: Session, subscription_id: str, categories: Sequence[str]) -> dict[str, str]:
+    """Return, per ledger row, the Stripe ``transaction_id`` a run's finding paired it with.
+
+    Read from the runs' findings of ``categories`` on the subscription (a row paired by amount
+    is reported, not followed as an open finding); a later run's pairing wins.
+    """
+    query = (
+        select(Finding.moesif_id, Finding.transaction_id)
+        .where(
+            Finding.subscription_id == subscription_id,
+            Finding.category.in_(list(categories)),
+            Finding.moesif_id.is_not(None),
+            Finding.transaction_id.is_not(None),
+        )
+        .order_by(Finding.id)
+    )
+    return {str(moesif_id): str(tid) for moesif_id, tid in session.execute(query)}

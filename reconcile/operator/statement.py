@@ -40,8 +40,10 @@ from reconcile.db.statements import (
     confirmed_postings_between,
     ledger_rows_between,
     ledger_sum_before,
+    pairings,
     stripe_movements_between,
 )
+from reconcile.domain import Category
 from reconcile.errors import DatabaseUnavailable, ExitCode, UsageError
 from reconcile.files import write_atomically
 from reconcile.money import exponent
@@ -89,7 +91,7 @@ _OWN_KINDS = {
 _DEBITS = frozenset({"debit", "usage"})
 CORRECTION_PREFIX = "corr_"
 """How the ``transaction_id`` of a correction the job posted begins."""
-_PAIRING = ("duplicate_in_moesif", "matched_by_amount")
+PAIRING = (Category.DUPLICATE_IN_MOESIF.value, Category.MATCHED_BY_AMOUNT.value)
 """Categories whose finding pairs a ledger row with the Stripe movement it records."""
 
 
@@ -179,14 +181,14 @@ def finding_index(
     by_transaction: dict[str, str] = {}
     paired: dict[str, str] = {}
     balance_break = None
-    for state in sorted(states, key=lambda s: (s.category in _PAIRING, s.finding_id)):
+    for state in sorted(states, key=lambda s: (s.category in PAIRING, s.finding_id)):
         if state.category == BALANCE_BREAK:
             if state.subscription_id == subscription_id and balance_break is None:
                 balance_break = state.finding_id
             continue
         if state.transaction_id:
             by_transaction.setdefault(state.transaction_id, state.finding_id)
-            if state.category in _PAIRING and state.moesif_id:
+            if state.category in PAIRING and state.moesif_id:
                 paired[state.moesif_id] = state.transaction_id
     return by_transaction, paired, balance_break
 
@@ -349,6 +351,7 @@ def read_statement(
     rows = [*rows, *unseen_postings(rows, postings)]
     states = open_states(session, companies=[request.company_id])
     findings, paired, balance_break = finding_index(states, subscription_id)
+    paired = {**pairings(session, subscription_id, PAIRING), **paired}
     movements = [
         stripe_movement(stored)
         for stored in stripe_movements_between(session, subscription_id, request.since, until)

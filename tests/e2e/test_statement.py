@@ -214,3 +214,36 @@ def test_a_company_with_two_subscriptions_names_one(
         "EUR",
         "3.00",
     )
+
+
+def test_a_payment_credited_twice_under_random_ids_stands_twice_beside_it(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    customer = _acme(world)
+    paid = world.stripe.add_payment_intent(customer, 10000, created=world.now - timedelta(days=2))
+    for _ in range(2):
+        world.moesif.add_row(
+            "acme",
+            "sub_acme",
+            "credit",
+            Decimal("100.00"),
+            world.now - timedelta(days=2),
+            description="webhook retry",
+        )
+    assert main(["--since", world.since]) == 1
+    (duplicate,) = [
+        row["finding_id"] for row in world.report_rows() if row["category"] == "duplicate_in_moesif"
+    ]
+    capsys.readouterr()
+
+    assert main(["statement", "--company", "acme", "--since", world.since]) == 1
+
+    path, tie_out = _statement(capsys)
+    lines = [r for r in _rows(path) if r["transaction_id"] == paid]
+    assert [(r["amount"], r["balance_after"], r["finding_id"]) for r in lines] == [
+        ("100.00", "100.00", duplicate),
+        ("0.00", "100.00", duplicate),
+    ]
+    assert tie_out[1] == (
+        f"-100.00 USD: the ledger records the top-up {paid} again (100.00 USD) ({duplicate})"
+    )
