@@ -31,7 +31,12 @@ def test_a_statement_in_a_browser(
         _click_and_wait(driver, driver.find_element(By.ID, "sign-in"))
 
         driver.get(served.url + "/balances")  # computed from the snapshot: no CSV yet
-        _click_and_wait(driver, driver.find_element(By.LINK_TEXT, "stmtco"))
+        (row,) = [
+            row
+            for row in driver.find_elements(By.CSS_SELECTOR, "#balances tbody tr")
+            if row.find_element(By.CSS_SELECTOR, "td.company_id").text == "stmtco"
+        ]
+        _click_and_wait(driver, row.find_element(By.CSS_SELECTOR, "a.company-page"))
         assert driver.find_element(By.TAG_NAME, "h1").text == "Company stmtco"
         _click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "a.statement"))
 

@@ -47,6 +47,7 @@ def test_a_company_page_links_to_its_statement_and_its_csv(
     lost = seed_statement(sessions)
     _signed_in(client)
 
+    assert 'href="/companies/stmtco"' in client.get("/balances").text
     company = client.get("/companies/stmtco")
     assert company.status_code == 200
     assert "/companies/stmtco/statement?subscription=sub_stmt" in company.text
