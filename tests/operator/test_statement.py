@@ -185,3 +185,42 @@ def test_statements_of_generated_histories_tie_out_to_the_cent(
     for tid, (_, finding) in lost.items():
         (line,) = [row for row in rows if row["transaction_id"] == tid]
         assert line["finding_id"] == finding
+
+
+def test_a_hostile_company_id_stays_in_the_report_directory(tmp_path) -> None:
+    from reconcile.operator.statement import statement_path
+
+    path = statement_path(tmp_path, "../../etc/=cmd|x", "20261201T020000Z-abcdef", "csv")
+    assert path.parent == tmp_path
+    assert path.name == "statement-_.._etc__cmd_x-20261201T020000Z-abcdef.csv"
+
+
+def test_own_rows_take_the_contracts_kinds_and_signs() -> None:
+    from reconcile.db.statements import StoredRow
+    from reconcile.operator.statement import split_ledger
+
+    def row(moesif_id, entry_type, amount, tid=None):
+        return StoredRow(moesif_id, tid, entry_type, amount, "usd", SINCE, None)
+
+    ledger, usage = split_ledger(
+        [
+            row("a", "credit", 100),
+            row("b", "debit", 40),
+            row("c", "promotion", 5),
+            row("d", "adjustment", 7),
+            row("e", "credit", 9, "corr_F-1"),
+            row("f", "usage", 3),
+            row("g", "usage", 4),
+            row("h", "credit", 11, "random-id"),
+        ],
+        {"h": "pi_paired"},
+    )
+    assert [(m.kind, m.amount, m.transaction_id) for m in ledger] == [
+        ("manual_credit", 100, None),
+        ("manual_debit", -40, None),
+        ("promotion", 5, None),
+        ("correction", 7, None),
+        ("correction", 9, "corr_F-1"),
+        ("manual_credit", 11, "pi_paired"),
+    ]
+    assert usage == {SINCE.date(): -7}
