@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from reconcile import __version__
-from reconcile.config import Settings
+from reconcile.config import Settings, environment
+from reconcile.domain.times import parse_when
 from reconcile.errors import ExitCode, ReconcileError, RunFailed
 from reconcile.redaction import NO_SECRETS
-from reconcile.times import parse_when
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -170,13 +170,13 @@ def _console_page(
     clock: Callable[[], datetime],
 ) -> Starlette:
     """Build the review page ``reconcile serve`` mounts at ``/`` (off without its token)."""
-    from reconcile.operator.console import ConsoleSettings, create_console_app
+    from reconcile.operator.console.app import create_console_app
+    from reconcile.operator.console.settings import ConsoleSettings
 
     return create_console_app(ConsoleSettings.from_env(values, report_dir), sessions, clock)
 
 
 def _balances(args: list[str]) -> int:
-    import os
     from datetime import UTC
 
     from reconcile.operator.balances import check_balances, summary_line
@@ -193,7 +193,7 @@ def _balances(args: list[str]) -> int:
     )
     _common(parser)
     namespace = parser.parse_args(args)
-    environ = dict(os.environ)
+    environ = environment(dotenv=None)
     if namespace.since is None:
         environ.setdefault("STRIPE_API_KEY", "not-needed-for-balances")
     try:
@@ -342,9 +342,7 @@ def _status(args: list[str]) -> int:
 
 def _status_environment() -> dict[str, str]:
     """Status reads only the database: credentials are not needed for it."""
-    import os
-
-    environ = dict(os.environ)
+    environ = environment(dotenv=None)
     environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
     environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
     return environ
@@ -356,7 +354,8 @@ def _findings(args: list[str]) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from reconcile.db.engine import describe, make_engine, upgrade_to_head
-    from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
+    from reconcile.db.finding_states import FindingFilter, UnknownFinding
+    from reconcile.domain.vocab import FindingStatus
     from reconcile.errors import DatabaseUnavailable, UsageError
     from reconcile.operator.findings_view import close, listing
 

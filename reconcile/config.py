@@ -15,11 +15,11 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from reconcile.domain.times import parse_duration
 from reconcile.errors import ConfigError
 from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.redaction import Redactor
 from reconcile.retry import RetryPolicy
-from reconcile.times import parse_duration
 
 DEFAULT_STRIPE_API_VERSION = "2025-02-24.acacia"
 """The Stripe API version the job pins: the last one whose PaymentIntents name their invoice."""
@@ -138,11 +138,21 @@ class Settings:
             ConfigError: a required value is missing or a value is malformed; the message
                 names the variable.
         """
-        values: dict[str, str] = {}
-        if dotenv is not None and dotenv.is_file():
-            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
-        return _parse(values)
+        return _parse(environment(environ, dotenv))
+
+
+def environment(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> dict[str, str]:
+    """Return a ``.env`` file overlaid by ``environ`` (default: the process environment).
+
+    The one place reconcile reads its environment; every command takes its settings from here.
+    """
+    values: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return values
 
 
 def _default(name: str) -> Any:  # noqa: ANN401 - each field's own type

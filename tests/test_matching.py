@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import reconcile.matching
-from reconcile.domain import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
 from reconcile.matching import finding_records, is_stripe_id, match, postable
-from reconcile.times import Window
 
 T = datetime(2026, 11, 1, 12, tzinfo=UTC)
 WINDOW = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
@@ -540,10 +540,12 @@ def test_matcher_imports_no_io() -> None:
         "numpy",
         "numpy.typing",
         "pandas",
-        "reconcile.domain",
-        "reconcile.money",
+        "reconcile.domain.ids",
+        "reconcile.domain.values",
+        "reconcile.domain.vocab",
+        "reconcile.domain.money",
         "reconcile.rules.destination",
-        "reconcile.times",
+        "reconcile.domain.times",
     }
 
 

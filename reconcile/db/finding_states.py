@@ -5,40 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
-
-
-class FindingStatus(StrEnum):
-    """Where a finding stands; only ``open`` counts for review (``rules.lifecycle`` moves them).
-
-    ``resolved`` is an operator's claim awaiting the next run's check; ``closed`` is settled
-    for good (by a run that found the drift gone, or a claim a run confirmed).
-    """
-
-    OPEN = "open"
-    RESOLVED = "resolved"
-    CLOSED = "closed"
-    IGNORED = "ignored"
-
-
-class ClosedBy(StrEnum):
-    """Who closed a finding."""
-
-    RUN = "run"
-    OPERATOR = "operator"
-
-
-class NoteSource(StrEnum):
-    """Where an operator's action came from."""
-
-    CLI = "cli"
-    PAGE = "page"
+from reconcile.domain import ids
+from reconcile.domain.vocab import Action, ClosedBy, EventStatus, FindingStatus, NoteSource
 
 
 class UnknownFinding(LookupError):
@@ -254,7 +228,7 @@ def record_seen(
                 FindingNote(
                     finding_id=finding_id,
                     at=now,
-                    action="reopened",
+                    action=Action.REOPENED,
                     note=f"found again by run {run_id}",
                     source="run",
                 )
@@ -312,19 +286,20 @@ WEBHOOK_RUN = "serve"
 def adopt_unmapped_events(session: Session, now: datetime) -> int:
     """Open an ``unmapped_customer`` finding for each movement a webhook could not map.
 
-    ``serve`` records such an event ``unmapped`` with ``transaction_id: reason`` pairs in its
-    ``last_error``; each movement not yet a finding becomes one, open at once. Returns how many
-    were opened. Flushes, never commits.
+    Today's ``serve`` opens such findings itself, at once (``open_at_once``); this adopts the
+    events an older ``serve`` recorded ``unmapped`` with only ``transaction_id: reason`` pairs in
+    their ``last_error``, so a database upgraded from it loses none. Each movement not yet a
+    finding becomes one. Returns how many were opened. Flushes, never commits.
     """
-    from reconcile.rules.finding_ids import finding_id
-
-    events = session.scalars(select(WebhookEvent).where(WebhookEvent.status == "unmapped"))
+    events = session.scalars(
+        select(WebhookEvent).where(WebhookEvent.status == EventStatus.UNMAPPED)
+    )
     wanted: dict[str, tuple[str, str, WebhookEvent]] = {}
     for event in events:
         for part in (event.last_error or "").split("; "):
             transaction_id, _, reason = part.partition(": ")
             if transaction_id.strip():
-                key = finding_id("unmapped_customer", transaction_id.strip(), None)
+                key = ids.finding_id("unmapped_customer", transaction_id.strip(), None)
                 wanted.setdefault(key, (transaction_id.strip(), reason.strip(), event))
     if not wanted:
         return 0

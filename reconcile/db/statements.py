@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import ExpectedRow, Finding, LedgerEntry, MoesifSubscription, Posting
+from reconcile.domain.vocab import PostingStatus
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def confirmed_postings_between(
         )
         .where(
             Posting.subscription_id == subscription_id,
-            Posting.status == "confirmed",
+            Posting.status == PostingStatus.CONFIRMED,
             moment >= since,
             moment < until,
         )

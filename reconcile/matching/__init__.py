@@ -14,14 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reconcile.domain import (
-    EXPECTED_COLUMNS,
-    FINDING_COLUMNS,
-    LEDGER_COLUMNS,
-    STRIPE_ID_PREFIXES,
-    Category,
-    is_stripe_id,
-)
+from reconcile.domain.ids import STRIPE_ID_PREFIXES, is_stripe_id
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
+from reconcile.domain.vocab import Category
 from reconcile.matching.by_amount import amount_pairs, repeated_rows
 from reconcile.matching.by_id import carried_elsewhere, exact_pairs
 from reconcile.matching.findings import (
@@ -35,7 +31,6 @@ from reconcile.matching.findings import (
 )
 from reconcile.matching.sides import PAIR, drifting, mask, share_keys, side_of
 from reconcile.matching.unmatched import matched_currency_mismatches, unmatched_findings
-from reconcile.times import Window
 
 __all__ = ["STRIPE_ID_PREFIXES", "finding_records", "is_stripe_id", "match", "postable"]
 

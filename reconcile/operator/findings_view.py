@@ -13,15 +13,14 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     adopt_unmapped_events,
     close_findings,
     list_findings,
 )
 from reconcile.db.models import FindingState
-from reconcile.money import format_major
-from reconcile.times import to_iso
+from reconcile.domain.money import format_major
+from reconcile.domain.times import to_iso
+from reconcile.domain.vocab import FindingStatus, NoteSource
 
 COLUMNS = (
     "finding_id",

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret
 from reconcile.db import outbox
 from reconcile.db.findings import findings_of_run
-from reconcile.domain import REVIEW_ACTIONS as DOMAIN_REVIEW_ACTIONS
-from reconcile.domain import Action
+from reconcile.domain.money import format_major, to_major
+from reconcile.domain.vocab import REVIEW_ACTIONS as DOMAIN_REVIEW_ACTIONS
+from reconcile.domain.vocab import Action
 from reconcile.errors import ExitCode
-from reconcile.money import format_major, to_major
 
 log = logging.getLogger(__name__)
 

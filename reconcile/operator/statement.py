@@ -43,10 +43,11 @@ from reconcile.db.statements import (
     pairings,
     stripe_movements_between,
 )
-from reconcile.domain import Category
+from reconcile.domain.ids import posted_transaction_id
+from reconcile.domain.money import exponent
+from reconcile.domain.vocab import Category
 from reconcile.errors import DatabaseUnavailable, ExitCode, UsageError
 from reconcile.files import write_atomically
-from reconcile.money import exponent
 from reconcile.report import neutralise
 from reconcile.rules.balance_chain import BALANCE_BREAK
 from reconcile.rules.statement import (
@@ -128,17 +129,9 @@ def own_kind(row: StoredRow) -> str:
 
 def unseen_postings(rows: Sequence[StoredRow], postings: Iterable[StoredRow]) -> list[StoredRow]:
     """Return the confirmed postings no stored row shows, by id or by the job's description."""
-    carried = {row.transaction_id for row in rows if row.transaction_id}
-    described = {row.description for row in rows if row.description}
-    return [
-        posting
-        for posting in postings
-        if posting.transaction_id not in carried
-        and not any(
-            text.startswith(f"reconcile: {posting.entry_type} {posting.transaction_id} for Stripe")
-            for text in described
-        )
-    ]
+    shown = {row.transaction_id for row in rows if row.transaction_id}
+    shown |= {tid for row in rows if (tid := posted_transaction_id(row.description))}
+    return [posting for posting in postings if posting.transaction_id not in shown]
 
 
 def split_ledger(

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconcile.domain import REVIEW_ACTIONS
+from reconcile.domain.vocab import REVIEW_ACTIONS
 
 OPEN = "open"
 RESOLVED = "resolved"

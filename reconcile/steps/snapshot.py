@@ -18,7 +18,9 @@ from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
-from reconcile.domain import Unreadable, is_stripe_id
+from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.times import Window
+from reconcile.domain.values import Unreadable
 from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
@@ -28,7 +30,6 @@ from reconcile.steps import Sessions, lifecycle
 from reconcile.steps.begin import Begun
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
-from reconcile.times import Window
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
-from reconcile.money import exponent
+from reconcile.domain.money import exponent
 from reconcile.operator.statement import StatementRequest, csv_rows, read_statement
 from reconcile.rules.statement import COLUMNS
 from tests.operator.conftest import add_state

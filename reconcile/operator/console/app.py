@@ -32,8 +32,6 @@ from starlette.templating import Jinja2Templates
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     UnknownFinding,
     close_findings,
     get_finding,
@@ -41,7 +39,8 @@ from reconcile.db.finding_states import (
     list_findings,
     notes_of,
 )
-from reconcile.money import format_major
+from reconcile.domain.money import format_major
+from reconcile.domain.vocab import FindingStatus, NoteSource
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
 from reconcile.operator.console import reads, statements
 from reconcile.operator.console.chart import build_chart

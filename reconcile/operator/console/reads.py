@@ -14,7 +14,7 @@ from reconcile.db.finding_states import open_at_runs
 from reconcile.db.ledger import rows_naming
 from reconcile.db.models import FindingState, Run
 from reconcile.db.runs import recent_runs as latest_runs
-from reconcile.money import to_major
+from reconcile.domain.money import to_major
 
 RUNS_SHOWN = 30
 """Runs on the runs page and in the chart."""

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from reconcile.db.statements import company_subscriptions
+from reconcile.domain.times import parse_when
 from reconcile.operator.statement import (
     Heading,
     StatementRequest,
@@ -22,7 +23,6 @@ from reconcile.operator.statement import (
     write_csv,
 )
 from reconcile.rules.statement import AMOUNT_COLUMNS, COLUMNS, Statement, tie_out_lines
-from reconcile.times import parse_when
 
 DEFAULT_SPAN = timedelta(days=30)
 """How far back a statement opens when the page names no start."""
