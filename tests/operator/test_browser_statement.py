@@ -7,7 +7,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.operator.conftest import HOSTILE, NOW, ServedApp
 from tests.operator.statement_seed import EXPECTED_ROWS, seed_statement
 from tests.operator.test_browser import _click_and_wait, _shot, browser  # noqa: F401

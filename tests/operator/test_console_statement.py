@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from reconcile.rules.statement import COLUMNS
 from tests.operator.conftest import HOSTILE, NOW, ServedApp
 from tests.operator.statement_seed import EXPECTED_ROWS, seed_statement
