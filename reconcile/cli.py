@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve", "findings")
+COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +47,8 @@ def run_parser() -> argparse.ArgumentParser:
         description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
         "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
         "(run history and open findings), 'reconcile findings' (list and close findings), "
-        "'reconcile balances' (per-subscription balances).",
+        "'reconcile balances' (per-subscription balances), 'reconcile statement' (a customer's "
+        "statement).",
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
@@ -153,6 +154,8 @@ def _subcommand(name: str, args: list[str]) -> int:
         return _balances(args)
     if name == "findings":
         return _findings(args)
+    if name == "statement":
+        return _statement(args)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 
@@ -211,6 +214,72 @@ def _balances(args: list[str]) -> int:
         return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
+
+
+def _statement(args: list[str]) -> int:
+    import os
+    from contextlib import nullcontext
+    from datetime import UTC
+
+    from reconcile.operator.statement import (
+        StatementRequest,
+        make_statement,
+        moesif_balances,
+        tie_out_lines,
+    )
+
+    parser = _Parser(
+        prog="reconcile statement",
+        description="Write a customer's statement from the snapshot: the opening balance, every "
+        "movement, the closing balance and the tie-out, as "
+        "statement-{company_id}-{run_id}.csv (or .html). Exit 0 when it ties out, 1 when a "
+        "difference remains (each named by its finding id), 2 for an unknown company.",
+    )
+    parser.add_argument("--company", required=True, metavar="ID", help="the Moesif company")
+    parser.add_argument(
+        "--subscription", metavar="ID", help="its subscription (required when it has several)"
+    )
+    parser.add_argument("--since", type=_when, required=True, help="the opening balance's time")
+    parser.add_argument(
+        "--until",
+        type=_when,
+        help="the closing balance's time (default: now, compared with the balance Moesif reports)",
+    )
+    parser.add_argument("--format", choices=("csv", "html"), default="csv", dest="fmt")
+    parser.add_argument("--report-dir", type=Path, help="where the statement goes")
+    _common(parser)
+    namespace = parser.parse_args(args)
+    if namespace.until is not None and namespace.since >= namespace.until:
+        parser.error("--since must be before --until")
+    environ = dict(os.environ)
+    environ.setdefault("STRIPE_API_KEY", "not-needed-for-statements")
+    try:
+        settings = Settings.from_env(environ)
+    except ReconcileError as error:
+        return _fail(error)
+    _configure_logging(settings, namespace.log_format, namespace.verbose)
+    request = StatementRequest(
+        company_id=namespace.company,
+        subscription_id=namespace.subscription,
+        since=namespace.since,
+        until=namespace.until,
+        fmt=namespace.fmt,
+    )
+    try:
+        with moesif_balances(settings) if namespace.until is None else nullcontext() as reported:
+            result = make_statement(
+                settings,
+                request,
+                clock=lambda: datetime.now(UTC),
+                reported=reported,
+                report_dir=namespace.report_dir,
+            )
+    except ReconcileError as error:
+        return _fail(error, settings)
+    for line in tie_out_lines(result.statement):
+        print(line)
+    print(f"statement: {result.path}")
+    return result.exit_code
 
 
 def _fill_snapshot(

@@ -42,9 +42,10 @@ from reconcile.db.finding_states import (
 from reconcile.domain.money import format_major
 from reconcile.domain.vocab import FindingStatus, NoteSource
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
-from reconcile.operator.console import reads
+from reconcile.operator.console import reads, statements
 from reconcile.operator.console.chart import build_chart
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
+from reconcile.operator.statement import UnknownCompany
 from reconcile.safe_text import text_problem
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def create_console_app(
         Route("/findings/{finding_id}", console.finding, name="finding"),
         Route("/findings/{finding_id}/close", console.close, methods=["POST"], name="close"),
         Route("/balances", console.balances, name="balances"),
+        Route("/companies/{company_id}", console.company, name="company"),
+        Route("/companies/{company_id}/statement", console.statement, name="statement"),
     ]
     middleware = [
         Middleware(
@@ -303,6 +306,66 @@ class _Console:
             }
             for row in build_rows(snapshot, {})
         ]
+
+    async def company(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.redirect(request, "/login")
+        company_id = request.path_params["company_id"]
+        subscriptions = await run_in_threadpool(self._subscriptions, company_id)
+        if not subscriptions:
+            return self.render(request, "missing.html", {"what": "company"}, status=404)
+        window = statements.window_of("", "", self.clock())
+        context = {"company_id": company_id, "subscriptions": subscriptions, "window": window}
+        return self.render(request, "company.html", context)
+
+    def _subscriptions(self, company_id: str) -> list[tuple[str, str]]:
+        with self.sessions() as session:
+            return statements.subscriptions_of(session, company_id)
+
+    async def statement(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.redirect(request, "/login")
+        params = request.query_params
+        company_id = request.path_params["company_id"]
+        window = statements.window_of(
+            params.get("since", ""), params.get("until", ""), self.clock()
+        )
+        if window.error:
+            context = {"company_id": company_id, "error": window.error}
+            return self.render(request, "statement.html", context, status=400)
+        subscription = params.get("subscription") or None
+        try:
+            heading, statement = await run_in_threadpool(
+                self._statement, company_id, subscription, window
+            )
+        except UnknownCompany as error:
+            context = {"company_id": company_id, "error": str(error)}
+            return self.render(request, "statement.html", context, status=404)
+        if params.get("format") == "csv":
+            name = statements.download_name(heading)
+            response = Response(
+                statements.csv_text(statement),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+            response.headers.update(SECURITY_HEADERS)
+            return response
+        context = {
+            "company_id": company_id,
+            "heading": heading,
+            "columns": statements.COLUMNS,
+            "rows": statements.table_of(statement),
+            "tie_out": statements.tie_out_lines(statement),
+            "ties_out": statement.tie_out.ties_out,
+            "error": "",
+        }
+        return self.render(request, "statement.html", context)
+
+    def _statement(
+        self, company_id: str, subscription: str | None, window: statements.Window
+    ) -> tuple[Any, Any]:
+        with self.sessions() as session:
+            return statements.statement_of(session, company_id, subscription, window)
 
 
 def _base(request: Request) -> str:
