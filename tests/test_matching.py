@@ -542,7 +542,10 @@ def test_matcher_imports_no_io() -> None:
         "pandas",
         "reconcile.domain",
         "reconcile.money",
+        "reconcile.rules.correction",
+        "reconcile.rules.delta",
         "reconcile.rules.destination",
+        "reconcile.rules.finding_ids",
         "reconcile.times",
     }
 

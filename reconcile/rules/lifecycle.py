@@ -1,6 +1,7 @@
 """How a run moves findings through their life: opened, seen again, settled, reopened, closed.
 
-A finding's states (contract sections 6 and 10a): ``open`` needs review; ``resolved`` is an
+A finding's states (contract sections 6 and 10a): ``open`` needs review; ``assigned`` needs
+review and has an owner (a run treats it as open); ``resolved`` is an
 operator's claim that the drift is fixed, awaiting the next run's check; ``closed`` is settled for
 good; ``ignored`` is drift accepted with a reason. :func:`next_step` decides, for one finding,
 what a run does given its state and what the run saw; :func:`transitions` applies it to all.
@@ -15,20 +16,26 @@ from enum import StrEnum
 from reconcile.domain import REVIEW_ACTIONS
 
 OPEN = "open"
+ASSIGNED = "assigned"
 RESOLVED = "resolved"
 CLOSED = "closed"
 IGNORED = "ignored"
 BY_RUN = "run"
 BY_OPERATOR = "operator"
 
-RECHECKED = frozenset({OPEN, RESOLVED})
+NEEDS_REVIEW = frozenset({OPEN, ASSIGNED})
+"""States of a finding still needing review: open, with or without an owner."""
+
+RECHECKED = NEEDS_REVIEW | {RESOLVED}
 """States a run compares again wherever the subject lies: still open, or claimed fixed."""
 
 __all__ = [
+    "ASSIGNED",
     "BY_OPERATOR",
     "BY_RUN",
     "CLOSED",
     "IGNORED",
+    "NEEDS_REVIEW",
     "OPEN",
     "RECHECKED",
     "RESOLVED",
@@ -76,7 +83,7 @@ def next_step(status: str | None, *, found: bool, compared: bool) -> Step:
         return Step.SILENCED if found else Step.UNCHANGED
     if status is None:
         return Step.NEW if found else Step.UNCHANGED
-    if status == OPEN:
+    if status in NEEDS_REVIEW:
         if found:
             return Step.SEEN
         return Step.SETTLED if compared else Step.WAITING
