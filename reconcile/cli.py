@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
     from starlette.applications import Starlette
 
+    from reconcile.operator.console.queue import Corrector
+
 log = logging.getLogger("reconcile")
 
 COMMANDS = ("demo", "status", "balances", "serve", "findings")
@@ -168,9 +170,50 @@ def _console_page(
     clock: Callable[[], datetime],
 ) -> Starlette:
     """Build the review page ``reconcile serve`` mounts at ``/`` (off without its token)."""
+    from reconcile.config import priority_rules_from_env
     from reconcile.operator.console import ConsoleSettings, create_console_app
+    from reconcile.operator.console.queue import QueueTools
 
-    return create_console_app(ConsoleSettings.from_env(values, report_dir), sessions, clock)
+    tools = QueueTools(priority_rules_from_env(values), _page_corrector(values, sessions, clock))
+    return create_console_app(
+        ConsoleSettings.from_env(values, report_dir), sessions, clock, tools=tools
+    )
+
+
+def _page_corrector(
+    values: Mapping[str, str], sessions: sessionmaker[Session], clock: Callable[[], datetime]
+) -> Corrector | None:
+    """Return how the review page posts a correction, or ``None`` without Moesif's token."""
+    from reconcile.db.finding_states import NoteSource
+    from reconcile.operator.console.queue import CONSOLE_ACTOR
+    from reconcile.operator.corrections import Corrected, correct
+    from reconcile.rules.correction import Plan
+
+    if not values.get("MOESIF_MANAGEMENT_TOKEN", "").strip():
+        return None
+    stripe_key = values.get("STRIPE_API_KEY") or "not-needed-for-corrections"
+    try:
+        settings = Settings.from_env({**values, "STRIPE_API_KEY": stripe_key}, dotenv=None)
+    except ReconcileError as error:
+        log.warning("the review page cannot post corrections: %s", error)
+        return None
+
+    def corrector(the_plan: Plan, note: str) -> Corrected:
+        from reconcile.clients import open_clients
+
+        with open_clients(settings, clock=clock) as clients:
+            return correct(
+                sessions,
+                settings,
+                clients.moesif,
+                the_plan,
+                note=note,
+                actor=CONSOLE_ACTOR,
+                source=NoteSource.PAGE,
+                clock=clock,
+            )
+
+    return corrector
 
 
 def _balances(args: list[str]) -> int:
