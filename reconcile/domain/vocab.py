@@ -90,16 +90,34 @@ class RunStatus(StrEnum):
 
 
 class FindingStatus(StrEnum):
-    """Where a finding stands; only ``open`` counts for review (``rules.lifecycle`` moves them).
+    """Where a finding stands; ``open`` and ``assigned`` count for review (``rules.lifecycle``).
 
     ``resolved`` is an operator's claim awaiting the next run's check; ``closed`` is settled
     for good (by a run that found the drift gone, or a claim a run confirmed).
     """
 
     OPEN = "open"
+    ASSIGNED = "assigned"
     RESOLVED = "resolved"
     CLOSED = "closed"
     IGNORED = "ignored"
+
+
+NEEDS_REVIEW = frozenset({FindingStatus.OPEN, FindingStatus.ASSIGNED})
+"""States of a finding still needing review: open, with or without an owner."""
+
+
+class NoteAction(StrEnum):
+    """What a ``finding_notes`` row records, beside the statuses a finding is closed with."""
+
+    ASSIGNED = "assigned"
+    COMMENTED = "commented"
+    CORRECTED = "corrected"
+    REOPENED = "reopened"
+
+
+RUN_ACTOR = "run"
+"""The actor of what a run does to a finding."""
 
 
 class ClosedBy(StrEnum):
