@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -55,8 +57,8 @@ def _environment(database_url: str) -> dict[str, str]:
 def _companies(capsys: pytest.CaptureFixture[str], *company: str) -> list[str]:
     capsys.readouterr()
     assert main(["findings", "--format", "csv", "--company", *company]) == 0
-    lines = capsys.readouterr().out.splitlines()[1:]
-    return sorted(line.split(",")[3] for line in lines)
+    rows = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    return sorted(row["company_id"] for row in rows)
 
 
 def test_the_company_filter_ignores_case_and_matches_part_of_the_id(
@@ -140,7 +142,7 @@ def test_csv_piped_into_head_prints_no_traceback(sqlite_url: str, tmp_path: Path
     assert done.stderr == ""
     assert done.returncode == 0
     assert len(done.stdout.splitlines()) == 3
-    assert done.stdout.startswith("finding_id,status,category")
+    assert done.stdout.startswith("finding_id,")
 
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
