@@ -128,7 +128,7 @@ class Seeding:
         with state.lock:
             refund = state.get("refund", refund_id)
             refund["status"] = "failed"
-            return transaction(
+            refund["failure_balance_transaction"] = transaction(
                 state,
                 refund_id,
                 refund["amount"],
@@ -137,6 +137,7 @@ class Seeding:
                 "refund_failure",
                 state.unix(created),
             )
+            return str(refund["failure_balance_transaction"])
 
     def add_dispute(
         self,
