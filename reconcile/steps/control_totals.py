@@ -63,13 +63,13 @@ def check(
     if isinstance(summary, NoSummary):
         note = f"Stripe's totals not checked: {summary.reason}"
         log.warning("%s", note)
-        return Checked(_findings(gaps, []), note)
+        return Checked(findings_of(gaps, []), note)
     try:
         mismatches = total_mismatches(_within(paged, summary.window), summary.rows)
     except ValueError as problem:
         note = f"Stripe's totals not checked: its {SUMMARY_REPORT} is unreadable ({problem})"
         log.warning("%s", note)
-        return Checked(_findings(gaps, []), note)
+        return Checked(findings_of(gaps, []), note)
     note = ""
     if summary.cut:
         note = (
@@ -77,7 +77,7 @@ def check(
             f"its {SUMMARY_REPORT} has no data after that yet"
         )
         log.info("%s", note)
-    return Checked(_findings(gaps, mismatches), note)
+    return Checked(findings_of(gaps, mismatches), note)
 
 
 def _within(paged: Sequence[Paged], window: Window) -> list[PagedTransaction]:
@@ -90,9 +90,10 @@ def _within(paged: Sequence[Paged], window: Window) -> list[PagedTransaction]:
     ]
 
 
-def _findings(
+def findings_of(
     gaps: Sequence[MissingCounterpart], mismatches: Sequence[TotalMismatch]
 ) -> pd.DataFrame:
+    """Return the flagged ``stripe_total_mismatch`` findings of the gaps and the mismatches."""
     records = [*(_gap(gap) for gap in gaps), *(_mismatch(one) for one in mismatches)]
     return frames.from_records(records)
 

@@ -57,15 +57,16 @@ def of_intent(intent: StripeDict, lookup: StripeLookup) -> list[Paged]:
 
 
 def of_refund(refund: StripeDict, lookup: StripeLookup, *, moved_money: bool) -> list[Paged]:
-    """Return a refund of a top-up that moved money, naming its balance transactions."""
+    """Return a refund of a top-up that moved money, naming its balance transaction.
+
+    A failed refund's ``refund_failure`` credit is no movement of its own for this check (see
+    :func:`of_transaction`): the refund's debit is the one it names.
+    """
     try:
         if not moved_money or lookup.topup_of(refund) is None:
             return []
-        named = (
-            id_of(refund.get(name))
-            for name in ("balance_transaction", "failure_balance_transaction")
-        )
-        ids = tuple(found for found in named if found)
+        named = id_of(refund.get("balance_transaction"))
+        ids = (named,) if named else ()
         return [PagedObject(MovedObject(str(refund["id"]), "refund", ids))]
     except _POISON:
         return []
@@ -77,7 +78,8 @@ def of_transaction(
     """Return a paged balance transaction, and the dispute it belongs to when it is a credit's.
 
     ``source`` is the transaction's source as an object, or ``None`` when it has none the run
-    reads (a payout, a fee...). A transaction too malformed to sum is left out.
+    reads (a payout, a fee...). A transaction too malformed to sum is left out. A
+    ``refund_failure`` is summed but is no counterpart: the failed refund names its debit.
     """
     try:
         paged = PagedTransaction(
@@ -94,7 +96,11 @@ def of_transaction(
     found: list[Paged] = []
     ref = None
     try:
-        if source is not None and lookup.topup_of(source) is not None:
+        if (
+            source is not None
+            and transaction.get("type") != "refund_failure"
+            and lookup.topup_of(source) is not None
+        ):
             ref = TransactionRef(paged.id, str(source["id"]), str(transaction.get("type")))
             if str(source["id"]).startswith("dp_"):
                 named = tuple(str(id_of(one)) for one in source.get("balance_transactions") or ())

@@ -128,7 +128,7 @@ class Seeding:
         with state.lock:
             refund = state.get("refund", refund_id)
             refund["status"] = "failed"
-            refund["failure_balance_transaction"] = transaction(
+            return transaction(
                 state,
                 refund_id,
                 refund["amount"],
@@ -137,7 +137,6 @@ class Seeding:
                 "refund_failure",
                 state.unix(created),
             )
-            return str(refund["failure_balance_transaction"])
 
     def add_dispute(
         self,
