@@ -90,7 +90,12 @@ def _reconcile(
     )
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
     totals = control_totals.check(
-        clients.stripe, settings, run.spans.stripe, stripe.paged, sleep=clients.sleep
+        clients.stripe,
+        settings,
+        run.spans.stripe,
+        stripe.paged,
+        sleep=clients.sleep,
+        earlier=lifecycle.subject_ids(moesif.rechecked)[0],
     )
     posted = sending.post_missing(
         sessions,
@@ -109,7 +114,7 @@ def _reconcile(
         run_id=run_id,
         now=clock(),
         dry_run=request.dry_run,
-        present=loaded.present,
+        present=loaded.present | totals.compared,
     )
     done = ending.end(
         sessions, settings, request, run, settled, posted, stripe.pending_since, clock

@@ -8,7 +8,7 @@ finding, never posted. A run that cannot get Stripe's summary says so once and g
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -39,6 +39,9 @@ class Checked:
     findings: pd.DataFrame
     note: str = ""
     """Empty, or one line: Stripe's summary could not be had, or covered less than the window."""
+    compared: frozenset[str] = frozenset()
+    """The subjects (finding transaction ids) this check compared: an earlier finding among them
+    that it no longer finds is settled."""
 
 
 def check(
@@ -48,10 +51,16 @@ def check(
     paged: Sequence[Paged],
     *,
     sleep: Callable[[float], None],
+    earlier: Iterable[str] = (),
 ) -> Checked:
-    """Check the Stripe read of ``span`` against itself and against Stripe's summary."""
+    """Check the Stripe read of ``span`` against itself and against Stripe's summary.
+
+    ``earlier`` are the subjects of open ``stripe_total_mismatch`` findings of earlier runs; a
+    summary's is compared again whenever Stripe's summary is had.
+    """
     moved, refs = counterparts(client, paged, span)
     gaps = missing_counterparts(moved, refs)
+    looked_at = frozenset(one.id for one in moved) | frozenset(ref.id for ref in refs)
     summary = balance_summary(
         client,
         settings.stripe_api_key.reveal(),
@@ -63,13 +72,14 @@ def check(
     if isinstance(summary, NoSummary):
         note = f"Stripe's totals not checked: {summary.reason}"
         log.warning("%s", note)
-        return Checked(findings_of(gaps, []), note)
+        return Checked(findings_of(gaps, []), note, looked_at)
     try:
         mismatches = total_mismatches(_within(paged, summary.window), summary.rows)
     except ValueError as problem:
         note = f"Stripe's totals not checked: its {SUMMARY_REPORT} is unreadable ({problem})"
         log.warning("%s", note)
-        return Checked(findings_of(gaps, []), note)
+        return Checked(findings_of(gaps, []), note, looked_at)
+    again = frozenset(subject for subject in earlier if subject.startswith(f"{SUMMARY_REPORT}:"))
     note = ""
     if summary.cut:
         note = (
@@ -77,7 +87,12 @@ def check(
             f"its {SUMMARY_REPORT} has no data after that yet"
         )
         log.info("%s", note)
-    return Checked(findings_of(gaps, mismatches), note)
+    return Checked(findings_of(gaps, mismatches), note, looked_at | again)
+
+
+def _key(reporting_category: str, currency: str) -> str:
+    """Return the subject of a total's finding: the report, the category and the currency."""
+    return f"{SUMMARY_REPORT}:{reporting_category}:{currency}"
 
 
 def _within(paged: Sequence[Paged], window: Window) -> list[PagedTransaction]:
@@ -118,7 +133,7 @@ def _gap(gap: MissingCounterpart) -> dict[str, object]:
 def _mismatch(mismatch: TotalMismatch) -> dict[str, object]:
     """A reporting category and currency whose paged gross differs from Stripe's summary."""
     return _flagged(
-        transaction_id=f"{SUMMARY_REPORT}:{mismatch.reporting_category}:{mismatch.currency}",
+        transaction_id=_key(mismatch.reporting_category, mismatch.currency),
         currency=mismatch.currency,
         stripe_amount_minor=mismatch.reported.gross - mismatch.paged.gross,
         detail=mismatch.detail,

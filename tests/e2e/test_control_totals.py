@@ -63,6 +63,11 @@ def test_a_summary_short_of_one_movement_names_its_category(
     assert len(world.posted_ids()) == 3  # by the first run; nothing for the mismatch
     assert MISMATCH in capsys.readouterr().out
 
+    world.stripe.reports.short_category = None
+    assert main(["--since", world.since]) == 0  # the summary adds up again: settled
+    (settled,) = _mismatches(world)
+    assert (settled["finding_id"], settled["action"]) == (row["finding_id"], "resolved")
+
 
 def test_a_refused_report_says_so_once_and_the_run_goes_on(
     world: World, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
