@@ -94,6 +94,8 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     retry_attempts: int = 6
     retry_base_delay: float = 0.5
+    stripe_report_poll_seconds: float = 5.0
+    """Seconds between looks at a Stripe report run (``RECONCILE_STRIPE_REPORT_POLL_SECONDS``)."""
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
     moesif_requests_per_minute: int = 400
     moesif_read_cap: int = 1000
@@ -387,6 +389,16 @@ def _parse(values: Mapping[str, str]) -> Settings:
             "RECONCILE_RETRY_BASE_DELAY",
             0.001,
             MAX_RETRY_BASE_DELAY,
+        ),
+        stripe_report_poll_seconds=_bounded(
+            _positive_number(
+                values,
+                "RECONCILE_STRIPE_REPORT_POLL_SECONDS",
+                _default("stripe_report_poll_seconds"),
+            ),
+            "RECONCILE_STRIPE_REPORT_POLL_SECONDS",
+            0.001,
+            60.0,
         ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
         moesif_requests_per_minute=_moesif_budget(values),
