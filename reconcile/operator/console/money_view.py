@@ -157,7 +157,7 @@ def balance_view(
     kept: list[dict[str, Any]] = []
     apart: list[dict[str, Any]] = []
     for row in rows:
-        marked = dict(row)
+        marked = {name: _unquoted(value) for name, value in row.items()}
         currency = str(marked.get("currency") or "").lower()
         own = subscription_currency.get(str(marked.get("subscription_id") or ""))
         delta = _decimal(marked.get("delta"))
@@ -182,6 +182,13 @@ def balance_view(
         )
         kept.append(marked)
     return BalanceView(sorted(kept, key=_balance_key), sorted(apart, key=_balance_key))
+
+
+def _unquoted(value: object) -> object:
+    """Return a CSV cell without the quote that kept a signed number from running as a formula."""
+    if isinstance(value, str) and value.startswith("'") and _decimal(value) is not None:
+        return value[1:]
+    return value
 
 
 def _owed(delta: Decimal | None) -> str:
