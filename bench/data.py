@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from reconcile.domain import EXPECTED_COLUMNS, LEDGER_COLUMNS
-from reconcile.times import Window
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, LEDGER_COLUMNS
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 WINDOW = Window(START + timedelta(days=2), START + timedelta(days=5))

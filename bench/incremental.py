@@ -12,7 +12,7 @@ from datetime import timedelta
 import pandas as pd
 
 from bench import data, snapshot
-from reconcile.times import Window
+from reconcile.domain.times import Window
 
 DAY = Window(data.START + timedelta(days=3), data.START + timedelta(days=4))
 """The one-day window the run reconciles."""

@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.expected import store_expected
+from reconcile.domain.times import Window
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import build_stripe_client
 from reconcile.stripe.extract import PAGE_LIMIT, SLICE_LENGTH, extract, split_window
-from reconcile.times import Window
 
 API_KEY = "sk_test_bench"
 START = datetime(2026, 11, 1, tzinfo=UTC)

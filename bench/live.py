@@ -33,11 +33,11 @@ from sqlalchemy.orm import sessionmaker
 from reconcile.clients import utc_now
 from reconcile.config import Secret, ServeSettings, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.domain.values import Entry
 from reconcile.fakes.moesif import Exchange, FakeMoesif
 from reconcile.fakes.stripe import FakeStripe, sign
 from reconcile.moesif.client import MoesifClient
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter
 from reconcile.serve.app import ServeParts, create_app

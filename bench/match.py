@@ -42,13 +42,13 @@ from reconcile.clients import Clients
 from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Finding, FindingNote, FindingState, Posting, Run
+from reconcile.domain.times import Window
 from reconcile.ledger_sync import SyncResult
 from reconcile.moesif.client import MoesifClient
 from reconcile.request import RunRequest
 from reconcile.run import execute
 from reconcile.steps import snapshot
 from reconcile.stripe.client import build_stripe_client
-from reconcile.times import Window
 
 YARDSTICK = "datacompy"
 STRIPE_KEY = "sk_test_bench_offline"

@@ -38,11 +38,11 @@ from sqlalchemy.orm import sessionmaker
 from reconcile.clients import batch_limiter, live_limiter
 from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.domain import origin
+from reconcile.domain.values import Entry
 from reconcile.fakes.moesif import Exchange, FakeMoesif
 from reconcile.moesif.client import MOESIF_RATE_LIMIT, MoesifClient
-from reconcile.posting import origin
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.first_read import ReadOnce
 from reconcile.retry import RateLimiter
 

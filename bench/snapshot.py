@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription
-from reconcile.domain import EXPECTED_COLUMNS, LEDGER_COLUMNS
+from reconcile.domain.values import EXPECTED_COLUMNS, LEDGER_COLUMNS
 
 CHUNK = 50_000
 """Rows per ``executemany``."""

@@ -11,18 +11,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from reconcile import __version__
-from reconcile.config import Settings
+from reconcile.config import Settings, environment
+from reconcile.domain.times import parse_when
 from reconcile.errors import ExitCode, ReconcileError, RunFailed
 from reconcile.redaction import NO_SECRETS
-from reconcile.times import parse_when
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
     from starlette.applications import Starlette
 
+    from reconcile.operator.console.queue import Corrector
+
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve", "findings")
+COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +50,8 @@ def run_parser() -> argparse.ArgumentParser:
         description="Reconcile prepaid API credit between Stripe and Moesif for a time window. "
         "Other commands: 'reconcile demo' (a self-contained demo), 'reconcile status' "
         "(run history and open findings), 'reconcile findings' (list and close findings), "
-        "'reconcile balances' (per-subscription balances).",
+        "'reconcile balances' (per-subscription balances), 'reconcile statement' (a customer's "
+        "statement).",
         epilog="Exit codes: 0 nothing to review, 1 drift flagged for review, 2 usage or "
         "configuration error, 3 run failed (rerun resumes), 4 guardrail stopped posting, "
         "75 another run holds the lock.",
@@ -153,6 +157,8 @@ def _subcommand(name: str, args: list[str]) -> int:
         return _balances(args)
     if name == "findings":
         return _findings(args)
+    if name == "statement":
+        return _statement(args)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 
@@ -167,13 +173,54 @@ def _console_page(
     clock: Callable[[], datetime],
 ) -> Starlette:
     """Build the review page ``reconcile serve`` mounts at ``/`` (off without its token)."""
-    from reconcile.operator.console import ConsoleSettings, create_console_app
+    from reconcile.config import priority_rules_from_env
+    from reconcile.operator.console.app import create_console_app
+    from reconcile.operator.console.queue import QueueTools
+    from reconcile.operator.console.settings import ConsoleSettings
 
-    return create_console_app(ConsoleSettings.from_env(values, report_dir), sessions, clock)
+    tools = QueueTools(priority_rules_from_env(values), _page_corrector(values, sessions, clock))
+    return create_console_app(
+        ConsoleSettings.from_env(values, report_dir), sessions, clock, tools=tools
+    )
+
+
+def _page_corrector(
+    values: Mapping[str, str], sessions: sessionmaker[Session], clock: Callable[[], datetime]
+) -> Corrector | None:
+    """Return how the review page posts a correction, or ``None`` without Moesif's token."""
+    from reconcile.domain.vocab import NoteSource
+    from reconcile.operator.console.queue import CONSOLE_ACTOR
+    from reconcile.operator.corrections import Corrected, correct
+    from reconcile.rules.correction import Plan
+
+    if not values.get("MOESIF_MANAGEMENT_TOKEN", "").strip():
+        return None
+    stripe_key = values.get("STRIPE_API_KEY") or "not-needed-for-corrections"
+    try:
+        settings = Settings.from_env({**values, "STRIPE_API_KEY": stripe_key}, dotenv=None)
+    except ReconcileError as error:
+        log.warning("the review page cannot post corrections: %s", error)
+        return None
+
+    def corrector(the_plan: Plan, note: str) -> Corrected:
+        from reconcile.clients import open_clients
+
+        with open_clients(settings, clock=clock) as clients:
+            return correct(
+                sessions,
+                settings,
+                clients.moesif,
+                the_plan,
+                note=note,
+                actor=CONSOLE_ACTOR,
+                source=NoteSource.PAGE,
+                clock=clock,
+            )
+
+    return corrector
 
 
 def _balances(args: list[str]) -> int:
-    import os
     from datetime import UTC
 
     from reconcile.operator.balances import check_balances, summary_line
@@ -190,7 +237,7 @@ def _balances(args: list[str]) -> int:
     )
     _common(parser)
     namespace = parser.parse_args(args)
-    environ = dict(os.environ)
+    environ = environment(dotenv=None)
     if namespace.since is None:
         environ.setdefault("STRIPE_API_KEY", "not-needed-for-balances")
     try:
@@ -211,6 +258,72 @@ def _balances(args: list[str]) -> int:
         return _fail(error, settings)
     print(summary_line(check.rows, check.path))
     return check.exit_code
+
+
+def _statement(args: list[str]) -> int:
+    import os
+    from contextlib import nullcontext
+    from datetime import UTC
+
+    from reconcile.operator.statement import (
+        StatementRequest,
+        make_statement,
+        moesif_balances,
+        tie_out_lines,
+    )
+
+    parser = _Parser(
+        prog="reconcile statement",
+        description="Write a customer's statement from the snapshot: the opening balance, every "
+        "movement, the closing balance and the tie-out, as "
+        "statement-{company_id}-{run_id}.csv (or .html). Exit 0 when it ties out, 1 when a "
+        "difference remains (each named by its finding id), 2 for an unknown company.",
+    )
+    parser.add_argument("--company", required=True, metavar="ID", help="the Moesif company")
+    parser.add_argument(
+        "--subscription", metavar="ID", help="its subscription (required when it has several)"
+    )
+    parser.add_argument("--since", type=_when, required=True, help="the opening balance's time")
+    parser.add_argument(
+        "--until",
+        type=_when,
+        help="the closing balance's time (default: now, compared with the balance Moesif reports)",
+    )
+    parser.add_argument("--format", choices=("csv", "html"), default="csv", dest="fmt")
+    parser.add_argument("--report-dir", type=Path, help="where the statement goes")
+    _common(parser)
+    namespace = parser.parse_args(args)
+    if namespace.until is not None and namespace.since >= namespace.until:
+        parser.error("--since must be before --until")
+    environ = dict(os.environ)
+    environ.setdefault("STRIPE_API_KEY", "not-needed-for-statements")
+    try:
+        settings = Settings.from_env(environ)
+    except ReconcileError as error:
+        return _fail(error)
+    _configure_logging(settings, namespace.log_format, namespace.verbose)
+    request = StatementRequest(
+        company_id=namespace.company,
+        subscription_id=namespace.subscription,
+        since=namespace.since,
+        until=namespace.until,
+        fmt=namespace.fmt,
+    )
+    try:
+        with moesif_balances(settings) if namespace.until is None else nullcontext() as reported:
+            result = make_statement(
+                settings,
+                request,
+                clock=lambda: datetime.now(UTC),
+                reported=reported,
+                report_dir=namespace.report_dir,
+            )
+    except ReconcileError as error:
+        return _fail(error, settings)
+    for line in tie_out_lines(result.statement):
+        print(line)
+    print(f"statement: {result.path}")
+    return result.exit_code
 
 
 def _fill_snapshot(
@@ -273,12 +386,14 @@ def _status(args: list[str]) -> int:
 
 def _status_environment() -> dict[str, str]:
     """Status reads only the database: credentials are not needed for it."""
-    import os
-
-    environ = dict(os.environ)
+    environ = environment(dotenv=None)
     environ.setdefault("STRIPE_API_KEY", "not-needed-for-status")
     environ.setdefault("MOESIF_MANAGEMENT_TOKEN", "not-needed-for-status")
     return environ
+
+
+FINDING_ACTIONS = ("resolve", "ignore", "assign", "comment", "reopen", "correct")
+"""What ``reconcile findings ACTION`` does to findings; without one it lists them."""
 
 
 def _findings(args: list[str]) -> int:
@@ -286,58 +401,195 @@ def _findings(args: list[str]) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    from reconcile.config import priority_rules_from_env
     from reconcile.db.engine import describe, make_engine, upgrade_to_head
-    from reconcile.db.finding_states import FindingFilter, FindingStatus, UnknownFinding
+    from reconcile.db.finding_states import FindingFilter, UnknownFinding
     from reconcile.errors import DatabaseUnavailable, UsageError
-    from reconcile.operator.findings_view import close, listing
+    from reconcile.operator.findings_view import listing
 
-    if args and args[0] in ("resolve", "ignore"):
-        parser = _Parser(
-            prog=f"reconcile findings {args[0]}",
-            description=f"Close findings as {args[0]}d, with a note (recorded with its time).",
-        )
-        parser.add_argument("finding_ids", nargs="+", metavar="FINDING_ID")
-        parser.add_argument("--note", required=True, help="why (kept in the audit trail)")
-        namespace = parser.parse_args(args[1:])
-        if not namespace.note.strip():
-            parser.error("--note must not be blank")
-    else:
-        parser = _Parser(
-            prog="reconcile findings",
-            description="List the open findings of all runs; 'findings resolve|ignore ID ... "
-            "--note TEXT' closes them.",
-        )
-        parser.add_argument("--all", action="store_true", help="closed findings too")
-        parser.add_argument("--category", nargs="+", action="extend", default=[], metavar="C")
-        parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
-        parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-        namespace = parser.parse_args(args)
+    if args and args[0] in FINDING_ACTIONS:
+        return _finding_action(args[0], args[1:])
+    parser = _Parser(
+        prog="reconcile findings",
+        description="List the exception queue: findings needing review, most urgent first "
+        "(priority, then due time; overdue ones marked). 'findings ACTION ID ...' acts on "
+        f"them, ACTION one of {', '.join(FINDING_ACTIONS)} (see 'findings ACTION --help').",
+    )
+    parser.add_argument("--all", action="store_true", help="closed findings too")
+    parser.add_argument("--category", nargs="+", action="extend", default=[], metavar="C")
+    parser.add_argument("--company", nargs="+", action="extend", default=[], metavar="ID")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    namespace = parser.parse_args(args)
     try:
         settings = Settings.from_env(_status_environment())
+        rules = priority_rules_from_env(_status_environment())
     except ReconcileError as error:
         return _fail(error)
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     try:
         upgrade_to_head(engine)
-        if args and args[0] in ("resolve", "ignore"):
-            status = FindingStatus.RESOLVED if args[0] == "resolve" else FindingStatus.IGNORED
-            try:
-                closed = close(engine, namespace.finding_ids, status, namespace.note, now)
-            except UnknownFinding as unknown:
-                raise UsageError(f"{unknown}; nothing was closed") from None
-            print(f"{closed} finding(s) {status.value}")
-            return ExitCode.OK
         where = FindingFilter(
             include_closed=namespace.all,
             categories=tuple(namespace.category),
             companies=tuple(namespace.company),
         )
-        print(listing(engine, where, namespace.format, now))
+        print(listing(engine, where, namespace.format, now, rules))
+    except UnknownFinding as unknown:
+        return _fail(UsageError(str(unknown)), settings)
     except ReconcileError as error:
         return _fail(error, settings)
     except SQLAlchemyError as error:
         return _fail(DatabaseUnavailable(f"snapshot database failed: {describe(error)}"), settings)
     finally:
         engine.dispose()
+    return ExitCode.OK
+
+
+def _finding_action_parser(action: str) -> argparse.ArgumentParser:
+    """Return the parser of ``reconcile findings ACTION``."""
+    import getpass
+
+    described = {
+        "resolve": "Mark findings resolved (fixed), awaiting the next run's check, with a note.",
+        "ignore": "Ignore findings for good (accepted drift), with the reason as the note.",
+        "assign": "Give findings an owner; an open finding becomes assigned.",
+        "comment": "Add a comment to a finding's trail.",
+        "reopen": "Open again findings resolved, closed or ignored, with a reason.",
+        "correct": "Post the credit or debit that settles a finding (corr_F-... ids, each at "
+        "most once). Without --yes, print exactly what would be posted and post nothing.",
+    }
+    parser = _Parser(prog=f"reconcile findings {action}", description=described[action])
+    single = action in ("comment", "correct")
+    parser.add_argument("finding_ids", nargs=1 if single else "+", metavar="FINDING_ID")
+    if action == "assign":
+        parser.add_argument("--to", required=True, metavar="NAME", help="the owner")
+    optional = action == "assign"
+    parser.add_argument("--note", required=not optional, default="", help="why (kept in the trail)")
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    parser.add_argument("--by", default=user, metavar="NAME", help=f"who does it (default: {user})")
+    if action == "correct":
+        parser.add_argument("--yes", action="store_true", help="post it (after reading it)")
+        parser.add_argument(
+            "--confirmed-error",
+            action="store_true",
+            help="a missing_in_stripe row is an error: no Stripe movement stands behind it",
+        )
+    return parser
+
+
+def _finding_action(action: str, args: list[str]) -> int:
+    from datetime import UTC
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reconcile.db.engine import describe, make_engine, upgrade_to_head
+    from reconcile.db.finding_states import UnknownFinding
+    from reconcile.errors import DatabaseUnavailable, UsageError
+
+    parser = _finding_action_parser(action)
+    namespace = parser.parse_args(args)
+    if action != "assign" and not namespace.note.strip():
+        parser.error("--note must not be blank")
+    if not namespace.by.strip():
+        parser.error("--by must not be blank")
+    try:
+        settings = Settings.from_env(
+            _correct_environment() if action == "correct" else _status_environment()
+        )
+    except ReconcileError as error:
+        return _fail(error)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_to_head(engine)
+        if action == "correct":
+            return _correct(settings, engine, namespace)
+        print(_act(engine, action, namespace, datetime.now(UTC)))
+    except UnknownFinding as unknown:
+        return _fail(UsageError(f"{unknown}; nothing was changed"), settings)
+    except ReconcileError as error:
+        return _fail(error, settings)
+    except SQLAlchemyError as error:
+        return _fail(DatabaseUnavailable(f"snapshot database failed: {describe(error)}"), settings)
+    finally:
+        engine.dispose()
+    return ExitCode.OK
+
+
+def _correct_environment() -> dict[str, str]:
+    """A correction posts to Moesif, so it needs Moesif's token; Stripe it does not read."""
+    import os
+
+    environ = dict(os.environ)
+    environ.setdefault("STRIPE_API_KEY", "not-needed-for-corrections")
+    return environ
+
+
+def _act(engine: Engine, action: str, namespace: argparse.Namespace, now: datetime) -> str:
+    """Carry out ``findings resolve|ignore|assign|comment|reopen``; return what was done."""
+    from sqlalchemy.orm import Session
+
+    from reconcile.db.finding_states import (
+        add_note,
+        assign_findings,
+        close_findings,
+        reopen_findings,
+    )
+    from reconcile.domain.vocab import FindingStatus, NoteAction, NoteSource
+
+    ids, note, by, cli = namespace.finding_ids, namespace.note, namespace.by.strip(), NoteSource.CLI
+    with Session(engine) as session, session.begin():
+        if action == "assign":
+            done = assign_findings(session, ids, namespace.to, note, cli, now, by)
+            return f"{len(done)} finding(s) assigned to {namespace.to.strip()}"
+        if action == "comment":
+            add_note(session, ids[0], NoteAction.COMMENTED, note, cli, now, by)
+            return f"comment added to {ids[0]}"
+        if action == "reopen":
+            done = reopen_findings(session, ids, note, cli, now, by)
+            return f"{len(done)} finding(s) open"
+        status = FindingStatus.RESOLVED if action == "resolve" else FindingStatus.IGNORED
+        done = close_findings(session, ids, status, note, cli, now, by)
+        return f"{len(done)} finding(s) {status.value}"
+
+
+def _correct(settings: Settings, engine: Engine, namespace: argparse.Namespace) -> int:
+    """``findings correct``: print the confirmation; with ``--yes``, post it and say how it went."""
+    from sqlalchemy.orm import sessionmaker
+
+    from reconcile.clients import open_clients, utc_now
+    from reconcile.domain.vocab import NoteSource
+    from reconcile.operator.corrections import correct, planned
+    from reconcile.rules.correction import confirmation
+
+    sessions = sessionmaker(engine)
+    [finding_id] = namespace.finding_ids
+    the_plan = planned(sessions, finding_id, confirmed_error=namespace.confirmed_error)
+    print(confirmation(the_plan))
+    if not the_plan.postable:
+        return ExitCode.USAGE if namespace.yes else ExitCode.OK
+    if not namespace.yes:
+        print("Nothing was posted; run again with --yes to post it.")
+        return ExitCode.OK
+    with open_clients(settings) as clients:
+        done = correct(
+            sessions,
+            settings,
+            clients.moesif,
+            the_plan,
+            note=namespace.note,
+            actor=namespace.by.strip(),
+            source=NoteSource.CLI,
+            clock=utc_now,
+        )
+    print(done.lines())
+    if not done.settled:
+        print(
+            "reconcile: not every leg is in Moesif; run the correction again later", file=sys.stderr
+        )
+        return ExitCode.FAILED
+    print("Posted; the next run checks that the finding is settled.")
     return ExitCode.OK

@@ -1,4 +1,4 @@
-"""Building a run's outside clients (Stripe, Moesif), its clock and its sleep, in one place."""
+"""Building the outside clients, the posting engine, a clock and a sleep, in one place."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import stripe
+from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import MOESIF_BUDGET_LIMIT, Settings
 from reconcile.moesif.client import MoesifClient, open_http_client
+from reconcile.posting.engine import PostingEngine
+from reconcile.posting.first_read import FirstRead
 from reconcile.retry import Deadline, RateLimiter
 from reconcile.stripe.client import build_stripe_client
 
@@ -88,3 +91,25 @@ def live_limiter(
     """Return ``serve``'s Moesif rate: what the batch share leaves of 500 a minute (at least 1)."""
     rest = max(1, MOESIF_BUDGET_LIMIT - settings.moesif_requests_per_minute)
     return RateLimiter(rest, 60.0, clock=monotonic, sleep=sleep)
+
+
+def posting_engine(
+    sessions: sessionmaker[Session],
+    moesif: MoesifClient,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    first_read: FirstRead | None = None,
+) -> PostingEngine:
+    """Return the exactly-once posting engine as every caller builds it from ``settings``.
+
+    ``first_read``: how Moesif is read before a first send (a run reads once for its batch;
+    ``serve`` around each posting, the default).
+    """
+    return PostingEngine(
+        sessions,
+        moesif,
+        amount_unit=settings.moesif_amount_unit,
+        clock=clock,
+        report_lag=settings.moesif_report_lag,
+        first_read=first_read,
+    )

@@ -15,11 +15,15 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from reconcile.domain.times import parse_duration
 from reconcile.errors import ConfigError
 from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.redaction import Redactor
 from reconcile.retry import RetryPolicy
-from reconcile.times import parse_duration
+from reconcile.rules.priority import DEFAULT_LEVELS as DEFAULT_PRIORITY_LEVELS
+from reconcile.rules.priority import DEFAULT_RULES as DEFAULT_PRIORITY_RULES
+from reconcile.rules.priority import Level as PriorityLevel
+from reconcile.rules.priority import PriorityRules
 
 DEFAULT_STRIPE_API_VERSION = "2025-02-24.acacia"
 """The Stripe API version the job pins: the last one whose PaymentIntents name their invoice."""
@@ -141,11 +145,21 @@ class Settings:
             ConfigError: a required value is missing or a value is malformed; the message
                 names the variable.
         """
-        values: dict[str, str] = {}
-        if dotenv is not None and dotenv.is_file():
-            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
-        return _parse(values)
+        return _parse(environment(environ, dotenv))
+
+
+def environment(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> dict[str, str]:
+    """Return a ``.env`` file overlaid by ``environ`` (default: the process environment).
+
+    The one place reconcile reads its environment; every command takes its settings from here.
+    """
+    values: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return values
 
 
 def _default(name: str) -> Any:  # noqa: ANN401 - each field's own type
@@ -453,3 +467,39 @@ def serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
         webhook_secrets=tuple(Secret(secret) for secret in secrets if secret),
         topup_token=Secret(token) if token else None,
     )
+
+
+PRIORITY_PREFIX = "RECONCILE_PRIORITY_"
+"""``RECONCILE_PRIORITY_{CRITICAL,HIGH,MEDIUM}_{AMOUNT,AGE,DUE}`` and ``..._LOW_DUE``."""
+
+
+def priority_rules_from_env(values: Mapping[str, str]) -> PriorityRules:
+    """Return the exception queue's priority thresholds, section 10a's unless set.
+
+    ``RECONCILE_PRIORITY_<LEVEL>_AMOUNT`` is a whole number of major units,
+    ``RECONCILE_PRIORITY_<LEVEL>_AGE`` and ``RECONCILE_PRIORITY_<LEVEL>_DUE`` durations (``5d``,
+    ``24h``), for the levels ``CRITICAL``, ``HIGH`` and ``MEDIUM``; ``RECONCILE_PRIORITY_LOW_DUE``
+    is how long a low finding may wait.
+
+    Raises:
+        ConfigError: a value is malformed, or the thresholds contradict each other.
+    """
+    levels = []
+    for level in DEFAULT_PRIORITY_LEVELS:
+        name = f"{PRIORITY_PREFIX}{level.priority.value.upper()}"
+        raw = values.get(f"{name}_AMOUNT", "").strip()
+        if raw and not (raw.isascii() and raw.isdigit()):
+            raise ConfigError(f"{name}_AMOUNT must be a whole number of major units, not {raw!r}")
+        levels.append(
+            PriorityLevel(
+                level.priority,
+                int(raw) if raw else level.amount_major,
+                _duration(values, f"{name}_AGE", level.age, zero=True),
+                _duration(values, f"{name}_DUE", level.due_in),
+            )
+        )
+    low_due = _duration(values, f"{PRIORITY_PREFIX}LOW_DUE", DEFAULT_PRIORITY_RULES.low_due_in)
+    try:
+        return PriorityRules(tuple(levels), low_due)
+    except ValueError as error:
+        raise ConfigError(f"{PRIORITY_PREFIX}*: {error}") from None

@@ -28,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from reconcile.clients import open_clients, utc_now
 from reconcile.config import Secret, ServeSettings, Settings
 from reconcile.db.engine import make_engine
+from reconcile.domain.times import to_iso
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
@@ -36,7 +37,6 @@ from reconcile.serve.app import ServeParts, create_app
 from reconcile.serve.command import posting_step
 from reconcile.serve.limits import server_config
 from reconcile.stripe.client import build_stripe_client
-from reconcile.times import to_iso
 
 DEMO_STRIPE_KEY = "sk_test_demo_not_a_real_key"
 DEMO_MOESIF_TOKEN = "demo-management-token"

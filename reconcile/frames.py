@@ -9,10 +9,12 @@ from typing import Any
 
 import pandas as pd
 
-from reconcile.domain import FINDING_SCHEMA, Action, Category, is_stripe_id
+from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.times import Window
+from reconcile.domain.values import FINDING_SCHEMA
+from reconcile.domain.vocab import Action, Category
 from reconcile.rules.absence import DroppedRow, dropped_row_detail
 from reconcile.rules.orders import Decision, Missing
-from reconcile.times import Window
 from reconcile.totals import category_totals
 
 

@@ -17,7 +17,7 @@ from reconcile.db.ledger import (
     store_unreadable,
     unreturned,
 )
-from reconcile.domain import LedgerRow, Unreadable
+from reconcile.domain.values import LedgerRow, Unreadable
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise, raw_json_text, unreadable_row
 from reconcile.rules.absence import Suspect, concluded_gone, targeted_reads

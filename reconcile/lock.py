@@ -27,8 +27,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconcile.db.engine import describe
+from reconcile.domain.times import to_iso
 from reconcile.errors import DatabaseUnavailable, LockHeld
-from reconcile.times import to_iso
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from reconcile.domain import Category
+from reconcile.domain.vocab import Category
 from reconcile.errors import ExitCode
 from reconcile.files import write_atomically
 

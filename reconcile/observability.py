@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
+from reconcile.domain.times import to_iso
 from reconcile.redaction import Redactor
-from reconcile.times import to_iso
 
 if TYPE_CHECKING:
     from reconcile.request import RunOutcome

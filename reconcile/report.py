@@ -13,11 +13,12 @@ from typing import TextIO
 
 import pandas as pd
 
-from reconcile.domain import REPORT_COLUMNS, Action, Category
+from reconcile.domain.money import format_major
+from reconcile.domain.times import Window, to_iso
+from reconcile.domain.values import REPORT_COLUMNS
+from reconcile.domain.vocab import Action, Category
 from reconcile.files import write_atomically
-from reconcile.money import format_major
 from reconcile.rules.delta import correction
-from reconcile.times import Window, to_iso
 from reconcile.totals import FALLBACK_CURRENCY, Key, category_sums
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from reconcile.domain.times import Window
 from reconcile.errors import ExitCode
-from reconcile.times import Window
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from reconcile.db.subscriptions import (
     kept_currencies,
     kept_currency,
 )
+from reconcile.domain.money import is_iso_currency, round_to_minor
 from reconcile.moesif.client import MoesifClient
-from reconcile.money import is_iso_currency, round_to_minor
 from reconcile.posting.entry import AmountUnit
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reconcile.money import to_major
+from reconcile.domain.money import to_major
 
 FALLBACK_CURRENCY = "usd"
 """The currency a finding without one is counted and shown in."""

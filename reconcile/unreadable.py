@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from reconcile.domain import FINDING_COLUMNS, Action, Category, Unreadable, UnreadableSource
+from reconcile.domain.values import FINDING_COLUMNS, Unreadable
+from reconcile.domain.vocab import Action, Category, UnreadableSource
 
 
 def unreadable_finding(item: Unreadable) -> dict[str, object]:

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconcile.config import Settings
+from reconcile.domain.money import is_iso_currency, minor_amount_problem
+from reconcile.domain.times import MAX_DURATION, parse_duration, parse_when
 from reconcile.errors import ConfigError, ExitCode
-from reconcile.money import is_iso_currency, minor_amount_problem
 from reconcile.redaction import MASK, Redactor
 from reconcile.retry import Deadline, DeadlineExceeded
 from reconcile.safe_text import escaped, excerpt, text_problem
-from reconcile.times import MAX_DURATION, parse_duration, parse_when
 
 BASE = {"STRIPE_API_KEY": "sk_test_abc", "MOESIF_MANAGEMENT_TOKEN": "tok_123"}
 

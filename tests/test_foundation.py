@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from reconcile.config import Secret, Settings
 from reconcile.db.engine import alembic_config
 from reconcile.db.models import LedgerEntry
+from reconcile.domain.money import format_major, round_to_minor, to_major, to_minor
+from reconcile.domain.times import Window, parse_duration, parse_when
 from reconcile.errors import ConfigError
-from reconcile.money import format_major, round_to_minor, to_major, to_minor
-from reconcile.times import Window, parse_duration, parse_when
 
 BASE = {"STRIPE_API_KEY": "sk_test_abc", "MOESIF_MANAGEMENT_TOKEN": "tok_123"}
 

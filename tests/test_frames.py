@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from reconcile import frames
-from reconcile.domain import FINDING_COLUMNS, FINDING_SCHEMA, Action, Category
+from reconcile.domain.values import FINDING_COLUMNS, FINDING_SCHEMA
+from reconcile.domain.vocab import Action, Category
 from reconcile.files import write_atomically
 from reconcile.rules.orders import Decision
 from reconcile.totals import category_sums

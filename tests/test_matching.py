@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import reconcile.matching
-from reconcile.domain import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
 from reconcile.matching import finding_records, is_stripe_id, match, postable
-from reconcile.times import Window
 
 T = datetime(2026, 11, 1, 12, tzinfo=UTC)
 WINDOW = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
@@ -540,10 +540,14 @@ def test_matcher_imports_no_io() -> None:
         "numpy",
         "numpy.typing",
         "pandas",
-        "reconcile.domain",
-        "reconcile.money",
+        "reconcile.domain.ids",
+        "reconcile.domain.values",
+        "reconcile.domain.vocab",
+        "reconcile.domain.money",
+        "reconcile.rules.correction",
+        "reconcile.rules.delta",
         "reconcile.rules.destination",
-        "reconcile.times",
+        "reconcile.domain.times",
     }
 
 
@@ -610,3 +614,53 @@ def test_empty_and_non_text_keys_count_as_text() -> None:
     assert categories(findings) == ["missing_in_moesif", "missing_in_stripe", "missing_in_stripe"]
     assert sorted(findings["moesif_id"].dropna().tolist()) == ["7", "m1"]
     assert findings.loc[findings["moesif_id"] == "m1", "company_id"].tolist() == [None]
+
+
+# --- corrections posted from the exception queue (section 10a) ------------------------------
+
+
+def _fid(category: str, transaction_id: str | None, moesif_id: str | None) -> str:
+    from reconcile.domain.ids import finding_id
+
+    return finding_id(category, transaction_id, moesif_id)
+
+
+def test_a_correction_row_settles_its_amount_mismatch_and_is_no_missing_in_stripe() -> None:
+    mismatch = _fid("amount_mismatch", "pi_1", "m1")
+    cents = [entry("pi_1", 1050)], [row("m1", "pi_1", 105000)]
+    assert categories(run(*cents)) == ["amount_mismatch"]
+
+    corrected = run(
+        cents[0], [*cents[1], row("m2", f"corr_{mismatch}", 103950, entry_type="debit")]
+    )
+
+    assert categories(corrected) == []
+
+
+def test_a_partial_or_unknown_correction_settles_nothing() -> None:
+    mismatch = _fid("amount_mismatch", "pi_1", "m1")
+    partial = run(
+        [entry("pi_1", 1050)],
+        [
+            row("m1", "pi_1", 105000),
+            row("m2", f"corr_{mismatch}", 1000, entry_type="debit"),
+            row("m3", "corr_F-0123456789abcdef", 500),
+        ],
+    )
+    assert categories(partial) == ["amount_mismatch"]
+
+
+def test_a_moved_misapplied_row_settles_both_findings() -> None:
+    entries = [entry("pi_1", 1200, company="co_2", subscription="sub_2")]
+    rows = [row("m1", "pi_1", 1200)]
+    before = run(entries, rows, companies={"sub_1": "co_1", "sub_2": "co_2"})
+    assert sorted(categories(before)) == ["misapplied", "missing_in_moesif"]
+    moved = _fid("misapplied", "pi_1", "m1")
+    legs = [
+        row("m2", f"corr_{moved}", 1200, entry_type="debit"),
+        row("m3", f"corr_{moved}_2", 1200, company="co_2", subscription="sub_2"),
+    ]
+
+    after = run(entries, [*rows, *legs], companies={"sub_1": "co_1", "sub_2": "co_2"})
+
+    assert categories(after) == []

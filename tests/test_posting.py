@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db.models import Posting, Run
-from reconcile.domain import Action
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import Action
 from reconcile.errors import GuardrailTripped
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry, moesif_amount
+from reconcile.posting.entry import moesif_amount
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.retry import RateLimiter, RetryPolicy

@@ -17,18 +17,17 @@ import pandas as pd
 import pytest
 
 from reconcile import frames
-from reconcile.domain import (
+from reconcile.domain.times import Window
+from reconcile.domain.values import (
     EXPECTED_COLUMNS,
     FINDING_COLUMNS,
     LEDGER_COLUMNS,
     REPORT_COLUMNS,
-    Category,
     Unreadable,
-    UnreadableSource,
 )
+from reconcile.domain.vocab import Category, UnreadableSource
 from reconcile.matching import match
 from reconcile.report import neutralise, summary, to_report_frame, write_report
-from reconcile.times import Window
 from reconcile.unreadable import unreadable_findings
 
 GOLDEN = Path(__file__).parent / "golden"

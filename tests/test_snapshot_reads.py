@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.ledger import ledger_frame, store_ledger_rows
 from reconcile.db.subscriptions import keep_currency, kept_currencies
-from reconcile.domain import EntryType, LedgerRow
+from reconcile.domain.values import LedgerRow
+from reconcile.domain.vocab import EntryType
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

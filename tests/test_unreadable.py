@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconcile.domain import FINDING_COLUMNS, Unreadable, UnreadableSource
+from reconcile.domain.values import FINDING_COLUMNS, Unreadable
+from reconcile.domain.vocab import UnreadableSource
 from reconcile.unreadable import blocked_transaction_ids, unreadable_finding, unreadable_findings
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

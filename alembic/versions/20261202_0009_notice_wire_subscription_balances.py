@@ -1,7 +1,7 @@
 """each kept Moesif subscription's available balance, as last read, for blocked customers
 
 Revision ID: 0009_notice_wire
-Revises: 0008d
+Revises: 0009_queue_wire
 Create Date: 2026-12-02 15:10:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from reconcile.db.models import UTCDateTime
 
 revision: str = "0009_notice_wire"
-down_revision: str | None = "0008d"
+down_revision: str | None = "0009_queue_wire"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

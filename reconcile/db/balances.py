@@ -8,6 +8,8 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, se
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
+from reconcile.domain.ids import OWN_POSTING_HEAD, OWN_POSTING_MIDDLE
+from reconcile.domain.vocab import PostingStatus
 
 Key = tuple[str, str, str]
 """(company id, subscription id, currency)."""
@@ -68,8 +70,8 @@ def confirmed_unseen_nets(session: Session, companies: Sequence[str] = ()) -> di
     description the job wrote (``reconcile: credit pi_… for Stripe …``).
     """
     own = (
-        literal("reconcile: ") + Posting.entry_type + literal(" ") + Posting.transaction_id
-    ) + literal(" for Stripe %")
+        literal(OWN_POSTING_HEAD) + Posting.entry_type + literal(" ") + Posting.transaction_id
+    ) + literal(f"{OWN_POSTING_MIDDLE}%")  # posting_description, from columns
     seen = exists().where(
         or_(
             LedgerEntry.transaction_id == Posting.transaction_id,
@@ -79,7 +81,7 @@ def confirmed_unseen_nets(session: Session, companies: Sequence[str] = ()) -> di
     net = func.sum(_signed(Posting.entry_type, Posting.amount_minor))
     query = (
         select(Posting.company_id, Posting.subscription_id, Posting.currency, net)
-        .where(Posting.status == "confirmed", ~seen)
+        .where(Posting.status == PostingStatus.CONFIRMED, ~seen)
         .group_by(Posting.company_id, Posting.subscription_id, Posting.currency)
     )
     if companies:

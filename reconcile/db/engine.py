@@ -14,9 +14,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconcile.errors import ConfigError, DatabaseUnavailable
 
-MIGRATIONS_PACKAGE = "reconcile._migrations"
-"""The migration scripts as installed: the top-level ``alembic/`` folder, shipped in the package."""
-
 
 def make_engine(url: str) -> Engine:
     """Return an engine for ``url``; SQLite gets foreign keys on and a busy timeout."""

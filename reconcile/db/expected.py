@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import ExpectedRow
-from reconcile.domain import EXPECTED_COLUMNS, ExpectedEntry
+from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
 
 BATCH_SIZE = 5_000
 """Entries per ``executemany`` of the one cached upsert statement."""

@@ -5,40 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
-
-
-class FindingStatus(StrEnum):
-    """Where a finding stands; only ``open`` counts for review (``rules.lifecycle`` moves them).
-
-    ``resolved`` is an operator's claim awaiting the next run's check; ``closed`` is settled
-    for good (by a run that found the drift gone, or a claim a run confirmed).
-    """
-
-    OPEN = "open"
-    RESOLVED = "resolved"
-    CLOSED = "closed"
-    IGNORED = "ignored"
-
-
-class ClosedBy(StrEnum):
-    """Who closed a finding."""
-
-    RUN = "run"
-    OPERATOR = "operator"
-
-
-class NoteSource(StrEnum):
-    """Where an operator's action came from."""
-
-    CLI = "cli"
-    PAGE = "page"
+from reconcile.domain import ids
+from reconcile.domain.vocab import (
+    NEEDS_REVIEW,
+    RUN_ACTOR,
+    Action,
+    ClosedBy,
+    EventStatus,
+    FindingStatus,
+    NoteAction,
+    NoteSource,
+)
 
 
 class UnknownFinding(LookupError):
@@ -81,7 +64,7 @@ def _filtered(
     query: Select[tuple[FindingState]], where: FindingFilter, now: datetime
 ) -> Select[tuple[FindingState]]:
     if not where.include_closed:
-        query = query.where(FindingState.status == FindingStatus.OPEN)
+        query = query.where(FindingState.status.in_(sorted(NEEDS_REVIEW)))
     if where.categories:
         query = query.where(FindingState.category.in_(where.categories))
     if where.companies:
@@ -134,6 +117,7 @@ def close_findings(
     note: str,
     source: NoteSource,
     now: datetime,
+    actor: str | None = None,
 ) -> list[FindingState]:
     """Close findings as ``resolved`` or ``ignored`` by an operator, with a note; does not commit.
 
@@ -148,34 +132,125 @@ def close_findings(
         raise ValueError("a finding is closed as resolved or ignored, not open")
     if not note.strip():
         raise ValueError("closing a finding needs a note")
-    wanted = list(dict.fromkeys(finding_ids))
-    found = {
-        state.finding_id: state
-        for state in session.scalars(
-            select(FindingState).where(FindingState.finding_id.in_(wanted))
-        )
-    }
-    unknown = [finding_id for finding_id in wanted if finding_id not in found]
-    if unknown:
-        raise UnknownFinding(unknown)
-    for finding_id in wanted:
-        state = found[finding_id]
+    states = _every(session, finding_ids)
+    for state in states:
         state.status = status
         state.closed_at = now
         state.closed_by = ClosedBy.OPERATOR
         state.note = note
-        session.add(
-            FindingNote(finding_id=finding_id, at=now, action=status, note=note, source=source)
-        )
+        session.add(_note(state.finding_id, now, status, note, source, actor))
     session.flush()
+    return states
+
+
+def assign_findings(
+    session: Session,
+    finding_ids: Sequence[str],
+    owner: str,
+    note: str,
+    source: NoteSource,
+    now: datetime,
+    actor: str | None = None,
+) -> list[FindingState]:
+    """Give findings an owner, noted; an open one becomes ``assigned``; does not commit.
+
+    Every id must exist, or nothing is assigned. A finding resolved, closed or ignored keeps its
+    status (its owner is who answers for it).
+
+    Raises:
+        UnknownFinding: some id is not a known finding.
+        ValueError: ``owner`` is blank.
+    """
+    if not owner.strip():
+        raise ValueError("a finding is assigned to someone: the owner must not be blank")
+    states = _every(session, finding_ids)
+    for state in states:
+        state.owner, state.assigned_at = owner.strip(), now
+        if state.status == FindingStatus.OPEN:
+            state.status = FindingStatus.ASSIGNED
+        text = f"to {owner.strip()}" + (f": {note.strip()}" if note.strip() else "")
+        session.add(_note(state.finding_id, now, NoteAction.ASSIGNED, text, source, actor))
+    session.flush()
+    return states
+
+
+def reopen_findings(
+    session: Session,
+    finding_ids: Sequence[str],
+    note: str,
+    source: NoteSource,
+    now: datetime,
+    actor: str | None = None,
+) -> list[FindingState]:
+    """Open again findings resolved, closed or ignored, with a reason; does not commit.
+
+    Raises:
+        UnknownFinding: some id is not a known finding.
+        ValueError: ``note`` is blank.
+    """
+    if not note.strip():
+        raise ValueError("reopening a finding needs a note")
+    states = _every(session, finding_ids)
+    for state in states:
+        if state.status in NEEDS_REVIEW:
+            continue
+        state.status = FindingStatus.ASSIGNED if state.owner else FindingStatus.OPEN
+        state.closed_at, state.closed_by = None, None
+        session.add(_note(state.finding_id, now, NoteAction.REOPENED, note, source, actor))
+    session.flush()
+    return states
+
+
+def add_note(
+    session: Session,
+    finding_id: str,
+    action: NoteAction,
+    note: str,
+    source: NoteSource,
+    now: datetime,
+    actor: str | None = None,
+) -> FindingState:
+    """Append a comment (or a correction's record) to a finding's trail; does not commit.
+
+    Raises:
+        UnknownFinding: the id is not a known finding.
+        ValueError: ``note`` is blank.
+    """
+    if not note.strip():
+        raise ValueError("a comment needs a note")
+    [state] = _every(session, [finding_id])
+    session.add(_note(finding_id, now, action, note, source, actor))
+    session.flush()
+    return state
+
+
+def _every(session: Session, finding_ids: Sequence[str]) -> list[FindingState]:
+    """Return the findings of ``finding_ids`` in order, each once.
+
+    Raises:
+        UnknownFinding: some id is not a known finding.
+    """
+    wanted = list(dict.fromkeys(finding_ids))
+    found = states_of(session, wanted)
+    unknown = [finding_id for finding_id in wanted if finding_id not in found]
+    if unknown:
+        raise UnknownFinding(unknown)
     return [found[finding_id] for finding_id in wanted]
+
+
+def _note(
+    finding_id: str, now: datetime, action: str, note: str, source: str, actor: str | None
+) -> FindingNote:
+    return FindingNote(
+        finding_id=finding_id, at=now, action=action, note=note, source=source, actor=actor
+    )
 
 
 def open_counts_by_subscription(session: Session) -> dict[tuple[str | None, str | None], int]:
     """Return how many findings are open per (company id, subscription id)."""
     query = (
         select(FindingState.company_id, FindingState.subscription_id, func.count())
-        .where(FindingState.status == FindingStatus.OPEN)
+        .where(FindingState.status.in_(sorted(NEEDS_REVIEW)))
         .group_by(FindingState.company_id, FindingState.subscription_id)
     )
     return {
@@ -187,7 +262,7 @@ def open_counts_by_subscription(session: Session) -> dict[tuple[str | None, str 
 def open_states(
     session: Session,
     companies: Sequence[str] = (),
-    statuses: Sequence[str] = (FindingStatus.OPEN,),
+    statuses: Sequence[str] = tuple(sorted(NEEDS_REVIEW)),
 ) -> list[FindingState]:
     """Return the findings in ``statuses`` (open ones by default), of ``companies`` if named."""
     query = select(FindingState).where(FindingState.status.in_(list(statuses)))
@@ -248,15 +323,17 @@ def record_seen(
             setattr(state, name, value)
         state.last_seen_run_id, state.last_seen_at = run_id, now
         state.runs_seen += 1
-        if state.status != FindingStatus.OPEN:
-            state.status, state.closed_at, state.closed_by = FindingStatus.OPEN, None, None
+        if state.status not in NEEDS_REVIEW:
+            state.status = FindingStatus.ASSIGNED if state.owner else FindingStatus.OPEN
+            state.closed_at, state.closed_by = None, None
             session.add(
                 FindingNote(
                     finding_id=finding_id,
                     at=now,
-                    action="reopened",
+                    action=Action.REOPENED,
                     note=f"found again by run {run_id}",
                     source="run",
+                    actor=RUN_ACTOR,
                 )
             )
     session.flush()
@@ -278,6 +355,7 @@ def settle_by_run(
                 action=FindingStatus.CLOSED,
                 note=state.note,
                 source="run",
+                actor=RUN_ACTOR,
             )
         )
     session.flush()
@@ -300,6 +378,7 @@ def confirm_resolved(
                 action=FindingStatus.CLOSED,
                 note=f"resolve confirmed: drift no longer found by run {run_id}",
                 source="run",
+                actor=RUN_ACTOR,
             )
         )
     session.flush()
@@ -312,19 +391,20 @@ WEBHOOK_RUN = "serve"
 def adopt_unmapped_events(session: Session, now: datetime) -> int:
     """Open an ``unmapped_customer`` finding for each movement a webhook could not map.
 
-    ``serve`` records such an event ``unmapped`` with ``transaction_id: reason`` pairs in its
-    ``last_error``; each movement not yet a finding becomes one, open at once. Returns how many
-    were opened. Flushes, never commits.
+    Today's ``serve`` opens such findings itself, at once (``open_at_once``); this adopts the
+    events an older ``serve`` recorded ``unmapped`` with only ``transaction_id: reason`` pairs in
+    their ``last_error``, so a database upgraded from it loses none. Each movement not yet a
+    finding becomes one. Returns how many were opened. Flushes, never commits.
     """
-    from reconcile.rules.finding_ids import finding_id
-
-    events = session.scalars(select(WebhookEvent).where(WebhookEvent.status == "unmapped"))
+    events = session.scalars(
+        select(WebhookEvent).where(WebhookEvent.status == EventStatus.UNMAPPED)
+    )
     wanted: dict[str, tuple[str, str, WebhookEvent]] = {}
     for event in events:
         for part in (event.last_error or "").split("; "):
             transaction_id, _, reason = part.partition(": ")
             if transaction_id.strip():
-                key = finding_id("unmapped_customer", transaction_id.strip(), None)
+                key = ids.finding_id("unmapped_customer", transaction_id.strip(), None)
                 wanted.setdefault(key, (transaction_id.strip(), reason.strip(), event))
     if not wanted:
         return 0
@@ -391,7 +471,7 @@ def open_by_category(session: Session) -> list[tuple[str, int, datetime]]:
     """Return (category, how many open, the oldest first seen) of the open findings, sorted."""
     query = (
         select(FindingState.category, func.count(), func.min(FindingState.first_seen_at))
-        .where(FindingState.status == FindingStatus.OPEN)
+        .where(FindingState.status.in_(sorted(NEEDS_REVIEW)))
         .group_by(FindingState.category)
         .order_by(FindingState.category)
     )

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, Run
 from reconcile.db.sql import chunks
-from reconcile.domain import FINDING_COLUMNS, Category
+from reconcile.domain.values import FINDING_COLUMNS
+from reconcile.domain.vocab import Category
 
 
 def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
-from reconcile.domain import LEDGER_COLUMNS, LedgerRow, Unreadable
+from reconcile.domain.values import LEDGER_COLUMNS, LedgerRow, Unreadable
 from reconcile.rules.absence import DroppedRow, Suspect
 
 BATCH_SIZE = 500

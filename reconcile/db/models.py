@@ -255,7 +255,9 @@ class FindingState(Base):
     )
     detail: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(
-        String(20), index=True, comment="open|resolved (awaiting a run's check)|closed|ignored"
+        String(20),
+        index=True,
+        comment="open|assigned|resolved (awaiting a run's check)|closed|ignored",
     )
     first_seen_run_id: Mapped[str] = mapped_column(String(40))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -265,19 +267,24 @@ class FindingState(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_by: Mapped[str | None] = mapped_column(String(20), comment="run|operator")
     note: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(Text, comment="who works on it; null: nobody")
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class FindingNote(Base):
-    """An operator's or a run's action on a finding, with its note; append-only."""
+    """An operator's or a run's action on a finding, or a comment, with its note; append-only."""
 
     __tablename__ = "finding_notes"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     finding_id: Mapped[str] = mapped_column(ForeignKey("finding_states.finding_id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
-    action: Mapped[str] = mapped_column(String(20), comment="resolved|ignored|reopened|closed")
+    action: Mapped[str] = mapped_column(
+        String(20), comment="assigned|commented|corrected|resolved|ignored|reopened|closed"
+    )
     note: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(20), comment="cli|page")
+    actor: Mapped[str | None] = mapped_column(Text, comment="who: a person, console, or the run")
 
 
 class Notification(Base):

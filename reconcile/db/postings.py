@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, Posting
-from reconcile.posting.next_step import PostingStatus
+from reconcile.domain.vocab import PostingStatus
 
 
 def record_intent(session: Session, values: dict[str, Any]) -> bool:

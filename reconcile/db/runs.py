@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Run
-
-
-class RunStatus(StrEnum):
-    """How a run ended (``running`` while it runs)."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    GUARDRAIL = "guardrail"
-    CRASHED = "crashed"
+from reconcile.domain.vocab import RunStatus
 
 
 def last_watermark(session: Session) -> datetime | None:

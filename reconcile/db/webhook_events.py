@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import WebhookEvent
-
-
-class EventStatus(StrEnum):
-    """Where a recorded event stands."""
-
-    RECEIVED = "received"
-    RETRY = "retry"
-    POSTED = "posted"
-    IGNORED = "ignored"
-    UNMAPPED = "unmapped"
-    REFUSED = "refused"
-    """The posting rule refused a movement (currency, subscription, a row elsewhere): a finding."""
-
-
-PENDING = (EventStatus.RECEIVED, EventStatus.RETRY)
-"""Statuses the worker still has to act on (also after a crash or restart)."""
+from reconcile.domain.vocab import PENDING_EVENTS, EventStatus
 
 
 def is_recorded(session: Session, event_id: str) -> bool:
@@ -62,7 +46,7 @@ def due_ids(session: Session, now: datetime, limit: int) -> list[str]:
     return list(
         session.scalars(
             select(WebhookEvent.event_id)
-            .where(WebhookEvent.status.in_(PENDING), WebhookEvent.next_attempt_at <= now)
+            .where(WebhookEvent.status.in_(PENDING_EVENTS), WebhookEvent.next_attempt_at <= now)
             .order_by(WebhookEvent.created, WebhookEvent.id)
             .limit(limit)
         )
@@ -78,7 +62,7 @@ def claim(session: Session, event_id: str, now: datetime, until: datetime) -> bo
         update(WebhookEvent)
         .where(
             WebhookEvent.event_id == event_id,
-            WebhookEvent.status.in_(PENDING),
+            WebhookEvent.status.in_(PENDING_EVENTS),
             WebhookEvent.next_attempt_at <= now,
         )
         .values(next_attempt_at=until)
@@ -89,7 +73,9 @@ def claim(session: Session, event_id: str, now: datetime, until: datetime) -> bo
 def earliest_due(session: Session) -> datetime | None:
     """Return when the earliest pending event falls due, or ``None`` when none is pending."""
     return session.scalar(
-        select(func.min(WebhookEvent.next_attempt_at)).where(WebhookEvent.status.in_(PENDING))
+        select(func.min(WebhookEvent.next_attempt_at)).where(
+            WebhookEvent.status.in_(PENDING_EVENTS)
+        )
     )
 
 

@@ -2,7 +2,8 @@
 
 The package's modules follow the matcher's seams: ``sides`` (both inputs as integer arrays),
 ``by_id`` and ``by_amount`` (pairing), ``findings`` and ``unmatched`` (what each pair or
-leftover is reported as).
+leftover is reported as), ``corrections`` (rows posted from the exception queue, netted
+against the drift they settle).
 """
 
 from __future__ import annotations
@@ -14,16 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reconcile.domain import (
-    EXPECTED_COLUMNS,
-    FINDING_COLUMNS,
-    LEDGER_COLUMNS,
-    STRIPE_ID_PREFIXES,
-    Category,
-    is_stripe_id,
-)
+from reconcile.domain.ids import STRIPE_ID_PREFIXES, is_stripe_id
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, FINDING_COLUMNS, LEDGER_COLUMNS
+from reconcile.domain.vocab import Category
 from reconcile.matching.by_amount import amount_pairs, repeated_rows
 from reconcile.matching.by_id import carried_elsewhere, exact_pairs
+from reconcile.matching.corrections import net, set_apart
 from reconcile.matching.findings import (
     amount_mismatches,
     duplicate_findings,
@@ -35,7 +33,6 @@ from reconcile.matching.findings import (
 )
 from reconcile.matching.sides import PAIR, drifting, mask, share_keys, side_of
 from reconcile.matching.unmatched import matched_currency_mismatches, unmatched_findings
-from reconcile.times import Window
 
 __all__ = ["STRIPE_ID_PREFIXES", "finding_records", "is_stripe_id", "match", "postable"]
 
@@ -67,6 +64,9 @@ def match(
         recheck: transaction ids of entries and Moesif ids of rows reported as if inside the
             window wherever they lie (the subjects of findings still open).
 
+    A ledger row whose transaction id is a correction's (``corr_F-…``) is matched against no
+    movement; a finding its corrections settle exactly is not reported (``corrections``).
+
     Returns:
         The findings frame (``FINDING_COLUMNS``): text cells ``str`` or ``None``, amounts
         nullable ``Int64`` minor units, times aware UTC; sorted by category, time and id.
@@ -74,6 +74,7 @@ def match(
     Raises:
         ValueError: a frame lacks a column or holds naive times.
     """
+    ledger, corrections = set_apart(ledger)
     entries = side_of(expected, EXPECTED_COLUMNS, "expected", "transaction_id", window, recheck)
     rows = side_of(ledger, LEDGER_COLUMNS, "ledger", "moesif_id", window, recheck)
     rows = drifting(rows)
@@ -95,7 +96,7 @@ def match(
     explained = mask(len(rows.time), pd.concat([matched["_l"], duplicates["_l"], misplaced["_l"]]))
     unmatched = np.flatnonzero(entries.inside & ~matched_entries)
     carried = carried_elsewhere(rows, misplaced, len(entries.time))[unmatched]
-    return finalise(
+    found = finalise(
         [
             misapplied(entries, rows, misplaced),
             amount_mismatches(entries, rows, exact),
@@ -110,6 +111,7 @@ def match(
             matched_currency_mismatches(entries, rows, matched, subscription_currency),
         ]
     )
+    return net(found, corrections)
 
 
 def postable(findings: pd.DataFrame) -> pd.DataFrame:

@@ -7,11 +7,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from reconcile.domain import STRIPE_ID_PREFIXES
+from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.matching.sides import MICROSECOND, PAIR, BoolArray, IntArray, Side, mask, row_codes
-
-MATCH_KEYS = ["company_id", "subscription_id", "entry_type", "amount_minor"]
-"""What a ledger row without a Stripe id must share with an entry to match it by amount."""
 
 
 def amount_pairs(

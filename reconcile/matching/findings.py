@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reconcile.domain import FINDING_COLUMNS, Action, Category, is_stripe_id
+from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.money import format_major
+from reconcile.domain.values import FINDING_COLUMNS
+from reconcile.domain.vocab import Action, Category
 from reconcile.matching.sides import IntArray, Side
-from reconcile.money import format_major
 from reconcile.rules.destination import account
 
 _TEXT_COLUMNS = [

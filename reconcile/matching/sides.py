@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from reconcile.domain import EntryType
-from reconcile.times import Window
+from reconcile.domain.times import Window
+from reconcile.domain.vocab import EntryType
 
 IntArray = npt.NDArray[np.int64]
 

@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from reconcile.domain import Action, Category
+from reconcile.domain.money import format_major
+from reconcile.domain.vocab import Action, Category
 from reconcile.matching.findings import finding_rows, pair_sides
 from reconcile.matching.sides import Side, text_values
-from reconcile.money import format_major
 from reconcile.rules.destination import UNCHECKED, Movement, Subscription, Verdict, destination
 
 

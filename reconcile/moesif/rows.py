@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-from reconcile.domain import EntryType, LedgerRow, Unreadable, UnreadableSource
-from reconcile.money import MAX_MINOR_UNITS, round_to_minor
+from reconcile.domain.money import MAX_MINOR_UNITS, round_to_minor
+from reconcile.domain.values import LedgerRow, Unreadable
+from reconcile.domain.vocab import EntryType, UnreadableSource
 from reconcile.safe_text import escaped, excerpt, text_problem
 
 logger = logging.getLogger(__name__)

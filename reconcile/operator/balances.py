@@ -27,13 +27,13 @@ from reconcile.config import Settings
 from reconcile.db.balances import Key, confirmed_unseen_nets, moesif_nets, stripe_nets
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.db.finding_states import open_counts_by_subscription
+from reconcile.domain.money import exponent, format_major
 from reconcile.errors import DatabaseUnavailable
 from reconcile.moesif.client import (
     MoesifClient,
     Subscription,
     open_http_client,
 )
-from reconcile.money import exponent, format_major
 from reconcile.retry import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -250,12 +250,6 @@ def write_balances(rows: Sequence[BalanceRow], run_id: str, report_dir: Path) ->
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
-
-
-def latest_balances_csv(report_dir: Path) -> Path | None:
-    """Return the newest balances CSV in ``report_dir``, if any."""
-    found = sorted(report_dir.glob("balances-*.csv"))
-    return found[-1] if found else None
 
 
 def summary_line(rows: Sequence[BalanceRow], path: Path) -> str:

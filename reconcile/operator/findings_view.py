@@ -1,4 +1,4 @@
-"""``reconcile findings``: the findings of all runs as a table, CSV or JSON, and closing them."""
+"""``reconcile findings``: the exception queue as a table, CSV or JSON, and closing findings."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     adopt_unmapped_events,
     close_findings,
     list_findings,
 )
 from reconcile.db.models import FindingState
-from reconcile.money import format_major
-from reconcile.times import to_iso
+from reconcile.domain.money import format_major
+from reconcile.domain.times import to_iso
+from reconcile.domain.vocab import NEEDS_REVIEW, FindingStatus, NoteSource
+from reconcile.rules.priority import DEFAULT_RULES, Assessment, PriorityRules, assess
 
 COLUMNS = (
     "finding_id",
     "status",
     "category",
+    "priority",
+    "due_at",
+    "overdue",
+    "owner",
     "company_id",
     "subscription_id",
     "transaction_id",
@@ -47,24 +51,46 @@ COLUMNS = (
 
 _TABLE = (
     "finding_id",
+    "priority",
+    "due_at",
+    "owner",
     "status",
     "category",
     "company_id",
     "subscription_id",
     "transaction_id",
     "moesif_id",
+    "currency",
     "delta",
     "first_seen_at",
     "last_seen_at",
     "runs_seen",
 )
 
+OVERDUE_MARK = " OVERDUE"
+"""Appended to the due time of an overdue finding in the table."""
 
-def listing(engine: Engine, where: FindingFilter, fmt: str, now: datetime) -> str:
-    """Return the findings ``where`` selects in ``fmt`` (``table``, ``csv`` or ``json``)."""
+
+def listing(
+    engine: Engine,
+    where: FindingFilter,
+    fmt: str,
+    now: datetime,
+    rules: PriorityRules = DEFAULT_RULES,
+) -> str:
+    """Return the queue ``where`` selects in ``fmt`` (``table``, ``csv`` or ``json``).
+
+    Sorted as the exception queue is (section 10a): priority, then due time, then the size of
+    the correction; an overdue finding is marked.
+    """
     with Session(engine) as session, session.begin():
         adopt_unmapped_events(session, now)
-        rows = [_fields(state) for state in list_findings(session, where, now)]
+        states = list_findings(session, where, now)
+        assessed = sorted(
+            ((queue_assessment(state, now, rules), state) for state in states),
+            key=lambda pair: pair[0].queue_key(),
+        )
+        rows = [_fields(state, assessment, now) for assessment, state in assessed]
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
@@ -75,7 +101,7 @@ def listing(engine: Engine, where: FindingFilter, fmt: str, now: datetime) -> st
         return out.getvalue().rstrip("\n")
     if not rows:
         return "no open findings" if not where.include_closed else "no findings"
-    table = [list(_TABLE)] + [[_safe(str(row[name] or "")) for name in _TABLE] for row in rows]
+    table = [list(_TABLE)] + [[_safe(_cell(row, name)) for name in _TABLE] for row in rows]
     widths = [max(len(line[column]) for line in table) for column in range(len(_TABLE))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
@@ -96,10 +122,27 @@ def close(
     return len(closed)
 
 
-def _fields(state: FindingState) -> dict[str, object]:
+def queue_assessment(state: FindingState, now: datetime, rules: PriorityRules) -> Assessment:
+    """Return a finding's priority and due time (section 10a) at ``now``."""
+    return assess(state.delta_minor, state.currency, state.first_seen_at, now, rules)
+
+
+def _cell(row: dict[str, object], name: str) -> str:
+    text = str(row[name] if row[name] is not None else "")
+    if name == "due_at" and row["overdue"]:
+        return text + OVERDUE_MARK
+    return text
+
+
+def _fields(state: FindingState, assessment: Assessment, now: datetime) -> dict[str, object]:
     currency = state.currency or "usd"
+    waiting = state.status in NEEDS_REVIEW
     return {
         "finding_id": state.finding_id,
+        "priority": assessment.priority.value,
+        "due_at": to_iso(assessment.due_at),
+        "overdue": waiting and assessment.overdue(now),
+        "owner": state.owner,
         "status": state.status,
         "category": state.category,
         "company_id": state.company_id,

@@ -31,9 +31,9 @@ from reconcile.db.models import Finding, FindingState, Posting
 from reconcile.db.postings import confirmed_of_run
 from reconcile.db.runs import run_of
 from reconcile.db.subscriptions import kept_balances
-from reconcile.domain import Action
+from reconcile.domain.values import Entry, entry_type_of
+from reconcile.domain.vocab import Action
 from reconcile.errors import ExitCode
-from reconcile.posting.entry import Entry, entry_type_of
 from reconcile.rules.delta import correction
 from reconcile.rules.lifecycle import OPEN
 from reconcile.rules.notice import MAX_FINDINGS, NoticeFinding, build_notice

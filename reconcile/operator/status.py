@@ -13,9 +13,9 @@ from reconcile.db.finding_states import open_by_category
 from reconcile.db.findings import counts_by_category, first_findings
 from reconcile.db.models import Finding, Run
 from reconcile.db.runs import latest_full_run, recent_runs
-from reconcile.domain import Action
-from reconcile.money import format_major
-from reconcile.times import to_iso
+from reconcile.domain.money import format_major
+from reconcile.domain.times import to_iso
+from reconcile.domain.vocab import Action
 
 OPEN_ACTIONS = (
     Action.FLAGGED.value,

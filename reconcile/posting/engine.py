@@ -38,6 +38,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db import postings
 from reconcile.db.models import Posting
+from reconcile.domain import origin as origins
+from reconcile.domain.values import Entry, entry_type_of
+from reconcile.domain.vocab import PostingStatus
 from reconcile.errors import (
     CredentialsRejected,
     LockHeld,
@@ -49,12 +52,10 @@ from reconcile.errors import (
 from reconcile.lock import run_lock
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import normalise
-from reconcile.posting import origin as origins
-from reconcile.posting.entry import AmountUnit, Entry, entry_type_of, moesif_amount
+from reconcile.posting.entry import AmountUnit, moesif_amount
 from reconcile.posting.first_read import FirstRead, ReadEach
 from reconcile.posting.next_step import (
     DEFAULT_REPORT_LAG,
-    PostingStatus,
     ReadBack,
     Step,
     next_step,

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from reconcile.domain.values import Entry
 from reconcile.moesif.client import MoesifClient
-from reconcile.posting.entry import Entry
 from reconcile.posting.read_back import MARGIN
 from reconcile.rules.destination import Placed
 

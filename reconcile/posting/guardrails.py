@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+from reconcile.domain.money import to_major
+from reconcile.domain.values import Entry
 from reconcile.errors import GuardrailTripped
-from reconcile.money import to_major
-from reconcile.posting.entry import Entry
 
 
 def check_guardrails(

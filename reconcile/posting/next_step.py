@@ -28,22 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-TRANSACTION_ID_PREFIXES = ("pi_", "re_", "txn_")
-"""The Stripe ids postings are made under (contract section 4)."""
+from reconcile.domain.ids import names_movement
+from reconcile.domain.vocab import PostingStatus
 
 DEFAULT_REPORT_LAG = timedelta(minutes=15)
 """How long Moesif's billing reports may take to list a row it applied, unless configured
 (``RECONCILE_MOESIF_REPORT_LAG``). Moesif documents no figure: a quarter of an hour is a cautious
 choice, long for a report to trail its ledger and short against a nightly run's cadence."""
-
-
-class PostingStatus(StrEnum):
-    """Where a recorded posting stands; only ``confirmed`` is final."""
-
-    INTENT = "intent"
-    CONFIRMED = "confirmed"
-    UNKNOWN = "unknown"
-    FAILED = "failed"
 
 
 class Step(StrEnum):
@@ -110,7 +101,7 @@ def applied(read_back: ReadBack, transaction_id: str) -> bool:
         return True
     if any(transaction_id in description for description in read_back.anonymous):
         return True
-    unnamed = sum(1 for description in read_back.anonymous if not _names_movement(description))
+    unnamed = sum(1 for description in read_back.anonymous if not names_movement(description))
     return unnamed > read_back.confirmed_twins
 
 
@@ -145,7 +136,3 @@ def next_step(
     if not read_back.settled:
         return Step.WAIT_FOR_REPORTS
     return Step.SEND_AS_RECORDED
-
-
-def _names_movement(description: str) -> bool:
-    return any(prefix in description for prefix in TRANSACTION_ID_PREFIXES)

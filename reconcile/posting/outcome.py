@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconcile.domain import Action
+from reconcile.domain.vocab import Action
 from reconcile.rules.destination import Verdict
 
 

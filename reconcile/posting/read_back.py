@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from reconcile.domain import EntryType, LedgerRow
-from reconcile.posting.entry import Entry
+from reconcile.domain.values import Entry, LedgerRow
+from reconcile.domain.vocab import EntryType
 from reconcile.posting.next_step import ReadBack
 
 MARGIN = timedelta(hours=1)

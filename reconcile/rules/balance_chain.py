@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconcile.money import format_major
+from reconcile.domain.money import format_major
 
 BALANCE_BREAK = "balance_break"
 """The finding's category (contract section 6)."""

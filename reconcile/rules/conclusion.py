@@ -6,10 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconcile.db.runs import RunStatus
-from reconcile.domain import REVIEW_ACTIONS, Action
+from reconcile.domain.values import Sent
+from reconcile.domain.vocab import REVIEW_ACTIONS, Action, RunStatus
 from reconcile.errors import ExitCode
-from reconcile.posting.outcome import Outcome
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Tally:
         return len(self.unanswered)
 
 
-def tally(outcomes: Iterable[Outcome]) -> Tally:
+def tally(outcomes: Iterable[Sent]) -> Tally:
     """Count the outcomes of the orders a run sent."""
     done = list(outcomes)
     return Tally(

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from reconcile.money import format_major, to_minor
+from reconcile.domain.money import format_major, to_minor
 
 STRIPE_TOTAL_MISMATCH = "stripe_total_mismatch"
 """The finding's category (contract section 6)."""

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from reconcile.domain import Category, EntryType
-from reconcile.money import format_major, is_iso_currency, minor_amount_problem
-from reconcile.posting.entry import Entry
+from reconcile.domain.money import format_major, is_iso_currency, minor_amount_problem
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import Category, EntryType
 from reconcile.rules.delta import correction
 
 PREFIX = "corr_"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconcile.domain import Category, EntryType
+from reconcile.domain.vocab import Category, EntryType
 
 _EXTRA_IN_MOESIF = frozenset(
     {Category.DUPLICATE_IN_MOESIF, Category.MISSING_IN_STRIPE, Category.MISAPPLIED}

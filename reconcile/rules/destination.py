@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconcile.domain import Category, Source
+from reconcile.domain.vocab import Category, Source
 
 
 @dataclass(frozen=True)

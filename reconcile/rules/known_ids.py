@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconcile.domain import is_stripe_id
-from reconcile.rules.posting_description import posted_transaction_id
+from reconcile.domain.ids import is_stripe_id, posted_transaction_id
 
 
 def needs_memory(transaction_id: str | None, description: str | None) -> bool:

@@ -1,6 +1,7 @@
 """How a run moves findings through their life: opened, seen again, settled, reopened, closed.
 
-A finding's states (contract sections 6 and 10a): ``open`` needs review; ``resolved`` is an
+A finding's states (contract sections 6 and 10a): ``open`` needs review; ``assigned`` needs
+review and has an owner (a run treats it as open); ``resolved`` is an
 operator's claim that the drift is fixed, awaiting the next run's check; ``closed`` is settled for
 good; ``ignored`` is drift accepted with a reason. :func:`next_step` decides, for one finding,
 what a run does given its state and what the run saw; :func:`transitions` applies it to all.
@@ -12,23 +13,26 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconcile.domain import REVIEW_ACTIONS
+from reconcile.domain.vocab import NEEDS_REVIEW, REVIEW_ACTIONS, ClosedBy, FindingStatus
 
-OPEN = "open"
-RESOLVED = "resolved"
-CLOSED = "closed"
-IGNORED = "ignored"
-BY_RUN = "run"
-BY_OPERATOR = "operator"
+OPEN = FindingStatus.OPEN
+ASSIGNED = FindingStatus.ASSIGNED
+RESOLVED = FindingStatus.RESOLVED
+CLOSED = FindingStatus.CLOSED
+IGNORED = FindingStatus.IGNORED
+BY_RUN = ClosedBy.RUN
+BY_OPERATOR = ClosedBy.OPERATOR
 
-RECHECKED = frozenset({OPEN, RESOLVED})
+RECHECKED = NEEDS_REVIEW | {RESOLVED}
 """States a run compares again wherever the subject lies: still open, or claimed fixed."""
 
 __all__ = [
+    "ASSIGNED",
     "BY_OPERATOR",
     "BY_RUN",
     "CLOSED",
     "IGNORED",
+    "NEEDS_REVIEW",
     "OPEN",
     "RECHECKED",
     "RESOLVED",
@@ -76,7 +80,7 @@ def next_step(status: str | None, *, found: bool, compared: bool) -> Step:
         return Step.SILENCED if found else Step.UNCHANGED
     if status is None:
         return Step.NEW if found else Step.UNCHANGED
-    if status == OPEN:
+    if status in NEEDS_REVIEW:
         if found:
             return Step.SEEN
         return Step.SETTLED if compared else Step.WAITING

@@ -22,13 +22,13 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from reconcile.domain import REVIEW_ACTIONS, Action
+from reconcile.domain.money import format_major, is_iso_currency
+from reconcile.domain.times import to_iso
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import REVIEW_ACTIONS, Action
 from reconcile.errors import ExitCode
-from reconcile.money import format_major, is_iso_currency
-from reconcile.posting.entry import Entry
 from reconcile.rules.lifecycle import IGNORED, OPEN
 from reconcile.rules.priority import DEFAULT_RULES, Assessment, PriorityRules, assess
-from reconcile.times import to_iso
 
 MAX_FINDINGS = 20
 """Findings a notification lists at most."""

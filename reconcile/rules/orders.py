@@ -6,10 +6,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconcile.domain import Action
-from reconcile.posting.entry import Entry, entry_type_of
-from reconcile.posting.outcome import Outcome
-from reconcile.rules.posting_description import posting_description
+from reconcile.domain.ids import posting_description
+from reconcile.domain.values import Entry, Sent, entry_type_of
+from reconcile.domain.vocab import Action
 
 UNREADABLE = (
     "Moesif holds a row with this transaction id that could not be read; "
@@ -86,14 +85,14 @@ def order(finding: Missing, run_id: str) -> Entry:
         amount_minor=finding.amount_minor,
         currency=finding.currency,
         description=posting_description(
-            finding.entry_type, finding.transaction_id, finding.stripe_object_id, run_id
+            finding.entry_type, finding.transaction_id, finding.stripe_object_id, f"run {run_id}"
         ),
         occurred_at=finding.occurred_at,
     )
 
 
 def after_sending(
-    outcomes: Sequence[Outcome], orders: int, stopped_by: str | None = None
+    outcomes: Sequence[Sent], orders: int, stopped_by: str | None = None
 ) -> list[Decision]:
     """Return each order's action and detail once sending ended.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from reconcile.money import exponent, is_iso_currency
+from reconcile.domain.money import exponent, is_iso_currency
 
 
 class Priority(StrEnum):

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconcile.times import Window
+from reconcile.domain.times import Window
 
 MARGIN = timedelta(seconds=1)
 """Added after the subject's time, so the half-open window holds the subject itself."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 
-from reconcile.money import format_major
+from reconcile.domain.money import format_major
 
 COLUMNS = (
     "date",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from reconcile.domain.times import Window
 from reconcile.errors import UsageError
-from reconcile.times import Window
 
 PENDING_HORIZON = timedelta(days=30)
 """How far before the usual start a run reaches back for a payment or refund still pending."""

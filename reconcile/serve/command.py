@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -13,17 +12,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import uvicorn
-from dotenv import dotenv_values
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 
-from reconcile.clients import live_limiter
+from reconcile.clients import live_limiter, posting_engine
 from reconcile.config import Settings, serve_settings
+from reconcile.config import environment as config_environment
 from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.domain.values import Entry
 from reconcile.errors import ExitCode, ReconcileError
 from reconcile.moesif.client import MoesifClient, open_http_client
-from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.serve.app import ServeParts, check_credentials, create_app
 from reconcile.serve.destinations import Destinations
@@ -59,15 +57,6 @@ def parser(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentPars
     return parsed
 
 
-def environment() -> dict[str, str]:
-    """Return ``.env`` overlaid by the process environment, as :meth:`Settings.from_env` reads."""
-    values: dict[str, str] = {}
-    if Path(".env").is_file():
-        values.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
-    values.update(os.environ)
-    return values
-
-
 def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> int:
     """Serve until SIGINT or SIGTERM, with ``console`` mounted at ``/``; return the exit code.
 
@@ -76,7 +65,7 @@ def serve(namespace: argparse.Namespace, console: ConsolePage | None = None) -> 
     """
     from reconcile.observability import configure_logging
 
-    values = environment()
+    values = config_environment()
     settings = Settings.from_env(values, dotenv=None)
     extra = serve_settings(values)
     check_credentials(extra, namespace.only)
@@ -132,13 +121,7 @@ def posting_step(
             limiter=live_limiter(settings),
             read_cap=settings.moesif_read_cap,
         )
-        engine = PostingEngine(
-            sessions,
-            moesif,
-            amount_unit=settings.moesif_amount_unit,
-            clock=clock,
-            report_lag=settings.moesif_report_lag,
-        )
+        engine = posting_engine(sessions, moesif, settings, clock)
 
         def post(order: Entry, origin: str) -> Outcome:
             return engine.post(order, origin=origin)

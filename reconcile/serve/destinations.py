@@ -16,7 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.ledger import rows_carrying
-from reconcile.domain import ExpectedEntry, Source
+from reconcile.domain.ids import finding_id
+from reconcile.domain.values import ExpectedEntry
+from reconcile.domain.vocab import Source
 from reconcile.moesif.client import MoesifClient
 from reconcile.rules.delta import correction
 from reconcile.rules.destination import (
@@ -27,7 +29,6 @@ from reconcile.rules.destination import (
     Verdict,
     destination,
 )
-from reconcile.rules.finding_ids import finding_id
 from reconcile.subscriptions import SubscriptionDirectory
 
 

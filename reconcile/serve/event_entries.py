@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconcile.domain import Category, EntryType, ExpectedEntry, Source
-from reconcile.posting.entry import Entry
+from reconcile.domain.ids import posting_description
+from reconcile.domain.values import Entry, ExpectedEntry
+from reconcile.domain.vocab import Category, EntryType, Source
 from reconcile.rules.destination import Outcome, Verdict
 from reconcile.stripe.mapping import id_of
 
@@ -159,9 +160,8 @@ def orders_of(decided: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> 
                 entry_type="debit" if entry.entry_type == EntryType.DEBIT else "credit",
                 amount_minor=entry.amount_minor,
                 currency=entry.currency,
-                description=(
-                    f"reconcile: {entry.entry_type} {entry.transaction_id} "
-                    f"for Stripe {entry.stripe_object_id} ({origin})"
+                description=posting_description(
+                    str(entry.entry_type), entry.transaction_id, entry.stripe_object_id, origin
                 ),
                 occurred_at=entry.created_at,
             )

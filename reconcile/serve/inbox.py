@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db import webhook_events
 from reconcile.db.models import WebhookEvent
-from reconcile.db.webhook_events import EventStatus
+from reconcile.domain import origin
+from reconcile.domain.times import from_unix
+from reconcile.domain.vocab import EventStatus
 from reconcile.safe_text import text_problem
 from reconcile.serve.untrusted import id_problem
-from reconcile.times import from_unix
 
 BASE_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(hours=1)
@@ -34,8 +35,8 @@ TOPUP_PREFIX = "topup:"
 def origin_of(event_id: str) -> str:
     """Return who asked for a posting: ``top-up:pi_…`` or ``webhook:evt_…``."""
     if event_id.startswith(TOPUP_PREFIX):
-        return f"top-up:{event_id.removeprefix(TOPUP_PREFIX)}"
-    return f"webhook:{event_id}"
+        return origin.for_top_up(event_id.removeprefix(TOPUP_PREFIX))
+    return origin.for_webhook(event_id)
 
 
 def backoff(attempts: int) -> timedelta:

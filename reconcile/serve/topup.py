@@ -20,7 +20,7 @@ import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.domain import Source
+from reconcile.domain.vocab import Source
 from reconcile.errors import ReconcileError
 from reconcile.rules.destination import Movement
 from reconcile.safe_text import excerpt

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from reconcile.money import MAX_MINOR_UNITS, exponent
+from reconcile.domain.money import MAX_MINOR_UNITS, exponent
 from reconcile.serve.untrusted import MAX_ID_LENGTH, id_problem
 from reconcile.stripe.currencies import is_stripe_currency, tenth_of_minor_unit_problem
 

@@ -14,10 +14,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.finding_states import open_at_once
-from reconcile.db.webhook_events import EventStatus
-from reconcile.domain import ExpectedEntry
+from reconcile.domain.values import Entry, ExpectedEntry
+from reconcile.domain.vocab import Action, EventStatus
 from reconcile.errors import ReconcileError
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.rules.destination import Verdict
 from reconcile.serve import inbox
@@ -190,7 +189,7 @@ class EventWorker:
             outcome = self._post(order, origin)
             if outcome.result is Result.BUSY:
                 raise _Busy(order.transaction_id)
-            if outcome.unknown or outcome.action == "post_failed":
+            if outcome.unknown or outcome.action == Action.POST_FAILED:
                 raise _NotYet(f"{order.transaction_id}: {outcome.detail}")
             if outcome.result is Result.HELD:
                 held.append(f"{order.transaction_id}: {outcome.detail}")

@@ -13,12 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconcile.config import Settings
 from reconcile.db import runs
+from reconcile.domain.times import Window, to_iso
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunRequest, new_run_id
 from reconcile.rules.window import Spans, run_spans, run_window
 from reconcile.steps import Sessions
-from reconcile.times import Window, to_iso
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -13,15 +12,12 @@ from reconcile import frames, report
 from reconcile.config import Settings
 from reconcile.db import runs
 from reconcile.db.findings import store_findings
+from reconcile.domain.times import Window
 from reconcile.redaction import NO_SECRETS, Redactor
 from reconcile.request import RunOutcome, RunRequest
 from reconcile.rules.conclusion import Conclusion, Tally, conclude, to_review, unanswered
-from reconcile.steps import Sessions
+from reconcile.steps import Posted, Sessions
 from reconcile.steps.begin import Begun
-from reconcile.times import Window
-
-if TYPE_CHECKING:  # sending saves through this module
-    from reconcile.steps.sending import Posted
 
 
 def end(

@@ -20,9 +20,9 @@ from reconcile.db.finding_states import (
 )
 from reconcile.db.models import FindingState
 from reconcile.db.subjects import subject_places
-from reconcile.domain import REVIEW_ACTIONS, Action
+from reconcile.domain.ids import finding_id
+from reconcile.domain.vocab import REVIEW_ACTIONS, ROW_CATEGORIES, Action
 from reconcile.rules.delta import correction
-from reconcile.rules.finding_ids import ROW_CATEGORIES, finding_id
 from reconcile.rules.lifecycle import RECHECKED, Known, transitions
 from reconcile.rules.rereads import Point
 from reconcile.steps import Sessions

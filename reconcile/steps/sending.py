@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from reconcile import frames
-from reconcile.clients import Clients
+from reconcile.clients import Clients, posting_engine
 from reconcile.config import Settings
 from reconcile.db.postings import confirmed
+from reconcile.domain import origin
+from reconcile.domain.values import Entry
 from reconcile.errors import GuardrailTripped, ReconcileError
 from reconcile.observability import Progress
-from reconcile.posting import origin
-from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
-from reconcile.rules.conclusion import Tally, tally
+from reconcile.rules.conclusion import tally
 from reconcile.rules.orders import Decision, Missing, after_sending, decide
-from reconcile.steps import Sessions, ending
-
-
-@dataclass(frozen=True)
-class Posted:
-    """The findings with what was decided and sent, the postings counted, and any guardrail."""
-
-    findings: pd.DataFrame
-    counted: Tally
-    guardrail: str = ""
-    """Why nothing was posted, empty if it was."""
+from reconcile.steps import Posted, Sessions, ending
 
 
 def decisions(
@@ -61,14 +49,8 @@ def send(
     Raises:
         ReconcileError: sending had to stop; ``outcomes`` holds what was sent before.
     """
-    engine = PostingEngine(
-        sessions,
-        clients.moesif,
-        amount_unit=settings.moesif_amount_unit,
-        clock=clients.clock,
-        report_lag=settings.moesif_report_lag,
-        first_read=ReadOnce(clients.moesif, clients.clock, orders),
-    )
+    once = ReadOnce(clients.moesif, clients.clock, orders)
+    engine = posting_engine(sessions, clients.moesif, settings, clients.clock, once)
     caller = origin.for_run(run_id)
     progress = Progress("Postings", total=len(orders), unit="postings")
     for order in orders:

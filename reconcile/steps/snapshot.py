@@ -18,17 +18,19 @@ from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
-from reconcile.domain import Unreadable, is_stripe_id
+from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.times import Window
+from reconcile.domain.values import Unreadable
 from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
+from reconcile.rules.correction import correction_id
 from reconcile.rules.known_ids import known_id, needs_memory
 from reconcile.rules.rereads import Reread, rereads
 from reconcile.steps import Sessions, lifecycle
 from reconcile.steps.begin import Begun
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
-from reconcile.times import Window
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +265,7 @@ def frames_of(
     run_id: str,
     now: datetime,
     recheck: tuple[Collection[str], Collection[str]] = ((), ()),
+    corrections: Collection[str] = (),
 ) -> Frames:
     """Load the expected entries and ledger rows of the widened window.
 
@@ -271,7 +274,8 @@ def frames_of(
     when an earlier run read it, else fetched from Stripe by id (an object fetched that cannot
     be interpreted safely is returned as unreadable). ``recheck`` names the transaction ids
     and Moesif row ids of open findings from earlier runs: they are loaded wherever they lie,
-    so every open finding is compared again.
+    so every open finding is compared again; ``corrections`` names the transaction ids of
+    their corrections (``corr_F-…``), loaded wherever they lie too.
     """
     transactions, rows = recheck
     with sessions() as session:
@@ -279,7 +283,8 @@ def frames_of(
         outside = set(transactions) - set(expected["transaction_id"])
         if outside:
             expected = frames.joined(expected, expected_by_ids(session, outside))
-        ledger = ledger_frame(session, wide.since, wide.until, expected["transaction_id"].tolist())
+        named = [*expected["transaction_id"].tolist(), *corrections]
+        ledger = ledger_frame(session, wide.since, wide.until, named)
         if rows:
             ledger = frames.joined(ledger, ledger_by_ids(session, rows))
             ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
@@ -328,6 +333,7 @@ def load(
         run_id=run.run_id,
         now=now,
         recheck=lifecycle.subject_ids(rechecked),
+        corrections=[correction_id(fid, leg) for fid in rechecked for leg in (1, 2)],
     )
     expected, ledger = loaded.expected, loaded.ledger
     present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 import stripe
 
-from reconcile.domain import EntryType, ExpectedEntry, Source, Unreadable
+from reconcile.domain.times import Window, from_unix
+from reconcile.domain.values import ExpectedEntry, Unreadable
+from reconcile.domain.vocab import EntryType, Source
 from reconcile.errors import StripeUnavailable
 from reconcile.stripe.client import stripe_errors
 from reconcile.stripe.mapping import (
@@ -27,7 +29,6 @@ from reconcile.stripe.mapping import (
     stuck_page,
     unreadable_object,
 )
-from reconcile.times import Window, from_unix
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import stripe
 
-from reconcile.domain import Unreadable, UnreadableSource
+from reconcile.domain.money import is_iso_currency, minor_amount_problem
+from reconcile.domain.times import from_unix
+from reconcile.domain.values import Unreadable
+from reconcile.domain.vocab import UnreadableSource
 from reconcile.errors import StripeUnavailable
-from reconcile.money import is_iso_currency, minor_amount_problem
 from reconcile.safe_text import excerpt, text_problem
-from reconcile.times import from_unix
 
 logger = logging.getLogger(__name__)
 

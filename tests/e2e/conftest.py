@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.domain.times import to_iso
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
-from reconcile.times import to_iso
 
 STRIPE_KEY = "sk_test_e2e_secret_key_1234"
 MOESIF_TOKEN = "moesif-e2e-secret-token-5678"

@@ -13,11 +13,11 @@ from sqlalchemy import column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from reconcile.cli import main
-from reconcile.domain import REPORT_COLUMNS
+from reconcile.domain.times import to_iso
+from reconcile.domain.values import REPORT_COLUMNS
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.report import FORMULA_TRIGGERS
-from reconcile.times import to_iso
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 from tests.e2e.test_cli import _one_error_line
 

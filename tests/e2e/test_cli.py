@@ -14,9 +14,9 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Posting, Run
 from reconcile.demo import seed
-from reconcile.domain import Category
+from reconcile.domain.times import to_iso
+from reconcile.domain.vocab import Category
 from reconcile.lock import run_lock
-from reconcile.times import to_iso
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 
 EVERY_CATEGORY = {category.value for category in Category}

@@ -18,8 +18,8 @@ import pytest
 
 from reconcile.cli import main
 from reconcile.db.engine import make_engine, upgrade_to_head
+from reconcile.domain.times import to_iso
 from reconcile.lock import run_lock
-from reconcile.times import to_iso
 from tests.e2e.hostile import (
     DB_PASSWORD,
     Case,

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from reconcile.cli import main
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import WebhookEvent
-from reconcile.domain import REPORT_COLUMNS
+from reconcile.domain.times import to_iso
+from reconcile.domain.values import REPORT_COLUMNS
 from reconcile.fakes.moesif import Exchange, Verdict
-from reconcile.times import to_iso
 from tests.e2e.conftest import World
 from tests.operator.conftest import Receiver
 

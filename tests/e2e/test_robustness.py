@@ -13,8 +13,8 @@ from reconcile.cli import main
 from reconcile.db.engine import make_engine
 from reconcile.db.models import Run
 from reconcile.demo import seed
+from reconcile.domain.times import to_iso
 from reconcile.fakes.moesif import Exchange, Verdict
-from reconcile.times import to_iso
 from tests.e2e.conftest import World
 
 POST_PATH = "/v1/~/billing/reports/balance_transactions"

@@ -16,11 +16,11 @@ from reconcile.config import Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import Finding, FindingState, Run
 from reconcile.demo import seed
+from reconcile.domain.times import Window
 from reconcile.errors import MoesifUnavailable
 from reconcile.redaction import Redactor
 from reconcile.request import RunRequest
 from reconcile.steps import begin
-from reconcile.times import Window
 from tests.e2e.conftest import MOESIF_TOKEN, World
 from tests.operator.conftest import Receiver
 

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.ledger import ledger_frame
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
-from reconcile.domain import LEDGER_COLUMNS, EntryType
+from reconcile.domain.values import LEDGER_COLUMNS
+from reconcile.domain.vocab import EntryType
 from reconcile.errors import MoesifReadCut
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.ledger_sync import SyncResult, sync_ledger

@@ -28,7 +28,9 @@ def test_mutant_names_are_unique_and_each_names_tests() -> None:
 
 
 def test_a_snippet_not_found_exactly_once_is_a_broken_check_not_a_kill() -> None:
-    moved = Mutant("moved", "nothing", "reconcile/money.py", "no such code\n", "", ("tests/x.py",))
+    moved = Mutant(
+        "moved", "nothing", "reconcile/domain/money.py", "no such code\n", "", ("tests/x.py",)
+    )
 
     result = check_one(ROOT, moved, ())
 

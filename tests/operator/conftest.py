@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import ExpectedRow, Finding, FindingState, LedgerEntry, Run
-from reconcile.rules.finding_ids import finding_id
+from reconcile.domain.ids import finding_id
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"

@@ -16,6 +16,7 @@ from reconcile.config import Secret, Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
 from reconcile.demo import DEMO_MOESIF_TOKEN, DEMO_STRIPE_KEY, seed
+from reconcile.domain.times import to_iso
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.operator.balances import (
@@ -26,7 +27,6 @@ from reconcile.operator.balances import (
     order_rows,
 )
 from reconcile.retry import RateLimiter
-from reconcile.times import to_iso
 from tests.operator.conftest import NOW, add_run, add_state
 
 

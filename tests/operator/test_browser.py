@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db.finding_states import get_finding
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.operator.conftest import HOSTILE, NOW, ServedApp
 
 CHROMIUM = "/usr/bin/chromium"

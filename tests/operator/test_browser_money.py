@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db.subscriptions import keep_currency
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.operator.conftest import NOW, ServedApp, add_state
 from tests.operator.test_browser import TOKEN, _click_and_wait, _shot, browser  # noqa: F401
 

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db.finding_states import get_finding, notes_of
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.operator.conftest import HOSTILE, NOW, ServedApp
 
 TOKEN = "console-token-for-tests-0042"
@@ -99,7 +100,8 @@ def test_findings_filter_sort_and_escape(
     client = clients()
     _login(client)
     page = client.get("/findings").text
-    order = [page.index(seeded[key]) for key in ("jpy", "owed", "hostile")]
+    largest = client.get("/findings", params={"sort": "amount"}).text
+    order = [largest.index(seeded[key]) for key in ("jpy", "owed", "hostile")]
     assert order == sorted(order)  # 5000 JPY, then 25.00 USD, then 20.00 USD (by minor units)
     assert HOSTILE not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

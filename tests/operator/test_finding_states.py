@@ -10,8 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     UnknownFinding,
     close_findings,
     get_finding,
@@ -21,7 +19,8 @@ from reconcile.db.finding_states import (
     open_counts_by_subscription,
 )
 from reconcile.db.models import FindingNote
-from reconcile.rules.finding_ids import finding_id
+from reconcile.domain.ids import finding_id
+from reconcile.domain.vocab import FindingStatus, NoteSource
 from tests.operator.conftest import NOW, add_finding, add_run, add_state
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from reconcile.domain.values import Entry
 from reconcile.operator.console.money_view import (
     balance_view,
     finding_money,
@@ -11,7 +12,6 @@ from reconcile.operator.console.money_view import (
     shown,
     signed_text,
 )
-from reconcile.posting.entry import Entry
 from reconcile.subscriptions import available_balance_minor
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.domain import Category
+from reconcile.domain.times import Window
+from reconcile.domain.vocab import Category
 from reconcile.errors import ExitCode
 from reconcile.metrics import write_metrics
 from reconcile.run import RunOutcome
-from reconcile.times import Window
 
 NIGHT = datetime(2026, 11, 1, 2, tzinfo=UTC)
 

@@ -28,9 +28,9 @@ from jobs import nightly
 from reconcile.config import Settings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import Run
+from reconcile.domain.times import Window
 from reconcile.errors import ConfigError, ExitCode, LockHeld, ReconcileError, RunFailed
 from reconcile.run import RunOutcome, RunRequest
-from reconcile.times import Window
 
 STRIPE_KEY = "sk_test_nightly_secret"
 LOOKBACK = timedelta(hours=72)

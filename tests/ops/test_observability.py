@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.domain.times import Window
 from reconcile.errors import ExitCode
 from reconcile.observability import Progress, SecretFilter, configure_logging, log_summary
 from reconcile.run import RunOutcome
-from reconcile.times import Window
 
 SECRET = "sk_live_51SuperSecretValue"
 TOKEN = "moesif-token-xyz"

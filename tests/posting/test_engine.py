@@ -21,14 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret
 from reconcile.db import postings
 from reconcile.db.models import Posting, Run
+from reconcile.domain import origin
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import PostingStatus
 from reconcile.errors import MoesifUnavailable
 from reconcile.fakes.moesif import Exchange, FakeMoesif, Verdict
 from reconcile.moesif.client import MoesifClient
-from reconcile.posting import origin
 from reconcile.posting.engine import DEFAULT_REPORT_LAG, PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.first_read import ReadOnce
-from reconcile.posting.next_step import PostingStatus
 from reconcile.posting.outcome import Result
 from reconcile.retry import RateLimiter, RetryPolicy
 

@@ -6,16 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconcile.domain import EntryType, LedgerRow
-from reconcile.posting.entry import Entry
-from reconcile.posting.next_step import (
-    PostingStatus,
-    ReadBack,
-    Step,
-    applied,
-    next_step,
-    reports_settled,
-)
+from reconcile.domain.values import Entry, LedgerRow
+from reconcile.domain.vocab import EntryType, PostingStatus
+from reconcile.posting.next_step import ReadBack, Step, applied, next_step, reports_settled
 from reconcile.posting.read_back import MARGIN, read_back_of, same_movement
 
 TID = "pi_1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile.posting import origin
+from reconcile.domain import origin
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from reconcile.db.runs import RunStatus
-from reconcile.domain import Action
+from reconcile.domain.vocab import Action, RunStatus
 from reconcile.errors import ExitCode
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.rules.conclusion import Conclusion, Tally, conclude, tally, to_review, unanswered

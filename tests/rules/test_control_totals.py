@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.money import format_major
+from reconcile.domain.money import format_major
 from reconcile.rules.control_totals import (
     MovedObject,
     PagedTransaction,

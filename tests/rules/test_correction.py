@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconcile.domain.ids import finding_id
 from reconcile.errors import GuardrailTripped
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.rules.correction import (
@@ -20,7 +21,6 @@ from reconcile.rules.correction import (
     plan,
 )
 from reconcile.rules.delta import correction
-from reconcile.rules.finding_ids import finding_id
 
 FID = finding_id("amount_mismatch", "pi_1", "row_1")
 

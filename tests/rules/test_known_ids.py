@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from reconcile.domain.ids import posted_transaction_id, posting_description
 from reconcile.rules.known_ids import known_id, needs_memory
-from reconcile.rules.posting_description import posted_transaction_id, posting_description
 
 
 def test_a_description_the_job_wrote_is_read_back_by_the_one_parser() -> None:
-    text = posting_description("credit", "pi_1", "pi_1", "20261124T020000Z-3f9a1c")
+    text = posting_description("credit", "pi_1", "pi_1", "run 20261124T020000Z-3f9a1c")
     assert text == "reconcile: credit pi_1 for Stripe pi_1 (run 20261124T020000Z-3f9a1c)"
     assert posted_transaction_id(text) == "pi_1"
     assert posted_transaction_id(posting_description("debit", "re_2", "re_2", "r")) == "re_2"

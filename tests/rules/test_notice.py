@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.money import to_minor
-from reconcile.posting.entry import Entry
+from reconcile.domain.money import to_minor
+from reconcile.domain.values import Entry
 from reconcile.rules.notice import (
     MAX_FINDINGS,
     NoticeFinding,

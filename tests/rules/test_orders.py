@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconcile.domain import Action
-from reconcile.posting.entry import Entry
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import Action
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.rules.orders import UNREADABLE, Decision, Missing, after_sending, decide
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from reconcile.domain.times import Window
 from reconcile.rules.rereads import MARGIN, Point, Reread, rereads
-from reconcile.times import Window
 
 T = datetime(2026, 10, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcile.money import exponent
+from reconcile.domain.money import exponent
 from reconcile.rules.statement import (
     CLOSING,
     COLUMNS,

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconcile.domain.times import Window
 from reconcile.errors import UsageError
 from reconcile.rules.window import PENDING_HORIZON, pending_start, run_window
-from reconcile.times import Window
 
 NOW = datetime(2026, 11, 24, 2, tzinfo=UTC)
 LOOKBACK = timedelta(hours=72)

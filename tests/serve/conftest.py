@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 
 from reconcile.config import Secret, ServeSettings, Settings
+from reconcile.domain.values import Entry
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.moesif.client import MoesifClient
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.retry import RateLimiter, RetryPolicy
 from reconcile.serve.app import Only, ServeParts, create_app

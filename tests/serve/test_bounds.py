@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile.config import Secret
 from reconcile.db.models import TopUpKey, WebhookEvent
 from reconcile.fakes.stripe import FakeStripe, sign
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.serve.conftest import SECRET, TOKEN, Served
 
 MB = 1024 * 1024

@@ -14,7 +14,8 @@ from reconcile.clients import live_limiter, open_clients
 from reconcile.config import Secret, Settings
 from reconcile.errors import ConfigError
 from reconcile.fakes.moesif import Exchange, FakeMoesif
-from reconcile.operator.console import ConsoleSettings, create_console_app
+from reconcile.operator.console.app import create_console_app
+from reconcile.operator.console.settings import ConsoleSettings
 from tests.serve.conftest import MOESIF_TOKEN, STRIPE_KEY, Served
 
 BASE = {"STRIPE_API_KEY": STRIPE_KEY, "MOESIF_MANAGEMENT_TOKEN": MOESIF_TOKEN}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconcile.domain import Category, EntryType, ExpectedEntry, Source
+from reconcile.domain.values import ExpectedEntry
+from reconcile.domain.vocab import Category, EntryType, Source
 from reconcile.rules.destination import UNCHECKED, Subscription, destination
 from reconcile.serve.destinations import movement_of
 from reconcile.serve.event_entries import EventPlan, orders_of, plan_event

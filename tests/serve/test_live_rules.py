@@ -18,11 +18,12 @@ import pytest
 
 from reconcile.cli import main
 from reconcile.db.ledger import store_ledger_rows
-from reconcile.domain import EntryType, LedgerRow
+from reconcile.domain.ids import finding_id
+from reconcile.domain.times import to_iso
+from reconcile.domain.values import LedgerRow
+from reconcile.domain.vocab import EntryType
 from reconcile.fakes.stripe import FakeStripe
-from reconcile.rules.finding_ids import finding_id
 from reconcile.serve import inbox
-from reconcile.times import to_iso
 from tests.serve.conftest import MOESIF_TOKEN, STRIPE_KEY, TOKEN, Served
 
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.db.webhook_events import EventStatus
+from reconcile.domain.values import Entry
+from reconcile.domain.vocab import EventStatus
 from reconcile.fakes.stripe import FakeStripe
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome, Result
 from reconcile.serve import inbox
 from reconcile.serve.destinations import Destinations

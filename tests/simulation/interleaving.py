@@ -33,15 +33,15 @@ from reconcile.cli import main
 from reconcile.config import Secret, ServeSettings
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.models import LedgerEntry
+from reconcile.domain.times import to_iso
+from reconcile.domain.values import Entry
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe, sign
 from reconcile.posting.engine import PostingEngine
-from reconcile.posting.entry import Entry
 from reconcile.posting.outcome import Outcome
 from reconcile.serve.app import ServeParts, create_app
 from reconcile.serve.destinations import Destinations
 from reconcile.serve.limits import server_config
-from reconcile.times import to_iso
 from tests.serve.conftest import (
     MOESIF_TOKEN,
     SECRET,

@@ -12,7 +12,7 @@ from decimal import Decimal
 from sqlalchemy import create_engine, select
 
 from reconcile.db.models import LedgerEntry
-from reconcile.domain import REPORT_COLUMNS
+from reconcile.domain.values import REPORT_COLUMNS
 from tests.simulation.histories import CURRENCIES, major
 from tests.simulation.worlds import Seeded
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import stripe
 
-from reconcile.domain import ExpectedEntry
+from reconcile.domain.values import ExpectedEntry
 from reconcile.errors import StripeUnavailable
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.extract import extract, extract_by_ids

@@ -17,7 +17,9 @@ from reconcile.config import Secret
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.models import ExpectedRow
-from reconcile.domain import EXPECTED_COLUMNS, EntryType, ExpectedEntry, Source
+from reconcile.domain.times import Window
+from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
+from reconcile.domain.vocab import EntryType, Source
 from reconcile.errors import CredentialsRejected, StripeUnavailable
 from reconcile.fakes.stripe import COLLECTIONS, FakeStripe
 from reconcile.retry import RateLimiter
@@ -30,7 +32,6 @@ from reconcile.stripe.client import (
     stripe_retry_delay,
 )
 from reconcile.stripe.extract import ExtractProgress, extract, split_window
-from reconcile.times import Window
 from tests.stripe.conftest import API_KEY, ATTEMPTS, T0
 
 SINCE = T0 - timedelta(days=1)

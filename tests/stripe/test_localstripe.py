@@ -23,7 +23,7 @@ import pytest
 import stripe
 
 from reconcile.config import Secret, Settings
-from reconcile.domain import EntryType, Source
+from reconcile.domain.vocab import EntryType, Source
 from reconcile.stripe.client import build_stripe_client
 from reconcile.stripe.extract import extract
 

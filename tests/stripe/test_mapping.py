@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconcile.domain import EntryType, Source
+from reconcile.domain.vocab import EntryType, Source
 from reconcile.stripe.extract import balance_movement, movement_amount, refund_moved_money
 from reconcile.stripe.mapping import (
     company_of,

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from reconcile.config import Secret, Settings
 from reconcile.db.expected import store_expected
 from reconcile.db.models import ExpectedRow
-from reconcile.domain import ExpectedEntry, Unreadable, UnreadableSource
+from reconcile.domain.values import ExpectedEntry, Unreadable
+from reconcile.domain.vocab import UnreadableSource
 from reconcile.errors import RunFailed, StripeUnavailable
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.retry import Deadline, DeadlineExceeded

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,21 +33,28 @@ from starlette.templating import Jinja2Templates
 
 from reconcile.db.finding_states import (
     FindingFilter,
-    FindingStatus,
-    NoteSource,
     UnknownFinding,
+    add_note,
+    assign_findings,
     close_findings,
     get_finding,
     history_of,
     list_findings,
     notes_of,
+    reopen_findings,
 )
-from reconcile.money import format_major
+from reconcile.domain.money import format_major
+from reconcile.domain.vocab import FindingStatus, NoteAction, NoteSource
+from reconcile.errors import ReconcileError
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
-from reconcile.operator.console import reads
+from reconcile.operator.console import queue, reads, statements
 from reconcile.operator.console.chart import build_chart
 from reconcile.operator.console.money_view import balance_view, finding_money, shown
+from reconcile.operator.console.queue import QueueTools
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
+from reconcile.operator.corrections import planned
+from reconcile.operator.statement import UnknownCompany
+from reconcile.rules.correction import confirmation
 from reconcile.safe_text import text_problem
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,8 @@ SECURITY_HEADERS = {
 AGES = {"": None, "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 """The age filter's choices: findings first seen at least this long ago."""
 CLOSE_ACTIONS = {"resolve": FindingStatus.RESOLVED, "ignore": FindingStatus.IGNORED}
+SORTS = ("queue", "amount", "age")
+"""The queue's orders: priority then due time (the default), largest amount, oldest."""
 MAX_NOTE = 2000
 
 
@@ -69,6 +79,8 @@ def create_console_app(
     settings: ConsoleSettings,
     sessions: sessionmaker[Session],
     clock: Callable[[], datetime],
+    *,
+    tools: QueueTools | None = None,
 ) -> Starlette:
     """Return the review page; mount it at ``/``. Without a token every path answers 404.
 
@@ -76,19 +88,27 @@ def create_console_app(
         settings: the token, the report directory (for the latest balances CSV), cookie flags.
         sessions: the snapshot database's session factory.
         clock: the current time (aware UTC), for ages and the time a finding is closed.
+        tools: the queue's priority thresholds and how corrections are posted (by default
+            section 10a's thresholds, and corrections shown but not posted).
     """
     if settings.token is None:
         return Starlette(routes=[Route("/{path:path}", _off, methods=["GET", "POST"])])
-    console = _Console(settings, sessions, clock)
+    console = _Console(settings, sessions, clock, tools or QueueTools())
     routes = [
         Route("/", console.runs, name="runs"),
         Route("/login", console.login_form, methods=["GET"], name="login"),
         Route("/login", console.login, methods=["POST"]),
         Route("/logout", console.logout, methods=["POST"], name="logout"),
         Route("/findings", console.findings, name="findings"),
+        Route("/findings/bulk", console.bulk, methods=["POST"], name="bulk"),
         Route("/findings/{finding_id}", console.finding, name="finding"),
         Route("/findings/{finding_id}/close", console.close, methods=["POST"], name="close"),
+        Route("/findings/{finding_id}/act", console.act, methods=["POST"], name="act"),
+        Route("/findings/{finding_id}/correct", console.correct_form, name="correct_form"),
+        Route("/findings/{finding_id}/correct", console.correct, methods=["POST"], name="correct"),
         Route("/balances", console.balances, name="balances"),
+        Route("/companies/{company_id}", console.company, name="company"),
+        Route("/companies/{company_id}/statement", console.statement, name="statement"),
     ]
     middleware = [
         Middleware(
@@ -129,10 +149,12 @@ class _Console:
         settings: ConsoleSettings,
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime],
+        tools: QueueTools,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
+        self.tools = tools
         self.templates = _templates()
 
     # Rendering and the session.
@@ -203,22 +225,28 @@ class _Console:
             "category": params.get("category", ""),
             "company": params.get("company", "").strip(),
             "age": params.get("age", "") if params.get("age", "") in AGES else "",
-            "sort": "age" if params.get("sort") == "age" else "amount",
+            "sort": params.get("sort", "") if params.get("sort", "") in SORTS else "queue",
         }
         where = FindingFilter(
             categories=(chosen["category"],) if chosen["category"] else (),
             companies=(chosen["company"],) if chosen["company"] else (),
             older_than=AGES[chosen["age"]],
-            largest_first=chosen["sort"] == "amount",
+            largest_first=chosen["sort"] != "age",
             limit=500,
         )
         states = await run_in_threadpool(self._list, where)
+        rows = queue.in_queue_order(states, self.clock(), self.tools.rules)
+        if chosen["sort"] != "queue":
+            rows = sorted(rows, key=lambda row: states.index(row.state))
         context = {
             "states": states,
+            "rows": rows,
+            "bulk_actions": queue.BULK_ACTIONS,
             "chosen": chosen,
             "categories": sorted({"", *(s.category for s in states), chosen["category"]}),
             "ages": list(AGES),
             "closed": params.get("closed", ""),
+            "done": params.get("done", ""),
         }
         return self.render(request, "findings.html", context)
 
@@ -239,6 +267,7 @@ class _Console:
             state = get_finding(session, finding_id)
             if state is None:
                 return None
+            [row] = queue.in_queue_order([state], self.clock(), self.tools.rules)
             return {
                 "state": state,
                 "money": finding_money(
@@ -247,6 +276,9 @@ class _Console:
                     state.delta_minor,
                     state.currency,
                 ),
+                "queued": row,
+                "what_to_do": queue.what_to_do(state.category),
+                "correctable": queue.correctable(state.category),
                 "history": history_of(session, state),
                 "records": reads.records_of(session, state),
                 "notes": notes_of(session, finding_id),
@@ -276,7 +308,144 @@ class _Console:
 
     def _close(self, finding_id: str, status: FindingStatus, note: str) -> None:
         with self.sessions.begin() as session:
-            close_findings(session, [finding_id], status, note, NoteSource.PAGE, self.clock())
+            close_findings(
+                session,
+                [finding_id],
+                status,
+                note,
+                NoteSource.PAGE,
+                self.clock(),
+                queue.CONSOLE_ACTOR,
+            )
+
+    # The exception queue: bulk assign and close, assign, comment, reopen, correct.
+
+    async def bulk(self, request: Request) -> Response:
+        form, refused = await self._checked_form(request)
+        if refused is not None:
+            return refused
+        ids = [value for value in form.getlist("finding_id") if isinstance(value, str)]
+        action, note, owner = form.get("action"), _text(form.get("note")), _text(form.get("owner"))
+        if action not in queue.BULK_ACTIONS:
+            return PlainTextResponse("choose assign, resolve or ignore", status_code=400)
+        if not ids or len(ids) > 500:
+            return PlainTextResponse("tick 1 to 500 findings", status_code=400)
+        problem = _form_problem(ids, note, owner, need_note=action != "assign")
+        if problem is None and action == "assign" and not owner:
+            problem = "name the owner"
+        if problem is not None:
+            return PlainTextResponse(problem, status_code=400)
+        try:
+            await run_in_threadpool(self._bulk, ids, str(action), note, owner)
+        except UnknownFinding:
+            return self.render(request, "missing.html", {}, status=404)
+        return self.redirect(request, f"/findings?done={action}")
+
+    def _bulk(self, ids: list[str], action: str, note: str, owner: str) -> None:
+        now, page, actor = self.clock(), NoteSource.PAGE, queue.CONSOLE_ACTOR
+        with self.sessions.begin() as session:
+            if action == "assign":
+                assign_findings(session, ids, owner, note, page, now, actor)
+            else:
+                close_findings(session, ids, CLOSE_ACTIONS[action], note, page, now, actor)
+
+    async def act(self, request: Request) -> Response:
+        form, refused = await self._checked_form(request)
+        if refused is not None:
+            return refused
+        finding_id = request.path_params["finding_id"]
+        action, note, owner = form.get("action"), _text(form.get("note")), _text(form.get("owner"))
+        if action not in queue.FINDING_ACTIONS:
+            return PlainTextResponse("choose assign, comment or reopen", status_code=400)
+        problem = _form_problem([finding_id], note, owner, need_note=action != "assign")
+        if problem is None and action == "assign" and not owner:
+            problem = "name the owner"
+        if problem is not None:
+            return PlainTextResponse(problem, status_code=400)
+        try:
+            await run_in_threadpool(self._act, finding_id, str(action), note, owner)
+        except UnknownFinding:
+            return self.render(request, "missing.html", {}, status=404)
+        return self.redirect(request, f"/findings/{quote(finding_id)}")
+
+    def _act(self, finding_id: str, action: str, note: str, owner: str) -> None:
+        now, page, actor = self.clock(), NoteSource.PAGE, queue.CONSOLE_ACTOR
+        with self.sessions.begin() as session:
+            if action == "assign":
+                assign_findings(session, [finding_id], owner, note, page, now, actor)
+            elif action == "reopen":
+                reopen_findings(session, [finding_id], note, page, now, actor)
+            else:
+                add_note(session, finding_id, NoteAction.COMMENTED, note, page, now, actor)
+
+    async def correct_form(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.redirect(request, "/login")
+        finding_id = request.path_params["finding_id"]
+        confirmed = request.query_params.get("confirmed_error") == "1"
+        try:
+            the_plan = await run_in_threadpool(
+                planned, self.sessions, finding_id, confirmed_error=confirmed
+            )
+        except UnknownFinding:
+            return self.render(request, "missing.html", {}, status=404)
+        context = {
+            "finding_id": finding_id,
+            "plan": the_plan,
+            "confirmation": confirmation(the_plan),
+            "confirmed_error": confirmed,
+            "can_post": self.tools.corrector is not None,
+            "outcome": None,
+        }
+        return self.render(request, "correct.html", context)
+
+    async def correct(self, request: Request) -> Response:
+        form, refused = await self._checked_form(request)
+        if refused is not None:
+            return refused
+        finding_id = request.path_params["finding_id"]
+        note, confirmed = _text(form.get("note")), form.get("confirmed_error") == "1"
+        problem = _form_problem([finding_id], note, "", need_note=True)
+        if problem is not None:
+            return PlainTextResponse(problem, status_code=400)
+        corrector = self.tools.corrector
+        if corrector is None:
+            return PlainTextResponse(
+                "corrections need MOESIF_MANAGEMENT_TOKEN where the page runs; nothing posted",
+                status_code=409,
+            )
+        try:
+            the_plan = await run_in_threadpool(
+                planned, self.sessions, finding_id, confirmed_error=confirmed
+            )
+        except UnknownFinding:
+            return self.render(request, "missing.html", {}, status=404)
+        if not the_plan.postable:
+            return PlainTextResponse(confirmation(the_plan), status_code=400)
+        try:
+            done = await run_in_threadpool(corrector, the_plan, note)
+        except ReconcileError as error:
+            log.warning("review page: a correction of %s stopped: %s", finding_id, error)
+            return PlainTextResponse(f"nothing more was posted: {error}", status_code=409)
+        context = {
+            "finding_id": finding_id,
+            "plan": the_plan,
+            "confirmation": confirmation(the_plan),
+            "confirmed_error": confirmed,
+            "can_post": False,
+            "outcome": done,
+        }
+        return self.render(request, "correct.html", context)
+
+    async def _checked_form(self, request: Request) -> tuple[Any, Response | None]:
+        """Return the posted form, or the answer refusing it (not signed in, bad CSRF)."""
+        if not self.signed_in(request):
+            return None, PlainTextResponse("sign in first", status_code=401)
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            log.warning("review page: a form without a valid CSRF token was refused")
+            return None, PlainTextResponse("the form has expired; reload the page", status_code=403)
+        return form, None
 
     async def balances(self, request: Request) -> Response:
         if not self.signed_in(request):
@@ -328,6 +497,83 @@ class _Console:
             }
             for row in build_rows(snapshot, {})
         ]
+
+    async def company(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.redirect(request, "/login")
+        company_id = request.path_params["company_id"]
+        subscriptions = await run_in_threadpool(self._subscriptions, company_id)
+        if not subscriptions:
+            return self.render(request, "missing.html", {"what": "company"}, status=404)
+        window = statements.window_of("", "", self.clock())
+        context = {"company_id": company_id, "subscriptions": subscriptions, "window": window}
+        return self.render(request, "company.html", context)
+
+    def _subscriptions(self, company_id: str) -> list[tuple[str, str]]:
+        with self.sessions() as session:
+            return statements.subscriptions_of(session, company_id)
+
+    async def statement(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.redirect(request, "/login")
+        params = request.query_params
+        company_id = request.path_params["company_id"]
+        window = statements.window_of(
+            params.get("since", ""), params.get("until", ""), self.clock()
+        )
+        if window.error:
+            context = {"company_id": company_id, "error": window.error}
+            return self.render(request, "statement.html", context, status=400)
+        subscription = params.get("subscription") or None
+        try:
+            heading, statement = await run_in_threadpool(
+                self._statement, company_id, subscription, window
+            )
+        except UnknownCompany as error:
+            context = {"company_id": company_id, "error": str(error)}
+            return self.render(request, "statement.html", context, status=404)
+        if params.get("format") == "csv":
+            name = statements.download_name(heading)
+            response = Response(
+                statements.csv_text(statement),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+            response.headers.update(SECURITY_HEADERS)
+            return response
+        context = {
+            "company_id": company_id,
+            "heading": heading,
+            "columns": statements.COLUMNS,
+            "rows": statements.table_of(statement),
+            "tie_out": statements.tie_out_lines(statement),
+            "ties_out": statement.tie_out.ties_out,
+            "error": "",
+        }
+        return self.render(request, "statement.html", context)
+
+    def _statement(
+        self, company_id: str, subscription: str | None, window: statements.Window
+    ) -> tuple[Any, Any]:
+        with self.sessions() as session:
+            return statements.statement_of(session, company_id, subscription, window)
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _form_problem(ids: list[str], note: str, owner: str, *, need_note: bool) -> str | None:
+    """Return why a queue form's values cannot be stored, or ``None``."""
+    if need_note and not note:
+        return f"a note of 1 to {MAX_NOTE} characters is needed"
+    if len(note) > MAX_NOTE or len(owner) > 200:
+        return f"a note of at most {MAX_NOTE} characters and an owner of at most 200"
+    for value in (note, owner, *ids):
+        problem = text_problem(value)
+        if problem is not None:
+            return f"the form cannot be stored: {problem}"
+    return None
 
 
 def _base(request: Request) -> str:

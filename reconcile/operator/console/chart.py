@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -70,15 +70,3 @@ def _y(value: Decimal, scale: Decimal) -> int:
 
 def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}" if value == value.to_integral_value() else str(value)
-
-
-def pivot(
-    rows: Iterable[tuple[datetime, str, Decimal]],
-) -> tuple[list[datetime], dict[str, dict[datetime, Decimal]]]:
-    """Return the sorted moments and ``label -> moment -> value`` from (moment, label, value)."""
-    values: dict[str, dict[datetime, Decimal]] = {}
-    moments: set[datetime] = set()
-    for moment, label, value in rows:
-        moments.add(moment)
-        values.setdefault(label, {})[moment] = value
-    return sorted(moments), values

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from reconcile.money import is_iso_currency, to_major
-from reconcile.posting.entry import Entry
+from reconcile.domain.money import is_iso_currency, to_major
+from reconcile.domain.values import Entry
 
 __all__ = [
     "BalanceView",

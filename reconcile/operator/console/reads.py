@@ -16,7 +16,7 @@ from reconcile.db.models import ExpectedRow, FindingState, LedgerEntry, Run
 from reconcile.db.postings import confirmed_of_run
 from reconcile.db.runs import recent_runs as latest_runs
 from reconcile.db.subscriptions import kept_balances, kept_currencies
-from reconcile.money import to_major
+from reconcile.domain.money import to_major
 from reconcile.operator.console.money_view import CurrencyTotals, headline, shown
 from reconcile.operator.notify import posted_entry
 

@@ -32,3 +32,11 @@ def describe(origin: str) -> str:
     """Return an origin as words for a report: ``run 2026…``, ``webhook evt_…``, ``top-up …``."""
     kind, _, name = origin.partition(":")
     return f"{kind} {name}" if name else origin
+
+
+CORRECTION = "correction"
+
+
+def for_correction(finding_id: str) -> str:
+    """Return the origin of a posting that corrects the finding ``finding_id`` (section 10a)."""
+    return f"{CORRECTION}:{finding_id}"

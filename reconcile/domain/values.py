@@ -4,72 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+from typing import Literal, Protocol
 
-STRIPE_ID_PREFIXES = ("pi_", "re_", "txn_", "ch_", "py_", "dp_")
-"""How the id of a Stripe movement begins, wherever one is recognised."""
-
-
-def is_stripe_id(transaction_id: str | None) -> bool:
-    """Return whether a ledger ``transaction_id`` looks like the id of a Stripe movement."""
-    return bool(transaction_id) and str(transaction_id).startswith(STRIPE_ID_PREFIXES)
-
-
-def names_stripe_id(text: str | None) -> bool:
-    """Return whether a text (a row's description) names some Stripe movement's id."""
-    return bool(text) and any(prefix in str(text) for prefix in STRIPE_ID_PREFIXES)
-
-
-class EntryType(StrEnum):
-    """The kind of a Moesif balance movement."""
-
-    CREDIT = "credit"
-    DEBIT = "debit"
-    PROMOTION = "promotion"
-    ADJUSTMENT = "adjustment"
-    USAGE = "usage"
-
-
-class Source(StrEnum):
-    """Which Stripe movement an expected entry mirrors."""
-
-    TOPUP = "topup"
-    REFUND = "refund"
-    DISPUTE = "dispute"
-    DISPUTE_REVERSAL = "dispute_reversal"
-    REFUND_FAILURE = "refund_failure"
-
-
-class Category(StrEnum):
-    """Drift categories of the report (contract section 6)."""
-
-    MISSING_IN_MOESIF = "missing_in_moesif"
-    AMOUNT_MISMATCH = "amount_mismatch"
-    DUPLICATE_IN_MOESIF = "duplicate_in_moesif"
-    MISSING_IN_STRIPE = "missing_in_stripe"
-    CURRENCY_MISMATCH = "currency_mismatch"
-    UNMAPPED_CUSTOMER = "unmapped_customer"
-    MATCHED_BY_AMOUNT = "matched_by_amount"
-    MISAPPLIED = "misapplied"
-    UNREADABLE = "unreadable"
-
-
-class Action(StrEnum):
-    """What the run did about a finding."""
-
-    POSTED = "posted"
-    WOULD_POST = "would_post"
-    POST_FAILED = "post_failed"
-    FLAGGED = "flagged"
-    NONE = "none"
-    RESOLVED = "resolved"
-    """A finding open before this run that it found settled: reported once more, then closed."""
-    REOPENED = "reopened"
-    """A finding closed before (an operator's ``resolve``, or a run) whose drift is there."""
-
-
-REVIEW_ACTIONS = frozenset({Action.FLAGGED, Action.WOULD_POST, Action.POST_FAILED, Action.REOPENED})
-"""Actions that leave a finding for someone to review: they count for exit 1 and are notified."""
+from reconcile.domain.vocab import Action, EntryType, Source, UnreadableSource
 
 
 @dataclass(frozen=True)
@@ -92,13 +29,6 @@ class ExpectedEntry:
     company_id: str | None
     subscription_id: str | None
     unmapped_reason: str | None = None
-
-
-class UnreadableSource(StrEnum):
-    """Which side an unreadable record came from."""
-
-    STRIPE = "stripe"
-    MOESIF = "moesif"
 
 
 @dataclass(frozen=True)
@@ -234,3 +164,48 @@ REPORT_COLUMNS = [
     "first_seen_at",
 ]
 """Columns of the CSV drift report, in the contract's order."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A credit or debit to post to Moesif, once, under its transaction id."""
+
+    transaction_id: str
+    company_id: str
+    subscription_id: str
+    entry_type: Literal["credit", "debit"]
+    amount_minor: int
+    currency: str
+    description: str
+    occurred_at: datetime | None = None
+    """When the Stripe movement happened; before a first send, Moesif is read from then on
+    (:mod:`reconcile.posting.first_read`). ``None``: from the posting's intent on."""
+
+
+def entry_type_of(text: str) -> Literal["credit", "debit"]:
+    """Return the entry type a stored or reported ``credit``/``debit`` text names."""
+    return "debit" if text == "debit" else "credit"
+
+
+class Sent(Protocol):
+    """What became of one order sent to Moesif, as the rules read it (the engine's outcome)."""
+
+    @property
+    def transaction_id(self) -> str:
+        """The order's transaction id."""
+        ...
+
+    @property
+    def action(self) -> Action:
+        """The drift report's action for it."""
+        ...
+
+    @property
+    def detail(self) -> str:
+        """What happened, in words for the report."""
+        ...
+
+    @property
+    def unknown(self) -> bool:
+        """Whether only a later read-back can tell if Moesif holds it."""
+        ...

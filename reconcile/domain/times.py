@@ -108,8 +108,3 @@ def to_iso(moment: datetime) -> str:
 def from_unix(seconds: int) -> datetime:
     """Return the aware UTC time of a Unix timestamp (Stripe's ``created``)."""
     return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def to_unix(moment: datetime) -> int:
-    """Return the Unix timestamp of an aware time, for Stripe's ``created`` filters."""
-    return int(moment.timestamp())
