@@ -108,6 +108,9 @@ class Settings:
     notify_url: Secret | None = None
     """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
     ``other_secrets``, so it is masked wherever it appears."""
+    console_url: str | None = None
+    """The console's public address (``RECONCILE_CONSOLE_URL``): each finding a notification
+    lists links to its page there."""
 
     def retry_policy(self) -> RetryPolicy:
         """Return how outside calls retry transient failures under these settings."""
@@ -198,6 +201,10 @@ def _url(values: Mapping[str, str], name: str, default: str) -> str:
     if not host:
         raise ConfigError(f"{name} must name a host and a valid port, not {value!r}")
     return value.rstrip("/")
+
+
+def _set(values: Mapping[str, str], name: str) -> bool:
+    return bool(values.get(name, "").strip())
 
 
 def _duration(
@@ -410,6 +417,9 @@ def _parse(values: Mapping[str, str]) -> Settings:
         ),
         other_secrets=tuple(Secret(value) for value in others if value),
         notify_url=notify_url_from_env(values),
+        console_url=_url(values, "RECONCILE_CONSOLE_URL", "")
+        if _set(values, "RECONCILE_CONSOLE_URL")
+        else None,
         log_format=(
             "json"
             if _choice(values, "RECONCILE_LOG_FORMAT", _default("log_format"), ("text", "json"))

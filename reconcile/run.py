@@ -80,7 +80,9 @@ def _reconcile(
 ) -> RunOutcome:
     """Read both sides, compare them, post what is missing, settle the findings, end the run."""
     clock, companies, run_id = clients.clock, request.companies, run.run_id
-    directory = SubscriptionDirectory(clients.moesif, clock)
+    directory = SubscriptionDirectory(
+        clients.moesif, clock, amount_unit=settings.moesif_amount_unit
+    )
     stripe = snapshot.read_stripe(sessions, clients.stripe, run, companies, now=clock())
     moesif = snapshot.read_moesif(
         sessions, clients.moesif, directory, settings, run, companies, clock
