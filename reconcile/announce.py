@@ -50,10 +50,9 @@ def announce(
                 settings.notify_url,
                 run_id=result.run_id,
                 exit_code=int(result.exit_code),
-                counts=result.counts,
-                totals=result.totals,
                 report_path=result.report_path,
                 clock=clock,
+                console_url=settings.console_url,
             )
             return
         with sessions() as session:
@@ -66,11 +65,10 @@ def announce(
             settings.notify_url,
             run_id=failed.id,
             exit_code=int(result.exit_code),
-            counts={},
-            totals={},
             report_path=failed.report_path,
             clock=clock,
             error=failed.error or settings.redactor().message(result),
+            console_url=settings.console_url,
         )
     except SQLAlchemyError as problem:
         log.warning("notification not sent: the database failed (%s)", type(problem).__name__)

@@ -94,6 +94,8 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     retry_attempts: int = 6
     retry_base_delay: float = 0.5
+    stripe_report_poll_seconds: float = 5.0
+    """Seconds between looks at a Stripe report run (``RECONCILE_STRIPE_REPORT_POLL_SECONDS``)."""
     run_timeout: timedelta = DEFAULT_RUN_TIMEOUT
     moesif_requests_per_minute: int = 400
     moesif_read_cap: int = 1000
@@ -106,6 +108,9 @@ class Settings:
     notify_url: Secret | None = None
     """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
     ``other_secrets``, so it is masked wherever it appears."""
+    console_url: str | None = None
+    """The console's public address (``RECONCILE_CONSOLE_URL``): each finding a notification
+    lists links to its page there."""
 
     def retry_policy(self) -> RetryPolicy:
         """Return how outside calls retry transient failures under these settings."""
@@ -196,6 +201,10 @@ def _url(values: Mapping[str, str], name: str, default: str) -> str:
     if not host:
         raise ConfigError(f"{name} must name a host and a valid port, not {value!r}")
     return value.rstrip("/")
+
+
+def _set(values: Mapping[str, str], name: str) -> bool:
+    return bool(values.get(name, "").strip())
 
 
 def _duration(
@@ -388,6 +397,16 @@ def _parse(values: Mapping[str, str]) -> Settings:
             0.001,
             MAX_RETRY_BASE_DELAY,
         ),
+        stripe_report_poll_seconds=_bounded(
+            _positive_number(
+                values,
+                "RECONCILE_STRIPE_REPORT_POLL_SECONDS",
+                _default("stripe_report_poll_seconds"),
+            ),
+            "RECONCILE_STRIPE_REPORT_POLL_SECONDS",
+            0.001,
+            60.0,
+        ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
         moesif_requests_per_minute=_moesif_budget(values),
         moesif_read_cap=_positive_int(
@@ -398,6 +417,9 @@ def _parse(values: Mapping[str, str]) -> Settings:
         ),
         other_secrets=tuple(Secret(value) for value in others if value),
         notify_url=notify_url_from_env(values),
+        console_url=_url(values, "RECONCILE_CONSOLE_URL", "")
+        if _set(values, "RECONCILE_CONSOLE_URL")
+        else None,
         log_format=(
             "json"
             if _choice(values, "RECONCILE_LOG_FORMAT", _default("log_format"), ("text", "json"))

@@ -168,6 +168,8 @@ def demo_settings(
         moesif_api_base=moesif.base_url,
         database_url=database_url,
         report_dir=reports,
+        # The fake Stripe's report runs are ready at the second look: no need to wait long.
+        stripe_report_poll_seconds=0.05,
     )
 
 

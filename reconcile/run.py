@@ -6,6 +6,7 @@ read Moesif, load both sides, match, post, settle the findings' lifecycle, end.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +19,16 @@ from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.errors import DatabaseUnavailable, ReconcileError
 from reconcile.lock import run_lock
 from reconcile.request import RunOutcome, RunRequest, new_run_id
-from reconcile.steps import Sessions, begin, comparing, ending, lifecycle, sending, snapshot
+from reconcile.steps import (
+    Sessions,
+    begin,
+    comparing,
+    control_totals,
+    ending,
+    lifecycle,
+    sending,
+    snapshot,
+)
 from reconcile.subscriptions import SubscriptionDirectory
 
 __all__ = ["RunOutcome", "RunRequest", "execute", "new_run_id"]
@@ -70,7 +80,9 @@ def _reconcile(
 ) -> RunOutcome:
     """Read both sides, compare them, post what is missing, settle the findings, end the run."""
     clock, companies, run_id = clients.clock, request.companies, run.run_id
-    directory = SubscriptionDirectory(clients.moesif, clock)
+    directory = SubscriptionDirectory(
+        clients.moesif, clock, amount_unit=settings.moesif_amount_unit
+    )
     stripe = snapshot.read_stripe(sessions, clients.stripe, run, companies, now=clock())
     moesif = snapshot.read_moesif(
         sessions, clients.moesif, directory, settings, run, companies, clock
@@ -79,11 +91,19 @@ def _reconcile(
         sessions, clients.stripe, directory, run, companies, moesif.rechecked, now=clock()
     )
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
+    totals = control_totals.check(
+        clients.stripe,
+        settings,
+        run.spans.stripe,
+        stripe.paged,
+        sleep=clients.sleep,
+        earlier=lifecycle.subject_ids(moesif.rechecked)[0],
+    )
     posted = sending.post_missing(
         sessions,
         clients,
         settings,
-        compared.findings,
+        frames.joined(compared.findings, totals.findings),
         unreadable=compared.blocked,
         run_id=run_id,
         report_dir=run.report_dir,
@@ -96,8 +116,9 @@ def _reconcile(
         run_id=run_id,
         now=clock(),
         dry_run=request.dry_run,
-        present=loaded.present,
+        present=loaded.present | totals.compared,
     )
-    return ending.end(
+    done = ending.end(
         sessions, settings, request, run, settled, posted, stripe.pending_since, clock
     )
+    return replace(done, summary=f"{done.summary}\n{totals.note}") if totals.note else done

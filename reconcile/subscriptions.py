@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,9 @@ from reconcile.db.subscriptions import (
     kept_currencies,
     kept_currency,
 )
+from reconcile.domain.money import is_iso_currency, round_to_minor
 from reconcile.moesif.client import MoesifClient
+from reconcile.posting.entry import AmountUnit
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
 
@@ -48,9 +51,16 @@ class SubscriptionDirectory:
         max_age: timedelta = MAX_AGE,
         *,
         fresh_reads: bool = False,
+        amount_unit: AmountUnit | None = None,
     ) -> None:
-        """Read through ``client`` what the snapshot does not hold fresh enough."""
+        """Read through ``client`` what the snapshot does not hold fresh enough.
+
+        With ``amount_unit``, how Moesif writes amounts (``MOESIF_AMOUNT_UNIT``), the available
+        balance of each subscription read is kept with its currency, in minor units (the run
+        does; without it, a balance kept before stays as it was).
+        """
         self._client = client
+        self._amount_unit = amount_unit
         self._clock = clock
         self._max_age = max_age
         self._fresh_reads = fresh_reads
@@ -110,5 +120,25 @@ class SubscriptionDirectory:
         if found is None:
             return None
         currency = found.currency.lower() if found.currency else None
-        keep_currency(session, subscription_id, currency, self._clock(), found.company_id)
+        keep_currency(
+            session,
+            subscription_id,
+            currency,
+            self._clock(),
+            found.company_id,
+            None
+            if self._amount_unit is None
+            else available_balance_minor(found.available_balance, currency, self._amount_unit),
+        )
         return Known(currency, found.company_id)
+
+
+def available_balance_minor(
+    available: Decimal, currency: str | None, amount_unit: AmountUnit
+) -> int | None:
+    """Return Moesif's available balance in minor units, or ``None`` without a known currency."""
+    if currency is None or not is_iso_currency(currency):
+        return None
+    if amount_unit == "minor":
+        return int(available.to_integral_value(rounding=ROUND_HALF_EVEN))
+    return round_to_minor(available, currency)

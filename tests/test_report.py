@@ -28,6 +28,8 @@ from reconcile.domain.values import (
 from reconcile.domain.vocab import Category, UnreadableSource
 from reconcile.matching import match
 from reconcile.report import neutralise, summary, to_report_frame, write_report
+from reconcile.rules.control_totals import PagedTransaction, total_mismatches
+from reconcile.steps.control_totals import findings_of
 from reconcile.unreadable import unreadable_findings
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -146,8 +148,19 @@ def every_category() -> pd.DataFrame:
         excerpt='{"amount": "NaN"}',
         transaction_id="pi_nan",
     )
+    short = total_mismatches(
+        [PagedTransaction("txn_ch1", "charge", "usd", 1050, 0, 1050)],
+        [
+            {"reporting_category": "charge", "currency": "usd", "count": "2"}
+            | {"gross": "12.50", "fee": "0.00", "net": "12.50"}
+        ],
+    )
     return frames.joined(
-        frames.typed_findings(findings), frames.typed_findings(unreadable_findings([unreadable]))
+        frames.joined(
+            frames.typed_findings(findings),
+            frames.typed_findings(unreadable_findings([unreadable])),
+        ),
+        frames.typed_findings(findings_of([], short)),
     )
 
 
@@ -306,7 +319,7 @@ def test_summary_of_a_dry_run_says_nothing_was_posted() -> None:
     # Of the four missing movements, the scenario marks one posted and one failed.
     assert "would post: 2 (dry run, nothing posted)" in lines
     assert lines[-1] == "report: not written"
-    assert "flagged for review: 10" in lines
+    assert "flagged for review: 11" in lines
     missing = next(line for line in lines if line.startswith("missing_in_moesif"))
     assert missing.split()[1] == "5"
     assert "1000 JPY" in missing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
-from reconcile.db.subscriptions import keep_currency
+from reconcile.db.subscriptions import keep_currency, kept_balances
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
 from reconcile.retry import RateLimiter
@@ -118,3 +119,33 @@ def test_a_subscription_kept_without_its_company_is_read_again(
     assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
     assert _lookup(engine, http, NOW, "sub_jpy") == Known("jpy", "co_1")
     assert _reads(moesif) == ["sub_jpy"]
+
+
+def test_a_run_keeps_the_available_balance_it_reads_and_the_live_path_leaves_it(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    moesif.add_subscription("sub_usd", "co_2", currency="usd")
+    moesif.add_row("co_2", "sub_usd", "credit", Decimal("12.50"), NOW - timedelta(days=1))
+    client = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))
+    run = SubscriptionDirectory(client, lambda: NOW, amount_unit="major")
+    with Session(engine) as session, session.begin():
+        run.lookup(session, "sub_usd")
+        run.lookup(session, "sub_jpy")
+    with Session(engine) as session:
+        assert kept_balances(session, ["sub_usd", "sub_jpy", "sub_none"]) == {
+            "sub_usd": 1250,
+            "sub_jpy": 0,
+        }
+
+    moesif.add_row("co_2", "sub_usd", "credit", Decimal("10.00"), NOW)
+    live = SubscriptionDirectory(client, lambda: NOW, fresh_reads=True)
+    with Session(engine) as session, session.begin():
+        live.lookup(session, "sub_usd")
+    with Session(engine) as session:
+        assert kept_balances(session, ["sub_usd"]) == {"sub_usd": 1250}
+    fresh = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))  # a later run's
+    later = SubscriptionDirectory(fresh, lambda: NOW + MAX_AGE, amount_unit="minor")
+    with Session(engine) as session, session.begin():
+        later.lookup(session, "sub_usd")
+    with Session(engine) as session:
+        assert kept_balances(session, ["sub_usd"]) == {"sub_usd": 22}  # 22.50 cents, half-even

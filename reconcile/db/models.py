@@ -211,7 +211,7 @@ class UnreadableLedgerRow(Base):
 
 
 class MoesifSubscription(Base):
-    """A Moesif subscription's currency and company as last read, kept for later runs."""
+    """A Moesif subscription's currency, company and available balance as last read, kept."""
 
     __tablename__ = "moesif_subscriptions"
 
@@ -221,6 +221,10 @@ class MoesifSubscription(Base):
         Text, comment="null: not read since this was kept, so it is read again"
     )
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    available_balance_minor: Mapped[int | None] = mapped_column(
+        BigInteger, comment="minor units of the currency; null: not read yet"
+    )
+    balance_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class FindingState(Base):

@@ -136,3 +136,13 @@ def count_attempt(session: Session, transaction_id: str, now: datetime) -> None:
         .where(Posting.transaction_id == transaction_id)
         .values(attempts=Posting.attempts + 1, updated_at=now)
     )
+
+
+def confirmed_of_run(session: Session, run_id: str) -> list[Posting]:
+    """Return the postings a run made that Moesif confirmed, in the order they were recorded."""
+    query = (
+        select(Posting)
+        .where(Posting.run_id == run_id, Posting.status == PostingStatus.CONFIRMED)
+        .order_by(Posting.id)
+    )
+    return list(session.scalars(query))

@@ -141,3 +141,8 @@ def latest_failed_since(session: Session, began: datetime) -> Run | None:
         .order_by(Run.started_at.desc())
         .limit(1)
     ).first()
+
+
+def run_of(session: Session, run_id: str) -> Run | None:
+    """Return the run with this id, if there is one."""
+    return session.get(Run, run_id)

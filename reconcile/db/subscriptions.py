@@ -1,7 +1,8 @@
-"""Queries on ``moesif_subscriptions``: subscriptions' currencies and companies, kept."""
+"""Queries on ``moesif_subscriptions``: subscriptions' currencies, companies and balances, kept."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,13 +52,40 @@ def keep_currency(
     currency: str | None,
     fetched_at: datetime,
     company_id: str | None = None,
+    available_balance_minor: int | None = None,
 ) -> None:
-    """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``."""
-    session.merge(
-        MoesifSubscription(
-            subscription_id=subscription_id,
-            currency=currency,
-            company_id=company_id,
-            fetched_at=fetched_at,
-        )
+    """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``.
+
+    With ``available_balance_minor`` (minor units of ``currency``), its available balance as
+    read then is kept too; without it, a balance kept before stays as it was.
+    """
+    kept = MoesifSubscription(
+        subscription_id=subscription_id,
+        currency=currency,
+        company_id=company_id,
+        fetched_at=fetched_at,
     )
+    if available_balance_minor is not None:
+        kept.available_balance_minor = available_balance_minor
+        kept.balance_read_at = fetched_at
+    session.merge(kept)
+
+
+def kept_balances(session: Session, subscription_ids: Collection[str]) -> dict[str, int]:
+    """Return the available balance last read of each of these subscriptions that has one.
+
+    Minor units of the subscription's kept currency, by subscription id.
+    """
+    found: dict[str, int] = {}
+    wanted = sorted(set(subscription_ids))
+    for start in range(0, len(wanted), 500):
+        query = select(
+            MoesifSubscription.subscription_id, MoesifSubscription.available_balance_minor
+        ).where(
+            MoesifSubscription.subscription_id.in_(wanted[start : start + 500]),
+            MoesifSubscription.available_balance_minor.is_not(None),
+        )
+        found.update(
+            {str(sid): int(minor) for sid, minor in session.execute(query) if minor is not None}
+        )
+    return found

@@ -1,6 +1,8 @@
 """Run notifications: the payload a run that needs attention sends, its outbox, and its sender.
 
-The payload is a pure function of plain values (:func:`build_payload`); it is stored in the
+The payload is :func:`reconcile.rules.notice.build_notice` over what the snapshot holds of the
+run (:func:`run_notice`: its findings with their signed deltas, states and first sightings, the
+subscriptions' available balances as last read from Moesif, what it posted); it is stored in the
 ``notifications`` table before anything is sent (:func:`enqueue`), and :func:`deliver_pending`
 POSTs every undelivered one, oldest first and each unchanged in its own request, stopping at the
 first failure so that the order is kept. :func:`notify_run` does all three and never raises: a
@@ -11,10 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,45 +25,38 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
 from reconcile.db import outbox
+from reconcile.db.finding_states import states_of
 from reconcile.db.findings import findings_of_run
-from reconcile.domain.money import format_major, to_major
-from reconcile.domain.vocab import REVIEW_ACTIONS as DOMAIN_REVIEW_ACTIONS
+from reconcile.db.models import Finding, FindingState, Posting
+from reconcile.db.postings import confirmed_of_run
+from reconcile.db.runs import run_of
+from reconcile.db.subscriptions import kept_balances
+from reconcile.domain.values import Entry, entry_type_of
 from reconcile.domain.vocab import Action
 from reconcile.errors import ExitCode
+from reconcile.rules.delta import correction
+from reconcile.rules.lifecycle import OPEN
+from reconcile.rules.notice import MAX_FINDINGS, NoticeFinding, build_notice
 
 log = logging.getLogger(__name__)
 
 NOTIFY_EXIT_CODES = frozenset({ExitCode.DRIFT, ExitCode.FAILED, ExitCode.GUARDRAIL})
 """Exit codes after which a run notifies; a clean run (0) sends nothing."""
 
-MAX_FINDINGS = 20
-"""Findings a payload lists at most, the largest first."""
+ALL_ACTIONS = tuple(sorted(action.value for action in Action))
+"""Every action a run gives a finding: the notification counts them all, lists those to review."""
 
-TEXT_FINDINGS = 5
-"""Findings the human ``text`` names at most."""
-
-REVIEW_ACTIONS = tuple(sorted(action.value for action in DOMAIN_REVIEW_ACTIONS))
-"""Actions of the findings a notification lists: those a person has to look at."""
-
-REOPENED = Action.REOPENED.value
-
-_HEADLINE: dict[int, str] = {
-    ExitCode.DRIFT: "drift needs review",
-    ExitCode.FAILED: "the run failed",
-    ExitCode.GUARDRAIL: "a guardrail stopped posting",
-}
-
-_NEXT_STEP: dict[int, str] = {
-    ExitCode.DRIFT: "Next: review the open findings (`reconcile findings`), fix each in Moesif "
-    "or Stripe, then close it with `reconcile findings resolve ID --note ...`.",
-    ExitCode.FAILED: "Next: read the error, fix what was unavailable; a rerun resumes where "
-    "this one stopped and posts nothing twice.",
-    ExitCode.GUARDRAIL: "Next: nothing was posted. Check the report; if the postings are right, "
-    "raise RECONCILE_MAX_POSTINGS or RECONCILE_MAX_POSTING_TOTAL for one rerun.",
-}
-
-
-# The payload: plain values in, plain values out.
+__all__ = [
+    "MAX_FINDINGS",
+    "NOTIFY_EXIT_CODES",
+    "Delivery",
+    "deliver_pending",
+    "enqueue",
+    "notice_finding",
+    "notify_run",
+    "run_notice",
+    "should_notify",
+]
 
 
 def should_notify(exit_code: int) -> bool:
@@ -70,179 +64,95 @@ def should_notify(exit_code: int) -> bool:
     return exit_code in NOTIFY_EXIT_CODES
 
 
-def build_payload(
-    *,
+# What the snapshot holds of a run, as the notice rule takes it.
+
+
+def notice_finding(
+    row: Finding, state: FindingState | None, available_minor: int | None, seen_at: datetime
+) -> NoticeFinding:
+    """Return one finding of a run as :func:`build_notice` takes it.
+
+    ``delta`` is section 7's (as the report has it); ``blocked`` says Moesif showed the
+    subscription no available credit (zero or less) when last read, so a finding that owes the
+    customer on a blocked subscription ranks first. ``state`` gives its status in the queue and
+    when it was first seen; without one, it is open and first seen at ``seen_at``.
+    """
+    return NoticeFinding(
+        finding_id=row.finding_id or f"{row.category}:{row.id}",
+        category=row.category,
+        company_id=row.company_id,
+        subscription_id=row.subscription_id,
+        currency=row.currency,
+        delta_minor=correction(
+            row.category, row.entry_type, row.stripe_amount_minor, row.moesif_amount_minor
+        ),
+        action=row.action,
+        blocked=available_minor is not None and available_minor <= 0,
+        first_seen=state.first_seen_at if state is not None else seen_at,
+        status=state.status if state is not None else OPEN,
+        transaction_id=row.transaction_id,
+        moesif_id=row.moesif_id,
+        entry_type=row.entry_type,
+        stripe_amount_minor=row.stripe_amount_minor,
+        moesif_amount_minor=row.moesif_amount_minor,
+        detail=row.detail,
+    )
+
+
+def posted_entry(posting: Posting) -> Entry:
+    """Return a confirmed posting as the entry it posted."""
+    return Entry(
+        transaction_id=posting.transaction_id,
+        company_id=posting.company_id,
+        subscription_id=posting.subscription_id,
+        entry_type=entry_type_of(posting.entry_type),
+        amount_minor=posting.amount_minor,
+        currency=posting.currency,
+        description=posting.description,
+    )
+
+
+def run_notice(
+    session: Session,
     run_id: str,
+    *,
     exit_code: int,
-    counts: Mapping[str, int],
-    totals: Mapping[str, str],
     report_path: str | None,
-    findings: Sequence[Mapping[str, Any]],
+    now: datetime,
+    console_url: str | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """Return the JSON object a run posts: ``text``, ids, counts, totals, the largest findings.
-
-    Args:
-        run_id: the run.
-        exit_code: how it ended.
-        counts: findings per category.
-        totals: summed amounts, keyed ``category:currency:entry_type``, decimal strings.
-        report_path: the drift report, if one was written.
-        findings: finding dicts with ``category``, ``currency`` and minor-unit amounts
-            (``stripe_amount_minor``, ``moesif_amount_minor``, optional ``delta_minor``) and any of
-            ``finding_id``, ``action``, ``company_id``, ``subscription_id``, ``transaction_id``,
-            ``moesif_id``, ``entry_type``, ``detail``.
-        error: why a failed run failed (exit 3), without secrets.
-    """
-    ranked = sorted(findings, key=_size, reverse=True)[:MAX_FINDINGS]
-    listed = [_listed(finding) for finding in ranked]
-    payload: dict[str, Any] = {
-        "text": "",
-        "run_id": run_id,
-        "exit_code": int(exit_code),
-        "counts": {str(k): int(v) for k, v in sorted(counts.items())},
-        "totals": {str(k): str(v) for k, v in sorted(totals.items())},
-        "report_path": report_path,
-        "findings": listed,
-    }
-    reopened = [
-        str(finding.get("finding_id"))
-        for finding in findings
-        if finding.get("action") == REOPENED and finding.get("finding_id")
-    ]
-    payload["text"] = summary_text(
-        payload, error=error, more=max(len(findings) - len(listed), 0), reopened=reopened
-    )
-    return payload
-
-
-def summary_text(
-    payload: Mapping[str, Any],
-    *,
-    error: str | None = None,
-    more: int = 0,
-    reopened: Sequence[str] = (),
-) -> str:
-    """Return the short human summary of a payload, in Slack's mrkdwn (values escaped).
-
-    ``reopened`` names the findings an operator resolved whose drift this run found again.
-    """
-    exit_code = int(payload["exit_code"])
-    headline = _HEADLINE.get(exit_code, "see the report")
-    lines = [f"*reconcile run {_slack(payload['run_id'])}*: {headline} (exit {exit_code})"]
-    if error:
-        lines.append(f"Error: {_slack(error)}")
-    if reopened:
-        names = ", ".join(sorted(reopened)[:TEXT_FINDINGS])
-        extra = len(reopened) - TEXT_FINDINGS
-        lines.append(
-            f"Reopened: {len(reopened)} finding(s) marked resolved still drift: {_slack(names)}"
-            + (f" and {extra} more" if extra > 0 else "")
+    """Return the notification of a run from what the snapshot holds of it (sections 10, 10a)."""
+    run = run_of(session, run_id)
+    dry_run = bool(run.dry_run) if run is not None else False
+    rows = findings_of_run(session, run_id, ALL_ACTIONS)
+    states = states_of(session, [row.finding_id for row in rows if row.finding_id])
+    balances = kept_balances(session, {row.subscription_id for row in rows if row.subscription_id})
+    seen_at = run.started_at if run is not None else now
+    findings = [
+        notice_finding(
+            row,
+            states.get(row.finding_id) if row.finding_id else None,
+            balances.get(row.subscription_id) if row.subscription_id else None,
+            seen_at,
         )
-    counts: Mapping[str, int] = payload["counts"]
-    totals: Mapping[str, str] = payload["totals"]
-    for category, count in counts.items():
-        amounts = [
-            f"{amount} {key.split(':')[1].upper()} {key.split(':')[2]}"
-            for key, amount in totals.items()
-            if key.split(":")[0] == category and key.count(":") == 2
-        ]
-        suffix = f": {', '.join(amounts)}" if amounts else ""
-        lines.append(f"• `{_slack(category)}` {count}{_slack(suffix)}")
-    findings: Sequence[Mapping[str, Any]] = payload["findings"]
-    if findings:
-        lines.append("Largest:")
-        for finding in findings[:TEXT_FINDINGS]:
-            lines.append("• " + _slack(_one_line(finding)))
-        hidden = len(findings) - TEXT_FINDINGS + more
-        if hidden > 0:
-            lines.append(f"…and {hidden} more in the report")
-    if payload["report_path"]:
-        lines.append(f"Report: `{_slack(payload['report_path'])}`")
-    lines.append(_NEXT_STEP.get(exit_code, _NEXT_STEP[ExitCode.FAILED]))
-    return "\n".join(lines)
-
-
-def _size(finding: Mapping[str, Any]) -> Decimal:
-    """Return how large a finding is, in major units of its currency (for ranking only)."""
-    currency = str(finding.get("currency") or "usd")
-    amounts = [
-        abs(int(finding[key]))
-        for key in ("delta_minor", "stripe_amount_minor", "moesif_amount_minor")
-        if finding.get(key) is not None
+        for row in rows
     ]
-    return to_major(max(amounts, default=0), currency) if _is_code(currency) else Decimal(0)
-
-
-def _is_code(currency: str) -> bool:
-    return len(currency) == 3 and currency.isalpha() and currency.isascii()
-
-
-def _listed(finding: Mapping[str, Any]) -> dict[str, Any]:
-    currency = finding.get("currency")
-    code = str(currency) if currency and _is_code(str(currency)) else None
-
-    def amount(key: str) -> str | None:
-        value = finding.get(key)
-        if value is None or code is None:
-            return None
-        return format_major(int(value), code)
-
-    return {
-        "finding_id": finding.get("finding_id"),
-        "category": finding.get("category"),
-        "action": finding.get("action"),
-        "company_id": finding.get("company_id"),
-        "subscription_id": finding.get("subscription_id"),
-        "transaction_id": finding.get("transaction_id"),
-        "moesif_id": finding.get("moesif_id"),
-        "entry_type": finding.get("entry_type"),
-        "currency": currency,
-        "stripe_amount": amount("stripe_amount_minor"),
-        "moesif_amount": amount("moesif_amount_minor"),
-        "delta": amount("delta_minor"),
-        "detail": finding.get("detail"),
-    }
-
-
-def _one_line(finding: Mapping[str, Any]) -> str:
-    amount = finding.get("delta") or finding.get("stripe_amount") or finding.get("moesif_amount")
-    currency = str(finding.get("currency") or "").upper()
-    where = finding.get("company_id") or "no company"
-    ident = finding.get("transaction_id") or finding.get("moesif_id") or ""
-    money = f"{amount} {currency}".strip() if amount is not None else "amount unknown"
-    label = f"{finding['finding_id']} " if finding.get("finding_id") else ""
-    return f"{label}{finding.get('category')} {money} on {where} {ident}".strip()
-
-
-def _slack(value: object) -> str:
-    """Escape text for Slack mrkdwn: ``&``, ``<``, ``>`` would otherwise be markup."""
-    text = " ".join(str(value).split())
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    posted = [] if dry_run else [posted_entry(p) for p in confirmed_of_run(session, run_id)]
+    return build_notice(
+        run_id=run_id,
+        exit_code=exit_code,
+        findings=findings,
+        posted=posted,
+        dry_run=dry_run,
+        report_path=report_path,
+        now=now,
+        console_url=console_url,
+        error=error,
+    )
 
 
 # The outbox: the notifications table.
-
-
-def review_findings(session: Session, run_id: str) -> list[dict[str, Any]]:
-    """Return the findings of a run a person has to look at, as plain dicts."""
-    return [
-        {
-            "category": row.category,
-            "action": row.action,
-            "company_id": row.company_id,
-            "subscription_id": row.subscription_id,
-            "transaction_id": row.transaction_id,
-            "moesif_id": row.moesif_id,
-            "entry_type": row.entry_type,
-            "currency": row.currency,
-            "stripe_amount_minor": row.stripe_amount_minor,
-            "moesif_amount_minor": row.moesif_amount_minor,
-            "detail": row.detail,
-            "finding_id": getattr(row, "finding_id", None),
-        }
-        for row in findings_of_run(session, run_id, REVIEW_ACTIONS)
-    ]
 
 
 def enqueue(session: Session, run_id: str, payload: Mapping[str, Any], now: datetime) -> None:
@@ -314,14 +224,14 @@ def notify_run(
     *,
     run_id: str,
     exit_code: int,
-    counts: Mapping[str, int],
-    totals: Mapping[str, str],
     report_path: Path | str | None,
     clock: Callable[[], datetime],
     error: str | None = None,
+    console_url: str | None = None,
 ) -> Delivery | None:
     """After a run: store its notification if it earns one, then deliver all that wait.
 
+    ``console_url`` (``RECONCILE_CONSOLE_URL``) links each listed finding to its console page.
     Never raises: a database or network problem is logged as a warning and the run's exit code
     stays what it was. Returns what was delivered, or ``None`` without a URL or on a problem.
     """
@@ -330,16 +240,17 @@ def notify_run(
     try:
         if should_notify(exit_code):
             with sessions.begin() as session:
-                payload = build_payload(
-                    run_id=run_id,
+                now = clock()
+                payload = run_notice(
+                    session,
+                    run_id,
                     exit_code=exit_code,
-                    counts=counts,
-                    totals=totals,
                     report_path=str(report_path) if report_path is not None else None,
-                    findings=review_findings(session, run_id),
+                    now=now,
+                    console_url=console_url,
                     error=error,
                 )
-                enqueue(session, run_id, payload, clock())
+                enqueue(session, run_id, payload, now)
         delivery = deliver_pending(sessions, http, url, clock)
     except SQLAlchemyError as problem:
         log.warning(

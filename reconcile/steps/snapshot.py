@@ -29,6 +29,7 @@ from reconcile.rules.known_ids import known_id, needs_memory
 from reconcile.rules.rereads import Reread, rereads
 from reconcile.steps import Sessions, lifecycle
 from reconcile.steps.begin import Begun
+from reconcile.stripe.counterparts import Paged
 from reconcile.stripe.extract import ExtractProgress, extract, extract_by_ids
 from reconcile.subscriptions import SubscriptionDirectory
 
@@ -43,6 +44,8 @@ class StripeRead:
     """The oldest top-up or refund seen still pending, if any."""
     unreadable: tuple[Unreadable, ...] = ()
     """The Stripe objects that could not be interpreted safely."""
+    paged: tuple[Paged, ...] = ()
+    """The balance transactions paged and the credit's objects read, for the control totals."""
 
 
 def read_stripe(
@@ -58,6 +61,7 @@ def read_stripe(
     progress = Progress("Stripe", unit="days read")
     pending: list[datetime] = []
     unreadable: list[Unreadable] = []
+    paged: list[Paged] = []
 
     def advance(step: ExtractProgress) -> None:
         progress.total = step.slices_total
@@ -74,13 +78,14 @@ def read_stripe(
                 progress=advance,
                 on_pending=pending.append,
                 on_unreadable=unreadable.append,
+                on_paged=paged.append,
             ),
             run_id=run_id,
             now=now,
         )
         record_stripe_entries(session, run_id, stored)
     progress.done()
-    return StripeRead(min(pending, default=None), tuple(unreadable))
+    return StripeRead(min(pending, default=None), tuple(unreadable), tuple(paged))
 
 
 @dataclass(frozen=True)

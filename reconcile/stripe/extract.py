@@ -19,6 +19,12 @@ from reconcile.domain.values import ExpectedEntry, Unreadable
 from reconcile.domain.vocab import EntryType, Source
 from reconcile.errors import StripeUnavailable
 from reconcile.stripe.client import stripe_errors
+from reconcile.stripe.counterparts import (
+    Paged,
+    of_intent,
+    of_refund,
+    of_transaction,
+)
 from reconcile.stripe.mapping import (
     StripeDict,
     StripeLookup,
@@ -101,6 +107,7 @@ def extract(
     progress: Progress | None = None,
     on_pending: Callable[[datetime], None] | None = None,
     on_unreadable: OnUnreadable | None = None,
+    on_paged: Callable[[Paged], None] | None = None,
     slice_length: timedelta = SLICE_LENGTH,
     workers: int = WORKERS,
 ) -> Iterator[ExpectedEntry]:
@@ -119,6 +126,9 @@ def extract(
         on_unreadable: called once with each object that cannot be interpreted safely (bad
             currency or amount, text the database cannot hold, a malformed object); such an
             object yields no entry and never stops the extraction.
+        on_paged: called with each balance transaction paged and each top-up, refund and
+            dispute of prepaid credit read, for the control totals (see
+            :mod:`reconcile.stripe.counterparts`); every company's, whatever ``companies`` says.
         slice_length: the window is read in slices of this length.
         workers: how many slices are read at once.
 
@@ -133,15 +143,19 @@ def extract(
     seen_unreadable: set[str] = set()
     with stripe_errors():
         for done, found in enumerate(
-            _in_order(lambda piece: read_slice(client, lookup, piece), slices, workers), start=1
+            _in_order(
+                lambda piece: read_slice(client, lookup, piece, observe=on_paged is not None),
+                slices,
+                workers,
+            ),
+            start=1,
         ):
             for item in found:
-                if isinstance(item, _Pending):
-                    if on_pending is not None:
-                        on_pending(from_unix(item.created))
-                    continue
                 if isinstance(item, Unreadable):
                     _report(item, wanted, seen_unreadable, on_unreadable)
+                    continue
+                if not isinstance(item, _Found):
+                    _aside(item, on_pending, on_paged)
                     continue
                 if item.entry.transaction_id in seen:
                     continue
@@ -151,6 +165,19 @@ def extract(
             if progress is not None:
                 progress(ExtractProgress(done, len(slices), len(seen)))
     logger.info("read %d Stripe movements in %d slices", len(seen), len(slices))
+
+
+def _aside(
+    item: _Pending | Paged,
+    on_pending: Callable[[datetime], None] | None,
+    on_paged: Callable[[Paged], None] | None,
+) -> None:
+    """Hand a pending mark or a paged record to its callback."""
+    if isinstance(item, _Pending):
+        if on_pending is not None:
+            on_pending(from_unix(item.created))
+    elif on_paged is not None:
+        on_paged(item)
 
 
 def extract_by_ids(
@@ -274,24 +301,38 @@ def _in_order(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> It
 
 
 def read_slice(
-    client: stripe.StripeClient, lookup: StripeLookup, piece: Window
-) -> list[_Found | _Pending | Unreadable]:
+    client: stripe.StripeClient, lookup: StripeLookup, piece: Window, *, observe: bool = False
+) -> list[_Found | _Pending | Unreadable | Paged]:
     """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements.
 
-    Top-ups and refunds still on their way are returned as :class:`_Pending` marks.
+    Top-ups and refunds still on their way are returned as :class:`_Pending` marks. With
+    ``observe``, what was paged comes too, for the control totals.
     """
     created = {"created": {"gte": _ceil_unix(piece.since), "lt": _ceil_unix(piece.until)}}
-    found: list[_Found | _Pending | Unreadable] = []
+    found: list[_Found | _Pending | Unreadable | Paged] = []
     for intent in listed(client, "/v1/payment_intents", created, "PaymentIntents"):
         found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
         found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
+        found.extend(of_intent(intent, lookup) if observe else ())
     for returned in listed(client, "/v1/refunds", created, "refunds"):
         found.extend(_pending(returned, PENDING_REFUND_STATUSES))
         found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
+        moved_money = observe and refund_moved_money(returned)
+        found.extend(of_refund(returned, lookup, moved_money=moved_money) if observe else ())
     expanded = {**created, "expand": ["data.source"]}
     for moved in listed(client, "/v1/balance_transactions", expanded, "balance transactions"):
         found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
+        found.extend(of_transaction(moved, _credit_source(moved), lookup) if observe else ())
     return found
+
+
+def _credit_source(transaction: StripeDict) -> StripeDict | None:
+    """Return a transaction's expanded source when it is a charge, refund or dispute."""
+    source = transaction.get("source")
+    if not isinstance(source, dict):
+        return None
+    kind = str(source.get("id") or "").split("_", 1)[0]
+    return source if kind in ("ch", "py", "re", "pyr", "dp") else None
 
 
 def listed(

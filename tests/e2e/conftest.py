@@ -60,6 +60,7 @@ def world(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             # Retries still happen, as often as in production, but no test waits on backoff.
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.001",
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)

@@ -169,6 +169,7 @@ def hostile_world(
             "RECONCILE_REPORT_DIR": str(tmp_path / "reports"),
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.001",
             **secrets,
         }
         for name, value in environment.items():

@@ -23,7 +23,8 @@ EVERY_CATEGORY = {category.value for category in Category}
 
 
 def seed_every_category(world: World) -> str:
-    """Seed the demo history, a credit on the wrong customer and an unreadable Moesif row.
+    """Seed the demo history, a credit on the wrong customer, an unreadable Moesif row, and a
+    Stripe summary short of one refund.
 
     Returns the transaction id of the misapplied credit.
     """
@@ -47,6 +48,7 @@ def seed_every_category(world: World) -> str:
         '"amount": "NaN", "company_id": "acme", "subscription_id": "sub_acme", '
         f'"created_at": "{to_iso(world.now - timedelta(days=1))}"}}'
     )
+    world.stripe.reports.short_category = "refund"
     return paid
 
 

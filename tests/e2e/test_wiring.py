@@ -47,6 +47,61 @@ def test_a_run_with_drift_notifies_once_and_a_clean_run_does_not(
     assert receiver.url not in str(payload)
 
 
+def test_the_demo_run_notifies_signed_amounts_per_currency_with_console_links(
+    world: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILE_CONSOLE_URL", "https://console.example/ops")
+    seed(world.stripe, world.moesif, world.now)
+
+    assert main(["--since", world.since]) == 1
+
+    [payload] = receiver.payloads()
+    assert payload["dry_run"] is False
+    by_category = {finding["category"]: finding for finding in payload["findings"]}
+    mismatch = by_category["amount_mismatch"]
+    assert (mismatch["stripe_amount"], mismatch["moesif_amount"]) == ("10.50", "1050.00")
+    assert (mismatch["delta"], mismatch["currency"]) == ("-1039.50", "usd")
+    assert mismatch["url"] == "https://console.example/ops/findings/" + mismatch["finding_id"]
+    assert by_category["currency_mismatch"]["currency"] == "eur"
+    assert "missing_in_moesif" not in by_category  # all posted automatically
+    assert payload["automatic"] == 4
+    assert set(payload["totals"]) >= {"usd", "eur", "jpy"}
+    assert payload["totals"]["jpy"]["posted"] == "5000"
+    assert payload["totals"]["usd"]["over_credited"].startswith("-")
+    assert "-1,039.50 USD" in payload["text"]
+    assert "4 posted automatically" in payload["text"]
+    assert payload["blocks"][0]["type"] == "header"
+
+
+def test_a_dry_run_notifies_marked_with_the_blocked_customer_first(
+    world: World, receiver: Receiver
+) -> None:
+    seed(world.stripe, world.moesif, world.now)
+    world.moesif.add_subscription("sub_blocked", "blocked")  # no credit at all: blocked
+    customer = world.stripe.add_customer(
+        metadata={"moesif_company_id": "blocked", "moesif_subscription_id": "sub_blocked"}
+    )
+    world.stripe.add_payment_intent(customer, 700, created=world.now - timedelta(days=1))
+
+    assert main(["--since", world.since, "--dry-run"]) == 1
+
+    [payload] = receiver.payloads()
+    assert payload["dry_run"] is True
+    assert payload["text"].startswith("*[DRY RUN] ")
+    listed = payload["findings"]
+    blocked = [finding for finding in listed if finding["blocked"]]
+    # Nothing was posted, so the demo's customers with no credit yet are blocked as well:
+    # every blocked customer who is owed comes before anyone else.
+    assert listed[: len(blocked)] == blocked
+    assert all(Decimal(finding["delta"]) > 0 for finding in blocked)
+    [mine] = [finding for finding in listed if finding["subscription_id"] == "sub_blocked"]
+    assert (mine["delta"], mine["currency"], mine["blocked"]) == ("7.00", "usd", True)
+    assert mine["url"] is None
+    assert any(not finding["blocked"] for finding in listed)
+    assert "BLOCKED while owed" in payload["text"]
+    assert {sums["posted"] for sums in payload["totals"].values()} <= {"0", "0.00"}
+
+
 def test_a_failed_run_notifies_with_its_error_and_keeps_exit_3(
     world: World, receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -134,6 +134,7 @@ def world(
         "RECONCILE_REPORT_DIR": str(tmp_path / "reports"),
         "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
         "RECONCILE_RETRY_BASE_DELAY": "0.001",
+        "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.001",
     }.items():
         monkeypatch.setenv(name, value)
     return served

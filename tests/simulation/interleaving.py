@@ -435,6 +435,7 @@ def stage(database_url: str, directory: Path) -> Iterator[Stage]:
                 "RECONCILE_REPORT_DIR": str(directory / "reports"),
                 "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
                 "RECONCILE_RETRY_BASE_DELAY": "0.001",
+                "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.001",
             }
             yield Stage(
                 f"http://127.0.0.1:{port}",

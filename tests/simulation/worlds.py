@@ -97,6 +97,7 @@ def open_world(
             "RECONCILE_REPORT_DIR": str(directory / "reports"),
             "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
             "RECONCILE_RETRY_BASE_DELAY": "0.001",
+            "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.001",
             # The job's subprocess runs the code this process imports, not an installed copy.
             "PYTHONPATH": os.pathsep.join(
                 [SOURCE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]

@@ -20,6 +20,7 @@ from reconcile.fakes.http_server import LoopbackServer, Reply, Request
 from reconcile.fakes.stripe.errors import StripeApiError
 from reconcile.fakes.stripe.faults import GARBLED, FaultInjection, fault_error
 from reconcile.fakes.stripe.live import LivePayments, WebhookEndpoint
+from reconcile.fakes.stripe.reports import Reports, ReportSwitches
 from reconcile.fakes.stripe.routes import Routes
 from reconcile.fakes.stripe.seeding import Seeding
 from reconcile.fakes.stripe.store import COLLECTIONS, Obj, Query, Store
@@ -94,6 +95,7 @@ class FakeStripe(Seeding, FaultInjection):
             unfiltered=[COLLECTIONS[name] for name in ignore_filters],
         )
         self._live = LivePayments(state, default_version)
+        self._reports = Reports(state, lambda: self.base_url)
         self._requests: list[RecordedRequest] = []
         self._server: LoopbackServer | None = None
 
@@ -138,6 +140,11 @@ class FakeStripe(Seeding, FaultInjection):
         return self._state.copies(kind)
 
     @property
+    def reports(self) -> ReportSwitches:
+        """The Reporting API's switches (a short summary, a refusal, a failure; see there)."""
+        return self._reports.switches
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """Every request answered so far, oldest first."""
         with self._state.lock:
@@ -160,6 +167,8 @@ class FakeStripe(Seeding, FaultInjection):
         extra: dict[str, str] = {}
         try:
             status, body = 200, self._answer(method, parts.path, query, headers, payload, version)
+            if isinstance(body, bytes):
+                extra = {"Content-Type": "text/csv"}
         except StripeApiError as error:
             status, body, extra = error.status, error.body, error.headers
             if self._echo_key and "error" in body:
@@ -176,11 +185,14 @@ class FakeStripe(Seeding, FaultInjection):
         headers: Mapping[str, str],
         payload: bytes,
         version: str,
-    ) -> Obj:
+    ) -> Obj | bytes:
         fault = self._take_fault()
         if fault is not None:
             raise fault_error(fault)
         self._routes.authenticate(headers)
+        if self._reports.handles(path):
+            form = dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True))
+            return self._reports.answer(method, path, form)
         if method == "POST":
             form = dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True))
             return self._live.post(path, form, headers.get("idempotency-key"))
@@ -199,8 +211,9 @@ class FakeStripe(Seeding, FaultInjection):
         headers = {name.lower(): value for name, value in request.headers.items()}
         status, body, extra = self.handle(request.method, request.target, headers, request.body)
         payload = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        kind = "text/html" if payload.startswith(b"<html") else "application/json"
         reply_headers = [
-            ("Content-Type", "text/html" if payload.startswith(b"<html") else "application/json"),
+            *([] if "Content-Type" in extra else [("Content-Type", kind)]),
             ("Request-Id", f"req_fake{next(_request_ids):010d}"),
             *extra.items(),
         ]

@@ -54,6 +54,7 @@ from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapsh
 from reconcile.operator.console import queue, reads, statements
 from reconcile.operator.console.chart import build_chart
 from reconcile.operator.console.login_guard import LoginGuard
+from reconcile.operator.console.money_view import balance_view, finding_money, shown
 from reconcile.operator.console.queue import QueueTools
 from reconcile.operator.console.sessions import (
     SESSION_COOKIE,
@@ -149,6 +150,7 @@ def _templates() -> Jinja2Templates:
     # Autoescape every template, whatever its name: all values are text to show, never markup.
     environment = Environment(loader=PackageLoader("reconcile.operator.console"), autoescape=True)
     environment.filters["major"] = _major
+    environment.filters["amount"] = shown
     return Jinja2Templates(env=environment)
 
 
@@ -282,7 +284,9 @@ class _Console:
         with self.sessions() as session:
             runs = reads.recent_runs(session)
             drift = reads.drift_over_time(session, runs)
+            headline = reads.money_headline(session, runs[0] if runs else None)
         return {
+            "headline": headline,
             "runs": runs,
             "count_chart": build_chart(drift.moments, drift.counts),
             "amount_chart": build_chart(drift.moments, drift.amounts),
@@ -341,6 +345,12 @@ class _Console:
             [row] = queue.in_queue_order([state], self.clock(), self.tools.rules)
             return {
                 "state": state,
+                "money": finding_money(
+                    state.stripe_amount_minor,
+                    state.moesif_amount_minor,
+                    state.delta_minor,
+                    state.currency,
+                ),
                 "queued": row,
                 "what_to_do": queue.what_to_do(state.category),
                 "correctable": queue.correctable(state.category),
@@ -526,7 +536,21 @@ class _Console:
         else:
             rows = self._computed_balances()
             source = "computed from the snapshot (run `reconcile balances` for Moesif's figures)"
-        return {"rows": rows, "source": source, "columns": BALANCE_COLUMNS}
+        view = balance_view(rows, self._subscription_currencies())
+        return {
+            "rows": view.rows,
+            "mismatched": view.currency_mismatch,
+            "source": source,
+            "columns": [*BALANCE_COLUMNS[:3], "blocked", "owed", *BALANCE_COLUMNS[3:]],
+        }
+
+    def _subscription_currencies(self) -> dict[str, str | None]:
+        try:
+            with self.sessions() as session:
+                return reads.subscription_currencies(session)
+        except SQLAlchemyError:
+            log.exception("review page: subscription currencies could not be read")
+            return {}
 
     def _computed_balances(self) -> list[dict[str, Any]]:
         try:

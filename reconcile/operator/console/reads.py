@@ -10,11 +10,15 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from reconcile.db.expected import movement_of
-from reconcile.db.finding_states import open_at_runs
+from reconcile.db.finding_states import open_at_runs, open_states
 from reconcile.db.ledger import rows_naming
-from reconcile.db.models import FindingState, Run
+from reconcile.db.models import ExpectedRow, FindingState, LedgerEntry, Run
+from reconcile.db.postings import confirmed_of_run
 from reconcile.db.runs import recent_runs as latest_runs
+from reconcile.db.subscriptions import kept_balances, kept_currencies
 from reconcile.domain.money import to_major
+from reconcile.operator.console.money_view import CurrencyTotals, headline, shown
+from reconcile.operator.notify import posted_entry
 
 RUNS_SHOWN = 30
 """Runs on the runs page and in the chart."""
@@ -61,18 +65,40 @@ class Records:
 
 
 def records_of(session: Session, state: FindingState) -> Records:
-    """Return the snapshot's Stripe movement and Moesif rows behind a finding."""
+    """Return the snapshot's Stripe movement and Moesif rows behind a finding.
+
+    Both sides' amounts are shown the same way, in major units with their currency
+    (``10.50 USD`` against ``1,050.00 USD``); Moesif's amount as written stays beside it.
+    """
     stripe: list[tuple[str, str]] = []
     if state.transaction_id:
         movement = movement_of(session, state.transaction_id)
         if movement is not None:
             stripe = _pairs(movement, _STRIPE_FIELDS)
-    rows = rows_naming(session, state.moesif_id, state.transaction_id)
-    return Records(stripe, [_pairs(row, _MOESIF_FIELDS) for row in rows])
+            stripe.insert(_after(stripe, "entry_type"), ("amount", _amount(movement, state)))
+    moesif = []
+    for row in rows_naming(session, state.moesif_id, state.transaction_id):
+        pairs = [
+            ("amount as Moesif wrote it" if label == "amount_raw" else label, value)
+            for label, value in _pairs(row, _MOESIF_FIELDS)
+        ]
+        pairs.insert(_after(pairs, "entry_type"), ("amount", _amount(row, state)))
+        moesif.append(pairs)
+    return Records(stripe, moesif)
+
+
+def _amount(row: ExpectedRow | LedgerEntry, state: FindingState) -> str:
+    """Return a record's amount in major units and currency (the finding's if it names none)."""
+    return shown(int(row.amount_minor), row.currency or state.currency)
+
+
+def _after(pairs: list[tuple[str, str]], name: str) -> int:
+    names = [label for label, _ in pairs]
+    return names.index(name) + 1 if name in names else 0
 
 
 _STRIPE_FIELDS = (
-    "transaction_id", "source", "entry_type", "amount_minor", "currency", "created_at",
+    "transaction_id", "source", "entry_type", "currency", "created_at",
     "stripe_object_id", "topup_id", "stripe_customer_id", "company_id", "subscription_id",
     "unmapped_reason",
 )  # fmt: skip
@@ -91,3 +117,41 @@ def _pairs(row: object, fields: tuple[str, ...]) -> list[tuple[str, str]]:
         text = value.isoformat() if isinstance(value, datetime) else str(value)
         pairs.append((name, text))
     return pairs
+
+
+def money_headline(session: Session, last_run: Run | None) -> Headline:
+    """Return the front page's totals per currency: open findings, and the last run's postings.
+
+    Owed and over-credited sum the signed deltas of the open findings; a finding owing a
+    customer whose subscription Moesif last showed with no available credit counts as blocked.
+    Posted is what ``last_run`` posted automatically (nothing for a dry run).
+    """
+    states = open_states(session)
+    balances = kept_balances(session, {s.subscription_id for s in states if s.subscription_id})
+    deltas = [
+        (
+            state.currency,
+            state.delta_minor,
+            state.subscription_id is not None and balances.get(state.subscription_id, 1) <= 0,
+        )
+        for state in states
+    ]
+    posted = (
+        [posted_entry(posting) for posting in confirmed_of_run(session, last_run.id)]
+        if last_run is not None and not last_run.dry_run
+        else []
+    )
+    return Headline(last_run, headline(deltas, posted))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The front page's money at a glance, and the run whose postings it counts."""
+
+    run: Run | None
+    totals: list[CurrencyTotals]
+
+
+def subscription_currencies(session: Session) -> dict[str, str | None]:
+    """Return each kept subscription's currency, by subscription id."""
+    return {sid: kept.currency for sid, kept in kept_currencies(session).items()}

@@ -1,0 +1,166 @@
+"""The console's money: both sides in one unit, the headline per currency, balances marked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
+from reconcile.db.subscriptions import keep_currency
+from tests.operator.conftest import NOW, add_finding, add_run, add_state
+from tests.operator.test_console import _login, clients, served  # noqa: F401
+
+LATEST = "20261201T020000Z-bbbbbb"
+
+
+def _cells(page: str, table: str) -> list[list[str]]:
+    body = page.split(f'id="{table}"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        ]
+        for row in rows
+        if "<td" in row
+    ]
+
+
+def test_finding_page_shows_both_sides_in_major_units_with_the_difference_on_top(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        state = add_state(
+            session,
+            category="amount_mismatch",
+            company_id="initech",
+            subscription_id="sub_initech",
+            transaction_id="pi_initech",
+            moesif_id="m-initech",
+            stripe_amount_minor=1050,
+            moesif_amount_minor=105000,
+            delta_minor=-103950,
+        )
+        add_run(session, "r-initech")
+        add_finding(
+            session,
+            "r-initech",
+            category="amount_mismatch",
+            company_id="initech",
+            subscription_id="sub_initech",
+            transaction_id="pi_initech",
+            stripe_amount_minor=1050,
+            moesif_amount_minor=105000,
+            finding_id=state.finding_id,
+        )
+        session.add(
+            ExpectedRow(
+                transaction_id="pi_initech", source="topup", entry_type="credit",
+                amount_minor=1050, currency="usd", created_at=NOW, stripe_object_id="pi_initech",
+                topup_id="pi_initech", stripe_customer_id="cus_9", company_id="initech",
+                subscription_id="sub_initech", first_seen_run_id="r", last_seen_run_id="r",
+                updated_at=NOW,
+            )
+        )  # fmt: skip
+        session.add(
+            LedgerEntry(
+                moesif_id="m-initech", transaction_id="pi_initech", entry_type="credit",
+                amount_minor=105000, amount_raw="1050", currency="usd", company_id="initech",
+                subscription_id="sub_initech", created_at=NOW, description="old integration",
+                first_seen_at=NOW, last_seen_at=NOW,
+            )
+        )  # fmt: skip
+    client = clients()
+    _login(client)
+    page = client.get(f"/findings/{state.finding_id}").text
+    top = page.index('id="delta"')
+    assert top < page.index("<h2>Stripe</h2>")
+    assert "-1,039.50 USD" in page[top : page.index("</p>", top)]
+    assert "Moesif holds 1,039.50 USD too much" in page
+    assert _cells(page, "amounts") == [["10.50 USD", "1,050.00 USD", "-1,039.50 USD"]]
+    stripe = page.split("<h2>Stripe</h2>")[1].split("</div>")[0]
+    moesif = page.split("<h2>Moesif</h2>")[1].split("</div>")[0]
+    assert "<dt>amount</dt><dd>10.50 USD</dd>" in stripe
+    assert "amount_minor" not in stripe
+    assert "<dt>amount</dt><dd>1,050.00 USD</dd>" in moesif
+    assert "<dt>amount as Moesif wrote it</dt><dd>1050</dd>" in moesif
+    [seen] = _cells(page, "history")
+    assert seen[3:5] == ["10.50 USD", "1,050.00 USD"]
+
+
+def test_front_page_headline_totals_per_currency(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+    seeded: dict[str, str],
+) -> None:
+    with sessions.begin() as session:
+        keep_currency(session, "sub_acme", "usd", NOW, "acme", available_balance_minor=0)
+        for tid, kind, amount in (("pi_auto", "credit", 3700), ("re_auto", "debit", 500)):
+            session.add(
+                Posting(
+                    transaction_id=tid, origin="run", run_id=LATEST, company_id="acme",
+                    subscription_id="sub_acme", entry_type=kind, amount_minor=amount,
+                    currency="usd", amount_sent=str(amount), description="reconcile",
+                    status="confirmed", attempts=1, created_at=NOW, updated_at=NOW,
+                    confirmed_at=NOW,
+                )
+            )  # fmt: skip
+    client = clients()
+    _login(client)
+    page = client.get("/").text
+    assert page.index('id="headline"') < page.index('id="runs"')
+    # seeded: 25.00 USD owed on sub_acme (blocked), 20.00 USD over-credited, 5000 JPY owed on
+    # sub_acme too; the latest run posted 37.00 USD and took back 5.00 USD.
+    assert _cells(page, "totals") == [
+        ["JPY", "+5,000 JPY", "0 JPY", "0 JPY", "1 blocked"],
+        ["USD", "+25.00 USD", "-20.00 USD", "+32.00 USD", "1 blocked"],
+    ]
+    assert f"run {LATEST}" in page
+
+
+def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:
+    with sessions.begin() as session:
+        keep_currency(session, "sub_hooli", "usd", NOW, "hooli")
+    (tmp_path / "balances-20261201T020000Z-cccccc.csv").write_text(
+        "company_id,subscription_id,currency,stripe_net,moesif_net,delta,current_balance,"
+        "pending_activity,available_balance,open_findings\n"
+        "umbrella,sub_u,jpy,5000,0,5000,10,0,10,1\n"
+        "initech,sub_i,usd,10.50,1050.00,'-1039.50,1050.00,0,1050.00,1\n"
+        "acme,sub_acme,usd,60.00,23.00,37.00,0,0,0,1\n"
+        "wayne,sub_w,usd,42.00,0,42.00,5.00,0,5.00,1\n"
+        "hooli,sub_hooli,eur,30.00,0,30.00,12.00,0,12.00,1\n"
+        "hooli,sub_hooli,usd,20.00,20.00,0,12.00,0,12.00,0\n",
+        encoding="utf-8",
+    )
+    client = clients()
+    _login(client)
+    page = client.get("/balances").text
+    rows = _cells(page, "balances")
+    assert rows[2] == ["initech", "sub_i", "usd", "", "over-credited", "10.50", "1050.00"] + [
+        "-1039.50",
+        "1050.00",
+        "0",
+        "1050.00",
+        "1",
+        "statements",
+    ]  # 1,039.50 USD, shown as a number (not the CSV's formula guard)
+    assert [row[:5] for row in rows] == [
+        ["acme", "sub_acme", "usd", "blocked", "owed"],  # blocked while owed: first
+        ["umbrella", "sub_u", "jpy", "", "owed"],  # 5000 JPY is not weighed against USD
+        ["initech", "sub_i", "usd", "", "over-credited"],
+        ["wayne", "sub_w", "usd", "", "owed"],  # 42.00 USD
+        ["hooli", "sub_hooli", "usd", "", ""],
+    ]
+    assert re.search(r'<tr class="blocked drift">\s*<td class="company_id">acme', page)
+    [apart] = _cells(page, "currency_mismatch")
+    assert apart[:5] == ["hooli", "sub_hooli", "eur", "USD", "owed"]
+    assert "12.00" not in apart  # the USD subscription's balance is not shown as EUR
