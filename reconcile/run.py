@@ -1,7 +1,8 @@
 """One reconciliation pass, step by step from its request to its outcome; it owns the transaction.
 
 Each step takes the values the steps before it returned and returns its own: begin, read Stripe,
-read Moesif, load both sides, match, post, settle the findings' lifecycle, end.
+read Moesif, load both sides, check Moesif's running balances, match, post, settle the findings'
+lifecycle, end.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from reconcile.db.engine import describe, make_engine, upgrade_to_head
 from reconcile.errors import DatabaseUnavailable, ReconcileError
 from reconcile.lock import run_lock
 from reconcile.request import RunOutcome, RunRequest, new_run_id
-from reconcile.steps import Sessions, begin, comparing, ending, lifecycle, sending, snapshot
+from reconcile.steps import (
+    Sessions,
+    balance_chains,
+    begin,
+    comparing,
+    ending,
+    lifecycle,
+    sending,
+    snapshot,
+)
 from reconcile.subscriptions import SubscriptionDirectory
 
 __all__ = ["RunOutcome", "RunRequest", "execute", "new_run_id"]
@@ -78,12 +88,13 @@ def _reconcile(
     loaded = snapshot.load(
         sessions, clients.stripe, directory, run, companies, moesif.rechecked, now=clock()
     )
+    chained = balance_chains.check(sessions, run, companies, settings.moesif_amount_unit)
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
     posted = sending.post_missing(
         sessions,
         clients,
         settings,
-        compared.findings,
+        frames.joined(compared.findings, chained.findings),
         unreadable=compared.blocked,
         run_id=run_id,
         report_dir=run.report_dir,

@@ -22,6 +22,7 @@ from reconcile.db.subscriptions import (
     kept_currency,
 )
 from reconcile.moesif.client import MoesifClient
+from reconcile.moesif.rows import decimal_text
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
 
@@ -110,5 +111,6 @@ class SubscriptionDirectory:
         if found is None:
             return None
         currency = found.currency.lower() if found.currency else None
-        keep_currency(session, subscription_id, currency, self._clock(), found.company_id)
+        balance = (decimal_text(found.current_balance), found.sequence_id)
+        keep_currency(session, subscription_id, currency, self._clock(), found.company_id, balance)
         return Known(currency, found.company_id)

@@ -51,13 +51,21 @@ def keep_currency(
     currency: str | None,
     fetched_at: datetime,
     company_id: str | None = None,
+    balance: tuple[str, int | None] | None = None,
 ) -> None:
-    """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``."""
+    """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``.
+
+    ``balance`` is the ``current_balance`` Moesif reported, as exact decimal text, with its
+    ``sequence_id``; ``None`` keeps none.
+    """
+    current, sequence_id = balance if balance is not None else (None, None)
     session.merge(
         MoesifSubscription(
             subscription_id=subscription_id,
             currency=currency,
             company_id=company_id,
             fetched_at=fetched_at,
+            current_balance=current,
+            balance_sequence_id=sequence_id,
         )
     )

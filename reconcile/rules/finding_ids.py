@@ -28,3 +28,12 @@ def finding_id(category: str, transaction_id: str | None, moesif_id: str | None)
             key = f"{category}\x1f{kind}\x1f{value}"
             return PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     raise ValueError(f"a {category} finding needs a transaction id or a Moesif row id")
+
+
+def pair_finding_id(category: str, earlier_id: str, later_id: str) -> str:
+    """Return the stable id of a drift between two Moesif rows (a break in a running balance).
+
+    Derived from both ids in order, so the same break has the same id in every run.
+    """
+    key = f"{category}\x1fpair\x1f{earlier_id}\x1f{later_id}"
+    return PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
