@@ -20,11 +20,15 @@ STREAM_ROWS = 1000
 
 @dataclass(frozen=True)
 class Chain:
-    """One subscription's rows in chain order, with the company of its last row."""
+    """One subscription's rows in chain order, with the company of its last row.
+
+    ``read_at`` is when the newest of the rows was last read from Moesif.
+    """
 
     subscription_id: str
     company_id: str | None
     rows: tuple[BalanceRow, ...]
+    read_at: datetime
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class ReportedBalance:
     current_balance: str
     sequence_id: int | None
     currency: str | None
+    read_at: datetime
 
 
 def touched_subscriptions(
@@ -81,6 +86,7 @@ def chains(session: Session, subscription_ids: Collection[str]) -> Iterator[Chai
                 LedgerEntry.ending_pending_minor,
                 LedgerEntry.ending_available_minor,
                 LedgerEntry.balance_changes,
+                LedgerEntry.last_seen_at,
             )
             .where(LedgerEntry.subscription_id.in_(chunk), LedgerEntry.gone_at.is_(None))
             .order_by(
@@ -95,7 +101,7 @@ def chains(session: Session, subscription_ids: Collection[str]) -> Iterator[Chai
         for subscription_id, group in groupby(session.execute(query), key=lambda row: row[0]):
             found = list(group)
             rows = tuple(_balance_row(row) for row in found)
-            yield Chain(str(subscription_id), found[-1][1], rows)
+            yield Chain(str(subscription_id), found[-1][1], rows, max(row[13] for row in found))
 
 
 def reported_balances(
@@ -110,12 +116,13 @@ def reported_balances(
             MoesifSubscription.current_balance,
             MoesifSubscription.balance_sequence_id,
             MoesifSubscription.currency,
+            MoesifSubscription.fetched_at,
         ).where(
             MoesifSubscription.subscription_id.in_(wanted[start : start + STREAM_ROWS]),
             MoesifSubscription.current_balance.is_not(None),
         )
-        for subscription_id, current, sequence_id, currency in session.execute(query):
-            found[str(subscription_id)] = ReportedBalance(str(current), sequence_id, currency)
+        for subscription_id, current, sequence_id, currency, at in session.execute(query):
+            found[str(subscription_id)] = ReportedBalance(str(current), sequence_id, currency, at)
     return found
 
 

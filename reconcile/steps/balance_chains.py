@@ -3,8 +3,11 @@
 For each subscription with a row in what the run read from Moesif, its snapshot rows are
 chained by ``sequence_id`` (in SQL, one subscription at a time) and handed to
 :func:`reconcile.rules.balance_chain.balance_breaks`. The subscription's reported balance takes
-part only when the snapshot keeps one that Moesif reported as the ending of the chain's last row
-(the same ``sequence_id``): a balance read before or after other rows would differ by them.
+part only when the snapshot keeps one read after the chain's rows were (the rows' balances as
+last read) and that Moesif reported as the ending of the chain's last row (the same
+``sequence_id``): a balance read before or after other rows, or before the rows were corrected,
+would differ by them. Subscriptions' balances are read with their currencies, at most weekly,
+so most nightly runs check the rows only.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def _reported(
     sequenced = [row.sequence_id for row in chain.rows if row.sequence_id is not None]
     if balance is None or balance.sequence_id is None or not sequenced:
         return None
-    if balance.sequence_id != max(sequenced):
+    if balance.sequence_id != max(sequenced) or balance.read_at < chain.read_at:
         return None
     currency = chain.rows[-1].currency or balance.currency or "usd"
     amount = Decimal(balance.current_balance)
