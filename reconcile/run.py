@@ -2,17 +2,18 @@
 
 Each step takes the values the steps before it returned and returns its own: begin, read Stripe,
 read Moesif, load both sides, check Moesif's running balances, match, post, settle the findings'
-lifecycle, end.
+lifecycle, end, measure the live path's miss rate.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from reconcile import frames
+from reconcile import frames, live_path
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
@@ -109,6 +110,8 @@ def _reconcile(
         dry_run=request.dry_run,
         present=loaded.present,
     )
-    return ending.end(
+    done = ending.end(
         sessions, settings, request, run, settled, posted, stripe.pending_since, clock
     )
+    with sessions() as session:
+        return replace(done, miss_rate=live_path.measure(session, clock()))

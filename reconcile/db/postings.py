@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, Posting
 from reconcile.posting.next_step import PostingStatus
+from reconcile.rules.miss_rate import TOP_UP_PREFIX
 
 
 def record_intent(session: Session, values: dict[str, Any]) -> bool:
@@ -136,3 +137,23 @@ def count_attempt(session: Session, transaction_id: str, now: datetime) -> None:
         .where(Posting.transaction_id == transaction_id)
         .values(attempts=Posting.attempts + 1, updated_at=now)
     )
+
+
+def top_up_credits(session: Session, since: datetime) -> Iterator[tuple[datetime, str]]:
+    """Yield ``(created_at, origin)`` of the confirmed top-up credits posted since ``since``.
+
+    Streamed from the database a thousand at a time, oldest first.
+    """
+    query = (
+        select(Posting.created_at, Posting.origin)
+        .where(
+            Posting.entry_type == "credit",
+            Posting.transaction_id.startswith(TOP_UP_PREFIX, autoescape=True),
+            Posting.status == PostingStatus.CONFIRMED.value,
+            Posting.created_at >= since,
+        )
+        .order_by(Posting.created_at)
+        .execution_options(yield_per=1000)
+    )
+    for created_at, origin in session.execute(query):
+        yield created_at, str(origin)

@@ -22,6 +22,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile import live_path
 from reconcile.config import Secret
 from reconcile.db import outbox
 from reconcile.db.findings import findings_of_run
@@ -339,6 +340,7 @@ def notify_run(
                     findings=review_findings(session, run_id),
                     error=error,
                 )
+                payload["miss_rate"] = live_path.measure(session, clock()).as_dict()
                 enqueue(session, run_id, payload, clock())
         delivery = deliver_pending(sessions, http, url, clock)
     except SQLAlchemyError as problem:

@@ -30,6 +30,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from reconcile import live_path
 from reconcile.db.finding_states import (
     FindingFilter,
     FindingStatus,
@@ -185,8 +186,10 @@ class _Console:
         with self.sessions() as session:
             runs = reads.recent_runs(session)
             drift = reads.drift_over_time(session, runs)
+            missed = live_path.measure(session, self.clock())
         return {
             "runs": runs,
+            "miss_rate": missed,
             "count_chart": build_chart(drift.moments, drift.counts),
             "amount_chart": build_chart(drift.moments, drift.amounts),
         }
