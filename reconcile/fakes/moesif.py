@@ -275,6 +275,7 @@ class FakeMoesif:
         """Give every billing-report row its running balance (see the class docstring)."""
         self._breaks: dict[str, tuple[bool, Decimal]] = {}
         self._misreported: dict[str, Decimal] = {}
+        self._chained: tuple[object, dict[str, _Link]] | None = None
         self._left_out: Counter[str] = Counter()
         self.ignore_window = False
         """Answer billing-report reads with every row, ignoring ``from`` and ``to``."""
@@ -785,7 +786,18 @@ class FakeMoesif:
         return jumps + self._misreported.get(subscription_id, Decimal(0))
 
     def _chain(self) -> dict[str, _Link]:
-        """Return every row's running balance, per subscription in the order rows were stored."""
+        """Return every row's running balance, per subscription in the order rows were stored.
+
+        Kept until the ledger changes: ids only grow and rows are only ever removed, so the
+        next id and the number of rows tell one ledger from another.
+        """
+        pending = sorted((key, each.pending_activity) for key, each in self._subscriptions.items())
+        state = (self._next_id, len(self._rows), sorted(self._breaks.items()), pending)
+        if self._chained is None or self._chained[0] != state:
+            self._chained = (state, self._chain_anew())
+        return self._chained[1]
+
+    def _chain_anew(self) -> dict[str, _Link]:
         links: dict[str, _Link] = {}
         last: dict[str, tuple[int, Decimal]] = {}
         for row in sorted(self._rows, key=lambda row: row.id):
