@@ -103,6 +103,9 @@ def render_metrics(
         _findings(outcome, previous),
         _postings(outcome, previous),
     ]
+    missed = _miss_rate(outcome, previous)
+    if missed is not None:
+        families.append(missed)
     duration = _duration(outcome, now, started_at)
     if duration is not None:
         families.append(
@@ -195,6 +198,26 @@ def _postings(outcome: RunOutcome | None, previous: Mapping[str, float]) -> Coun
     for result, count in done.items():
         family.add_metric([result], int(previous.get(_key(name, {"outcome": result}), 0)) + count)
     return family
+
+
+def _miss_rate(
+    outcome: RunOutcome | None, previous: Mapping[str, float]
+) -> GaugeMetricFamily | None:
+    """The live path's miss rate (a ratio, 0 to 1); a failed run carries the last one over."""
+    name = "reconcile_live_path_miss_rate"
+    if outcome is not None:
+        measured = outcome.miss_rate
+        value = None if measured is None or measured.rate is None else float(measured.rate)
+    else:
+        value = previous.get(name)
+    if value is None:
+        return None
+    return GaugeMetricFamily(
+        name,
+        "Share of the top-up credits of the last 30 days that a run posted (the live path "
+        "missed them).",
+        value=value,
+    )
 
 
 def _duration(

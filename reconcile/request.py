@@ -10,6 +10,7 @@ from pathlib import Path
 
 from reconcile.domain.times import Window
 from reconcile.errors import ExitCode
+from reconcile.rules.miss_rate import MissRate
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class RunOutcome:
     report_path: Path | None = None
     message: str = ""
     summary: str = ""
+    miss_rate: MissRate | None = None
+    """The live path's miss rate after the run (``None``: not measured)."""
 
     @property
     def duration_seconds(self) -> float:

@@ -1,7 +1,8 @@
 """One reconciliation pass, step by step from its request to its outcome; it owns the transaction.
 
 Each step takes the values the steps before it returned and returns its own: begin, read Stripe,
-read Moesif, load both sides, match, post, settle the findings' lifecycle, end.
+read Moesif, load both sides, check Moesif's running balances, match, post, settle the findings'
+lifecycle, end, measure the live path's miss rate.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from reconcile import frames
+from reconcile import frames, live_path
 from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.db.engine import describe, make_engine, upgrade_to_head
@@ -21,6 +22,7 @@ from reconcile.lock import run_lock
 from reconcile.request import RunOutcome, RunRequest, new_run_id
 from reconcile.steps import (
     Sessions,
+    balance_chains,
     begin,
     comparing,
     control_totals,
@@ -90,6 +92,7 @@ def _reconcile(
     loaded = snapshot.load(
         sessions, clients.stripe, directory, run, companies, moesif.rechecked, now=clock()
     )
+    chained = balance_chains.check(sessions, run, companies, settings.moesif_amount_unit)
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
     totals = control_totals.check(
         clients.stripe,
@@ -103,7 +106,7 @@ def _reconcile(
         sessions,
         clients,
         settings,
-        frames.joined(compared.findings, totals.findings),
+        frames.joined(frames.joined(compared.findings, chained.findings), totals.findings),
         unreadable=compared.blocked,
         run_id=run_id,
         report_dir=run.report_dir,
@@ -121,4 +124,6 @@ def _reconcile(
     done = ending.end(
         sessions, settings, request, run, settled, posted, stripe.pending_since, clock
     )
-    return replace(done, summary=f"{done.summary}\n{totals.note}") if totals.note else done
+    done = replace(done, summary=f"{done.summary}\n{totals.note}") if totals.note else done
+    with sessions() as session:
+        return replace(done, miss_rate=live_path.measure(session, clock()))

@@ -24,6 +24,7 @@ from reconcile.db.subscriptions import (
 )
 from reconcile.domain.money import is_iso_currency, round_to_minor
 from reconcile.moesif.client import MoesifClient
+from reconcile.moesif.rows import decimal_text
 from reconcile.posting.entry import AmountUnit
 from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
 
@@ -129,6 +130,7 @@ class SubscriptionDirectory:
             None
             if self._amount_unit is None
             else available_balance_minor(found.available_balance, currency, self._amount_unit),
+            (decimal_text(found.current_balance), found.sequence_id),
         )
         return Known(currency, found.company_id)
 

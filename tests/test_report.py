@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from reconcile import frames
+from reconcile.db.balance_chains import Chain
 from reconcile.domain.times import Window
 from reconcile.domain.values import (
     EXPECTED_COLUMNS,
@@ -28,7 +29,9 @@ from reconcile.domain.values import (
 from reconcile.domain.vocab import Category, UnreadableSource
 from reconcile.matching import match
 from reconcile.report import neutralise, summary, to_report_frame, write_report
+from reconcile.rules.balance_chain import Balance, BalanceRow, balance_breaks
 from reconcile.rules.control_totals import PagedTransaction, total_mismatches
+from reconcile.steps.balance_chains import break_finding
 from reconcile.steps.control_totals import findings_of
 from reconcile.unreadable import unreadable_findings
 
@@ -155,13 +158,26 @@ def every_category() -> pd.DataFrame:
             | {"gross": "12.50", "fee": "0.00", "net": "12.50"}
         ],
     )
-    return frames.joined(
+    found = frames.joined(
         frames.joined(
             frames.typed_findings(findings),
             frames.typed_findings(unreadable_findings([unreadable])),
         ),
         frames.typed_findings(findings_of([], short)),
     )
+    return frames.joined(found, balance_break_findings())
+
+
+def balance_break_findings() -> pd.DataFrame:
+    """A KWD chain whose second row begins 0.125 KWD above where the first ended."""
+    first = BalanceRow("m_b1", 1, T, "kwd", Balance(0, 0, 0), Balance(1500, 0, 1500), (1500,))
+    second = BalanceRow(
+        "m_b2", 2, T + timedelta(minutes=50), "kwd", Balance(1625, 0, 1625), Balance(1625, 0, 1625)
+    )
+    chain = Chain("sub_kw", "co_1", (first, second), T + timedelta(hours=1))
+    checked = balance_breaks(chain.rows, None)
+    records = [break_finding(chain, each) for each in checked.breaks]
+    return frames.from_records(records, ["finding_id"])
 
 
 def empty_findings() -> pd.DataFrame:
@@ -319,7 +335,7 @@ def test_summary_of_a_dry_run_says_nothing_was_posted() -> None:
     # Of the four missing movements, the scenario marks one posted and one failed.
     assert "would post: 2 (dry run, nothing posted)" in lines
     assert lines[-1] == "report: not written"
-    assert "flagged for review: 11" in lines
+    assert "flagged for review: 12" in lines
     missing = next(line for line in lines if line.startswith("missing_in_moesif"))
     assert missing.split()[1] == "5"
     assert "1000 JPY" in missing

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from reconcile.db.frames import ids_table, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
-from reconcile.domain.values import LEDGER_COLUMNS, LedgerRow, Unreadable
+from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
 from reconcile.rules.absence import DroppedRow, Suspect
 
 BATCH_SIZE = 500
-"""Rows per upsert statement (13 parameters each stays under every backend's limit)."""
+"""Rows per upsert statement (21 parameters each stays under every backend's limit)."""
 
 _MUTABLE = tuple(LEDGER_COLUMNS[1:])
 # A later read that lacks these keeps what an earlier read saw (Moesif may omit them).
@@ -52,6 +52,8 @@ def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) ->
         )
         for name in _MUTABLE
     }
+    for name in BALANCE_COLUMNS:  # a read without the balance keeps the one seen before
+        updates[name] = func.coalesce(statement.excluded[name], LedgerEntry.__table__.c[name])
     updates["last_seen_at"] = statement.excluded.last_seen_at
     updates["gone_at"] = None  # returned again: it is back
     session.execute(statement.on_conflict_do_update(index_elements=["moesif_id"], set_=updates))
@@ -174,6 +176,8 @@ def _existing(session: Session, rows: dict[str, LedgerRow]) -> dict[str, tuple[A
 def _values(row: LedgerRow) -> dict[str, Any]:
     values = asdict(row)
     values["entry_type"] = row.entry_type.value
+    changes = row.balance_changes
+    values["balance_changes"] = None if changes is None else ",".join(map(str, changes))
     return values
 
 

@@ -109,6 +109,18 @@ class LedgerEntry(Base):
         UTCDateTime(),
         comment="when a read of its period no longer returned it; it matches nothing",
     )
+    sequence_id: Mapped[int | None] = mapped_column(
+        BigInteger, comment="the ending balance's sequence_id; null: the row carries no balance"
+    )
+    beginning_current_minor: Mapped[int | None] = mapped_column(BigInteger)
+    beginning_pending_minor: Mapped[int | None] = mapped_column(BigInteger)
+    beginning_available_minor: Mapped[int | None] = mapped_column(BigInteger)
+    ending_current_minor: Mapped[int | None] = mapped_column(BigInteger)
+    ending_pending_minor: Mapped[int | None] = mapped_column(BigInteger)
+    ending_available_minor: Mapped[int | None] = mapped_column(BigInteger)
+    balance_changes: Mapped[str | None] = mapped_column(
+        Text, comment="the balance_changes amounts in minor units, comma-separated"
+    )
 
     __table_args__ = (
         Index("ix_ledger_rows_company_subscription", "company_id", "subscription_id"),
@@ -225,6 +237,12 @@ class MoesifSubscription(Base):
         BigInteger, comment="minor units of the currency; null: not read yet"
     )
     balance_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    current_balance: Mapped[str | None] = mapped_column(
+        Text, comment="the current_balance Moesif reported at fetched_at, exactly as sent"
+    )
+    balance_sequence_id: Mapped[int | None] = mapped_column(
+        BigInteger, comment="the sequence_id of that balance; null: Moesif named none"
+    )
 
 
 class FindingState(Base):

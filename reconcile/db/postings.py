@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, Posting
 from reconcile.domain.vocab import PostingStatus
+from reconcile.rules.miss_rate import TOP_UP_PREFIX
 
 
 def record_intent(session: Session, values: dict[str, Any]) -> bool:
@@ -146,3 +147,23 @@ def confirmed_of_run(session: Session, run_id: str) -> list[Posting]:
         .order_by(Posting.id)
     )
     return list(session.scalars(query))
+
+
+def top_up_credits(session: Session, since: datetime) -> Iterator[tuple[datetime, str]]:
+    """Yield ``(created_at, origin)`` of the confirmed top-up credits posted since ``since``.
+
+    Streamed from the database a thousand at a time, oldest first.
+    """
+    query = (
+        select(Posting.created_at, Posting.origin)
+        .where(
+            Posting.entry_type == "credit",
+            Posting.transaction_id.startswith(TOP_UP_PREFIX, autoescape=True),
+            Posting.status == PostingStatus.CONFIRMED.value,
+            Posting.created_at >= since,
+        )
+        .order_by(Posting.created_at)
+        .execution_options(yield_per=1000)
+    )
+    for created_at, origin in session.execute(query):
+        yield created_at, str(origin)

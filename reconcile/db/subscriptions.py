@@ -53,11 +53,13 @@ def keep_currency(
     fetched_at: datetime,
     company_id: str | None = None,
     available_balance_minor: int | None = None,
+    balance: tuple[str, int | None] | None = None,
 ) -> None:
     """Keep (insert or replace) a subscription's currency and company as read at ``fetched_at``.
 
     With ``available_balance_minor`` (minor units of ``currency``), its available balance as
-    read then is kept too; without it, a balance kept before stays as it was.
+    read then is kept too; with ``balance``, the ``current_balance`` Moesif reported (exact
+    decimal text) and its ``sequence_id``. Without them, what was kept before stays as it was.
     """
     kept = MoesifSubscription(
         subscription_id=subscription_id,
@@ -65,6 +67,8 @@ def keep_currency(
         company_id=company_id,
         fetched_at=fetched_at,
     )
+    if balance is not None:
+        kept.current_balance, kept.balance_sequence_id = balance
     if available_balance_minor is not None:
         kept.available_balance_minor = available_balance_minor
         kept.balance_read_at = fetched_at

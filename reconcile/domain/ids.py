@@ -52,6 +52,15 @@ def finding_id(category: str, transaction_id: str | None, moesif_id: str | None)
     raise ValueError(f"a {category} finding needs a transaction id or a Moesif row id")
 
 
+def pair_finding_id(category: str, earlier_id: str, later_id: str) -> str:
+    """Return the stable id of a drift between two Moesif rows (a break in a running balance).
+
+    Derived from both ids in order, so the same break has the same id in every run.
+    """
+    key = f"{category}\x1fpair\x1f{earlier_id}\x1f{later_id}"
+    return FINDING_ID_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 OWN_POSTING_HEAD = "reconcile: "
 """How the description of every posting reconcile makes begins."""
 OWN_POSTING_MIDDLE = " for Stripe "

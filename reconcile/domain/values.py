@@ -80,6 +80,29 @@ class LedgerRow:
     subscription_id: str | None
     created_at: datetime
     description: str | None
+    sequence_id: int | None = None
+    """The ``sequence_id`` of the row's ending balance; ``None`` when it carries none."""
+    beginning_current_minor: int | None = None
+    beginning_pending_minor: int | None = None
+    beginning_available_minor: int | None = None
+    ending_current_minor: int | None = None
+    ending_pending_minor: int | None = None
+    ending_available_minor: int | None = None
+    balance_changes: tuple[int, ...] | None = None
+    """The amounts of the row's ``balance_changes`` in minor units; ``None`` when absent."""
+
+
+BALANCE_COLUMNS = [
+    "sequence_id",
+    "beginning_current_minor",
+    "beginning_pending_minor",
+    "beginning_available_minor",
+    "ending_current_minor",
+    "ending_pending_minor",
+    "ending_available_minor",
+    "balance_changes",
+]
+"""Columns of ``ledger_rows`` holding a row's running balance (contract section 11)."""
 
 
 EXPECTED_COLUMNS = [

@@ -37,6 +37,8 @@ class Category(StrEnum):
     MATCHED_BY_AMOUNT = "matched_by_amount"
     MISAPPLIED = "misapplied"
     UNREADABLE = "unreadable"
+    BALANCE_BREAK = "balance_break"
+    """Moesif's running balance of a subscription does not add up (contract section 11)."""
     STRIPE_TOTAL_MISMATCH = "stripe_total_mismatch"
     """The run's Stripe read does not add up to Stripe's own figures (contract section 11)."""
 

@@ -84,6 +84,35 @@ class _Subscription:
     status: str = "active"
 
 
+@dataclass(frozen=True)
+class _Link:
+    """One row's place in its subscription's running balance."""
+
+    before: int
+    sequence_id: int
+    beginning: Decimal
+    ending: Decimal
+    change: Decimal
+    pending: Decimal
+
+    def json(self) -> dict[str, Any]:
+        """Return the row's ``beginning_balance``, ``ending_balance`` and ``balance_changes``."""
+        return {
+            "beginning_balance": _credit_balance(self.before, self.beginning, self.pending),
+            "ending_balance": _credit_balance(self.sequence_id, self.ending, self.pending),
+            "balance_changes": [{"amount": self.change}],
+        }
+
+
+def _credit_balance(sequence_id: int, current: Decimal, pending: Decimal) -> dict[str, Any]:
+    return {
+        "sequence_id": sequence_id,
+        "current_balance": current,
+        "pending_activity": pending,
+        "available_balance": current + pending,
+    }
+
+
 Verdict = Literal["drop", "apply_then_drop", "reject"]
 
 
@@ -148,6 +177,16 @@ class FakeMoesif:
       ``Retry-After``, and do not count toward the limit.
     * A subscription's ``current_balance`` is credits + promotions + adjustments - debits
       (metered usage is not subtracted); ``available_balance`` adds ``pending_activity``.
+    * Every billing-report row carries its running balance (unless ``serve_balances`` is off):
+      per subscription the rows form a chain in the order the fake stored them (``sequence_id``
+      1, 2, …, as Moesif numbers what it applies), each row's ``beginning_balance`` is the
+      previous row's ``ending_balance`` (zero before the first), and ``balance_changes`` holds
+      one change, the row's effect on ``current_balance``: plus a credit, promotion or
+      adjustment, minus a debit, and ``0`` for metered usage, which does not move this fake's
+      balance (see above). The last row's ending is the subscription's balance, and the
+      subscription's ``balance.sequence_id`` is the last row's. Removing a row renumbers and
+      recomputes the chain after it. :meth:`break_balance` and :meth:`misreport_balance`
+      inject breaks.
 
     Hostile modes for tests: ``ignore_window`` answers every billing-report read with all rows,
     whatever ``from``/``to`` say; ``echo_token`` sends the caller's token back in an
@@ -186,6 +225,7 @@ class FakeMoesif:
         omit_share: float = 0.0,
         omit_seed: int = 0,
         omit_reads: int | None = 1,
+        serve_balances: bool = True,
     ) -> None:
         """Prepare an empty ledger; the server starts with ``start()`` or ``with``.
 
@@ -231,6 +271,11 @@ class FakeMoesif:
         self.omit_reads = omit_reads
         """How many answers a row of ``omit_share`` is left out of (``None``: all)."""
         self._omit: dict[str, int | None] = {}
+        self.serve_balances = serve_balances
+        """Give every billing-report row its running balance (see the class docstring)."""
+        self._breaks: dict[str, tuple[bool, Decimal]] = {}
+        self._misreported: dict[str, Decimal] = {}
+        self._chained: tuple[object, dict[str, _Link]] | None = None
         self._left_out: Counter[str] = Counter()
         self.ignore_window = False
         """Answer billing-report reads with every row, ignoring ``from`` and ``to``."""
@@ -371,6 +416,22 @@ class FakeMoesif:
                 each.transaction_id for each in self._rows if each.transaction_id is not None
             }
             return row
+
+    def break_balance(self, row_id: str, gap: Decimal, *, within: bool = False) -> None:
+        """Make the running balance jump by ``gap`` at the row ``row_id``, as a broken ledger would.
+
+        By default the row begins ``gap`` away from the previous row's ending (its own changes
+        still add up); ``within`` makes the row end ``gap`` away from its beginning plus its
+        changes instead. Either way the rows after it, and the subscription's balance, carry the
+        jump on, so the chain breaks at that one place only.
+        """
+        with self._lock:
+            self._breaks[row_id] = (within, gap)
+
+    def misreport_balance(self, subscription_id: str, gap: Decimal) -> None:
+        """Report the subscription's balance ``gap`` away from its last row's ending."""
+        with self._lock:
+            self._misreported[subscription_id] = self._misreported.get(subscription_id, 0) + gap
 
     def rows(self) -> list[StoredRow]:
         """Return every stored row, oldest first."""
@@ -614,7 +675,10 @@ class FakeMoesif:
                 if _selected(row, query, since, until, inclusive_to=self.inclusive_to)
                 and row.transaction_id not in self.unlisted
             ]
-            rows = [self._row_json(row) for row in self._incomplete(listed, same)]
+            chain = self._chain() if self.serve_balances else {}
+            rows = [
+                self._row_json(row, chain.get(row.id)) for row in self._incomplete(listed, same)
+            ]
             raw = list(self._raw_rows)
         if self.read_cap is not None:
             raw = raw[: max(0, self.read_cap - len(rows))]
@@ -627,7 +691,7 @@ class FakeMoesif:
             subscription = self._subscriptions.get(subscription_id)
             if subscription is None:
                 return Answer(404, _error(f"subscription {subscription_id} not found"))
-            current = self._current_balance(subscription_id)
+            current = self._current_balance(subscription_id) + self._injected(subscription_id)
             movements = sum(1 for row in self._rows if row.subscription_id == subscription_id)
         document = {
             "org_id": "fake-org",
@@ -701,7 +765,54 @@ class FakeMoesif:
                 total -= row.amount
         return total
 
-    def _row_json(self, row: StoredRow) -> dict[str, Any]:
+    def _effect(self, row: StoredRow) -> Decimal:
+        """Return what ``row`` does to its subscription's ``current_balance``."""
+        if row.billing_meter_id:
+            return Decimal(0)
+        if row.type in _ADDS:
+            return row.amount
+        return -row.amount if row.type == "debit" else Decimal(0)
+
+    def _injected(self, subscription_id: str) -> Decimal:
+        """Return the jumps injected into the subscription's balance, which its balance carries."""
+        jumps = sum(
+            (
+                self._breaks[row.id][1]
+                for row in self._rows
+                if row.subscription_id == subscription_id and row.id in self._breaks
+            ),
+            Decimal(0),
+        )
+        return jumps + self._misreported.get(subscription_id, Decimal(0))
+
+    def _chain(self) -> dict[str, _Link]:
+        """Return every row's running balance, per subscription in the order rows were stored.
+
+        Kept until the ledger changes: ids only grow and rows are only ever removed, so the
+        next id and the number of rows tell one ledger from another.
+        """
+        pending = sorted((key, each.pending_activity) for key, each in self._subscriptions.items())
+        state = (self._next_id, len(self._rows), sorted(self._breaks.items()), pending)
+        if self._chained is None or self._chained[0] != state:
+            self._chained = (state, self._chain_anew())
+        return self._chained[1]
+
+    def _chain_anew(self) -> dict[str, _Link]:
+        links: dict[str, _Link] = {}
+        last: dict[str, tuple[int, Decimal]] = {}
+        for row in sorted(self._rows, key=lambda row: row.id):
+            subscription = self._subscriptions.get(row.subscription_id)
+            pending = subscription.pending_activity if subscription else Decimal(0)
+            sequence, current = last.get(row.subscription_id, (0, Decimal(0)))
+            within, gap = self._breaks.get(row.id, (False, Decimal(0)))
+            beginning = current if within else current + gap
+            change = self._effect(row)
+            ending = beginning + change + (gap if within else Decimal(0))
+            links[row.id] = _Link(sequence, sequence + 1, beginning, ending, change, pending)
+            last[row.subscription_id] = (sequence + 1, ending)
+        return links
+
+    def _row_json(self, row: StoredRow, link: _Link | None = None) -> dict[str, Any]:
         document: dict[str, Any] = {
             "company_id": row.company_id,
             "subscription_id": row.subscription_id,
@@ -716,6 +827,8 @@ class FakeMoesif:
             document["transaction_id"] = row.transaction_id
         if row.description:
             document["description"] = row.description
+        if link is not None:
+            document.update(link.json())
         return document
 
     def _kind_and_amount(self, row: StoredRow) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class Subscription:
     current_balance: Decimal
     pending_activity: Decimal
     available_balance: Decimal
+    sequence_id: int | None = None
+    """The balance's ``sequence_id``: which billing-report row it is the ending of."""
 
 
 @dataclass(frozen=True)
@@ -512,4 +514,9 @@ def _subscription(data: Mapping[str, Any], subscription_id: str) -> Subscription
         current_balance=current,
         pending_activity=pending,
         available_balance=current + pending if available is None else _decimal(available),
+        sequence_id=_sequence_id(balance.get("sequence_id")),
     )
+
+
+def _sequence_id(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -107,6 +107,7 @@ def normalise(
     minor = _minor(amount, amount_unit, currency)
     if minor > MAX_MINOR_UNITS:
         raise ValueError(f"Moesif row {moesif_id} has an amount with more than 12 digits")
+    figures = _balance_figures(row, amount_unit, currency, moesif_id)
     return LedgerRow(
         moesif_id=moesif_id,
         transaction_id=_text(row.get("transaction_id")),
@@ -118,7 +119,62 @@ def normalise(
         subscription_id=subscription_id,
         created_at=_created_at(row, moesif_id),
         description=_text(row.get("description")),
+        **figures,
     )
+
+
+def _balance_figures(
+    row: Mapping[str, Any], amount_unit: Literal["major", "minor"], currency: str, moesif_id: str
+) -> dict[str, Any]:
+    """Return the row's running balance as :class:`LedgerRow` fields, in minor units.
+
+    Each figure Moesif leaves out (or sends as something that is not a number) stays ``None``;
+    the row itself is read all the same, since matching never needs its balance.
+    """
+
+    def minor(value: object, name: str) -> int | None:
+        amount = _balance_number(value)
+        if amount is None:
+            if value is not None:
+                logger.warning("Moesif row %s has a %s that is not a number", moesif_id, name)
+            return None
+        figure = _minor(amount, amount_unit, currency)
+        return figure if abs(figure) <= MAX_MINOR_UNITS else None
+
+    figures: dict[str, Any] = {}
+    for side in ("beginning", "ending"):
+        balance = row.get(f"{side}_balance")
+        balance = balance if isinstance(balance, Mapping) else {}
+        for name in ("current", "pending", "available"):
+            field = "pending_activity" if name == "pending" else f"{name}_balance"
+            figures[f"{side}_{name}_minor"] = minor(balance.get(field), f"{side} {field}")
+    ending = row.get("ending_balance")
+    sequence = ending.get("sequence_id") if isinstance(ending, Mapping) else None
+    valid = isinstance(sequence, int) and not isinstance(sequence, bool)
+    figures["sequence_id"] = (
+        sequence
+        if isinstance(sequence, int) and valid and abs(sequence) <= MAX_MINOR_UNITS
+        else None
+    )
+    changes = row.get("balance_changes")
+    if isinstance(changes, list):
+        amounts = [
+            minor(change.get("amount") if isinstance(change, Mapping) else None, "change")
+            for change in changes
+        ]
+        kept = [amount for amount in amounts if amount is not None]
+        figures["balance_changes"] = tuple(kept) if len(kept) == len(amounts) else None
+    return figures
+
+
+def _balance_number(value: object) -> Decimal | None:
+    """Return a balance figure as an exact ``Decimal``, or ``None`` when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        return None
+    amount = Decimal(value)
+    if not amount.is_finite() or (amount != 0 and amount.adjusted() >= _MAX_EXPONENT):
+        return None
+    return amount
 
 
 def unreadable_row(row: Mapping[str, Any], reason: str) -> Unreadable:

@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile import live_path
 from reconcile.config import Secret
 from reconcile.db import outbox
 from reconcile.db.finding_states import states_of
@@ -250,6 +251,7 @@ def notify_run(
                     console_url=console_url,
                     error=error,
                 )
+                payload["miss_rate"] = live_path.measure(session, now).as_dict()
                 enqueue(session, run_id, payload, now)
         delivery = deliver_pending(sessions, http, url, clock)
     except SQLAlchemyError as problem:

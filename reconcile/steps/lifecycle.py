@@ -66,13 +66,19 @@ def subject_ids(subjects: Mapping[str, Subject]) -> tuple[set[str], set[str]]:
 
 
 def with_ids(findings: pd.DataFrame) -> pd.DataFrame:
-    """Return the findings with their stable ``finding_id`` (see ``rules.finding_ids``)."""
+    """Return the findings with their stable ``finding_id`` (see ``rules.finding_ids``).
+
+    A finding that carries its id already (a balance break, named by two rows) keeps it.
+    """
+    given = findings["finding_id"] if "finding_id" in findings.columns else None
     ids = [
         _id_of(category, tid, mid)
         for category, tid, mid in zip(
             findings["category"], findings["transaction_id"], findings["moesif_id"], strict=True
         )
     ]
+    if given is not None:
+        ids = [_text(kept) or made for kept, made in zip(given, ids, strict=True)]
     return findings.assign(finding_id=pd.Series(ids, index=findings.index, dtype=object))
 
 

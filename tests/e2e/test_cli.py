@@ -16,6 +16,7 @@ from reconcile.db.models import Posting, Run
 from reconcile.demo import seed
 from reconcile.domain.times import to_iso
 from reconcile.domain.vocab import Category
+from reconcile.fakes.moesif import StoredRow
 from reconcile.lock import run_lock
 from tests.e2e.conftest import MOESIF_TOKEN, STRIPE_KEY, World
 
@@ -34,7 +35,7 @@ def seed_every_category(world: World) -> str:
     )
     world.moesif.add_subscription("sub_wayne", "wayne", currency="usd")
     paid = world.stripe.add_payment_intent(wayne, 1200, created=world.now - timedelta(days=2))
-    world.moesif.add_row(
+    wrong = world.moesif.add_row(
         "acme",
         "sub_acme",
         "credit",
@@ -43,6 +44,7 @@ def seed_every_category(world: World) -> str:
         transaction_id=paid,
         description="webhook: top-up",
     )
+    world.moesif.break_balance(wrong.id, Decimal("3.00"))
     world.moesif.add_raw_row(
         '{"_id": "m_bad", "transaction_id": "pi_unreadable", "type": "credit", '
         '"amount": "NaN", "company_id": "acme", "subscription_id": "sub_acme", '
@@ -50,6 +52,10 @@ def seed_every_category(world: World) -> str:
     )
     world.stripe.reports.short_category = "refund"
     return paid
+
+
+def _id(row: StoredRow) -> str:
+    return row.id
 
 
 def _count(world: World, model: type, *where: object) -> int:
@@ -80,6 +86,14 @@ def test_seeded_history_gives_every_category_and_posts_what_is_missing(
     assert "misapplied" in about["missing_in_moesif"]["detail"]
     [unreadable] = [row for row in rows if row["category"] == "unreadable"]
     assert (unreadable["action"], unreadable["transaction_id"]) == ("flagged", "pi_unreadable")
+    [broken] = [row for row in rows if row["category"] == "balance_break"]
+    assert broken["action"] == "flagged"
+    assert (broken["company_id"], broken["subscription_id"]) == ("acme", "sub_acme")
+    assert "a gap of 3.00 USD" in broken["detail"]
+    acme = sorted((r for r in world.moesif.rows() if r.subscription_id == "sub_acme"), key=_id)
+    at = next(i for i, r in enumerate(acme) if r.transaction_id == misapplied)
+    assert f"row {acme[at].id} begins at" in broken["detail"]
+    assert f"row {acme[at - 1].id} ended at" in broken["detail"]
     posted = {row["transaction_id"]: row for row in rows if row["action"] == "posted"}
     assert set(posted) == set(world.posted_ids())
     assert Counter(body["type"] for body in world.moesif.posts) == {"credit": 2, "debit": 2}

@@ -243,7 +243,9 @@ def test_a_run_with_drift_posts_one_payload(
     assert delivery is not None
     assert delivery.delivered == ("r1",)
     [payload] = receiver.payloads()
-    assert set(payload) == PAYLOAD_KEYS
+    assert set(payload) == PAYLOAD_KEYS | {"miss_rate"}
+    # no top-up credits posted: no rate (tests/e2e/test_miss_rate.py has one)
+    assert payload["miss_rate"] == {"rate": None, "missed": 0, "total": 0, "days": 30}
     assert payload["run_id"] == "r1"
     assert payload["exit_code"] == 1
     assert [f["category"] for f in payload["findings"]] == ["missing_in_stripe"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from reconcile.domain.times import Window
 from reconcile.domain.vocab import Category
 from reconcile.errors import ExitCode
 from reconcile.metrics import write_metrics
+from reconcile.rules.miss_rate import Day, MissRate
 from reconcile.run import RunOutcome
 
 NIGHT = datetime(2026, 11, 1, 2, tzinfo=UTC)
@@ -160,3 +162,17 @@ def test_a_previous_file_that_is_not_text_is_ignored(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00 not utf-8")
     assert write_metrics(path, outcome(), now=NIGHT) is True
     assert "reconcile_last_exit_code" in path.read_text()
+
+
+def test_the_live_path_miss_rate_is_a_gauge_a_failed_run_carries_over(tmp_path: Path) -> None:
+    path = tmp_path / "reconcile.prom"
+    days = (Day(NIGHT.date(), 1, 4),)
+    write_metrics(path, replace(outcome(), miss_rate=MissRate(days)), now=NIGHT)
+    assert parse(path.read_text())["reconcile_live_path_miss_rate"] == 0.25
+    assert "# TYPE reconcile_live_path_miss_rate gauge" in path.read_text()
+
+    write_metrics(path, None, failed_exit_code=3, now=NIGHT + timedelta(days=1))
+    assert parse(path.read_text())["reconcile_live_path_miss_rate"] == 0.25
+
+    write_metrics(path, replace(outcome(), miss_rate=MissRate(())), now=NIGHT)
+    assert "reconcile_live_path_miss_rate" not in parse(path.read_text())

@@ -35,6 +35,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from reconcile import live_path
 from reconcile.db.finding_states import (
     FindingFilter,
     UnknownFinding,
@@ -285,9 +286,11 @@ class _Console:
             runs = reads.recent_runs(session)
             drift = reads.drift_over_time(session, runs)
             headline = reads.money_headline(session, runs[0] if runs else None)
+            missed = live_path.measure(session, self.clock())
         return {
             "headline": headline,
             "runs": runs,
+            "miss_rate": missed,
             "count_chart": build_chart(drift.moments, drift.counts),
             "amount_chart": build_chart(drift.moments, drift.amounts),
         }
