@@ -31,9 +31,9 @@ from reconcile.posting.engine import PostingEngine
 from reconcile.posting.outcome import Result
 from reconcile.retry import RetryPolicy
 from tests.e2e.conftest import MOESIF_TOKEN, World
-from tests.operator.conftest import ServedApp
+from tests.operator.conftest import ServedApp, sign_in
 
-CONSOLE_TOKEN = "console-token-for-miss-rate-01"
+CONSOLE_TOKEN = "console-token-for-the-miss-rate-test-0001"
 
 
 def test_the_miss_rate_counts_what_the_run_had_to_post(
@@ -82,7 +82,7 @@ def test_the_miss_rate_counts_what_the_run_had_to_post(
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(ServedApp(app)).url
         page = stack.enter_context(httpx.Client(base_url=url, timeout=10))
-        assert page.post("/login", data={"token": CONSOLE_TOKEN}).status_code == 303
+        assert sign_in(page, CONSOLE_TOKEN).status_code == 303
         front = page.get("/").text
     assert '<strong id="miss-rate">33.33%</strong>' in front
     assert "1 of 3 top-up credits posted by the nightly run" in front
