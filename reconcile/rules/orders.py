@@ -91,6 +91,15 @@ def order(finding: Missing, run_id: str) -> Entry:
     )
 
 
+def held_already(outcomes: Sequence[Sent]) -> list[bool]:
+    """Return, for each order sent, whether Moesif turned out to hold it where it belongs.
+
+    Such a movement is matched rather than missing: the read before its first send found the
+    row that a snapshot read earlier had not shown.
+    """
+    return [outcome.action == Action.NONE for outcome in outcomes]
+
+
 def after_sending(
     outcomes: Sequence[Sent], orders: int, stopped_by: str | None = None
 ) -> list[Decision]:

@@ -140,7 +140,6 @@ class EventWorker:
         if not plan.handled:
             inbox.settle(self._sessions, event_id, EventStatus.IGNORED, plan.note)
             return EventStatus.IGNORED
-        held: list[str] = []
         try:
             origin = inbox.origin_of(event_id)
             entries = {entry.transaction_id: entry for entry in self._entries(plan)}
@@ -153,7 +152,7 @@ class EventWorker:
             )
             if found.refused:
                 self._open_findings(found.refused, origin)
-            found = self._post_orders(found, entries, origin, held)
+            found, held = self._post_orders(found, entries, origin)
         except _Busy:
             inbox.release(self._sessions, event_id, self._clock())
             return EventStatus.RETRY
@@ -174,17 +173,17 @@ class EventWorker:
         found: EventOrders,
         entries: Mapping[str, ExpectedEntry],
         origin: str,
-        held: list[str],
-    ) -> EventOrders:
+    ) -> tuple[EventOrders, list[str]]:
         """Post each order; return ``found`` with the orders Moesif holds elsewhere refused.
 
-        An order Moesif already holds where it belongs is noted in ``held``; one it holds on
-        another subscription is an open finding at once, as a refusal of the rule would be.
+        Also returns a note for each order Moesif already holds where it belongs; one it holds
+        on another subscription is an open finding at once, as a refusal of the rule would be.
 
         Raises:
             _Busy: another caller is posting an order at this moment.
             _NotYet: an order's outcome is not known yet, or it failed.
         """
+        held: list[str] = []
         for order in found.orders:
             outcome = self._post(order, origin)
             if outcome.result is Result.BUSY:
@@ -197,7 +196,7 @@ class EventWorker:
                 misapplied = ((entries[order.transaction_id], outcome.verdict),)
                 self._open_findings(misapplied, origin)
                 found = replace(found, refused=found.refused + misapplied)
-        return found
+        return found, held
 
     def _open_findings(self, refused: Sequence[tuple[ExpectedEntry, Verdict]], origin: str) -> None:
         """Record each refused movement as an open finding now, as a run would."""

@@ -19,7 +19,7 @@ from reconcile.posting.first_read import ReadOnce
 from reconcile.posting.guardrails import check_guardrails
 from reconcile.posting.outcome import Outcome
 from reconcile.rules.conclusion import tally
-from reconcile.rules.orders import Decision, Missing, after_sending, decide
+from reconcile.rules.orders import Decision, Missing, after_sending, decide, held_already
 from reconcile.steps import Posted, Sessions, ending
 
 
@@ -76,6 +76,9 @@ def post_missing(
     as its message. When sending has to stop, the findings as far as they got are saved before
     the error is raised again.
 
+    A movement the engine's read before sending found already held where it belongs (written
+    since the snapshot was read) is matched, not missing: its finding is dropped.
+
     Raises:
         ReconcileError: sending had to stop (Moesif unavailable, credentials refused).
     """
@@ -99,7 +102,9 @@ def post_missing(
     except ReconcileError as error:
         sent = after_sending(outcomes, len(orders), str(error))
         stopped = frames.decided(findings, todo, sent)
+        stopped = stopped.drop(index=todo[: len(outcomes)][held_already(outcomes)])
         ending.save(sessions, stopped, run_id, report_dir, settings.redactor())
         raise
     sent = after_sending(outcomes, len(orders))
-    return Posted(frames.decided(findings, todo, sent), tally(outcomes))
+    found = frames.decided(findings, todo, sent)
+    return Posted(found.drop(index=todo[held_already(outcomes)]), tally(outcomes))

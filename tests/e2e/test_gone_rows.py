@@ -197,3 +197,18 @@ def test_a_one_second_window_still_at_the_cap_fails_the_run_and_concludes_nothin
     assert world.posted_ids() == []
     assert [row.gone_at for row in _ledger(world)] == [None] * 5
     assert _run_statuses(world) == ["succeeded", "failed"]
+
+
+def test_a_row_only_the_read_before_posting_sees_is_not_reported_as_missing(
+    world: World,
+) -> None:
+    [payment] = _topups(world, 1)
+    assert main(["--since", world.since]) == 0
+    world.moesif.omit(payment, reads=2)  # the window's read and the targeted read leave it out
+
+    assert main(["--since", world.since]) == 0
+
+    assert world.posted_ids() == []
+    assert world.moesif.held(payment) == 1
+    assert world.moesif.left_out(), "the reads did not leave the row out"
+    assert all(row["category"] != "missing_in_moesif" for row in world.report_rows())
