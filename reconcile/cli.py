@@ -431,7 +431,7 @@ def _findings(args: list[str]) -> int:
     from reconcile.db.finding_states import FindingFilter, UnknownFinding
     from reconcile.domain.vocab import Category
     from reconcile.errors import DatabaseUnavailable, UsageError
-    from reconcile.operator.findings_view import listing
+    from reconcile.operator.findings_view import SORTS, listing
 
     if args and args[0] in FINDING_ACTIONS:
         return _finding_action(args[0], args[1:])
@@ -460,6 +460,13 @@ def _findings(args: list[str]) -> int:
         help="only companies whose id contains TEXT, ignoring case",
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--sort",
+        choices=SORTS,
+        default="queue",
+        help="queue: priority, then due time (default); amount: customers blocked while owed "
+        "first, then the largest within each currency (never across); age: oldest first",
+    )
     namespace = parser.parse_args(args)
     try:
         settings = Settings.from_env(_status_environment())
@@ -474,8 +481,9 @@ def _findings(args: list[str]) -> int:
             include_closed=namespace.all,
             categories=tuple(namespace.category),
             companies=tuple(namespace.company),
+            largest_first=namespace.sort != "age",
         )
-        emit(listing(engine, where, namespace.format, now, rules))
+        emit(listing(engine, where, namespace.format, now, rules, namespace.sort))
     except UnknownFinding as unknown:
         return _fail(UsageError(str(unknown)), settings)
     except ReconcileError as error:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
@@ -510,4 +510,35 @@ def open_at_runs(
     return [
         (run_id, category, currency, int(count), int(amount or 0))
         for run_id, category, currency, count, amount in session.execute(query)
+    ]
+
+
+def drift_at_runs(session: Session, run_ids: Sequence[str]) -> list[tuple[str, str, int, int]]:
+    """Return what was open when each run ended, per currency: (run, currency, owed, over).
+
+    ``owed`` sums the positive deltas (customers owed credit), ``over`` the negative ones (Moesif
+    holds too much; zero or less), in minor units, so the two never cancel. A finding is open at
+    a moment as :func:`open_at_runs` says; findings without a currency or delta are left out.
+    """
+    moment = func.coalesce(Run.finished_at, Run.started_at)
+    delta = FindingState.delta_minor
+    query = (
+        select(
+            Run.id,
+            FindingState.currency,
+            func.sum(case((delta > 0, delta), else_=0)),
+            func.sum(case((delta < 0, delta), else_=0)),
+        )
+        .join(
+            FindingState,
+            (FindingState.first_seen_at <= moment)
+            & or_(FindingState.closed_at.is_(None), FindingState.closed_at > moment),
+        )
+        .where(Run.id.in_(list(run_ids)))
+        .where(FindingState.currency.is_not(None), delta.is_not(None))
+        .group_by(Run.id, FindingState.currency)
+    )
+    return [
+        (run_id, currency, int(owed or 0), int(over or 0))
+        for run_id, currency, owed, over in session.execute(query)
     ]

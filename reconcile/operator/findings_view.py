@@ -18,10 +18,16 @@ from reconcile.db.finding_states import (
     list_findings,
 )
 from reconcile.db.models import FindingState
+from reconcile.db.subscriptions import kept_balances
 from reconcile.domain.money import format_major
 from reconcile.domain.times import to_iso
 from reconcile.domain.vocab import NEEDS_REVIEW, FindingStatus, NoteSource
+from reconcile.rules.amount_rank import Sized, by_amount
 from reconcile.rules.priority import DEFAULT_RULES, Assessment, PriorityRules, assess
+
+SORTS = ("queue", "amount", "age")
+"""The orders of the queue: priority then due time (the default); blocked-but-owed first, then
+the largest amount within each currency; oldest first."""
 
 COLUMNS = (
     "finding_id",
@@ -77,19 +83,23 @@ def listing(
     fmt: str,
     now: datetime,
     rules: PriorityRules = DEFAULT_RULES,
+    sort: str = "queue",
 ) -> str:
     """Return the queue ``where`` selects in ``fmt`` (``table``, ``csv`` or ``json``).
 
-    Sorted as the exception queue is (section 10a): priority, then due time, then the size of
-    the correction; an overdue finding is marked.
+    ``sort`` ``queue`` sorts as the exception queue is (section 10a): priority, then due time,
+    then the size of the correction; ``amount`` puts customers blocked while owed first, then
+    ranks within each currency by the absolute delta (:mod:`reconcile.rules.amount_rank`, never
+    comparing two currencies' numbers); ``age`` oldest first. An overdue finding is marked.
     """
     with Session(engine) as session, session.begin():
         adopt_unmapped_events(session, now)
         states = list_findings(session, where, now)
-        assessed = sorted(
-            ((queue_assessment(state, now, rules), state) for state in states),
-            key=lambda pair: pair[0].queue_key(),
-        )
+        if sort == "amount":
+            states = in_amount_order(session, states)
+        assessed = [(queue_assessment(state, now, rules), state) for state in states]
+        if sort == "queue":
+            assessed.sort(key=lambda pair: pair[0].queue_key())
         rows = [_fields(state, assessment, now) for assessment, state in assessed]
     if fmt == "json":
         return json.dumps(rows, indent=2)
@@ -120,6 +130,24 @@ def close(
     with Session(engine) as session, session.begin():
         closed = close_findings(session, finding_ids, status, note, NoteSource.CLI, now)
     return len(closed)
+
+
+def in_amount_order(session: Session, states: Sequence[FindingState]) -> list[FindingState]:
+    """Return findings blocked-but-owed first, then by amount within each currency.
+
+    ``blocked`` is Moesif's available balance of the subscription as last read (zero or less).
+    """
+    balances = kept_balances(session, {s.subscription_id for s in states if s.subscription_id})
+    sized = [
+        Sized(
+            state.finding_id,
+            state.currency,
+            state.delta_minor,
+            blocked=balances.get(state.subscription_id or "", 1) <= 0,
+        )
+        for state in states
+    ]
+    return [states[index] for index in by_amount(sized)]
 
 
 def queue_assessment(state: FindingState, now: datetime, rules: PriorityRules) -> Assessment:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reconcile import live_path
 from reconcile.config import Secret
 from reconcile.db import outbox
-from reconcile.db.finding_states import states_of
+from reconcile.db.finding_states import open_states, states_of
 from reconcile.db.findings import findings_of_run
 from reconcile.db.models import Finding, FindingState, Posting
 from reconcile.db.postings import confirmed_of_run
@@ -55,14 +55,19 @@ __all__ = [
     "enqueue",
     "notice_finding",
     "notify_run",
+    "queued_finding",
     "run_notice",
     "should_notify",
 ]
 
 
-def should_notify(exit_code: int) -> bool:
-    """Return whether a run that ended with ``exit_code`` sends a notification."""
-    return exit_code in NOTIFY_EXIT_CODES
+def should_notify(exit_code: int, overdue: int = 0) -> bool:
+    """Return whether a run that ended with ``exit_code`` sends a notification.
+
+    A run that ends with exit 1, 3 or 4 does; a run that ends well (0) does only while
+    ``overdue`` findings of the queue wait past their due time, so that they are not forgotten.
+    """
+    return exit_code in NOTIFY_EXIT_CODES or (exit_code == ExitCode.OK and overdue > 0)
 
 
 # What the snapshot holds of a run, as the notice rule takes it.
@@ -97,6 +102,30 @@ def notice_finding(
         stripe_amount_minor=row.stripe_amount_minor,
         moesif_amount_minor=row.moesif_amount_minor,
         detail=row.detail,
+        owner=state.owner if state is not None else None,
+    )
+
+
+def queued_finding(state: FindingState, available_minor: int | None) -> NoticeFinding:
+    """Return a finding of the exception queue that the run did not report, as a notice takes it."""
+    return NoticeFinding(
+        finding_id=state.finding_id,
+        category=state.category,
+        company_id=state.company_id,
+        subscription_id=state.subscription_id,
+        currency=state.currency,
+        delta_minor=state.delta_minor,
+        action=Action.FLAGGED,
+        blocked=available_minor is not None and available_minor <= 0,
+        first_seen=state.first_seen_at,
+        status=state.status,
+        transaction_id=state.transaction_id,
+        moesif_id=state.moesif_id,
+        entry_type=state.entry_type,
+        stripe_amount_minor=state.stripe_amount_minor,
+        moesif_amount_minor=state.moesif_amount_minor,
+        detail=state.detail,
+        owner=state.owner,
     )
 
 
@@ -128,7 +157,10 @@ def run_notice(
     dry_run = bool(run.dry_run) if run is not None else False
     rows = findings_of_run(session, run_id, ALL_ACTIONS)
     states = states_of(session, [row.finding_id for row in rows if row.finding_id])
-    balances = kept_balances(session, {row.subscription_id for row in rows if row.subscription_id})
+    reported = {row.finding_id for row in rows}
+    queued = [state for state in open_states(session) if state.finding_id not in reported]
+    subscriptions = {row.subscription_id for row in rows} | {s.subscription_id for s in queued}
+    balances = kept_balances(session, {sid for sid in subscriptions if sid})
     seen_at = run.started_at if run is not None else now
     findings = [
         notice_finding(
@@ -140,6 +172,7 @@ def run_notice(
         for row in rows
     ]
     posted = [] if dry_run else [posted_entry(p) for p in confirmed_of_run(session, run_id)]
+    waiting = [queued_finding(state, balances.get(state.subscription_id or "")) for state in queued]
     return build_notice(
         run_id=run_id,
         exit_code=exit_code,
@@ -150,6 +183,7 @@ def run_notice(
         now=now,
         console_url=console_url,
         error=error,
+        queued=waiting,
     )
 
 
@@ -232,6 +266,9 @@ def notify_run(
 ) -> Delivery | None:
     """After a run: store its notification if it earns one, then deliver all that wait.
 
+    A run earns one when it ends with exit 1, 3 or 4, or ends well while findings of the
+    exception queue are overdue (:func:`should_notify`).
+
     ``console_url`` (``RECONCILE_CONSOLE_URL``) links each listed finding to its console page.
     Never raises: a database or network problem is logged as a warning and the run's exit code
     stays what it was. Returns what was delivered, or ``None`` without a URL or on a problem.
@@ -239,7 +276,7 @@ def notify_run(
     if url is None:
         return None
     try:
-        if should_notify(exit_code):
+        if should_notify(exit_code) or exit_code == ExitCode.OK:
             with sessions.begin() as session:
                 now = clock()
                 payload = run_notice(
@@ -251,8 +288,9 @@ def notify_run(
                     console_url=console_url,
                     error=error,
                 )
-                payload["miss_rate"] = live_path.measure(session, now).as_dict()
-                enqueue(session, run_id, payload, now)
+                if should_notify(exit_code, int(payload["overdue"])):
+                    payload["miss_rate"] = live_path.measure(session, now).as_dict()
+                    enqueue(session, run_id, payload, now)
         delivery = deliver_pending(sessions, http, url, clock)
     except SQLAlchemyError as problem:
         log.warning(

@@ -3,8 +3,10 @@
 :func:`build_notice` turns a run's findings, what it posted and how it ended into the one JSON
 object that is POSTed: ``text`` (a short summary in Slack's mrkdwn, also the fallback of the
 blocks), ``run_id``, ``exit_code``, ``dry_run``, ``counts`` per category, ``automatic`` (posted,
-or in a dry run would be), ``needs_person``, ``overdue``, ``totals`` per currency,
-``report_path``, at most :data:`MAX_FINDINGS` ``findings`` and Slack ``blocks``. Every amount is
+or in a dry run would be), ``needs_person``, ``overdue`` (how many findings needing review are
+past their due time, this run's or older ones still open in the queue), ``totals`` per currency,
+``report_path``, at most :data:`MAX_FINDINGS` ``findings``, at most as many
+``overdue_findings`` (most overdue first) and Slack ``blocks``. Every amount is
 a decimal string in major units of its own currency, signed as section 7's ``delta``: positive
 when the customer is owed credit, negative when Moesif holds too much. Amounts of different
 currencies are never added or compared: findings are ranked blocked-but-owed first, then by
@@ -27,7 +29,7 @@ from reconcile.domain.times import to_iso
 from reconcile.domain.values import Entry
 from reconcile.domain.vocab import REVIEW_ACTIONS, Action
 from reconcile.errors import ExitCode
-from reconcile.rules.lifecycle import IGNORED, OPEN
+from reconcile.rules.lifecycle import IGNORED, NEEDS_REVIEW, OPEN
 from reconcile.rules.priority import DEFAULT_RULES, Assessment, PriorityRules, assess
 
 MAX_FINDINGS = 20
@@ -39,6 +41,9 @@ TEXT_FINDINGS = 5
 MAX_FIELD = 200
 """Characters of one outside value (an id, a detail) the text and blocks show at most."""
 
+_WAITING = frozenset(str(status) for status in NEEDS_REVIEW)
+"""States of a finding that can be overdue: open, assigned."""
+
 OWED = "owed_to_customers"
 OVER = "over_credited"
 POSTED = "posted"
@@ -49,6 +54,9 @@ _HEADLINE: dict[int, str] = {
     ExitCode.GUARDRAIL: "a guardrail stopped posting",
 }
 
+OVERDUE_HEADLINE = "overdue finding(s) need a person"
+"""The headline of a run that ended well (exit 0) but leaves overdue findings in the queue."""
+
 _NEXT_STEP: dict[int, str] = {
     ExitCode.DRIFT: "Next: open each finding (`reconcile findings`), assign it, then correct it "
     "(`reconcile findings correct ID --note ...`) or fix it in Moesif or Stripe; the next run "
@@ -57,6 +65,8 @@ _NEXT_STEP: dict[int, str] = {
     "this one stopped and posts nothing twice.",
     ExitCode.GUARDRAIL: "Next: nothing was posted. Check the report; if the postings are right, "
     "raise RECONCILE_MAX_POSTINGS or RECONCILE_MAX_POSTING_TOTAL for one rerun.",
+    ExitCode.OK: "Next: this run found no new drift, but the overdue findings above wait for a "
+    "person: assign each (`reconcile findings assign ID --to NAME`), then correct or close it.",
 }
 
 
@@ -81,6 +91,7 @@ class NoticeFinding:
         stripe_amount_minor: Stripe's amount, when any.
         moesif_amount_minor: Moesif's amount, when any.
         detail: the report's one-line detail.
+        owner: who works on it in the exception queue, when anyone.
     """
 
     finding_id: str
@@ -99,6 +110,7 @@ class NoticeFinding:
     stripe_amount_minor: int | None = None
     moesif_amount_minor: int | None = None
     detail: str | None = None
+    owner: str | None = None
 
     @property
     def owed(self) -> bool:
@@ -181,6 +193,31 @@ def totals(findings: Sequence[NoticeFinding], posted: Sequence[Entry]) -> dict[s
     }
 
 
+def overdue(
+    reported: Sequence[NoticeFinding],
+    queued: Sequence[NoticeFinding],
+    now: datetime,
+    rules: PriorityRules = DEFAULT_RULES,
+) -> list[NoticeFinding]:
+    """Return the findings needing review that are past their due time, most overdue first.
+
+    ``reported`` are the run's findings under review, ``queued`` the queue's others still
+    needing review; a finding is counted once (the run's copy kept), an ignored or closed one
+    never. Ordered by due time, then priority and id.
+    """
+    seen: set[str] = set()
+    late: list[tuple[Assessment, NoticeFinding]] = []
+    for finding in [*reported, *queued]:
+        if finding.finding_id in seen or finding.status not in _WAITING:
+            continue
+        seen.add(finding.finding_id)
+        assessment = _assessed(finding, now, rules)
+        if assessment.overdue(now):
+            late.append((assessment, finding))
+    late.sort(key=lambda pair: (pair[0].due_at, pair[0].priority.rank, pair[1].finding_id))
+    return [finding for _, finding in late]
+
+
 def build_notice(
     *,
     run_id: str,
@@ -193,6 +230,7 @@ def build_notice(
     console_url: str | None = None,
     error: str | None = None,
     rules: PriorityRules = DEFAULT_RULES,
+    queued: Sequence[NoticeFinding] = (),
 ) -> dict[str, Any]:
     """Return the JSON object a run posts (sections 10 and 10a).
 
@@ -207,6 +245,9 @@ def build_notice(
         console_url: the console's public address; each finding then links to its page.
         error: why a failed run failed, without secrets.
         rules: the priority thresholds.
+        queued: findings still needing review in the exception queue that this run did not
+            report (an older window's); those past their due time are counted and listed as
+            overdue, never in ``findings``, ``counts`` or ``totals``.
 
     Raises:
         ValueError: a dry run is said to have posted something.
@@ -216,6 +257,7 @@ def build_notice(
     kept = [finding for finding in findings if finding.status != IGNORED]
     review = rank([finding for finding in kept if listed(finding)], now, rules)
     shown = [_shown(finding, now, console_url, rules) for finding in review[:MAX_FINDINGS]]
+    late = overdue(review, queued, now, rules)
     automatic = (
         sum(1 for finding in kept if finding.action == Action.WOULD_POST)
         if dry_run
@@ -229,10 +271,13 @@ def build_notice(
         "counts": dict(sorted(Counter(finding.category for finding in kept).items())),
         "automatic": automatic,
         "needs_person": sum(1 for finding in kept if needs_person(finding, dry_run=dry_run)),
-        "overdue": sum(1 for finding in review if _assessed(finding, now, rules).overdue(now)),
+        "overdue": len(late),
         "totals": totals(kept, posted),
         "report_path": report_path,
         "findings": shown,
+        "overdue_findings": [
+            _shown(finding, now, console_url, rules) for finding in late[:MAX_FINDINGS]
+        ],
     }
     facts = _Facts(notice, kept, review, error)
     notice["text"] = facts.text()
@@ -295,7 +340,9 @@ def _shown(
         "blocked": finding.blocked,
         "priority": assessment.priority.value,
         "due_at": to_iso(assessment.due_at),
-        "overdue": assessment.overdue(now),
+        "overdue": finding.status in _WAITING and assessment.overdue(now),
+        "status": str(finding.status),
+        "owner": finding.owner,
         "first_seen_at": to_iso(finding.first_seen),
         "detail": finding.detail,
         "url": finding_url(console_url, finding.finding_id) if console_url else None,
@@ -321,6 +368,8 @@ class _Facts:
 
     def headline(self) -> str:
         words = _HEADLINE.get(self.exit_code, "see the report")
+        if self.exit_code == ExitCode.OK and int(self.notice["overdue"]):
+            words = f"{self.notice['overdue']} {OVERDUE_HEADLINE}"
         mark = "[DRY RUN] " if self.dry_run else ""
         return (
             f"{mark}reconcile run {_clean(self.notice['run_id'])}: {words} (exit {self.exit_code})"
@@ -371,6 +420,7 @@ class _Facts:
         )
         flags = [str(shown["priority"]), f"due {shown['due_at']}"]
         flags += ["OVERDUE"] if shown["overdue"] else []
+        flags += [f"owner {_slack(shown['owner'])}"] if shown.get("owner") else []
         flags += ["BLOCKED while owed"] if shown["blocked"] and _positive(shown["delta"]) else []
         name = _slack(shown["finding_id"])
         label = f"<{_link(shown['url'])}|{name}>" if shown["url"] else name
@@ -378,6 +428,18 @@ class _Facts:
             f"{label} `{_slack(shown['category'])}` {money} on {where or 'no company'} "
             f"({', '.join(flags)})"
         )
+
+    def late(self) -> list[str]:
+        """Lines naming the overdue findings, most overdue first (empty when none is)."""
+        late: Sequence[Mapping[str, Any]] = self.notice["overdue_findings"]
+        if not late:
+            return []
+        count = int(self.notice["overdue"])
+        lines = [f"Overdue ({count}), past their due time:"]
+        lines += ["• " + self.finding_line(item) for item in late[:TEXT_FINDINGS]]
+        if count > TEXT_FINDINGS:
+            lines.append(f"…and {count - TEXT_FINDINGS} more overdue (`reconcile findings`)")
+        return lines
 
     def tail(self) -> list[str]:
         lines = []
@@ -415,6 +477,7 @@ class _Facts:
             hidden = len(self.review) - TEXT_FINDINGS
             if hidden > 0:
                 lines.append(f"…and {hidden} more in the report")
+        lines += self.late()
         return "\n".join(lines + self.tail())
 
     def blocks(self) -> list[dict[str, Any]]:
@@ -434,6 +497,10 @@ class _Facts:
             hidden = len(self.review) - len(shown)
             if hidden > 0:
                 blocks.append(_context(f"…and {hidden} more in the report"))
+        late = self.late()
+        if late:
+            blocks.append({"type": "divider"})
+            blocks.append(_section("\n".join(late)))
         blocks.append(_context("\n".join(self.tail())))
         return blocks
 
@@ -473,6 +540,7 @@ __all__ = [
     "finding_url",
     "listed",
     "needs_person",
+    "overdue",
     "rank",
     "signed",
     "totals",

@@ -158,3 +158,57 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
     for name in COMMANDS:
         assert f"reconcile {name} " in done.stdout, name
     assert "serve" in COMMANDS
+
+
+def _order(capsys: pytest.CaptureFixture[str], *options: str) -> list[str]:
+    capsys.readouterr()
+    assert main(["findings", "--format", "csv", *options]) == 0
+    rows = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    return [f"{row['company_id']} {row['delta']} {row['currency']}" for row in rows]
+
+
+def test_sort_by_amount_ranks_within_each_currency_blocked_but_owed_first(
+    seeded_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconcile.db.subscriptions import keep_currency
+    from tests.operator.conftest import NOW
+
+    with Session(engine) as session, session.begin():
+        add_state(
+            session,
+            company_id="blocked",
+            subscription_id="sub_blocked",
+            category="missing_in_moesif",
+            transaction_id="pi_blocked",
+            moesif_id=None,
+            delta_minor=300,
+        )
+        keep_currency(session, "sub_blocked", "usd", NOW, "blocked", available_balance_minor=0)
+        add_state(
+            session,
+            company_id="hooli",
+            category="missing_in_moesif",
+            transaction_id="pi_jpy_small",
+            moesif_id=None,
+            currency="jpy",
+            delta_minor=200,
+        )
+    # Raw minor units would rank 200 JPY (200) after 5.00 USD (500) and the blocked customer's
+    # 3.00 USD last; ranked per currency, the largest of each currency comes before the second
+    # of any, and the customer blocked while owed comes first.
+    assert _order(capsys, "--sort", "amount") == [
+        "blocked 3.00 usd",
+        "umbrella 5000 jpy",
+        "ACME-eu -20.00 usd",
+        "hooli 200 jpy",
+        "acme_us -10.00 usd",
+        "globex -5.00 usd",
+    ]
+    assert _order(capsys, "--sort", "amount", "--company", "acme") == [
+        "ACME-eu -20.00 usd",
+        "acme_us -10.00 usd",
+    ]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["findings", "--sort", "size"])
+    assert refused.value.code == 2

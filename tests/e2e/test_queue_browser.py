@@ -64,6 +64,8 @@ def test_a_correction_in_the_browser_from_confirmation_to_the_next_run_settling_
             "debit of 2475.00 USD on company acme, subscription sub_acme, "
             f"transaction_id {correction}"
         ) in shown
+        legs = driver.find_element(By.ID, "plan-legs").text
+        assert f"debit 2,475.00 USD -2,475.00 USD acme sub_acme {correction}" in legs
         assert world.moesif.applied_count(correction) == 0
         _shot(driver, "correction-confirm", tmp_path)
         driver.find_element(By.ID, "note").send_keys("cents posted as dollars")

@@ -86,9 +86,16 @@ def test_runs_page_lists_runs_and_charts_open_drift(
     page = client.get("/").text
     assert "20261201T020000Z-bbbbbb" in page
     assert "42.0 s" in page
-    assert page.count("<polyline") == 2 + 3  # counts: 2 categories; amounts: 2 in USD + 1 in JPY
+    # counts: 2 categories; one chart per currency (JPY, USD), each owed and over-credited apart
+    assert page.count("<polyline") == 2 + 2 + 2
     assert "missing_in_moesif: 2" in page  # open at the latest run: pi_owed and pi_jpy
-    assert "missing_in_stripe (USD): 20" in page
+    usd = page.split('id="drift-usd"')[1].split("</div>\n</div>")[0]
+    assert "owed to customers (under-credited): +25.00 USD" in usd
+    assert "over-credited (Moesif holds too much): -20.00 USD" in usd  # never netted to +5.00
+    jpy = page.split('id="drift-jpy"')[1].split('id="drift-usd"')[0]
+    assert "owed to customers (under-credited): +5,000 JPY" in jpy
+    assert "USD" not in jpy
+    assert "No finding is past its due time." in page
 
 
 def test_findings_filter_sort_and_escape(

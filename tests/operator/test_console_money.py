@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -164,3 +165,77 @@ def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
     [apart] = _cells(page, "currency_mismatch")
     assert apart[:5] == ["hooli", "sub_hooli", "eur", "USD", "owed"]
     assert "12.00" not in apart  # the USD subscription's balance is not shown as EUR
+
+
+def test_front_page_lists_overdue_findings_most_overdue_first(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+    seeded: dict[str, str],
+) -> None:
+    with sessions.begin() as session:
+        due_two_days_ago = add_state(
+            session,
+            moesif_id="m-late",
+            company_id="globex",
+            delta_minor=-4200,
+            owner="alice",
+            status="assigned",
+            first_seen_at=NOW - timedelta(days=8),  # critical at 5 days: due 2 days ago
+        ).finding_id
+        due_six_days_ago = add_state(
+            session,
+            moesif_id="m-due_two_days_ago",
+            company_id="umbrella",
+            currency="jpy",
+            delta_minor=7000,
+            first_seen_at=NOW - timedelta(days=12),  # due 6 days ago
+        ).finding_id
+        add_state(  # ignored: never overdue
+            session, moesif_id="m-ign", status="ignored", first_seen_at=NOW - timedelta(days=20)
+        )
+    client = clients()
+    _login(client)
+    page = client.get("/").text
+    assert page.index('id="overdue"') < page.index('id="runs"')
+    assert "Overdue findings (2)" in page
+    rows = _cells(page, "overdue-findings")
+    assert [row[0] for row in rows] == [due_six_days_ago, due_two_days_ago]
+    assert rows[0][3:] == ["nobody", "missing_in_stripe", "umbrella", "+7,000 JPY"]
+    assert rows[1][3:] == ["alice", "missing_in_stripe", "globex", "-42.00 USD"]
+    assert all("overdue" in row[1] for row in rows)
+    assert seeded["hostile"] not in page.split('id="overdue"')[1].split("</section>")[0]
+
+
+def test_sorting_by_amount_ranks_within_each_currency_blocked_but_owed_first(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+    seeded: dict[str, str],
+) -> None:
+    # seeded: +25.00 USD owed (sub_acme), -20.00 USD, +5,000 JPY (sub_acme too)
+    with sessions.begin() as session:
+        keep_currency(session, "sub_blocked", "usd", NOW, "blocked", available_balance_minor=0)
+        blocked = add_state(
+            session,
+            category="missing_in_moesif",
+            company_id="blocked",
+            subscription_id="sub_blocked",
+            transaction_id="pi_blocked",
+            moesif_id=None,
+            delta_minor=300,
+        ).finding_id
+        small_jpy = add_state(
+            session,
+            category="missing_in_moesif",
+            company_id="umbrella",
+            transaction_id="pi_jpy_small",
+            moesif_id=None,
+            currency="jpy",
+            delta_minor=100,
+        ).finding_id
+    client = clients()
+    _login(client)
+    page = client.get("/findings", params={"sort": "amount"}).text
+    ids = [row[1] for row in _cells(page, "findings")]
+    # by raw minor units: 5000 JPY, 2500, 2000, 300, 100; per currency: the blocked customer
+    # owed 3.00 USD first, then the first of each currency, then the second of each
+    assert ids == [blocked, seeded["jpy"], seeded["owed"], small_jpy, seeded["hostile"]]

@@ -36,6 +36,7 @@ PAYLOAD_KEYS = {
     "totals",
     "report_path",
     "findings",
+    "overdue_findings",
     "blocks",
 }
 CONSOLE = "https://console.example/reconcile/"
@@ -183,6 +184,8 @@ def test_payload_text_names_the_findings_reopened_and_only_when_there_are_some(
 )
 def test_which_exit_codes_notify(code: int, sends: bool) -> None:
     assert should_notify(code) is sends
+    # overdue findings in the queue make a run that ended well notify too, and only it
+    assert should_notify(code, overdue=2) is (sends or code == 0)
 
 
 def test_failed_run_text_says_why_and_what_next(sessions: sessionmaker[Session]) -> None:
@@ -517,3 +520,74 @@ def test_the_console_url_must_be_http() -> None:
     assert Settings.from_env({**base, "RECONCILE_CONSOLE_URL": url}, dotenv=None).console_url == url
     with pytest.raises(ConfigError, match="RECONCILE_CONSOLE_URL"):
         Settings.from_env({**base, "RECONCILE_CONSOLE_URL": "javascript:alert(1)"}, dotenv=None)
+
+
+def _overdue_in_queue(session: Session) -> None:
+    """The queue holds, besides the run's own, one overdue finding of an older window."""
+    add_state(
+        session,
+        category="amount_mismatch",
+        transaction_id="pi_old",
+        moesif_id="m-old-window",
+        stripe_amount_minor=1000,
+        moesif_amount_minor=4000,
+        delta_minor=-3000,
+        owner="alice",
+        status="assigned",
+        first_seen_at=NOW - timedelta(days=8),
+        finding_id="F-00000000000000od",
+    )
+    add_state(  # ignored: never overdue
+        session, moesif_id="m-ignored", status="ignored", first_seen_at=NOW - timedelta(days=30)
+    )
+    add_state(  # fresh: not yet due
+        session, moesif_id="m-fresh", delta_minor=-100, first_seen_at=NOW - timedelta(hours=1)
+    )
+
+
+def test_overdue_findings_of_the_queue_are_counted_and_listed_beside_the_runs(
+    sessions: sessionmaker[Session],
+) -> None:
+    _seed(sessions, "r1")
+    with sessions.begin() as session:
+        _overdue_in_queue(session)
+    payload = _notice(sessions, "r1", console_url=CONSOLE)
+    assert payload["overdue"] == 1
+    [late] = payload["overdue_findings"]
+    assert late["finding_id"] == "F-00000000000000od"
+    assert late["overdue"] is True
+    assert late["delta"] == "-30.00"
+    assert late["owner"] == "alice"
+    assert late["status"] == "assigned"
+    assert late["url"] == CONSOLE + "findings/F-00000000000000od"
+    assert "F-00000000000000od" not in [f["finding_id"] for f in payload["findings"]]
+    assert payload["counts"] == {"matched_by_amount": 1, "missing_in_stripe": 1}
+    assert "Overdue (1), past their due time:" in payload["text"]
+    assert "owner alice" in payload["text"]
+
+
+def test_a_run_that_ends_well_notifies_while_queue_findings_are_overdue(
+    sessions: sessionmaker[Session], receiver: Receiver
+) -> None:
+    _seed(sessions, "r0")
+    with sessions.begin() as session:
+        _overdue_in_queue(session)
+    delivery = _notify(sessions, receiver.url, "r0", 0)
+    assert delivery is not None
+    assert delivery.delivered == ("r0",)
+    [payload] = receiver.payloads()
+    assert payload["exit_code"] == 0
+    assert payload["overdue"] == 1
+    assert "1 overdue finding(s) need a person" in payload["text"].splitlines()[0]
+
+
+def test_a_run_that_ends_well_sends_nothing_while_nothing_is_overdue(
+    sessions: sessionmaker[Session], receiver: Receiver
+) -> None:
+    _seed(sessions, "r0")
+    with sessions.begin() as session:
+        add_state(session, moesif_id="m-fresh", delta_minor=-100, first_seen_at=NOW)
+    _notify(sessions, receiver.url, "r0", 0)
+    assert receiver.bodies == []
+    with sessions() as session:
+        assert session.scalars(select(Notification)).all() == []

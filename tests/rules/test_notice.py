@@ -379,3 +379,67 @@ def test_overdue_findings_are_counted_and_marked() -> None:
     assert "1 need" not in sent["text"]
     assert "2 need a person. 1 overdue." in sent["text"]
     assert [item["overdue"] for item in sent["findings"]] == [True, False]
+
+
+def test_overdue_counts_the_runs_and_the_queues_findings_once_most_overdue_first() -> None:
+    reported = [
+        finding("F-run-late", 500, age=timedelta(days=7)),  # critical by age: due a day ago
+        finding("F-run-fresh", 500),
+    ]
+    queued = [
+        finding("F-queue-late", 200, age=timedelta(days=9)),
+        finding("F-run-late", 500, age=timedelta(days=7)),  # the run's copy counts, once
+        finding("F-queue-ignored", 200, age=timedelta(days=9), status="ignored"),
+        finding("F-queue-fresh", 200),
+    ]
+    payload = build_notice(
+        run_id="R1",
+        exit_code=1,
+        findings=reported,
+        posted=[],
+        dry_run=False,
+        report_path=None,
+        now=NOW,
+        queued=queued,
+    )
+    assert payload["overdue"] == 2
+    late = payload["overdue_findings"]
+    assert [item["finding_id"] for item in late] == ["F-queue-late", "F-run-late"]
+    assert all(item["overdue"] for item in late)
+    # the queue's findings are not this run's: neither listed, counted nor added to the totals
+    listed = sorted(item["finding_id"] for item in payload["findings"])
+    assert listed == ["F-run-fresh", "F-run-late"]
+    assert payload["counts"] == {"amount_mismatch": 2}
+    assert payload["totals"]["usd"]["owed_to_customers"] == "10.00"
+    assert "Overdue (2), past their due time:" in payload["text"]
+    overdue_line = payload["text"].split("Overdue (2)")[1].splitlines()[1]
+    assert "F-queue-late" in overdue_line
+    assert "OVERDUE" in overdue_line
+    assert "Overdue (2)" in json.dumps(payload["blocks"])
+
+
+def test_a_run_without_overdue_findings_says_nothing_of_them() -> None:
+    payload = notice([finding("F-1", 500)])
+    assert payload["overdue"] == 0
+    assert payload["overdue_findings"] == []
+    assert "Overdue" not in payload["text"]
+
+
+def test_a_run_that_ended_well_names_its_overdue_findings_in_the_headline() -> None:
+    payload = build_notice(
+        run_id="R1",
+        exit_code=0,
+        findings=[],
+        posted=[],
+        dry_run=False,
+        report_path=None,
+        now=NOW,
+        queued=[finding("F-old", -900000, age=timedelta(days=4))],  # high, due a day ago
+    )
+    headline = "reconcile run R1: 1 overdue finding(s) need a person (exit 0)"
+    assert payload["text"].splitlines()[0] == f"*{headline}*"
+    assert payload["blocks"][0]["text"]["text"] == headline
+    [late] = payload["overdue_findings"]
+    assert late["delta"] == "-9000.00"
+    assert late["priority"] == "high"
+    assert "reconcile findings assign ID" in payload["text"]

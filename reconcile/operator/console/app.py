@@ -46,16 +46,22 @@ from reconcile.db.finding_states import (
     history_of,
     list_findings,
     notes_of,
+    open_states,
     reopen_findings,
 )
-from reconcile.domain.money import format_major
+from reconcile.domain.money import format_major, to_minor
 from reconcile.domain.vocab import FindingStatus, NoteAction, NoteSource
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
 from reconcile.operator.console import queue, reads, statements
-from reconcile.operator.console.chart import build_chart
+from reconcile.operator.console.chart import Chart, build_chart, build_signed_chart
 from reconcile.operator.console.login_guard import LoginGuard
-from reconcile.operator.console.money_view import balance_view, finding_money, shown
+from reconcile.operator.console.money_view import (
+    balance_view,
+    finding_money,
+    shown,
+    signed_text,
+)
 from reconcile.operator.console.queue import QueueTools
 from reconcile.operator.console.sessions import (
     SESSION_COOKIE,
@@ -65,6 +71,8 @@ from reconcile.operator.console.sessions import (
 )
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
 from reconcile.operator.corrections import planned
+from reconcile.operator.findings_view import SORTS as FINDING_SORTS
+from reconcile.operator.findings_view import in_amount_order
 from reconcile.operator.statement import UnknownCompany
 from reconcile.rules.correction import confirmation
 from reconcile.rules.login_limit import token_problem
@@ -79,8 +87,9 @@ __all__ = ["SECURITY_HEADERS", "SESSION_COOKIE", "create_console_app"]
 AGES = {"": None, "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 """The age filter's choices: findings first seen at least this long ago."""
 CLOSE_ACTIONS = {"resolve": FindingStatus.RESOLVED, "ignore": FindingStatus.IGNORED}
-SORTS = ("queue", "amount", "age")
-"""The queue's orders: priority then due time (the default), largest amount, oldest."""
+SORTS = FINDING_SORTS
+"""The queue's orders: priority then due time (the default); blocked-but-owed, then the largest
+amount within each currency (never compared across currencies); oldest."""
 MAX_NOTE = 2000
 
 
@@ -152,6 +161,7 @@ def _templates() -> Jinja2Templates:
     environment = Environment(loader=PackageLoader("reconcile.operator.console"), autoescape=True)
     environment.filters["major"] = _major
     environment.filters["amount"] = shown
+    environment.filters["signed"] = signed_text
     return Jinja2Templates(env=environment)
 
 
@@ -282,17 +292,25 @@ class _Console:
         return self.render(request, "runs.html", context)
 
     def _runs_context(self) -> dict[str, Any]:
+        now = self.clock()
         with self.sessions() as session:
             runs = reads.recent_runs(session)
             drift = reads.drift_over_time(session, runs)
+            per_currency = reads.drift_per_currency(session, runs)
             headline = reads.money_headline(session, runs[0] if runs else None)
-            missed = live_path.measure(session, self.clock())
+            missed = live_path.measure(session, now)
+            late = queue.overdue_rows(open_states(session), now, self.tools.rules)
         return {
             "headline": headline,
             "runs": runs,
             "miss_rate": missed,
+            "overdue": late[: queue.OVERDUE_SHOWN],
+            "overdue_count": len(late),
             "count_chart": build_chart(drift.moments, drift.counts),
-            "amount_chart": build_chart(drift.moments, drift.amounts),
+            "currency_charts": [
+                (line.currency.upper(), _currency_chart(drift.moments, line))
+                for line in per_currency
+            ],
         }
 
     async def findings(self, request: Request) -> Response:
@@ -312,10 +330,11 @@ class _Console:
             largest_first=chosen["sort"] != "age",
             limit=500,
         )
-        states = await run_in_threadpool(self._list, where)
+        states = await run_in_threadpool(self._list, where, chosen["sort"])
         rows = queue.in_queue_order(states, self.clock(), self.tools.rules)
         if chosen["sort"] != "queue":
-            rows = sorted(rows, key=lambda row: states.index(row.state))
+            place = {state.finding_id: index for index, state in enumerate(states)}
+            rows = sorted(rows, key=lambda row: place[row.state.finding_id])
         context = {
             "states": states,
             "rows": rows,
@@ -328,9 +347,10 @@ class _Console:
         }
         return self.render(request, "findings.html", context)
 
-    def _list(self, where: FindingFilter) -> list[Any]:
+    def _list(self, where: FindingFilter, sort: str = "queue") -> list[Any]:
         with self.sessions() as session:
-            return list_findings(session, where, self.clock())
+            states = list_findings(session, where, self.clock())
+            return in_amount_order(session, states) if sort == "amount" else states
 
     async def finding(self, request: Request) -> Response:
         if not self.signed_in(request):
@@ -635,6 +655,29 @@ class _Console:
     ) -> tuple[Any, Any]:
         with self.sessions() as session:
             return statements.statement_of(session, company_id, subscription, window)
+
+
+OWED_COLOUR = "#d62728"
+"""The line of what customers are owed (under-credited): above zero."""
+OVER_COLOUR = "#1f77b4"
+"""The line of what Moesif holds too much (over-credited): below zero."""
+
+
+def _currency_chart(moments: list[datetime], line: reads.CurrencyDrift) -> Chart:
+    """Return one currency's drift chart: owed to customers and over-credited as two lines."""
+    code = line.currency
+
+    def written(value: Decimal) -> str:
+        return signed_text(to_minor(value, code), code)
+
+    return build_signed_chart(
+        moments,
+        [
+            ("owed to customers (under-credited)", OWED_COLOUR, line.owed),
+            ("over-credited (Moesif holds too much)", OVER_COLOUR, line.over),
+        ],
+        written,
+    )
 
 
 def _text(value: object) -> str:

@@ -1,8 +1,13 @@
-"""The open-drift chart as plain values: series per category, scaled into SVG coordinates."""
+"""The front page's charts as plain values: lines scaled into SVG coordinates, no script.
+
+:func:`build_chart` draws counts from zero up; :func:`build_signed_chart` draws one currency's
+drift with zero in its place, what customers are owed above it and what Moesif holds too much
+below it, as separate lines that never cancel.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -37,6 +42,10 @@ class Chart:
     last: datetime | None
     width: int = WIDTH
     height: int = HEIGHT
+    minimum: str = "0"
+    """The y-axis minimum (below zero on a signed chart)."""
+    zero: int | None = None
+    """The y of the zero line on a signed chart; ``None`` on a chart from zero up."""
 
 
 def build_chart(
@@ -56,6 +65,45 @@ def build_chart(
         latest = by_time.get(moments[-1], Decimal(0))
         series.append(Series(label, PALETTE[index % len(PALETTE)], points, _plain(latest)))
     return Chart(tuple(series), _plain(top), moments[0], moments[-1])
+
+
+def build_signed_chart(
+    moments: Sequence[datetime],
+    values: Sequence[tuple[str, str, Mapping[datetime, Decimal]]],
+    shown: Callable[[Decimal], str],
+) -> Chart:
+    """Return a chart around zero: a line per ``(label, colour, values)``, in that order.
+
+    The y-axis runs from the lowest value (or zero) to the highest (or zero), so a positive
+    line lies above the zero line and a negative one below it; ``shown`` writes the axis' ends
+    and each line's latest value (a missing value counts as zero).
+    """
+    if not moments:
+        return Chart((), "0", None, None)
+    every = [value for _, _, by_time in values for value in by_time.values()]
+    top = max([Decimal(0), *every])
+    bottom = min([Decimal(0), *every])
+    span = top - bottom if top > bottom else Decimal(1)
+    series = tuple(
+        Series(
+            label,
+            colour,
+            " ".join(
+                f"{_x(i, len(moments))},{_y(by_time.get(moment, Decimal(0)) - bottom, span)}"
+                for i, moment in enumerate(moments)
+            ),
+            shown(by_time.get(moments[-1], Decimal(0))),
+        )
+        for label, colour, by_time in values
+    )
+    return Chart(
+        series,
+        shown(top),
+        moments[0],
+        moments[-1],
+        minimum=shown(bottom),
+        zero=_y(-bottom, span),
+    )
 
 
 def _x(index: int, count: int) -> int:

@@ -26,6 +26,9 @@ BULK_ACTIONS = ("assign", "resolve", "ignore")
 FINDING_ACTIONS = ("assign", "comment", "reopen")
 """What a finding's page does besides closing and correcting it."""
 
+OVERDUE_SHOWN = 20
+"""Overdue findings the front page lists at most (the queue has them all)."""
+
 Corrector = Callable[[Plan, str], Corrected]
 """Posts a plan with a note through the engine (:func:`reconcile.operator.corrections.correct`)."""
 
@@ -57,6 +60,17 @@ def in_queue_order(
     """Return the findings as queue rows, most urgent first (priority, then due time)."""
     rows = [_row(state, now, rules) for state in states]
     return sorted(rows, key=lambda row: row.assessment.queue_key())
+
+
+def overdue_rows(
+    states: Sequence[FindingState], now: datetime, rules: PriorityRules
+) -> list[QueueRow]:
+    """Return the findings needing review past their due time, the most overdue first."""
+    rows = [row for row in (_row(state, now, rules) for state in states) if row.overdue]
+    return sorted(
+        rows,
+        key=lambda row: (row.assessment.due_at, row.assessment.priority.rank, row.state.finding_id),
+    )
 
 
 def _row(state: FindingState, now: datetime, rules: PriorityRules) -> QueueRow:

@@ -10,13 +10,13 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from reconcile.db.expected import movement_of
-from reconcile.db.finding_states import open_at_runs, open_states
+from reconcile.db.finding_states import drift_at_runs, open_at_runs, open_states
 from reconcile.db.ledger import rows_naming
 from reconcile.db.models import ExpectedRow, FindingState, LedgerEntry, Run
 from reconcile.db.postings import confirmed_of_run
 from reconcile.db.runs import recent_runs as latest_runs
 from reconcile.db.subscriptions import kept_balances, kept_currencies
-from reconcile.domain.money import to_major
+from reconcile.domain.money import is_iso_currency, to_major
 from reconcile.operator.console.money_view import CurrencyTotals, headline, shown
 from reconcile.operator.notify import posted_entry
 
@@ -54,6 +54,42 @@ def drift_over_time(session: Session, runs: list[Run]) -> DriftOverTime:
             label = f"{category} ({currency.upper()})"
             amounts[label][when] = to_major(amount, currency)
     return DriftOverTime(sorted(at.values()), dict(counts), dict(amounts))
+
+
+@dataclass(frozen=True)
+class CurrencyDrift:
+    """One currency's open drift at the end of each run, owed and over-credited apart.
+
+    ``owed`` holds what customers were owed (positive), ``over`` what Moesif held too much
+    (zero or negative), both in major units of ``currency``, by the moment the run ended.
+    """
+
+    currency: str
+    owed: dict[datetime, Decimal]
+    over: dict[datetime, Decimal]
+
+
+def drift_per_currency(session: Session, runs: list[Run]) -> list[CurrencyDrift]:
+    """Return, per currency (by code), what was owed and over-credited when each run ended.
+
+    Amounts of two currencies are never added: each gets its own line-up. A currency shows when
+    anything of it was open at any of ``runs``.
+    """
+    at = {run.id: run.finished_at or run.started_at for run in runs}
+    owed: dict[str, dict[datetime, Decimal]] = defaultdict(dict)
+    over: dict[str, dict[datetime, Decimal]] = defaultdict(dict)
+    for run_id, currency, owed_minor, over_minor in drift_at_runs(session, list(at)):
+        if not is_iso_currency(currency):
+            continue
+        code, when = currency.lower(), at[run_id]
+        owed[code][when] = owed[code].get(when, Decimal(0)) + to_major(owed_minor, code)
+        over[code][when] = over[code].get(when, Decimal(0)) + to_major(over_minor, code)
+    return [
+        CurrencyDrift(code, owed[code], over[code])
+        for code in sorted(
+            code for code in owed if any(owed[code].values()) or any(over[code].values())
+        )
+    ]
 
 
 @dataclass(frozen=True)
