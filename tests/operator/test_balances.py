@@ -21,8 +21,11 @@ from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.operator.balances import (
     BALANCE_COLUMNS,
+    CSV_COLUMNS,
     Balance,
     BalanceRow,
+    Snapshot,
+    build_rows,
     check_balances,
     order_rows,
 )
@@ -96,20 +99,38 @@ def test_balances_after_filling_the_snapshot_from_the_demo_history(
     [path] = sorted(reports.glob("balances-*.csv"))
     assert "balances:" in capsys.readouterr().out
     with path.open(encoding="utf-8") as handle:
-        assert handle.readline().strip() == ",".join(BALANCE_COLUMNS)
+        header = handle.readline().strip().split(",")
+    assert header == CSV_COLUMNS
+    assert header[: len(BALANCE_COLUMNS)] == BALANCE_COLUMNS  # the contract's, then ours
     rows = {(r["company_id"], r["currency"]): r for r in _rows(path)}
-    order = [r["company_id"] for r in _rows(path)]
-    # Blocked while owed credit first: the JPY top-up never credited, the EUR one on a USD plan.
-    assert order[:2] == ["umbrella", "hooli"]
+    order = [(r["company_id"], r["currency"]) for r in _rows(path)]
+    # Blocked while owed credit first: the JPY top-up never credited.
+    assert order[0] == ("umbrella", "jpy")
     assert rows["umbrella", "jpy"]["delta"] == "5000"
     assert rows["umbrella", "jpy"]["available_balance"] == "0"
+    assert (rows["umbrella", "jpy"]["blocked"], rows["umbrella", "jpy"]["owed"]) == (
+        "blocked",
+        "owed",
+    )
+    # The EUR top-up on a USD plan shows none of the USD subscription's figures ...
+    hooli = rows["hooli", "eur"]
+    assert (hooli["delta"], hooli["owed"], hooli["subscription_currency"]) == ("30.00", "owed", "usd")
+    assert [hooli[name] for name in ("current_balance", "available_balance", "as_of")] == [""] * 3
+    assert hooli["blocked"] == ""
+    # ... which stand on a row of the subscription's own currency.
+    assert (rows["hooli", "usd"]["delta"], rows["hooli", "usd"]["available_balance"]) == (
+        "0.00",
+        "0",
+    )
     assert rows["acme", "usd"]["stripe_net"] == "70.00"  # 50 + 25 - 5 refunded
     assert rows["acme", "usd"]["moesif_net"] == "50.00"
     assert rows["acme", "usd"]["delta"] == "20.00"
     assert Decimal(rows["acme", "usd"]["current_balance"]) == Decimal("50")
+    # acme's figures are its latest row's, as of that row's time: no request was needed.
+    assert rows["acme", "usd"]["as_of"] == to_iso(now - timedelta(days=5, minutes=-1))
     assert rows["globex", "usd"]["delta"] == "-100.00"  # the webhook's retry credited twice
     assert rows["initech", "usd"]["moesif_net"] == "1070.00"  # the promotion is not counted
-    assert order[-1] == "acme"
+    assert order[-1] == ("hooli", "usd")  # zero delta last
 
 
 def _settings(moesif: FakeMoesif, database_url: str, reports: Path) -> Settings:

@@ -151,6 +151,7 @@ def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
         "0",
         "1050.00",
         "1",
+        "",  # as_of: this older CSV has none
         "statements",
     ]  # 1,039.50 USD, shown as a number (not the CSV's formula guard)
     assert [row[:5] for row in rows] == [
