@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
 from reconcile.db.subscriptions import keep_currency
+from reconcile.domain.times import to_iso
 from tests.operator.conftest import NOW, add_finding, add_run, add_state
 from tests.operator.test_console import _login, clients, served  # noqa: F401
 
@@ -165,3 +167,36 @@ def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
     [apart] = _cells(page, "currency_mismatch")
     assert apart[:5] == ["hooli", "sub_hooli", "eur", "USD", "owed"]
     assert "12.00" not in apart  # the USD subscription's balance is not shown as EUR
+
+
+def test_balances_before_any_check_show_each_latest_rows_figures_as_of_its_time(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        keep_currency(session, "sub_acme", "usd", NOW, "acme")
+        for number, (amount, ending, hours) in enumerate(((3000, 3000, 30), (2000, 0, 2))):
+            session.add(
+                LedgerEntry(
+                    moesif_id=f"m{number}", transaction_id=f"pi_{number}",
+                    entry_type="credit" if number == 0 else "debit", amount_minor=amount,
+                    amount_raw=str(amount), currency="usd", company_id="acme",
+                    subscription_id="sub_acme", created_at=NOW - timedelta(hours=hours),
+                    first_seen_at=NOW, last_seen_at=NOW, sequence_id=number + 1,
+                    ending_current_minor=ending + 1000, ending_pending_minor=-1000,
+                    ending_available_minor=ending,
+                )
+            )  # fmt: skip
+    client = clients()
+    _login(client)
+    page = client.get("/balances").text
+    [row] = _cells(page, "balances")
+    # The debit's row, the latest by sequence id: 10.00 current, -10.00 pending, 0 available.
+    assert row[:8] == ["acme", "sub_acme", "usd", "blocked", "over-credited"] + [
+        "0.00",
+        "10.00",
+        "-10.00",
+    ]
+    assert row[8:] == ["10.00", "-10.00", "0.00", "0", to_iso(NOW - timedelta(hours=2))] + [
+        "statements"
+    ]
