@@ -322,7 +322,7 @@ class Snapshot:
         return {
             subscription: balance_from_row(
                 self.latest[subscription],
-                self.latest[subscription].currency or currency_of[subscription],
+                self.latest[subscription].currency or currency_of.get(subscription, ""),
             )
             for subscription in subscription_ids
             if subscription in self.latest
@@ -370,10 +370,9 @@ def build_rows(snapshot: Snapshot, balances: Mapping[str, Balance | None]) -> li
         )
         rows.append(replace(row, balance=None) if row.currency_mismatch else row)
     held = {(row.subscription_id, row.currency) for row in rows}
-    for row in list(rows):
-        own = row.subscription_currency
-        balance = balances.get(row.subscription_id)
-        if own is not None and row.currency_mismatch and (row.subscription_id, own) not in held:
+    for row in [row for row in rows if row.currency_mismatch]:
+        own, balance = row.subscription_currency, balances.get(row.subscription_id)
+        if own is not None and balance is not None and (row.subscription_id, own) not in held:
             held.add((row.subscription_id, own))
             rows.append(
                 replace(row, currency=own, stripe_net_minor=0, moesif_net_minor=0, balance=balance)
@@ -456,7 +455,9 @@ def check_balances(
 ) -> BalanceCheck:
     """Check every subscription's balance and write the CSV; exit code 1 if any delta is not 0.
 
-    With ``since``, ``fill`` first fills the snapshot from then to now.
+    With ``since``, ``fill`` first fills the snapshot from then to now. Moesif's figures come
+    from each subscription's latest billing-report row where :mod:`reconcile.rules.balance_source`
+    allows; only the other subscriptions are read from Moesif, through ``limiter``.
 
     Raises:
         ReconcileError: the database, Moesif or (while filling) Stripe failed; its exit code.

@@ -352,17 +352,21 @@ def test_a_currency_mismatch_row_shows_none_of_the_subscriptions_figures() -> No
             ("hooli", "sub_hooli", "eur"): (3000, 0),
             ("acme", "sub_acme", "usd"): (1000, 1000),
             ("acme", "sub_acme", "eur"): (500, 0),
+            ("gone", "sub_gone", "eur"): (700, 0),
         },
         open_counts={("hooli", "sub_hooli"): 1},
+        kept={"sub_gone": "USD"},
     )
-    rows = build_rows(snapshot, {"sub_hooli": usd, "sub_acme": usd})
+    rows = build_rows(snapshot, {"sub_hooli": usd, "sub_acme": usd, "sub_gone": None})
     by_key = {(r.subscription_id, r.currency): r for r in rows}
     assert set(by_key) == {
         ("sub_hooli", "eur"),
         ("sub_hooli", "usd"),  # added: the subscription's own figures, on a row of its own
         ("sub_acme", "usd"),
         ("sub_acme", "eur"),
+        ("sub_gone", "eur"),  # Moesif no longer knows it: no figures to show on a row of its own
     }
+    assert by_key["sub_gone", "eur"].currency_mismatch  # by the currency it was last read in
     for key in (("sub_hooli", "eur"), ("sub_acme", "eur")):
         mismatch = by_key[key]
         assert mismatch.currency_mismatch
