@@ -152,9 +152,9 @@ def balance_view(
     too much) as text. Rows with a non-zero delta come first, blocked customers (available
     balance zero or less) first among them, then each currency's rows by the size of their delta
     in major units. A row in a currency other than its subscription's (a ``currency_mismatch``;
-    the row's own ``subscription_currency`` when it names one, else ``subscription_currency``)
-    is shown apart and without Moesif's figures, which are the subscription's, in its own
-    currency.
+    the subscription's currency is the row's own ``subscription_currency`` column when it has
+    one, else the ``subscription_currency`` mapping's) is shown apart and without Moesif's
+    figures, which are the subscription's, in its own currency.
     """
     kept: list[dict[str, Any]] = []
     apart: list[dict[str, Any]] = []
