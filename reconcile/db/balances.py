@@ -1,4 +1,4 @@
-"""Queries for the balance check: Stripe's and Moesif's nets per subscription, summed by SQL."""
+"""Queries for the balance check: the nets per subscription, each latest balance, runs' windows."""
 
 from __future__ import annotations
 
