@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("match", "ingest", "incremental", "post")
+BENCHMARKS = ("match", "ingest", "incremental", "post", "balances")
 QUICK_SIZE = 2_000
 DEFAULT_SIZE = 100_000
 DEFAULT_SAMPLES = 5
@@ -221,6 +221,51 @@ def _post(size: int, database: str | None, samples: int) -> dict[str, Any]:
     }
 
 
+def _balances(size: int, database: str | None, samples: int) -> dict[str, Any]:
+    subscriptions = size
+    with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as scratch:
+        urls = {}
+        for name, with_run in (("ours", True), ("yardstick", False)):
+            urls[name] = f"sqlite:///{Path(scratch) / f'balances-{name}.db'}"
+            if database is not None and name == "ours":
+                urls[name] = database
+            part = {"url": urls[name], "size": subscriptions, "with_run": with_run}
+            filled = _spawn("balances_fill", part)
+        check = {"size": subscriptions, "report_dir": scratch}
+        ours = [_spawn("balances_check", {**check, "url": urls["ours"]}) for _ in range(samples)]
+        # One request per subscription, the way before: counted on the virtual clock, once.
+        theirs = _spawn("balances_check", {**check, "url": urls["yardstick"]})
+    first = ours[0]
+    result: dict[str, Any] = {
+        "benchmark": "balances",
+        "size": subscriptions,
+        "samples": samples,
+        **_spread("seconds", [sample["seconds"] for sample in ours]),
+        "peak_mb": max(sample["peak_mb"] for sample in ours),
+        "yardstick": "one request per subscription",
+        "yardstick_seconds": round(theirs["seconds"], 3),
+        "yardstick_seconds_min": round(theirs["seconds"], 3),
+        "yardstick_seconds_max": round(theirs["seconds"], 3),
+        "ratio": round(statistics.median(s["seconds"] for s in ours) / theirs["seconds"], 4),
+        "ratio_min": round(min(s["seconds"] for s in ours) / theirs["seconds"], 4),
+        "ratio_max": round(max(s["seconds"] for s in ours) / theirs["seconds"], 4),
+        "processing_seconds": round(statistics.median(s["processing_seconds"] for s in ours), 3),
+        "wait_seconds": round(first["wait_seconds"], 3),
+        "moesif_requests": first["moesif_requests"],
+        "requests_429": first["requests_429"],
+        "busiest_minute": first["busiest_minute"],
+        "batch_requests_per_minute": first["batch_requests_per_minute"],
+        "rows": first["rows"],
+        "ledger_rows": filled["ledger_rows"],
+        "yardstick_moesif_requests": theirs["moesif_requests"],
+        "yardstick_wait_seconds": round(theirs["wait_seconds"], 3),
+        "yardstick_processing_seconds": round(theirs["processing_seconds"], 3),
+        "yardstick_requests_429": theirs["requests_429"],
+        "database": urls["ours"].split(":", 1)[0],
+    }
+    return result
+
+
 _POST_OPTIONS: dict[str, Any] = {}
 """``--batch-share`` and ``--webhook-per-minute`` when given."""
 
@@ -230,6 +275,7 @@ _RUNNERS = {
     "ingest": _ingest,
     "incremental": _incremental,
     "post": _post,
+    "balances": _balances,
 }
 
 
@@ -244,10 +290,32 @@ def _spawn(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(role: str, arguments: dict[str, Any]) -> int:
-    from bench import data, incremental, ingest, match, post, snapshot  # noqa: PLC0415 - children only
+    from bench import ingest  # noqa: PLC0415 - children only
 
     if role == "serve":
         return ingest.serve(arguments["size"])
+    if role.startswith("balances_"):
+        result = _balances_part(role, arguments)
+    else:
+        result = _part(role, arguments)
+    result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+    return 0
+
+
+def _balances_part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    from bench import balances  # noqa: PLC0415 - children only
+
+    if role == "balances_fill":
+        return balances.fill(arguments["url"], arguments["size"], with_run=arguments["with_run"])
+    if role == "balances_check":
+        return balances.check(arguments["url"], arguments["size"], Path(arguments["report_dir"]))
+    raise SystemExit(f"bench: unknown part {role}")
+
+
+def _part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    from bench import data, incremental, ingest, match, post, snapshot  # noqa: PLC0415 - children only
+
     if role == "ingest_ours":
         result = ingest.ours(arguments["url"])
     elif role == "ingest_yardstick":
@@ -269,9 +337,7 @@ def _child(role: str, arguments: dict[str, Any]) -> int:
         result = match.yardstick(arguments["url"])
     else:
         raise SystemExit(f"bench: unknown part {role}")
-    result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps(result))
-    return 0
+    return result
 
 
 def _rounded(value: float | None) -> float | None:

@@ -266,7 +266,7 @@ def _balances(args: list[str]) -> int:
         )
     except ReconcileError as error:
         return _fail(error, settings)
-    print(summary_line(check.rows, check.path))
+    print(summary_line(check.rows, check.path, check.read_from_moesif))
     return check.exit_code
 
 

@@ -153,3 +153,17 @@ def test_post_counts_the_429s_when_the_shares_exceed_moesifs_limit() -> None:
     retried = result["batch_429"] + result["webhook_429"]
     assert result["first_reads"] == 1 + result["webhook_events"]
     assert result["requests"] == 510 + result["webhook_events"] + result["first_reads"] + retried
+
+
+def test_quick_balances_asks_moesif_only_for_the_quiet_and_new_subscriptions() -> None:
+    (result,) = bench("balances", "--samples", "1")
+    assert KEYS | SPREAD <= set(result)
+    assert_spread(result, 1)
+    assert (result["benchmark"], result["size"], result["rows"]) == ("balances", 2000, 2000)
+    # 1% without a Moesif row and 2% quiet since before the last run: 60 of 2,000 asked.
+    assert result["moesif_requests"] == 60
+    assert result["wait_seconds"] == 0  # within the first minute's share of 400
+    assert result["yardstick_moesif_requests"] == 2000  # one per subscription, as before
+    assert result["yardstick_wait_seconds"] == pytest.approx(240, abs=1)  # 400 a minute
+    assert result["requests_429"] == result["yardstick_requests_429"] == 0
+    assert result["busiest_minute"] <= 400

@@ -1,15 +1,20 @@
-"""Queries for the balance check: Stripe's and Moesif's nets per subscription, summed by SQL."""
+"""Queries for the balance check: the nets per subscription, each latest balance, runs' windows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting
+from reconcile.db.models import ExpectedRow, LedgerEntry, MoesifSubscription, Posting, Run
 from reconcile.domain.ids import OWN_POSTING_HEAD, OWN_POSTING_MIDDLE
-from reconcile.domain.vocab import PostingStatus
+from reconcile.domain.vocab import PostingStatus, RunStatus
+
+STREAM_ROWS = 1000
+"""Rows fetched from the database at a time."""
 
 Key = tuple[str, str, str]
 """(company id, subscription id, currency)."""
@@ -87,3 +92,99 @@ def confirmed_unseen_nets(session: Session, companies: Sequence[str] = ()) -> di
     if companies:
         query = query.where(Posting.company_id.in_(companies))
     return {(c, s, cur.lower()): int(n or 0) for c, s, cur, n in session.execute(query)}
+
+
+@dataclass(frozen=True)
+class LatestBalance:
+    """A subscription's balance after its latest billing-report row, in minor units.
+
+    ``currency`` is the row's, or the subscription's as last read when the row names none.
+    """
+
+    subscription_id: str
+    currency: str | None
+    created_at: datetime
+    sequence_id: int
+    current_minor: int
+    pending_minor: int
+    available_minor: int
+
+
+def latest_balances(session: Session, companies: Sequence[str] = ()) -> dict[str, LatestBalance]:
+    """Return each subscription's balance after its row with the highest ``sequence_id``.
+
+    Only rows Moesif still returns and that carry a balance count. One row per subscription is
+    held; the database finds them (``GROUP BY`` and a join), streamed a few at a time.
+    """
+    carries = (
+        LedgerEntry.subscription_id.is_not(None),
+        LedgerEntry.gone_at.is_(None),
+        LedgerEntry.sequence_id.is_not(None),
+        LedgerEntry.ending_current_minor.is_not(None),
+    )
+    top = (
+        select(
+            LedgerEntry.subscription_id.label("subscription_id"),
+            func.max(LedgerEntry.sequence_id).label("sequence_id"),
+        )
+        .where(*carries)
+        .group_by(LedgerEntry.subscription_id)
+    )
+    if companies:
+        top = top.where(LedgerEntry.company_id.in_(companies))
+    newest = top.subquery()
+    query = (
+        select(
+            LedgerEntry.subscription_id,
+            func.lower(func.coalesce(LedgerEntry.currency, MoesifSubscription.currency)),
+            LedgerEntry.created_at,
+            LedgerEntry.sequence_id,
+            LedgerEntry.ending_current_minor,
+            LedgerEntry.ending_pending_minor,
+            LedgerEntry.ending_available_minor,
+        )
+        .join(
+            newest,
+            and_(
+                LedgerEntry.subscription_id == newest.c.subscription_id,
+                LedgerEntry.sequence_id == newest.c.sequence_id,
+            ),
+        )
+        .outerjoin(
+            MoesifSubscription, MoesifSubscription.subscription_id == LedgerEntry.subscription_id
+        )
+        .where(*carries)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    found: dict[str, LatestBalance] = {}
+    for subscription_id, currency, at, sequence_id, current, pending, available in session.execute(
+        query
+    ):
+        row = LatestBalance(
+            subscription_id=str(subscription_id),
+            currency=None if currency is None else str(currency),
+            created_at=at,
+            sequence_id=int(sequence_id),
+            current_minor=int(current),
+            pending_minor=0 if pending is None else int(pending),
+            available_minor=int(current) + (pending or 0) if available is None else int(available),
+        )
+        kept = found.get(row.subscription_id)
+        if kept is None or row.created_at > kept.created_at:  # one sequence id, twice: the newer
+            found[row.subscription_id] = row
+    return found
+
+
+def read_windows(session: Session) -> Iterator[tuple[datetime, tuple[str, ...] | None]]:
+    """Yield ``(since, companies)`` of every run that read Moesif in full and concluded.
+
+    ``companies`` is ``None`` for a run over every company. Newest windows first.
+    """
+    query = (
+        select(Run.since, Run.companies)
+        .where(Run.status.in_((RunStatus.SUCCEEDED, RunStatus.GUARDRAIL)))
+        .order_by(Run.since.desc())
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    for since, companies in session.execute(query):
+        yield since, tuple(companies.split(",")) if companies else None

@@ -21,8 +21,11 @@ from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.operator.balances import (
     BALANCE_COLUMNS,
+    CSV_COLUMNS,
     Balance,
     BalanceRow,
+    Snapshot,
+    build_rows,
     check_balances,
     order_rows,
 )
@@ -96,20 +99,42 @@ def test_balances_after_filling_the_snapshot_from_the_demo_history(
     [path] = sorted(reports.glob("balances-*.csv"))
     assert "balances:" in capsys.readouterr().out
     with path.open(encoding="utf-8") as handle:
-        assert handle.readline().strip() == ",".join(BALANCE_COLUMNS)
+        header = handle.readline().strip().split(",")
+    assert header == CSV_COLUMNS
+    assert header[: len(BALANCE_COLUMNS)] == BALANCE_COLUMNS  # the contract's, then ours
     rows = {(r["company_id"], r["currency"]): r for r in _rows(path)}
-    order = [r["company_id"] for r in _rows(path)]
-    # Blocked while owed credit first: the JPY top-up never credited, the EUR one on a USD plan.
-    assert order[:2] == ["umbrella", "hooli"]
+    order = [(r["company_id"], r["currency"]) for r in _rows(path)]
+    # Blocked while owed credit first: the JPY top-up never credited.
+    assert order[0] == ("umbrella", "jpy")
     assert rows["umbrella", "jpy"]["delta"] == "5000"
     assert rows["umbrella", "jpy"]["available_balance"] == "0"
+    assert (rows["umbrella", "jpy"]["blocked"], rows["umbrella", "jpy"]["owed"]) == (
+        "blocked",
+        "owed",
+    )
+    # The EUR top-up on a USD plan shows none of the USD subscription's figures ...
+    hooli = rows["hooli", "eur"]
+    assert (hooli["delta"], hooli["owed"], hooli["subscription_currency"]) == (
+        "30.00",
+        "owed",
+        "usd",
+    )
+    assert [hooli[name] for name in ("current_balance", "available_balance", "as_of")] == [""] * 3
+    assert hooli["blocked"] == ""
+    # ... which stand on a row of the subscription's own currency.
+    assert (rows["hooli", "usd"]["delta"], rows["hooli", "usd"]["available_balance"]) == (
+        "0.00",
+        "0",
+    )
     assert rows["acme", "usd"]["stripe_net"] == "70.00"  # 50 + 25 - 5 refunded
     assert rows["acme", "usd"]["moesif_net"] == "50.00"
     assert rows["acme", "usd"]["delta"] == "20.00"
     assert Decimal(rows["acme", "usd"]["current_balance"]) == Decimal("50")
+    # acme's figures are its latest row's, as of that row's time: no request was needed.
+    assert rows["acme", "usd"]["as_of"] == to_iso(now - timedelta(days=5, minutes=-1))
     assert rows["globex", "usd"]["delta"] == "-100.00"  # the webhook's retry credited twice
     assert rows["initech", "usd"]["moesif_net"] == "1070.00"  # the promotion is not counted
-    assert order[-1] == "acme"
+    assert order[-1] == ("hooli", "usd")  # zero delta last
 
 
 def _settings(moesif: FakeMoesif, database_url: str, reports: Path) -> Settings:
@@ -306,3 +331,189 @@ def test_since_fills_the_snapshot_through_the_run_first(sqlite_url: str, tmp_pat
     assert calls == [(NOW - timedelta(days=900), ("acme",), tmp_path)]
     assert check.rows == ()
     assert check.exit_code == 0
+
+
+def test_order_weighs_deltas_within_their_currency_only() -> None:
+    def row(sub: str, currency: str, delta: int) -> BalanceRow:
+        balance = Balance(Decimal(5), Decimal(0), Decimal(5))
+        return BalanceRow("c", sub, currency, delta, 0, balance, 0)
+
+    ordered = order_rows(
+        [row("usd-60", "usd", 6000), row("yen", "jpy", 5000), row("usd-100", "usd", 10000)]
+    )
+    # 5,000 JPY (about 33 USD) is never weighed against 10,000 US cents: each currency apart.
+    assert [r.subscription_id for r in ordered] == ["yen", "usd-100", "usd-60"]
+
+
+def test_a_currency_mismatch_row_shows_none_of_the_subscriptions_figures() -> None:
+    usd = Balance(Decimal("12.00"), Decimal(0), Decimal("12.00"), NOW, "usd")
+    snapshot = Snapshot(
+        nets={
+            ("hooli", "sub_hooli", "eur"): (3000, 0),
+            ("acme", "sub_acme", "usd"): (1000, 1000),
+            ("acme", "sub_acme", "eur"): (500, 0),
+            ("gone", "sub_gone", "eur"): (700, 0),
+        },
+        open_counts={("hooli", "sub_hooli"): 1},
+        kept={"sub_gone": "USD"},
+    )
+    rows = build_rows(snapshot, {"sub_hooli": usd, "sub_acme": usd, "sub_gone": None})
+    by_key = {(r.subscription_id, r.currency): r for r in rows}
+    assert set(by_key) == {
+        ("sub_hooli", "eur"),
+        ("sub_hooli", "usd"),  # added: the subscription's own figures, on a row of its own
+        ("sub_acme", "usd"),
+        ("sub_acme", "eur"),
+        ("sub_gone", "eur"),  # Moesif no longer knows it: no figures to show on a row of its own
+    }
+    assert by_key["sub_gone", "eur"].currency_mismatch  # by the currency it was last read in
+    for key in (("sub_hooli", "eur"), ("sub_acme", "eur")):
+        mismatch = by_key[key]
+        assert mismatch.currency_mismatch
+        assert mismatch.balance is None
+        assert not mismatch.blocked
+        assert mismatch.subscription_currency == "usd"
+    own = by_key["sub_hooli", "usd"]
+    assert (own.delta_minor, own.balance, own.currency_mismatch) == (0, usd, False)
+    assert by_key["sub_acme", "usd"].balance == usd
+
+
+def _customer(stripe: FakeStripe, moesif: FakeMoesif, company: str) -> str:
+    moesif.add_subscription(f"sub_{company}", company)
+    return stripe.add_customer(
+        metadata={"moesif_company_id": company, "moesif_subscription_id": f"sub_{company}"}
+    )
+
+
+def _environment(
+    monkeypatch: pytest.MonkeyPatch, stripe: FakeStripe, moesif: FakeMoesif, database_url: str
+) -> None:
+    for name, value in {
+        "STRIPE_API_KEY": DEMO_STRIPE_KEY,
+        "STRIPE_API_BASE": stripe.base_url,
+        "MOESIF_MANAGEMENT_TOKEN": DEMO_MOESIF_TOKEN,
+        "MOESIF_API_BASE": moesif.base_url,
+        "RECONCILE_DATABASE_URL": database_url,
+        "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_balances_ask_moesif_only_for_quiet_new_and_unseen_subscriptions(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "reports"
+    with (
+        FakeStripe(api_key=DEMO_STRIPE_KEY) as stripe,
+        FakeMoesif(token=DEMO_MOESIF_TOKEN) as moesif,
+    ):
+        # busy: credited 3 days ago, metered 2 hours ago: its latest row is in the last window.
+        paid = stripe.add_payment_intent(
+            _customer(stripe, moesif, "busy"), 5000, created=now - 3 * day
+        )
+        moesif.add_row("busy", "sub_busy", "credit", Decimal("50.00"), now - 3 * day, paid)
+        moesif.add_row(
+            "busy", "sub_busy", "usage", Decimal("1"), now - 2 * hour, billing_meter_id="m"
+        )
+        # quiet: nothing since its credit 20 days ago, before the last run's window.
+        paid = stripe.add_payment_intent(
+            _customer(stripe, moesif, "quiet"), 2000, created=now - 20 * day
+        )
+        moesif.add_row("quiet", "sub_quiet", "credit", Decimal("20.00"), now - 20 * day, paid)
+        # topped: a recent row, then a top-up the last run posted, which no row shows yet.
+        topped = _customer(stripe, moesif, "topped")
+        paid = stripe.add_payment_intent(topped, 1000, created=now - 5 * hour)
+        moesif.add_row("topped", "sub_topped", "credit", Decimal("10.00"), now - 5 * hour, paid)
+        stripe.add_payment_intent(topped, 500, created=now - hour)
+        # newcomer: its first top-up, posted by the last run; no row of it in the snapshot.
+        stripe.add_payment_intent(_customer(stripe, moesif, "newcomer"), 1500, created=now - hour)
+        _environment(monkeypatch, stripe, moesif, database_url)
+        fill = ["--since", to_iso(now - 30 * day), "--dry-run", "--report-dir", str(reports)]
+        assert main(fill) == 1  # two top-ups missing in Moesif
+        assert main(["--since", to_iso(now - day), "--report-dir", str(reports)]) == 0
+        assert len(moesif.posts) == 2  # topped's and newcomer's, confirmed
+        before = len(moesif.exchanges)
+        capsys.readouterr()
+        assert main(["balances", "--report-dir", str(reports)]) == 0
+        asked = moesif.exchanges[before:]
+    assert sorted((e.method, e.path) for e in asked) == [
+        ("GET", f"/v1/search/~/subscriptions/sub_{name}")
+        for name in ("newcomer", "quiet", "topped")
+    ]
+    assert "balances read from Moesif now: 3" in capsys.readouterr().out
+    [path] = sorted(reports.glob("balances-*.csv"))
+    rows = {r["company_id"]: r for r in _rows(path)}
+    assert rows["busy"]["as_of"] == to_iso(now - 2 * hour)  # its latest row's time
+    assert Decimal(rows["busy"]["current_balance"]) == Decimal(50)
+    assert Decimal(rows["topped"]["current_balance"]) == Decimal(15)  # the posting counted
+    assert Decimal(rows["newcomer"]["current_balance"]) == Decimal(15)
+    for read in ("quiet", "topped", "newcomer"):
+        assert rows[read]["as_of"] >= to_iso(now)  # read now
+    assert all(r["delta"] == "0.00" and r["owed"] == "" for r in rows.values())
+
+
+def _recent_rows(database_url: str, subscriptions: int, quiet: int, status: str) -> None:
+    """Fill a snapshot: each subscription one credit row carrying its balance, and one run.
+
+    The first ``quiet`` rows are older than the run's window, the others in it.
+    """
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    with sessionmaker(engine).begin() as session:
+        run = add_run(session, "r1", started_at=NOW)
+        run.since, run.status = NOW - timedelta(days=1), status
+        session.add_all(
+            LedgerEntry(
+                moesif_id=f"m{i}",
+                transaction_id=f"t{i}",
+                entry_type="credit",
+                amount_minor=100,
+                amount_raw="1.00",
+                currency="usd",
+                company_id=f"c{i}",
+                subscription_id=f"s{i}",
+                created_at=NOW - timedelta(days=5 if i < quiet else 0, hours=1),
+                first_seen_at=NOW,
+                last_seen_at=NOW,
+                sequence_id=1,
+                ending_current_minor=100,
+                ending_pending_minor=0,
+                ending_available_minor=100,
+            )
+            for i in range(subscriptions)
+        )
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("status", "requests"), [("succeeded", 10), ("failed", 1000)])
+def test_a_thousand_subscriptions_with_recent_rows_ask_moesif_for_the_quiet_ones_only(
+    database_url: str, tmp_path: Path, status: str, requests: int
+) -> None:
+    _recent_rows(database_url, 1000, quiet=10, status=status)
+    time = VirtualTime()
+    with FakeMoesif(token="tok", clock=time.utc) as moesif:
+        for i in range(1000):
+            moesif.add_subscription(f"s{i}", f"c{i}")
+        check = check_balances(
+            _settings(moesif, database_url, tmp_path),
+            clock=time.utc,
+            limiter=RateLimiter(400, 60.0, clock=time.monotonic, sleep=time.sleep),
+        )
+        asked = {e.path.rsplit("/", 1)[-1] for e in moesif.exchanges}
+    assert len(check.rows) == 1000
+    assert (check.read_from_moesif, len(asked)) == (requests, requests)
+    if status == "succeeded":  # a failed run proves nothing: every balance is read
+        assert asked == {f"s{i}" for i in range(10)}
+        assert time.seconds == 0  # 10 requests fit in the first minute's share
+        row = next(r for r in check.rows if r.subscription_id == "s500")
+        assert row.balance is not None
+        assert row.balance.as_of == NOW - timedelta(hours=1)
+        assert row.balance.current_balance == Decimal("1.00")
+    else:
+        assert time.seconds == pytest.approx(120.0)  # 400, 400, then 200 a minute later each

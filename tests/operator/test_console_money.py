@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
 from reconcile.db.subscriptions import keep_currency
+from reconcile.domain.times import to_iso
 from tests.operator.conftest import NOW, add_finding, add_run, add_state
 from tests.operator.test_console import _login, clients, served  # noqa: F401
 
@@ -152,6 +153,7 @@ def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
         "0",
         "1050.00",
         "1",
+        "",  # as_of: this older CSV has none
         "statements",
     ]  # 1,039.50 USD, shown as a number (not the CSV's formula guard)
     assert [row[:5] for row in rows] == [
@@ -239,3 +241,36 @@ def test_sorting_by_amount_ranks_within_each_currency_blocked_but_owed_first(
     # by raw minor units: 5000 JPY, 2500, 2000, 300, 100; per currency: the blocked customer
     # owed 3.00 USD first, then the first of each currency, then the second of each
     assert ids == [blocked, seeded["jpy"], seeded["owed"], small_jpy, seeded["hostile"]]
+
+
+def test_balances_before_any_check_show_each_latest_rows_figures_as_of_its_time(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        keep_currency(session, "sub_acme", "usd", NOW, "acme")
+        for number, (amount, ending, hours) in enumerate(((3000, 3000, 30), (2000, 0, 2))):
+            session.add(
+                LedgerEntry(
+                    moesif_id=f"m{number}", transaction_id=f"pi_{number}",
+                    entry_type="credit" if number == 0 else "debit", amount_minor=amount,
+                    amount_raw=str(amount), currency="usd", company_id="acme",
+                    subscription_id="sub_acme", created_at=NOW - timedelta(hours=hours),
+                    first_seen_at=NOW, last_seen_at=NOW, sequence_id=number + 1,
+                    ending_current_minor=ending + 1000, ending_pending_minor=-1000,
+                    ending_available_minor=ending,
+                )
+            )  # fmt: skip
+    client = clients()
+    _login(client)
+    page = client.get("/balances").text
+    [row] = _cells(page, "balances")
+    # The debit's row, the latest by sequence id: 10.00 current, -10.00 pending, 0 available.
+    assert row[:8] == ["acme", "sub_acme", "usd", "blocked", "over-credited"] + [
+        "0.00",
+        "10.00",
+        "-10.00",
+    ]
+    assert row[8:] == ["10.00", "-10.00", "0.00", "0", to_iso(NOW - timedelta(hours=2))] + [
+        "statements"
+    ]

@@ -77,24 +77,29 @@ def test_balance_rows_are_marked_ordered_per_currency_and_mismatches_apart() -> 
             row("sub_yen", "jpy", "5000", "10"),
             row("sub_blocked", "usd", "1.00", "0.00"),
             row("sub_eur", "eur", "30.00", "0"),
+            row("sub_spent", "usd", "'-2.00", "-1.00"),
+            {**row("sub_gbp", "gbp", "4.00", "9.00"), "subscription_currency": "usd"},
         ],
         {"sub_eur": "usd", "sub_yen": "jpy", "sub_small": None},
     )
     assert [(r["subscription_id"], r["blocked"], r["owed"]) for r in view.rows] == [
+        ("sub_spent", "blocked", "over-credited"),  # blocked first, owed or not (section 10)
         ("sub_blocked", "blocked", "owed"),
         ("sub_yen", "", "owed"),
         ("sub_over", "", "over-credited"),
         ("sub_small", "", "owed"),
         ("sub_clean", "blocked", ""),
     ]
-    assert view.rows[2]["delta"] == "-100.00"
-    [apart] = view.currency_mismatch
+    assert view.rows[3]["delta"] == "-100.00"
+    apart, named = view.currency_mismatch
     assert (apart["subscription_id"], apart["subscription_currency"], apart["owed"]) == (
         "sub_eur",
         "USD",
         "owed",
     )
     assert (apart["available_balance"], apart["blocked"]) == ("", "")
+    # The CSV's own subscription_currency tells a mismatch the snapshot's currencies do not.
+    assert (named["subscription_id"], named["available_balance"]) == ("sub_gbp", "")
 
 
 def test_moesif_available_balance_is_kept_in_minor_units() -> None:

@@ -52,7 +52,13 @@ from reconcile.db.finding_states import (
 from reconcile.domain.money import format_major, to_minor
 from reconcile.domain.vocab import FindingStatus, NoteAction, NoteSource
 from reconcile.errors import ConfigError, ReconcileError
-from reconcile.operator.balances import BALANCE_COLUMNS, build_rows, read_snapshot
+from reconcile.operator.balances import (
+    BALANCE_COLUMNS,
+    CSV_COLUMNS,
+    build_rows,
+    csv_cells,
+    read_snapshot,
+)
 from reconcile.operator.console import queue, reads, statements
 from reconcile.operator.console.chart import Chart, build_chart, build_signed_chart
 from reconcile.operator.console.login_guard import LoginGuard
@@ -558,13 +564,16 @@ class _Console:
             source = f"from {path.name}"
         else:
             rows = self._computed_balances()
-            source = "computed from the snapshot (run `reconcile balances` for Moesif's figures)"
+            source = (
+                "computed from the snapshot, Moesif's figures as of each subscription's latest "
+                "billing-report row (run `reconcile balances` for a check)"
+            )
         view = balance_view(rows, self._subscription_currencies())
         return {
             "rows": view.rows,
             "mismatched": view.currency_mismatch,
             "source": source,
-            "columns": [*BALANCE_COLUMNS[:3], "blocked", "owed", *BALANCE_COLUMNS[3:]],
+            "columns": [*BALANCE_COLUMNS[:3], "blocked", "owed", *BALANCE_COLUMNS[3:], "as_of"],
         }
 
     def _subscription_currencies(self) -> dict[str, str | None]:
@@ -582,18 +591,14 @@ class _Console:
         except SQLAlchemyError:
             log.exception("review page: balances could not be read")
             return []
+        # No check written yet: the balances after each subscription's latest row, as of then.
+        rows = build_rows(snapshot, snapshot.row_balances(snapshot.subscriptions()))
         return [
             {
-                "company_id": row.company_id,
-                "subscription_id": row.subscription_id,
-                "currency": row.currency,
-                "stripe_net": _major(row.stripe_net_minor, row.currency),
-                "moesif_net": _major(row.moesif_net_minor, row.currency),
-                "delta": _major(row.delta_minor, row.currency),
-                "open_findings": str(row.open_findings),
-                "blocked_but_owed": False,
+                **dict(zip(CSV_COLUMNS, csv_cells(row), strict=True)),
+                "blocked_but_owed": row.blocked_but_owed,
             }
-            for row in build_rows(snapshot, {})
+            for row in rows
         ]
 
     async def company(self, request: Request) -> Response:

@@ -149,20 +149,24 @@ def balance_view(
 
     Each row gains ``blocked`` (``"blocked"`` when Moesif shows no available credit) and
     ``owed`` (``"owed"`` when the customer is owed credit, ``"over-credited"`` when Moesif holds
-    too much) as text. Rows with a non-zero delta come first, customers blocked while owed first
-    among them, then each currency's rows by the size of their delta in major units. A row in a
-    currency other than its subscription's (a ``currency_mismatch``) is shown apart and without
-    Moesif's figures, which are the subscription's, in its own currency.
+    too much) as text. Rows with a non-zero delta come first, blocked customers (available
+    balance zero or less) first among them, then each currency's rows by the size of their delta
+    in major units. A row in a currency other than its subscription's (a ``currency_mismatch``;
+    the subscription's currency is the row's own ``subscription_currency`` column when it has
+    one, else the ``subscription_currency`` mapping's) is shown apart and without Moesif's
+    figures, which are the subscription's, in its own currency.
     """
     kept: list[dict[str, Any]] = []
     apart: list[dict[str, Any]] = []
     for row in rows:
         marked = {name: _unquoted(value) for name, value in row.items()}
         currency = str(marked.get("currency") or "").lower()
-        own = subscription_currency.get(str(marked.get("subscription_id") or ""))
+        own = str(marked.get("subscription_currency") or "") or subscription_currency.get(
+            str(marked.get("subscription_id") or "")
+        )
         delta = _decimal(marked.get("delta"))
         if own and currency and own.lower() != currency:
-            for figure in _BALANCE_FIGURES:
+            for figure in (*_BALANCE_FIGURES, "as_of"):
                 marked[figure] = ""
             marked.update(
                 blocked="",
@@ -201,7 +205,7 @@ def _balance_key(row: Mapping[str, Any]) -> tuple[bool, bool, str, Decimal, str,
     delta = _decimal(row.get("delta")) or Decimal(0)
     return (
         delta == 0,
-        not row.get("blocked_but_owed"),
+        not row.get("blocked"),
         str(row.get("currency") or ""),
         -abs(delta),
         str(row.get("company_id") or ""),
