@@ -11,7 +11,7 @@ from tests.e2e.conftest import World
 
 
 def _history(world: World) -> list[StoredRow]:
-    """Two top-ups Moesif holds, each followed by usage (which this fake does not subtract)."""
+    """Two top-ups Moesif holds, each followed by usage (which burns the balance down)."""
     customer = world.stripe.add_customer(
         metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_acme"}
     )
@@ -58,8 +58,8 @@ def test_a_break_is_flagged_with_both_rows_and_never_posted(world: World) -> Non
     assert (broken["category"], broken["action"]) == ("balance_break", "flagged")
     assert (broken["company_id"], broken["subscription_id"]) == ("acme", "sub_acme")
     assert broken["currency"] == "usd"
-    assert f"row {rows[2].id} begins at 17.50 USD" in broken["detail"]
-    assert f"row {rows[1].id} ended at 25.00 USD" in broken["detail"]
+    assert f"row {rows[2].id} begins at 13.50 USD" in broken["detail"]
+    assert f"row {rows[1].id} ended at 21.00 USD" in broken["detail"]
     assert "a gap of -7.50 USD" in broken["detail"]
     assert world.moesif.posts == []
 
@@ -82,8 +82,8 @@ def test_a_break_inside_a_row_names_it(world: World) -> None:
 
     [broken] = world.report_rows()
     assert broken["category"] == "balance_break"
-    assert f"row {rows[1].id} ends at 25.01 USD" in broken["detail"]
-    assert "its beginning plus its 1 balance changes is 25.00 USD" in broken["detail"]
+    assert f"row {rows[1].id} ends at 21.01 USD" in broken["detail"]
+    assert "its beginning plus its 1 balance changes is 21.00 USD" in broken["detail"]
 
 
 def test_a_reported_balance_off_the_last_row_is_a_break(world: World) -> None:
@@ -94,5 +94,5 @@ def test_a_reported_balance_off_the_last_row_is_a_break(world: World) -> None:
 
     [broken] = world.report_rows()
     assert broken["category"] == "balance_break"
-    assert "Moesif reports 135.00 USD for the subscription" in broken["detail"]
-    assert f"its last row {rows[3].id} ended at 35.00 USD" in broken["detail"]
+    assert "Moesif reports 127.00 USD for the subscription" in broken["detail"]
+    assert f"its last row {rows[3].id} ended at 27.00 USD" in broken["detail"]
