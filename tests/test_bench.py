@@ -153,3 +153,15 @@ def test_post_counts_the_429s_when_the_shares_exceed_moesifs_limit() -> None:
     retried = result["batch_429"] + result["webhook_429"]
     assert result["first_reads"] == 1 + result["webhook_events"]
     assert result["requests"] == 510 + result["webhook_events"] + result["first_reads"] + retried
+
+
+def test_checks_time_the_balance_chains_and_the_control_totals_over_every_row() -> None:
+    from bench import checks
+
+    chained = checks.chains(300)
+    assert (chained["rows_checked"], chained["subscriptions"]) == (300, 30)
+    assert chained["reported_compared"] == 30  # every kept balance compared, none broken
+    assert chained["breaks"] == 0
+    totals = checks.totals(300)
+    assert (totals["gaps"], totals["mismatches"]) == (0, 0)
+    assert totals["seconds"] >= totals["counterparts_seconds"] >= 0
