@@ -261,12 +261,17 @@ def test_every_demo_statement_ties_out_or_names_the_finding_of_each_difference(
     seed(world.stripe, world.moesif, world.now)
     seed_review_cases(world.stripe, world.moesif, world.now)
     assert main(["--since", world.since]) == 1
+    (goodwill,) = [
+        row["finding_id"]
+        for row in world.report_rows()
+        if row["category"] == "missing_in_stripe" and row["company_id"] == "initech"
+    ]
     capsys.readouterr()
 
     codes = {}
     for company in DEMO_COMPANIES:
         codes[company] = main(["statement", "--company", company, "--since", world.since])
-        _, tie_out = _statement(capsys)
+        path, tie_out = _statement(capsys)
         differences = tie_out[1:]
         assert codes[company] == (1 if differences else 0), company
         for line in differences:
@@ -276,6 +281,9 @@ def test_every_demo_statement_ties_out_or_names_the_finding_of_each_difference(
             assert tie_out[0].endswith("closing 1071.80 USD; Moesif reports 1071.80 USD")
             [mismatch] = differences
             assert mismatch.startswith("-1039.50 USD: the ledger records 1050.00 USD")
+            # support's credit is no difference, but its line names its open finding
+            [manual] = [row for row in _rows(path) if row["kind"] == "manual_credit"]
+            assert (manual["amount"], manual["finding_id"]) == ("20.00", goodwill)
     assert {company for company, code in codes.items() if code == 0} == {
         "acme",
         "umbrella",
