@@ -92,7 +92,7 @@ def _reconcile(
     loaded = snapshot.load(
         sessions, clients.stripe, directory, run, companies, moesif.rechecked, now=clock()
     )
-    chained = balance_chains.check(sessions, run, companies, settings.moesif_amount_unit)
+    chained = balance_chains.check(sessions, run, companies, settings.moesif_amount_unit, directory)
     compared = comparing.compare(sessions, loaded, stripe, moesif, run.spans, settings.match_window)
     totals = control_totals.check(
         clients.stripe,

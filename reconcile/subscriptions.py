@@ -105,6 +105,15 @@ class SubscriptionDirectory:
         known = self.lookup(session, subscription_id)
         return known.currency if known is not None else None
 
+    def read_again(self, session: Session, subscription_id: str) -> Known | None:
+        """Read the subscription from Moesif now, whatever is kept or was read before; keep it.
+
+        One request (never an answer the client kept). Writes through ``session``; the caller
+        commits.
+        """
+        self._answers[subscription_id] = self._read(session, subscription_id, fresh=True)
+        return self._answers[subscription_id]
+
     def _kept_currency(self, session: Session, subscription_id: str) -> KeptCurrency | None:
         """Return the snapshot's kept currency; a run reads all of them in one query, once.
 
@@ -116,8 +125,8 @@ class SubscriptionDirectory:
             self._kept = kept_currencies(session)
         return self._kept.get(subscription_id)
 
-    def _read(self, session: Session, subscription_id: str) -> Known | None:
-        found = self._client.subscription(subscription_id, fresh=self._fresh_reads)
+    def _read(self, session: Session, subscription_id: str, *, fresh: bool = False) -> Known | None:
+        found = self._client.subscription(subscription_id, fresh=fresh or self._fresh_reads)
         if found is None:
             return None
         currency = found.currency.lower() if found.currency else None

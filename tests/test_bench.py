@@ -167,3 +167,15 @@ def test_quick_balances_asks_moesif_only_for_the_quiet_and_new_subscriptions() -
     assert result["yardstick_wait_seconds"] == pytest.approx(240, abs=1)  # 400 a minute
     assert result["requests_429"] == result["yardstick_requests_429"] == 0
     assert result["busiest_minute"] <= 400
+
+
+def test_checks_time_the_balance_chains_and_the_control_totals_over_every_row() -> None:
+    from bench import checks
+
+    chained = checks.chains(300)
+    assert (chained["rows_checked"], chained["subscriptions"]) == (300, 30)
+    assert chained["reported_compared"] == 30  # every kept balance compared, none broken
+    assert chained["breaks"] == 0
+    totals = checks.totals(300)
+    assert (totals["gaps"], totals["mismatches"]) == (0, 0)
+    assert totals["seconds"] >= totals["counterparts_seconds"] >= 0

@@ -44,8 +44,13 @@ class ReportedBalance:
 def touched_subscriptions(
     session: Session, since: datetime, until: datetime, companies: Collection[str]
 ) -> list[str]:
-    """Return the subscriptions with a row created in ``[since, until)`` (of ``companies``)."""
-    query = (
+    """Return the subscriptions to check (of ``companies``, when named).
+
+    Those with a row created in ``[since, until)``, and those whose balance was read from
+    Moesif since ``since`` (by a run, ``serve`` or ``balances``): a fresh reported balance is
+    worth comparing even when no row is new.
+    """
+    rows = (
         select(LedgerEntry.subscription_id)
         .where(
             LedgerEntry.created_at >= since,
@@ -55,9 +60,16 @@ def touched_subscriptions(
         )
         .distinct()
     )
+    balances = select(MoesifSubscription.subscription_id).where(
+        MoesifSubscription.fetched_at >= since,
+        MoesifSubscription.current_balance.is_not(None),
+    )
     if companies:
-        query = query.where(LedgerEntry.company_id.in_(list(companies)))
-    return sorted(str(found) for found in session.scalars(query))
+        rows = rows.where(LedgerEntry.company_id.in_(list(companies)))
+        balances = balances.where(MoesifSubscription.company_id.in_(list(companies)))
+    found = {str(each) for each in session.scalars(rows)}
+    found |= {str(each) for each in session.scalars(balances)}
+    return sorted(found)
 
 
 def chains(session: Session, subscription_ids: Collection[str]) -> Iterator[Chain]:

@@ -175,18 +175,20 @@ class FakeMoesif:
     * POST amounts must be positive numbers.
     * Requests over ``rate_limit`` in one calendar minute of ``clock`` are answered 429 with
       ``Retry-After``, and do not count toward the limit.
-    * A subscription's ``current_balance`` is credits + promotions + adjustments - debits
-      (metered usage is not subtracted); ``available_balance`` adds ``pending_activity``.
+    * A subscription's ``current_balance`` is credits + promotions + adjustments - debits -
+      metered usage, as Moesif burns reported usage down from the balance it tracks (a row with
+      a ``billing_meter_id`` is usage Moesif has posted; usage not yet posted is what
+      ``pending_activity`` stands for, set per subscription); ``available_balance`` adds
+      ``pending_activity``.
     * Every billing-report row carries its running balance (unless ``serve_balances`` is off):
       per subscription the rows form a chain in the order the fake stored them (``sequence_id``
       1, 2, …, as Moesif numbers what it applies), each row's ``beginning_balance`` is the
       previous row's ``ending_balance`` (zero before the first), and ``balance_changes`` holds
       one change, the row's effect on ``current_balance``: plus a credit, promotion or
-      adjustment, minus a debit, and ``0`` for metered usage, which does not move this fake's
-      balance (see above). The last row's ending is the subscription's balance, and the
-      subscription's ``balance.sequence_id`` is the last row's. Removing a row renumbers and
-      recomputes the chain after it. :meth:`break_balance` and :meth:`misreport_balance`
-      inject breaks.
+      adjustment, minus a debit or metered usage (see above). The last row's ending is the
+      subscription's balance, and the subscription's ``balance.sequence_id`` is the last row's.
+      Removing a row renumbers and recomputes the chain after it. :meth:`break_balance` and
+      :meth:`misreport_balance` inject breaks.
 
     Hostile modes for tests: ``ignore_window`` answers every billing-report read with all rows,
     whatever ``from``/``to`` say; ``echo_token`` sends the caller's token back in an
@@ -476,7 +478,7 @@ class FakeMoesif:
             return dict(self._per_minute)
 
     def balance(self, subscription_id: str) -> Decimal:
-        """Return the current balance of a subscription: credits and grants minus debits."""
+        """Return a subscription's current balance: credits and grants less debits and usage."""
         with self._lock:
             return self._current_balance(subscription_id)
 
@@ -755,20 +757,16 @@ class FakeMoesif:
         return (digest.digest(), row.id)
 
     def _current_balance(self, subscription_id: str) -> Decimal:
-        total = Decimal(0)
-        for row in self._rows:
-            if row.subscription_id != subscription_id or row.billing_meter_id:
-                continue
-            if row.type in _ADDS:
-                total += row.amount
-            elif row.type == "debit":
-                total -= row.amount
-        return total
+        return sum(
+            (self._effect(row) for row in self._rows if row.subscription_id == subscription_id),
+            Decimal(0),
+        )
 
-    def _effect(self, row: StoredRow) -> Decimal:
-        """Return what ``row`` does to its subscription's ``current_balance``."""
+    @staticmethod
+    def _effect(row: StoredRow) -> Decimal:
+        """Return what ``row`` does to its subscription's ``current_balance`` (usage burns down)."""
         if row.billing_meter_id:
-            return Decimal(0)
+            return -row.amount
         if row.type in _ADDS:
             return row.amount
         return -row.amount if row.type == "debit" else Decimal(0)

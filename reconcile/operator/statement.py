@@ -45,7 +45,7 @@ from reconcile.db.statements import (
 )
 from reconcile.domain.ids import posted_transaction_id
 from reconcile.domain.money import exponent
-from reconcile.domain.vocab import Category
+from reconcile.domain.vocab import ROW_CATEGORIES, Category
 from reconcile.errors import DatabaseUnavailable, ExitCode, UsageError
 from reconcile.files import write_atomically
 from reconcile.report import neutralise
@@ -162,6 +162,17 @@ def split_ledger(
             )
         )
     return movements, usage
+
+
+def row_finding_index(states: Iterable[FindingState], subscription_id: str) -> dict[str, str]:
+    """Return the open findings about one ledger row of the subscription, by ``moesif_id``."""
+    return {
+        state.moesif_id: state.finding_id
+        for state in sorted(states, key=lambda s: s.finding_id, reverse=True)
+        if state.category in ROW_CATEGORIES
+        and state.moesif_id
+        and state.subscription_id == subscription_id
+    }
 
 
 def finding_index(
@@ -365,6 +376,7 @@ def read_statement(
         closing=closing,
         reported=None if reported is None else reported(subscription_id, currency),
         balance_finding_id=balance_break,
+        row_findings=row_finding_index(states, subscription_id),
     )
     heading = Heading(request.company_id, subscription_id, request.since, until)
     return heading, statement

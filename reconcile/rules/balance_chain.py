@@ -5,7 +5,8 @@ The chained figure is ``current_balance``. Moesif's balance has three figures pe
 the pending activity). ``balance_changes`` are what moved the current balance from its
 beginning to its ending; pending activity is an estimate Moesif recomputes between reports and
 that no change accounts for, so the available balance would show breaks that are not errors.
-The subscription's reported balance is compared by its ``current_balance`` for the same reason.
+The subscription's reported balance is compared by its ``current_balance`` for the same reason,
+with the ending of the row whose ``sequence_id`` it carries: the last row when it was read.
 
 Every gap is signed the same way: the figure found minus the figure it should equal.
 """
@@ -79,6 +80,8 @@ class ChainCheck:
     breaks: tuple[BalanceBreak, ...]
     checked: int
     skipped: int
+    reported: bool = False
+    """Whether the reported balance was compared with a row's ending."""
 
 
 @dataclass(frozen=True)
@@ -128,27 +131,50 @@ def _changed(link: _Link) -> BalanceBreak | None:
     return BalanceBreak(CHANGES, row_id, row_id, gap, currency, detail)
 
 
-def _reported(last: _Link, reported: int) -> BalanceBreak | None:
-    gap = reported - last.ending
+def _reported(link: _Link, reported: int, last: bool) -> BalanceBreak | None:
+    gap = reported - link.ending
     if gap == 0:
         return None
-    currency, row_id = last.row.currency, last.row.moesif_id
-    detail = (
-        f"Moesif reports {_money(reported, currency)} for the subscription but its last row "
-        f"{row_id} ended at {_money(last.ending, currency)}: a gap of {_money(gap, currency)}"
-    )
+    currency, row_id = link.row.currency, link.row.moesif_id
+    ended = f"ended at {_money(link.ending, currency)}: a gap of {_money(gap, currency)}"
+    if last:
+        detail = (
+            f"Moesif reports {_money(reported, currency)} for the subscription but its last "
+            f"row {row_id} {ended}"
+        )
+    else:
+        detail = (
+            f"Moesif reported {_money(reported, currency)} for the subscription at sequence "
+            f"{link.sequence_id} but row {row_id} of that sequence {ended}"
+        )
     return BalanceBreak(REPORTED, row_id, REPORTED, gap, currency, detail)
 
 
-def balance_breaks(rows: Iterable[BalanceRow], reported: int | None) -> ChainCheck:
+def _reported_link(chain: list[_Link], reported_at: int | None) -> _Link | None:
+    """Return the row a balance reported at sequence ``reported_at`` must have ended at."""
+    if not chain:
+        return None
+    if reported_at is None:
+        return chain[-1]
+    at = [link for link in chain if link.sequence_id == reported_at]
+    return at[0] if len(at) == 1 else None
+
+
+def balance_breaks(
+    rows: Iterable[BalanceRow], reported: int | None, *, reported_at: int | None = None
+) -> ChainCheck:
     """Return where one subscription's running balance does not add up.
 
     Args:
         rows: the subscription's billing-report rows, in any order; they are chained by
             ``sequence_id`` (then time and id). Rows without a sequence id or without both
             balances take no part and are counted as skipped, never as breaks.
-        reported: the ``current_balance`` Moesif reports for the subscription now, in minor
-            units, or ``None`` when it is not known (then only the rows are checked).
+        reported: the ``current_balance`` Moesif reports for the subscription, in minor units,
+            or ``None`` when it is not known (then only the rows are checked).
+        reported_at: the ``sequence_id`` Moesif reported that balance at: it must equal the
+            ending of the row of that sequence (the last row when the balance was read). A
+            sequence no single row carries (rows Moesif applied after the snapshot's) is not
+            compared. ``None``: the balance is the last row's.
 
     Returns:
         The breaks in chain order: for each row a ``carried`` break against the row before
@@ -164,7 +190,23 @@ def balance_breaks(rows: Iterable[BalanceRow], reported: int | None) -> ChainChe
         if position:
             breaks.append(_carried(chain[position - 1], link))
         breaks.append(_changed(link))
-    if chain and reported is not None:
-        breaks.append(_reported(chain[-1], reported))
+    compared = _reported_link(chain, reported_at)
+    if compared is not None and reported is not None:
+        breaks.append(_reported(compared, reported, last=compared is chain[-1]))
     found = tuple(found for found in breaks if found is not None)
-    return ChainCheck(found, checked=len(chain), skipped=len(given) - len(chain))
+    return ChainCheck(
+        found,
+        checked=len(chain),
+        skipped=len(given) - len(chain),
+        reported=compared is not None and reported is not None,
+    )
+
+
+def read_again_first(check: ChainCheck, *, read_after_rows: bool) -> bool:
+    """Whether a ``reported`` break must be confirmed by reading the balance again first.
+
+    A balance kept from before the rows were last read may be older than their figures (Moesif
+    may have changed a row since): a disagreement then proves nothing until a balance read now
+    says the same. A balance read after the rows is believed as it is.
+    """
+    return not read_after_rows and any(found.kind == REPORTED for found in check.breaks)

@@ -169,6 +169,7 @@ class _Entry:
     description: str
     amount: int
     ledger_amount: int | None
+    moesif_id: str | None = None
 
 
 def _stripe_entries(movement: StripeMovement, rows: list[LedgerMovement]) -> Iterable[_Entry]:
@@ -206,7 +207,15 @@ def _entries(
         description = row.description or _LABELS.get(row.kind, row.kind)
         entries.append(
             _Entry(
-                row.at, 0, row.kind, None, row.transaction_id, description, row.amount, row.amount
+                row.at,
+                0,
+                row.kind,
+                None,
+                row.transaction_id,
+                description,
+                row.amount,
+                row.amount,
+                row.moesif_id,
             )
         )
     for tid, movement in movements.items():
@@ -281,6 +290,7 @@ def build_statement(
     closing: int,
     reported: int | None,
     balance_finding_id: str | None = None,
+    row_findings: Mapping[str, str] | None = None,
 ) -> Statement:
     """Return a subscription's statement over ``[since, until)`` and its tie-out.
 
@@ -299,6 +309,9 @@ def build_statement(
         reported: the balance Moesif reports now, or ``None`` when the statement does not run
             up to now (it would include later movements).
         balance_finding_id: the subscription's open ``balance_break`` finding, if any.
+        row_findings: the open findings about one ledger row, by its ``moesif_id`` (a manual
+            credit no Stripe movement stands behind): its line names it. None of them is a
+            difference: such a row moves the balance by what the ledger holds.
 
     Returns:
         The statement: the opening line, the movements in time order (a day's usage after that
@@ -311,9 +324,12 @@ def build_statement(
         )
     ]
     balance = opening
+    by_row = row_findings or {}
     for entry in entries:
         balance += entry.amount
         finding = findings.get(entry.transaction_id) if entry.transaction_id else None
+        if finding is None and entry.moesif_id is not None:
+            finding = by_row.get(entry.moesif_id)
         lines.append(
             StatementLine(
                 entry.at.date(),

@@ -135,20 +135,19 @@ def counterparts(
     refs = {item.ref.id: item.ref for item in items if isinstance(item, PagedMovement) and item.ref}
     objects = {item.moved.id: item for item in items if isinstance(item, PagedObject)}
     by_charge = {ref.source_id: ref.id for ref in refs.values() if ref.source_id}
+    named_charges = {item.charge_id for item in objects.values() if item.charge_id}
     with stripe_errors():
         for ref in list(refs.values()):
-            if ref.type == "charge" and ref.source_id and not _named_charge(objects, ref.source_id):
-                objects.update(_intent_of_charge(client, ref.source_id))
+            if ref.type == "charge" and ref.source_id and ref.source_id not in named_charges:
+                found = _intent_of_charge(client, ref.source_id)
+                objects.update(found)
+                named_charges |= {item.charge_id for item in found.values() if item.charge_id}
         moved = [_with_charge(client, item, by_charge) for item in objects.values()]
         for one in moved:
             for named in one.balance_transaction_ids:
                 if named not in refs and _outside(client, named, window):
                     refs[named] = TransactionRef(named, one.id, "outside the window")
     return moved, list(refs.values())
-
-
-def _named_charge(objects: dict[str, PagedObject], charge_id: str) -> bool:
-    return any(item.charge_id == charge_id for item in objects.values())
 
 
 def _intent_of_charge(client: stripe.StripeClient, charge_id: str) -> dict[str, PagedObject]:

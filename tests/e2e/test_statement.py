@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.cli import main
+from reconcile.demo import seed, seed_review_cases
 from reconcile.rules.statement import COLUMNS
 from tests.e2e.conftest import World
 
@@ -247,3 +249,44 @@ def test_a_payment_credited_twice_under_random_ids_stands_twice_beside_it(
     assert tie_out[1] == (
         f"-100.00 USD: the ledger records the top-up {paid} again (100.00 USD) ({duplicate})"
     )
+
+
+DEMO_COMPANIES = ("acme", "globex", "initech", "umbrella", "hooli", "soylent", "vandelay")
+
+
+def test_every_demo_statement_ties_out_or_names_the_finding_of_each_difference(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's history: usage burns Moesif's balance down, so only findings stand between."""
+    seed(world.stripe, world.moesif, world.now)
+    seed_review_cases(world.stripe, world.moesif, world.now)
+    assert main(["--since", world.since]) == 1
+    (goodwill,) = [
+        row["finding_id"]
+        for row in world.report_rows()
+        if row["category"] == "missing_in_stripe" and row["company_id"] == "initech"
+    ]
+    capsys.readouterr()
+
+    codes = {}
+    for company in DEMO_COMPANIES:
+        codes[company] = main(["statement", "--company", company, "--since", world.since])
+        path, tie_out = _statement(capsys)
+        differences = tie_out[1:]
+        assert codes[company] == (1 if differences else 0), company
+        for line in differences:
+            assert re.search(r"\(F-[0-9a-f]{16}\)$", line), line  # never "(no open finding)"
+        if company == "initech":
+            # 10.50 top-up, 1050 in the ledger, 20.00 by support, 5.00 promotion, 3.20 of usage
+            assert tie_out[0].endswith("closing 1071.80 USD; Moesif reports 1071.80 USD")
+            [mismatch] = differences
+            assert mismatch.startswith("-1039.50 USD: the ledger records 1050.00 USD")
+            # support's credit is no difference, but its line names its open finding
+            [manual] = [row for row in _rows(path) if row["kind"] == "manual_credit"]
+            assert (manual["amount"], manual["finding_id"]) == ("20.00", goodwill)
+    assert {company for company, code in codes.items() if code == 0} == {
+        "acme",
+        "umbrella",
+        "hooli",
+        "soylent",
+    }

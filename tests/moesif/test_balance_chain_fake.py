@@ -199,3 +199,29 @@ def test_a_row_carries_its_balance_exactly_in_minor_units() -> None:
         1375,
     )
     assert second.balance_changes == (-125,)
+
+
+def test_usage_burns_the_balance_down() -> None:
+    """A usage row Moesif posted moves the balance by minus its amount, as Moesif's burn-down."""
+    with FakeMoesif(token=TOKEN) as fake:
+        fake.add_subscription("sub_usd", "co", "usd", pending_activity=Decimal("-0.40"))
+        fake.add_row("co", "sub_usd", "credit", Decimal("10.00"), T0)
+        fake.add_row(
+            "co", "sub_usd", "usage", Decimal("3.20"), T0 + timedelta(hours=1), billing_meter_id="m"
+        )
+        with httpx.Client(base_url=fake.base_url, timeout=5.0) as http:
+            client = MoesifClient(http, Secret(TOKEN), policy=RetryPolicy(max_attempts=1))
+            raws = list(client.billing_reports(T0 - timedelta(days=1), T0 + timedelta(days=1)))
+            found = client.subscription("sub_usd")
+    rows = {
+        row.entry_type.value: row
+        for row in (
+            normalise(raw, amount_unit="major", currency_for=SUBSCRIPTIONS.get) for raw in raws
+        )
+    }
+    usage = rows["usage"]
+    assert usage.balance_changes == (-320,)
+    assert (usage.beginning_current_minor, usage.ending_current_minor) == (1000, 680)
+    assert found is not None
+    assert (found.current_balance, found.available_balance) == (Decimal("6.80"), Decimal("6.40"))
+    assert fake.balance("sub_usd") == Decimal("6.80")

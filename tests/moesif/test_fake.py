@@ -281,13 +281,14 @@ def test_subscription_has_balance_and_matches_the_openapi_schema(
     assert response.status_code == 200
     document = response.json(parse_float=Decimal)
     assert document["currency"] == "usd"
-    assert document["balance"]["current_balance"] == Decimal("17.75")
+    # 20.00 - 5.25 + 3 promotion - 1.10 usage: Moesif burns posted usage down from the balance
+    assert document["balance"]["current_balance"] == Decimal("16.65")
     assert document["balance"]["pending_activity"] == Decimal("-2.50")
-    assert document["balance"]["available_balance"] == Decimal("15.25")
+    assert document["balance"]["available_balance"] == Decimal("14.15")
     plain = response.json()
     OAS30Validator(_schema("SubscriptionDTO")).validate(plain)
     OAS30Validator(_schema("CreditBalance")).validate(plain["balance"])
-    assert fake.balance("sub_1") == Decimal("17.75")
+    assert fake.balance("sub_1") == Decimal("16.65")
 
 
 def test_unknown_subscription_and_route_are_404(http: httpx.Client) -> None:

@@ -15,6 +15,7 @@ from reconcile.rules.balance_chain import (
     Balance,
     BalanceRow,
     balance_breaks,
+    read_again_first,
 )
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -163,3 +164,41 @@ def test_pending_activity_is_not_chained() -> None:
     first = _row("mr_a", 1, 1_000, (-100,), "eur")
     second = replace(_row("mr_b", 2, 900, (), "eur"), beginning=_balance(900, pending=-300))
     assert balance_breaks([first, second], 900).breaks == ()
+
+
+def test_a_balance_reported_at_an_earlier_sequence_is_compared_with_that_row() -> None:
+    rows = [_row("mr_1", 1, 500, (-200,), "jpy"), _row("mr_2", 2, 300, (-300,), "jpy")]
+    assert balance_breaks(rows, 300, reported_at=1).breaks == ()
+    assert balance_breaks(rows, 300, reported_at=1).reported
+
+    (found,) = balance_breaks(rows, 400, reported_at=1).breaks
+    assert (found.kind, found.earlier_id, found.later_id, found.gap) == (
+        REPORTED,
+        "mr_1",
+        REPORTED,
+        100,
+    )
+    assert found.detail == (
+        "Moesif reported 400 JPY for the subscription at sequence 1 but row mr_1 of that "
+        "sequence ended at 300 JPY: a gap of 100 JPY"
+    )
+    (last,) = balance_breaks(rows, 1, reported_at=2).breaks
+    assert "its last row mr_2 ended at 0 JPY" in last.detail
+
+
+def test_a_balance_reported_after_the_rows_the_snapshot_holds_is_not_compared() -> None:
+    rows = [_row("mr_1", 1, 500, (-200,), "usd"), _row("mr_2", 2, 300, (-300,), "usd")]
+    later = balance_breaks(rows, 12_345, reported_at=3)
+    assert (later.breaks, later.reported) == ((), False)
+    assert balance_breaks(rows, None, reported_at=2).reported is False
+
+
+def test_a_disagreement_with_a_balance_read_before_the_rows_is_read_again_first() -> None:
+    rows = [_row("mr_1", 1, 500, (-200,), "usd")]
+    disagreeing, agreeing = balance_breaks(rows, 299), balance_breaks(rows, 300)
+    assert read_again_first(disagreeing, read_after_rows=False)
+    assert not read_again_first(disagreeing, read_after_rows=True)
+    assert not read_again_first(agreeing, read_after_rows=False)
+    carried_only = balance_breaks([rows[0], _row("mr_2", 2, 999, (), "usd")], None)
+    assert carried_only.breaks
+    assert not read_again_first(carried_only, read_after_rows=False)

@@ -228,3 +228,30 @@ def test_an_amount_recorded_differently_in_three_decimals() -> None:
     (difference,) = statement.tie_out.differences
     assert (difference.subject, difference.amount, difference.finding_id) == ("txn_1", -250, None)
     assert difference.detail == "the ledger records -1.000 KWD for the dispute dp_1 of -1.250 KWD"
+
+
+def test_a_manual_credit_under_review_names_its_finding_and_still_ties_out() -> None:
+    ledger = [
+        LedgerMovement("manual_credit", "mr_goodwill", None, 2_000, _at(2, 9), "By support"),
+        LedgerMovement("promotion", "mr_promo", None, 500, _at(3, 9)),
+    ]
+    statement = build_statement(
+        currency="usd",
+        since=SINCE,
+        until=UNTIL,
+        opening=0,
+        stripe=[],
+        ledger=ledger,
+        usage={},
+        findings={},
+        closing=2_500,
+        reported=2_500,
+        row_findings={"mr_goodwill": "fnd_stripe", "mr_elsewhere": "fnd_other"},
+    )
+    assert [(row[1], row[5], row[8]) for row in statement_rows(statement)] == [
+        ("opening", "", ""),
+        ("manual_credit", "20.00", "fnd_stripe"),
+        ("promotion", "5.00", ""),
+        ("closing", "", ""),
+    ]
+    assert statement.tie_out.ties_out
