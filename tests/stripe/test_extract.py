@@ -328,7 +328,8 @@ def test_long_windows_are_read_in_slices_concurrently(
     ]
     seen: list[ExtractProgress] = []
     found = list(extract(client, T0, T0 + timedelta(days=10), progress=seen.append, workers=4))
-    assert [e.transaction_id for e in found] == payments
+    # Slices are handed over as they are read, in no set order; each entry comes once.
+    assert sorted(e.transaction_id for e in found) == sorted(payments)
     assert [p.slices_done for p in seen] == list(range(1, 11))
     assert {p.slices_total for p in seen} == {10}
     assert seen[-1].entries == 10
