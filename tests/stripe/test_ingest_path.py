@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -142,3 +142,41 @@ def test_a_lost_connection_is_retried_then_fails_in_one_line() -> None:
         client.v1.customers.retrieve("cus_1")
     assert attempts[0] > 1
     assert "\n" not in str(caught.value)
+
+
+def test_a_server_ignoring_the_created_filter_still_gives_each_entry_once() -> None:
+    customer = {
+        "id": "cus_1",
+        "object": "customer",
+        "metadata": {"moesif_company_id": "acme", "moesif_subscription_id": "sub_a"},
+    }
+
+    def intent(number: int, created: datetime) -> dict[str, object]:
+        return {
+            "id": f"pi_{number}",
+            "object": "payment_intent",
+            "status": "succeeded",
+            "customer": customer,
+            "invoice": None,
+            "amount_received": 500,
+            "currency": "usd",
+            "created": int(created.timestamp()),
+            "metadata": {},
+        }
+
+    every = [
+        intent(1, T0 + timedelta(hours=2)),
+        intent(2, T0 + timedelta(days=1, hours=2)),
+        intent(3, T0 + timedelta(days=5)),  # outside the window read
+    ]
+    listings: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        listings.append(request.url.path)
+        data = every if request.url.path == "/v1/payment_intents" else []
+        return httpx.Response(200, json={"object": "list", "data": data, "has_more": False})
+
+    client = _mocked(httpx.MockTransport(answer))
+    found = list(extract(client, T0, T0 + timedelta(days=2), slice_length=timedelta(days=1)))
+    assert sorted(e.transaction_id for e in found) == ["pi_1", "pi_2"]
+    assert listings.count("/v1/payment_intents") == 2, "both slices listed every payment"
