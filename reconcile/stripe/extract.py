@@ -365,7 +365,8 @@ def slice_pages(
     The entries are top-ups, refunds, and dispute and refund-failure movements.
     Top-ups and refunds still on their way come as :class:`_Pending` marks. With ``observe``,
     what was paged comes too, for the control totals. PaymentIntents are listed with their
-    customer expanded, which spares the lookup a request per customer.
+    customer, refunds with their PaymentIntent and its customer: the lookup needs no request for
+    them (a day's top-ups may outnumber its cache, and each refund would fetch its payment again).
     """
     low, high = _ceil_unix(piece.since), _ceil_unix(piece.until)
     created = {"created": {"gte": low, "lt": high}}
@@ -377,7 +378,8 @@ def slice_pages(
             found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
             found.extend(of_intent(intent, lookup) if observe else ())
         yield found
-    for refunds in listed_pages(client, "/v1/refunds", created, "refunds"):
+    with_payment = {**created, "expand": ["data.payment_intent", "data.payment_intent.customer"]}
+    for refunds in listed_pages(client, "/v1/refunds", with_payment, "refunds"):
         found = []
         for returned in _of_slice(refunds, low, high):
             found.extend(_pending(returned, PENDING_REFUND_STATUSES))

@@ -407,8 +407,14 @@ class StripeLookup:
         )
 
     def topup_of(self, movement: StripeDict) -> TopUp | None:
-        """Return the top-up a refund or dispute moves money of, via its PaymentIntent or charge."""
-        payment_intent_id = id_of(movement.get("payment_intent"))
+        """Return the top-up a refund or dispute moves money of, via its PaymentIntent or charge.
+
+        A PaymentIntent expanded in the movement is used as it came (no request).
+        """
+        named = movement.get("payment_intent")
+        if isinstance(named, dict) and named.get("id"):
+            return self.topup(named)
+        payment_intent_id = id_of(named)
         charge_id = id_of(movement.get("charge"))
         if payment_intent_id is None and charge_id is not None:
             payment_intent_id = self.payment_intent_of_charge(charge_id)
