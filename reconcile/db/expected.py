@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ def store_expected(
     """
     statement = _insert(session)
     statement = statement.on_conflict_do_update(
-        index_elements=[ExpectedRow.transaction_id],
+        index_elements=[ExpectedRow.__table__.c.transaction_id],
         set_={name: statement.excluded[name] for name in _MUTABLE},
     )
     stored = 0
@@ -46,10 +46,16 @@ def store_expected(
 
 
 def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
-    """Return the backend's bare ``INSERT`` for ``executemany``: compiled once, cached."""
+    """Return the backend's bare ``INSERT`` for ``executemany``: compiled once, cached.
+
+    It names the table, not the mapped class, so a batch is one Core ``executemany``: the ORM's
+    bulk path would look at every row again (most of the cost of storing an entry).
+    """
+    table = ExpectedRow.__table__
+    assert isinstance(table, Table)
     if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(ExpectedRow)
-    return sqlite.insert(ExpectedRow)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def expected_frame(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Final, Generic, TypeVar
 
 import stripe
 
@@ -139,17 +141,19 @@ def extract(
     slices = split_window(Window(since, until), slice_length)
     lookup = StripeLookup(client)
     wanted = frozenset(companies)
-    seen: set[str] = set()
     seen_unreadable: set[str] = set()
+    done = entries = 0
     with stripe_errors():
-        for done, found in enumerate(
-            _in_order(
-                lambda piece: read_slice(client, lookup, piece, observe=on_paged is not None),
-                slices,
-                workers,
-            ),
-            start=1,
+        for found in _as_read(
+            lambda piece: slice_pages(client, lookup, piece, observe=on_paged is not None),
+            slices,
+            workers,
         ):
+            if isinstance(found, _SliceRead):
+                done += 1
+                if progress is not None:
+                    progress(ExtractProgress(done, len(slices), entries))
+                continue
             for item in found:
                 if isinstance(item, Unreadable):
                     _report(item, wanted, seen_unreadable, on_unreadable)
@@ -157,14 +161,10 @@ def extract(
                 if not isinstance(item, _Found):
                     _aside(item, on_pending, on_paged)
                     continue
-                if item.entry.transaction_id in seen:
-                    continue
-                seen.add(item.entry.transaction_id)
+                entries += 1
                 if not wanted or item.company_hint in wanted:
                     yield item.entry
-            if progress is not None:
-                progress(ExtractProgress(done, len(slices), len(seen)))
-    logger.info("read %d Stripe movements in %d slices", len(seen), len(slices))
+    logger.info("read %d Stripe movements in %d slices", entries, len(slices))
 
 
 def _aside(
@@ -285,45 +285,117 @@ def split_window(window: Window, length: timedelta) -> list[Window]:
     return pieces
 
 
-def _in_order(work: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
-    """Yield ``work(item)`` for each item in order, running at most ``workers`` at once."""
+class _SliceRead:
+    """What :func:`_as_read` yields when one more slice has been read to its end."""
+
+
+_SLICE_READ: Final = _SliceRead()
+
+PAGES_BUFFERED = 16
+"""Pages read ahead of the consumer, across the workers: the extraction's memory bound."""
+
+
+class _Cancelled(Exception):
+    """The consumer stopped listening; a worker ends its slice."""
+
+
+class _Handover(Generic[_R]):
+    """A bounded queue from the slice workers to the consumer, which can be closed."""
+
+    def __init__(self) -> None:
+        self.ready: queue.Queue[_R | _SliceRead | BaseException] = queue.Queue(PAGES_BUFFERED)
+        self.closed = threading.Event()
+
+    def put(self, value: _R | _SliceRead | BaseException) -> None:
+        """Wait for room and queue ``value``; raise :class:`_Cancelled` once closed."""
+        while not self.closed.is_set():
+            try:
+                self.ready.put(value, timeout=0.05)
+            except queue.Full:
+                continue
+            return
+        raise _Cancelled
+
+    def run(self, work: Callable[[_T], Iterator[_R]], item: _T) -> None:
+        """Hand over each page of ``work(item)``, then the end mark, or the error it raised."""
+        try:
+            for page in work(item):
+                self.put(page)
+            self.put(_SLICE_READ)
+        except _Cancelled:
+            return
+        except BaseException as error:  # handed to the consumer, which raises it
+            with suppress(_Cancelled):
+                self.put(error)
+
+
+def _as_read(
+    work: Callable[[_T], Iterator[_R]], items: Sequence[_T], workers: int
+) -> Iterator[_R | _SliceRead]:
+    """Yield every page of ``work(item)`` for each item, as read, then each item's end mark.
+
+    At most ``workers`` items are read at once, each page handed over as soon as it is read, in
+    whatever order the workers read them; at most :data:`PAGES_BUFFERED` pages wait for the
+    consumer, so memory stays bounded by a few pages whatever the window's length. After an
+    item's last page comes :data:`_SLICE_READ`. A worker's error is raised here, and stops the
+    others, as does the consumer leaving early.
+    """
+    handover: _Handover[_R] = _Handover()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stripe-slice")
-    pending: deque[Future[_R]] = deque()
     try:
         for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+            pool.submit(handover.run, work, item)
+        ended = 0
+        while ended < len(items):
+            value = handover.ready.get()
+            if isinstance(value, BaseException):
+                raise value
+            ended += isinstance(value, _SliceRead)
+            yield value
     finally:
+        handover.closed.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_slice(
+def slice_pages(
     client: stripe.StripeClient, lookup: StripeLookup, piece: Window, *, observe: bool = False
-) -> list[_Found | _Pending | Unreadable | Paged]:
-    """Return the expected entries of one slice: top-ups, refunds, dispute and failure movements.
+) -> Iterator[list[_Found | _Pending | Unreadable | Paged]]:
+    """Yield the expected entries of one slice page by page.
 
-    Top-ups and refunds still on their way are returned as :class:`_Pending` marks. With
-    ``observe``, what was paged comes too, for the control totals.
+    The entries are top-ups, refunds, and dispute and refund-failure movements.
+    Top-ups and refunds still on their way come as :class:`_Pending` marks. With ``observe``,
+    what was paged comes too, for the control totals. PaymentIntents are listed with their
+    customer, refunds with their PaymentIntent and its customer: the lookup needs no request for
+    them (a day's top-ups may outnumber its cache, and each refund would fetch its payment again).
     """
-    created = {"created": {"gte": _ceil_unix(piece.since), "lt": _ceil_unix(piece.until)}}
-    found: list[_Found | _Pending | Unreadable | Paged] = []
-    for intent in listed(client, "/v1/payment_intents", created, "PaymentIntents"):
-        found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
-        found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
-        found.extend(of_intent(intent, lookup) if observe else ())
-    for returned in listed(client, "/v1/refunds", created, "refunds"):
-        found.extend(_pending(returned, PENDING_REFUND_STATUSES))
-        found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
-        moved_money = observe and refund_moved_money(returned)
-        found.extend(of_refund(returned, lookup, moved_money=moved_money) if observe else ())
-    expanded = {**created, "expand": ["data.source"]}
-    for moved in listed(client, "/v1/balance_transactions", expanded, "balance transactions"):
-        found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
-        found.extend(of_transaction(moved, _credit_source(moved), lookup) if observe else ())
-    return found
+    low, high = _ceil_unix(piece.since), _ceil_unix(piece.until)
+    created = {"created": {"gte": low, "lt": high}}
+    with_customer = {**created, "expand": ["data.customer"]}
+    for intents in listed_pages(client, "/v1/payment_intents", with_customer, "PaymentIntents"):
+        found: list[_Found | _Pending | Unreadable | Paged] = []
+        for intent in _of_slice(intents, low, high):
+            found.extend(_pending(intent, PENDING_PAYMENT_STATUSES))
+            found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
+            found.extend(of_intent(intent, lookup) if observe else ())
+        yield found
+    with_payment = {**created, "expand": ["data.payment_intent", "data.payment_intent.customer"]}
+    for refunds in listed_pages(client, "/v1/refunds", with_payment, "refunds"):
+        found = []
+        for returned in _of_slice(refunds, low, high):
+            found.extend(_pending(returned, PENDING_REFUND_STATUSES))
+            found.extend(_guarded(returned, partial(_refund_entries, returned, lookup)))
+            moved_money = observe and refund_moved_money(returned)
+            found.extend(of_refund(returned, lookup, moved_money=moved_money) if observe else ())
+        yield found
+    with_source = {**created, "expand": ["data.source"]}
+    for moves in listed_pages(
+        client, "/v1/balance_transactions", with_source, "balance transactions"
+    ):
+        found = []
+        for moved in _of_slice(moves, low, high):
+            found.extend(_guarded(moved, partial(_balance_entries, moved, client, lookup)))
+            found.extend(of_transaction(moved, _credit_source(moved), lookup) if observe else ())
+        yield found
 
 
 def _credit_source(transaction: StripeDict) -> StripeDict | None:
@@ -335,10 +407,38 @@ def _credit_source(transaction: StripeDict) -> StripeDict | None:
     return source if kind in ("ch", "py", "re", "pyr", "dp") else None
 
 
+def _of_slice(items: list[StripeDict], low: int, high: int) -> Iterator[StripeDict]:
+    """Yield the listed objects Stripe created in ``[low, high)``, the seconds the slice asked for.
+
+    Each object belongs to the one slice its ``created`` falls in, so no entry can come from two
+    slices and no slice needs to remember what the others yielded (memory stays flat however
+    many objects a window holds). A server that ignores the ``created`` filter (localstripe
+    does) lists an object in every slice; only its own keeps it, and one created outside the
+    window is none of the run's. An object whose ``created`` is unreadable is kept, for the
+    mapping to report as unreadable (it can make no entry).
+    """
+    for item in items:
+        try:
+            created = int(item["created"])
+        except _POISON:
+            yield item
+            continue
+        if low <= created < high:
+            yield item
+
+
 def listed(
     client: stripe.StripeClient, path: str, params: StripeDict, what: str
 ) -> Iterator[StripeDict]:
-    """Yield every item of a Stripe list as plain data, page by page, refusing stuck pages.
+    """Yield every item of a Stripe list as plain data (see :func:`listed_pages`)."""
+    for page in listed_pages(client, path, params, what):
+        yield from page
+
+
+def listed_pages(
+    client: stripe.StripeClient, path: str, params: StripeDict, what: str
+) -> Iterator[list[StripeDict]]:
+    """Yield every page of a Stripe list as plain data, refusing stuck pages.
 
     Pages are read with the SDK's public ``raw_request`` and used as the JSON they are: no
     ``StripeObject`` is built per item (that cost most of an extraction's CPU). A server
@@ -360,7 +460,7 @@ def listed(
             if not isinstance(item, dict):
                 raise StripeUnavailable(f"Stripe listed one of its {what} as {type(item).__name__}")
             first_sight(str(item.get("id") or id(item)), seen, what)
-            yield item
+        yield items
         if not page.get("has_more"):
             return
         if not items:

@@ -324,6 +324,13 @@ class StripeLookup:
             customer_id, lambda: self._client.v1.customers.retrieve(customer_id).to_dict()
         )
 
+    def _customer_of(self, payment_intent: StripeDict) -> StripeDict:
+        """Return a PaymentIntent's customer: as listed when expanded, else fetched by id."""
+        named = payment_intent.get("customer")
+        if isinstance(named, dict) and named.get("id"):
+            return named
+        return self.customer(str(id_of(named)))
+
     def live_subscriptions(self, customer_id: str) -> list[str]:
         """Return the ids of a customer's Stripe subscriptions that are not canceled."""
         return self._subscriptions.get(customer_id, lambda: self._fetch_live(customer_id))
@@ -400,8 +407,14 @@ class StripeLookup:
         )
 
     def topup_of(self, movement: StripeDict) -> TopUp | None:
-        """Return the top-up a refund or dispute moves money of, via its PaymentIntent or charge."""
-        payment_intent_id = id_of(movement.get("payment_intent"))
+        """Return the top-up a refund or dispute moves money of, via its PaymentIntent or charge.
+
+        A PaymentIntent expanded in the movement is used as it came (no request).
+        """
+        named = movement.get("payment_intent")
+        if isinstance(named, dict) and named.get("id"):
+            return self.topup(named)
+        payment_intent_id = id_of(named)
         charge_id = id_of(movement.get("charge"))
         if payment_intent_id is None and charge_id is not None:
             payment_intent_id = self.payment_intent_of_charge(charge_id)
@@ -412,7 +425,7 @@ class StripeLookup:
             return None
         if self.invoice_linked(payment_intent):
             return None
-        customer = self.customer(str(id_of(payment_intent.get("customer"))))
+        customer = self._customer_of(payment_intent)
         live = (
             self.live_subscriptions(str(customer["id"]))
             if needs_subscription_list(payment_intent, customer)

@@ -298,7 +298,7 @@ def test_a_refund_after_the_window_of_its_payment(
     assert set(found) == {first, second}
     assert (found[first].topup_id, found[first].company_id) == (old, "acme")
     fetched = [r.path for r in fake_stripe.requests if r.path == f"/v1/payment_intents/{old}"]
-    assert fetched == [f"/v1/payment_intents/{old}"], "the payment is fetched once and cached"
+    assert fetched == [], "the payment comes expanded with its refunds, never fetched"
 
 
 def test_the_window_is_half_open_to_the_second(
@@ -328,7 +328,8 @@ def test_long_windows_are_read_in_slices_concurrently(
     ]
     seen: list[ExtractProgress] = []
     found = list(extract(client, T0, T0 + timedelta(days=10), progress=seen.append, workers=4))
-    assert [e.transaction_id for e in found] == payments
+    # Slices are handed over as they are read, in no set order; each entry comes once.
+    assert sorted(e.transaction_id for e in found) == sorted(payments)
     assert [p.slices_done for p in seen] == list(range(1, 11))
     assert {p.slices_total for p in seen} == {10}
     assert seen[-1].entries == 10
