@@ -450,7 +450,7 @@ def test_balances_ask_moesif_only_for_quiet_new_and_unseen_subscriptions(
     [path] = sorted(reports.glob("balances-*.csv"))
     rows = {r["company_id"]: r for r in _rows(path)}
     assert rows["busy"]["as_of"] == to_iso(now - 2 * hour)  # its latest row's time
-    assert Decimal(rows["busy"]["current_balance"]) == Decimal(50)
+    assert Decimal(rows["busy"]["current_balance"]) == Decimal(49)  # 50.00 less its usage
     assert Decimal(rows["topped"]["current_balance"]) == Decimal(15)  # the posting counted
     assert Decimal(rows["newcomer"]["current_balance"]) == Decimal(15)
     for read in ("quiet", "topped", "newcomer"):
