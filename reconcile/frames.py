@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.domain.times import Window
 from reconcile.domain.values import FINDING_SCHEMA
 from reconcile.domain.vocab import Action, Category
@@ -51,9 +51,16 @@ def from_records(
     return pd.DataFrame(columns)
 
 
-def with_ids(ledger: pd.DataFrame, ids: Sequence[str | None]) -> pd.DataFrame:
-    """Return the ledger with its ``transaction_id`` column replaced by ``ids``, row by row."""
-    return ledger.assign(transaction_id=pd.Series(list(ids), index=ledger.index, dtype=object))
+def with_ids(ledger: pd.DataFrame, at: pd.Index, ids: Sequence[str | None]) -> pd.DataFrame:
+    """Return the ledger with the ``transaction_id`` of the rows at ``at`` replaced by ``ids``.
+
+    The column becomes plain values (missing ones ``None``), as each row's id is its own.
+    """
+    column = ledger["transaction_id"].astype(object)
+    column = column.where(column.notna(), None)
+    if len(at):
+        column.loc[at] = pd.Series(list(ids), index=at, dtype=object)
+    return ledger.assign(transaction_id=column)
 
 
 def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
@@ -62,9 +69,18 @@ def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
     return list(frame.where(frame.notna(), None).itertuples(index=False, name=None))
 
 
-def stripe_ids(ledger: pd.DataFrame) -> set[str]:
-    """Return the Stripe ids the ledger rows name."""
-    return {str(tid) for tid in ledger["transaction_id"].dropna() if is_stripe_id(str(tid))}
+def named_by_stripe(ledger: pd.DataFrame) -> pd.Series:
+    """Return, row by row, whether the ledger row's ``transaction_id`` is a Stripe id."""
+    ids = ledger["transaction_id"]
+    if ids.empty:
+        return pd.Series(False, index=ledger.index, dtype=bool)
+    return ids.str.startswith(STRIPE_ID_PREFIXES, na=False).astype(bool)
+
+
+def strays(ledger: pd.DataFrame, expected: pd.DataFrame) -> set[str]:
+    """Return the Stripe ids the ledger rows name that no expected entry has."""
+    named = ledger["transaction_id"][named_by_stripe(ledger)]
+    return {str(tid) for tid in named[~named.isin(expected["transaction_id"])].unique()}
 
 
 def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
@@ -180,8 +196,17 @@ def unknown_companies(
     companies: Sequence[str], expected: pd.DataFrame, ledger: pd.DataFrame
 ) -> list[str]:
     """Return the companies asked for that no expected entry or ledger row names."""
-    named = set(expected["company_id"].dropna()) | set(ledger["company_id"].dropna())
+    if not companies:
+        return []
+    named = set(expected["company_id"].dropna().unique()) | set(
+        ledger["company_id"].dropna().unique()
+    )
     return [company for company in companies if company not in named]
+
+
+def ids_of(frame: pd.DataFrame, column: str) -> frozenset[str]:
+    """Return the distinct values of one id column."""
+    return frozenset(frame[column].dropna().unique().tolist())
 
 
 def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:

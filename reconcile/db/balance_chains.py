@@ -8,7 +8,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import LedgerEntry, MoesifSubscription
@@ -45,6 +45,33 @@ def touched_subscriptions(
     session: Session, since: datetime, until: datetime, companies: Collection[str]
 ) -> list[str]:
     """Return the subscriptions with a row created in ``[since, until)`` (of ``companies``)."""
+    return sorted(str(found) for found in session.scalars(_touched(since, until, companies)))
+
+
+def chained_subscriptions(
+    session: Session, since: datetime, until: datetime, companies: Collection[str]
+) -> list[str]:
+    """Return the touched subscriptions with a row that can take part in a chain.
+
+    A row takes part when it has a sequence id and both balances (see
+    :func:`reconcile.rules.balance_chain.balance_breaks`); a subscription without one has no
+    break to find, so its rows need not be read.
+    """
+    linked = (
+        select(LedgerEntry.subscription_id)
+        .where(
+            LedgerEntry.subscription_id.in_(_touched(since, until, companies)),
+            LedgerEntry.gone_at.is_(None),
+            LedgerEntry.sequence_id.is_not(None),
+            LedgerEntry.beginning_current_minor.is_not(None),
+            LedgerEntry.ending_current_minor.is_not(None),
+        )
+        .distinct()
+    )
+    return sorted(str(found) for found in session.scalars(linked))
+
+
+def _touched(since: datetime, until: datetime, companies: Collection[str]) -> Select[Any]:
     query = (
         select(LedgerEntry.subscription_id)
         .where(
@@ -57,7 +84,7 @@ def touched_subscriptions(
     )
     if companies:
         query = query.where(LedgerEntry.company_id.in_(list(companies)))
-    return sorted(str(found) for found in session.scalars(query))
+    return query
 
 
 def chains(session: Session, subscription_ids: Collection[str]) -> Iterator[Chain]:

@@ -1,14 +1,31 @@
-"""Read a query's rows into a typed frame in bulk: raw column values, times converted at once."""
+"""Read a query's rows into a typed frame in bulk: columnar (Arrow) where it can, else by rows.
+
+A read whose session has written nothing uncommitted runs through an ADBC connection of its own
+(SQLite or PostgreSQL), which hands back Arrow columns: no Python object per cell, strings kept
+as Arrow strings. A session with uncommitted writes (which that connection could not see), an
+in-memory SQLite database or another backend reads through the session's own driver instead;
+both give the same frame.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+import logging
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi
+import adbc_driver_sqlite.dbapi
 import pandas as pd
-from sqlalchemy import Column, MetaData, String, Table, type_coerce
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Column, MetaData, String, Table, text, type_coerce
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
+
+log = logging.getLogger(__name__)
 
 CHUNK = 100_000
 """Rows fetched from the driver at a time."""
@@ -31,9 +48,14 @@ def read(
 ) -> pd.DataFrame:
     """Run ``statement`` and return its rows with ``times`` as ``datetime64[us, UTC]``.
 
-    Time columns selected through :func:`raw` come back as the driver gives them (text on
-    SQLite, aware datetimes on PostgreSQL) and are converted in one vectorised step.
+    Columnar when :func:`columnar` allows, else by rows: time columns selected through
+    :func:`raw` come back as the driver gives them (text on SQLite, aware datetimes on
+    PostgreSQL) and are converted in one vectorised step.
     """
+    if columnar(session):
+        with contextlib.suppress(adbc_driver_manager.Error):
+            return _read_arrow(session.connection(), statement, columns, times)
+        log.debug("the columnar read failed; reading by rows")
     result = session.connection().execute(statement)
     parts = []
     try:
@@ -60,6 +82,98 @@ def to_utc(values: pd.Series) -> pd.Series:
     if values.empty:
         return pd.Series(values, dtype="datetime64[us, UTC]")
     return pd.to_datetime(values, utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+
+
+def columnar(session: Session) -> bool:
+    """Whether reads through a connection of their own see what ``session`` sees.
+
+    True for a file SQLite database while the session's connection has no transaction open (the
+    driver opens one at the first write), and for PostgreSQL while its transaction holds no
+    write (no transaction id assigned).
+    """
+    connection = session.connection()
+    url = connection.engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return False
+        driver = connection.connection.driver_connection
+        return not bool(getattr(driver, "in_transaction", True))
+    if url.get_backend_name() == "postgresql":
+        assigned = connection.execute(text("SELECT pg_current_xact_id_if_assigned()"))
+        return assigned.scalar() is None
+    return False
+
+
+def among(
+    session: Session, column: QueryableAttribute[Any], ids: Collection[str]
+) -> ColumnElement[bool]:
+    """Return the condition ``column`` is one of ``ids``, for a query :func:`read` runs.
+
+    A columnar read sees the ids written into the statement; a read by rows joins them from
+    the session's temporary table (:func:`ids_table`), which no other connection sees.
+    """
+    if columnar(session):
+        return column.in_(sorted(set(ids)))
+    return column.in_(ids_table(session, ids).select())
+
+
+def _read_arrow(
+    connection: Connection, statement: Select[Any], columns: Sequence[str], times: Collection[str]
+) -> pd.DataFrame:
+    """Run ``statement`` through an ADBC connection of its own; return the frame it reads."""
+    dialect = connection.dialect
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    with _adbc(connection) as adbc, adbc.cursor() as cursor:
+        if dialect.name == "sqlite":
+            # one batch: the SQLite driver infers each column's type from the first batch
+            cursor.adbc_statement.set_options(**{_BATCH_ROWS: str(2**30)})
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+    arrays = {}
+    for index, name in enumerate(columns):
+        values = table.column(index)
+        if name in times:
+            arrays[name] = _arrow_utc(values)
+        elif pa.types.is_null(values.type) or (
+            pa.types.is_integer(values.type) and values.null_count == len(values)
+        ):
+            # a column with no value in this result: SQLite's driver types it int64
+            arrays[name] = pa.nulls(len(values), pa.string())
+        else:
+            arrays[name] = values
+    frame: pd.DataFrame = pa.table(arrays).to_pandas()
+    for name in times:
+        frame[name] = frame[name].astype("datetime64[us, UTC]")
+    return frame
+
+
+_BATCH_ROWS = "adbc.sqlite.query.batch_rows"
+
+
+def _arrow_utc(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Return naive-UTC ISO text (SQLite) or aware times (PostgreSQL) as UTC microseconds."""
+    utc = pa.timestamp("us", "UTC")
+    if pa.types.is_timestamp(values.type):
+        return pc.cast(values, utc)
+    if pa.types.is_null(values.type) or values.null_count == len(values):
+        return pa.nulls(len(values), utc)
+    return pc.cast(pc.cast(values, pa.timestamp("us")), utc)
+
+
+@contextlib.contextmanager
+def _adbc(connection: Connection) -> Iterator[Any]:
+    """Open an ADBC connection to the database ``connection`` is connected to."""
+    url = connection.engine.url
+    if url.get_backend_name() == "sqlite":
+        adbc = adbc_driver_sqlite.dbapi.connect(url.database)
+    else:
+        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        adbc = adbc_driver_postgresql.dbapi.connect(uri)
+    try:
+        yield adbc
+    finally:
+        adbc.close()
 
 
 def ids_table(session: Session, ids: Collection[str]) -> Table:

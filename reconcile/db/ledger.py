@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import ids_table, raw, read
+from reconcile.db.frames import among, raw, read
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
@@ -148,20 +148,28 @@ def ledger_frame(
     since: datetime,
     until: datetime,
     transaction_ids: Collection[str] = (),
+    *,
+    naming: Select[Any] | None = None,
 ) -> pd.DataFrame:
     """Return the snapshot rows created in ``[since, until)`` plus any with one of the given ids.
 
-    Columns are :data:`reconcile.domain.LEDGER_COLUMNS`: ``created_at`` as
-    ``datetime64[us, UTC]``, ``amount_minor`` as ``int64``, the rest as pandas strings (missing
-    values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row appears once.
+    ``naming``, a query of transaction ids (the expected entries of a window), adds its ids to
+    ``transaction_ids`` inside the database. Columns are :data:`reconcile.domain.LEDGER_COLUMNS`:
+    ``created_at`` as ``datetime64[us, UTC]``, ``amount_minor`` as ``int64``, the rest as pandas
+    strings (missing values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row
+    appears once.
     """
     in_window = (LedgerEntry.created_at >= since) & (LedgerEntry.created_at < until)
     frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
+    named = []
     if transaction_ids:
+        named.append(among(session, LedgerEntry.transaction_id, transaction_ids))
+    if naming is not None:
+        named.append(LedgerEntry.transaction_id.in_(naming))
+    if named:
         # every row naming one of the ids outside the window, even when the id is also inside
-        ids = ids_table(session, transaction_ids)
-        named = _ledger_select().where(LedgerEntry.transaction_id.in_(select(ids.c.id)), ~in_window)
-        more = read(session, named, LEDGER_COLUMNS, times=["created_at"])
+        query = _ledger_select().where(or_(*named), ~in_window)
+        more = read(session, query, LEDGER_COLUMNS, times=["created_at"])
         if not more.empty:
             frame = pd.concat([frame, more], ignore_index=True)
     return _typed(frame).sort_values(["created_at", "moesif_id"]).reset_index(drop=True)
@@ -197,8 +205,7 @@ def ledger_by_ids(session: Session, moesif_ids: Collection[str]) -> pd.DataFrame
     """
     if not moesif_ids:
         return _typed(pd.DataFrame(columns=LEDGER_COLUMNS))
-    ids = ids_table(session, moesif_ids)
-    named = _ledger_select().where(LedgerEntry.moesif_id.in_(select(ids.c.id)))
+    named = _ledger_select().where(among(session, LedgerEntry.moesif_id, moesif_ids))
     return _typed(read(session, named, LEDGER_COLUMNS, times=["created_at"]))
 
 

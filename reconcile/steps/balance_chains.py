@@ -24,6 +24,7 @@ from reconcile import frames
 from reconcile.db.balance_chains import (
     Chain,
     ReportedBalance,
+    chained_subscriptions,
     chains,
     reported_balances,
     touched_subscriptions,
@@ -59,8 +60,9 @@ def check(
     checked_rows = 0
     with sessions() as session:
         touched = touched_subscriptions(session, read.since, read.until, companies)
-        reported = reported_balances(session, touched)
-        for chain in chains(session, touched):
+        linked = chained_subscriptions(session, read.since, read.until, companies)
+        reported = reported_balances(session, linked)
+        for chain in chains(session, linked):
             found = balance_breaks(
                 chain.rows, _reported(chain, reported.get(chain.subscription_id), amount_unit)
             )
