@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.domain.times import Window
@@ -71,16 +74,21 @@ def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
 
 def named_by_stripe(ledger: pd.DataFrame) -> pd.Series:
     """Return, row by row, whether the ledger row's ``transaction_id`` is a Stripe id."""
-    ids = ledger["transaction_id"]
-    if ids.empty:
-        return pd.Series(False, index=ledger.index, dtype=bool)
-    return ids.str.startswith(STRIPE_ID_PREFIXES, na=False).astype(bool)
+    ids = pa.array(ledger["transaction_id"], from_pandas=True)
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.string())
+    named = pc.match_substring_regex(ids, _STRIPE_ID_PATTERN).fill_null(False)
+    return pd.Series(named.to_numpy(zero_copy_only=False), index=ledger.index, dtype=bool)
+
+
+_STRIPE_ID_PATTERN = "^(" + "|".join(re.escape(prefix) for prefix in STRIPE_ID_PREFIXES) + ")"
 
 
 def strays(ledger: pd.DataFrame, expected: pd.DataFrame) -> set[str]:
     """Return the Stripe ids the ledger rows name that no expected entry has."""
-    named = ledger["transaction_id"][named_by_stripe(ledger)]
-    return {str(tid) for tid in named[~named.isin(expected["transaction_id"])].unique()}
+    named = pa.array(ledger["transaction_id"][named_by_stripe(ledger)], type=pa.string())
+    known = pa.array(expected["transaction_id"], type=pa.string())
+    return set(pc.unique(named.filter(pc.invert(pc.is_in(named, value_set=known)))).to_pylist())
 
 
 def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:

@@ -132,7 +132,11 @@ def neutralise(cell: str) -> str:
 
 def _absent(value: object) -> bool:
     """Return whether a cell is missing (``None``, NaN, NA or NaT)."""
-    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
+    if value is None:
+        return True
+    if isinstance(value, str):  # most cells: no need to ask pandas
+        return False
+    return bool(pd.isna(value))  # type: ignore[call-overload]
 
 
 def _text(value: object) -> str:

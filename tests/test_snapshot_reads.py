@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
-from reconcile.db.expected import expected_frame, store_expected, window_ids
+from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.ledger import ledger_frame, store_ledger_rows
 from reconcile.db.subscriptions import keep_currency, kept_currencies
 from reconcile.domain.values import ExpectedEntry, LedgerRow
@@ -115,8 +115,7 @@ def test_committed_rows_read_columnar_as_they_read_by_rows(
 
     def both() -> tuple[pd.DataFrame, pd.DataFrame]:
         with Session(engine) as session:
-            window = window_ids(T0, T0 + day)
-            ledger = ledger_frame(session, T0, T0 + day, ["pi_9"], naming=window)
+            ledger = ledger_frame(session, T0, T0 + day, ["pi_1", "pi_2", "pi_9"])
             return ledger, expected_frame(session, T0, T0 + day)
 
     monkeypatch.setattr(frames, "_read_arrow", counted)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import within
 from reconcile.db.models import LedgerEntry, MoesifSubscription
 from reconcile.rules.balance_chain import Balance, BalanceRow
 
@@ -45,22 +46,21 @@ def touched_subscriptions(
     session: Session, since: datetime, until: datetime, companies: Collection[str]
 ) -> list[str]:
     """Return the subscriptions with a row created in ``[since, until)`` (of ``companies``)."""
-    return sorted(str(found) for found in session.scalars(_touched(since, until, companies)))
+    query = _touched(session, since, until, companies)
+    return sorted(str(found) for found in session.scalars(query))
 
 
-def chained_subscriptions(
-    session: Session, since: datetime, until: datetime, companies: Collection[str]
-) -> list[str]:
-    """Return the touched subscriptions with a row that can take part in a chain.
+def chained_subscriptions(session: Session, touched: Collection[str]) -> list[str]:
+    """Return the ``touched`` subscriptions with a row that can take part in a chain.
 
     A row takes part when it has a sequence id and both balances (see
     :func:`reconcile.rules.balance_chain.balance_breaks`); a subscription without one has no
-    break to find, so its rows need not be read.
+    break to find, so its rows need not be read. One pass over the rows Moesif still returns.
     """
     linked = (
         select(LedgerEntry.subscription_id)
         .where(
-            LedgerEntry.subscription_id.in_(_touched(since, until, companies)),
+            LedgerEntry.subscription_id.is_not(None),
             LedgerEntry.gone_at.is_(None),
             LedgerEntry.sequence_id.is_not(None),
             LedgerEntry.beginning_current_minor.is_not(None),
@@ -68,15 +68,17 @@ def chained_subscriptions(
         )
         .distinct()
     )
-    return sorted(str(found) for found in session.scalars(linked))
+    wanted = set(touched)
+    return sorted(str(found) for found in session.scalars(linked) if found in wanted)
 
 
-def _touched(since: datetime, until: datetime, companies: Collection[str]) -> Select[Any]:
+def _touched(
+    session: Session, since: datetime, until: datetime, companies: Collection[str]
+) -> Select[Any]:
     query = (
         select(LedgerEntry.subscription_id)
         .where(
-            LedgerEntry.created_at >= since,
-            LedgerEntry.created_at < until,
+            within(session, LedgerEntry.created_at, since, until),
             LedgerEntry.subscription_id.is_not(None),
             LedgerEntry.gone_at.is_(None),
         )

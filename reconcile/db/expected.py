@@ -11,9 +11,8 @@ import pandas as pd
 from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ColumnElement
 
-from reconcile.db.frames import among, raw, read
+from reconcile.db.frames import among, raw, read, within
 from reconcile.db.models import ExpectedRow
 from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
 
@@ -65,22 +64,10 @@ def expected_frame(
     Columns are :data:`reconcile.domain.EXPECTED_COLUMNS`; ``created_at`` is aware UTC and
     ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries.
     """
-    query = _expected_select().where(*_in_window(since, until, companies))
-    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
-
-
-def window_ids(since: datetime, until: datetime, companies: Collection[str] = ()) -> Select[Any]:
-    """Return the query of the transaction ids :func:`expected_frame` reads, to join in SQL."""
-    return select(ExpectedRow.transaction_id).where(*_in_window(since, until, companies))
-
-
-def _in_window(
-    since: datetime, until: datetime, companies: Collection[str]
-) -> list[ColumnElement[bool]]:
-    conditions = [ExpectedRow.created_at >= since, ExpectedRow.created_at < until]
+    query = _expected_select().where(within(session, ExpectedRow.created_at, since, until))
     if companies:
-        conditions.append(ExpectedRow.company_id.in_(list(companies)))
-    return conditions
+        query = query.where(ExpectedRow.company_id.in_(list(companies)))
+    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
 def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.DataFrame:

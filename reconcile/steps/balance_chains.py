@@ -60,7 +60,7 @@ def check(
     checked_rows = 0
     with sessions() as session:
         touched = touched_subscriptions(session, read.since, read.until, companies)
-        linked = chained_subscriptions(session, read.since, read.until, companies)
+        linked = chained_subscriptions(session, touched)
         reported = reported_balances(session, linked)
         for chain in chains(session, linked):
             found = balance_breaks(

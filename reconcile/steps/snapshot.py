@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from reconcile import frames
 from reconcile.config import Settings
-from reconcile.db.expected import expected_by_ids, expected_frame, store_expected, window_ids
+from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.postings import settle_from_snapshot
@@ -287,12 +287,10 @@ def frames_of(
         outside = set(transactions) - frames.ids_of(
             expected[expected["transaction_id"].isin(list(transactions))], "transaction_id"
         )
-        older = expected_by_ids(session, outside)
-        expected = frames.joined(expected, older)
-        # the window's own ids are joined inside the database; the others are named
-        named = [*older["transaction_id"].tolist(), *corrections]
-        window = window_ids(wide.since, wide.until, companies)
-        ledger = ledger_frame(session, wide.since, wide.until, named, naming=window)
+        if outside:
+            expected = frames.joined(expected, expected_by_ids(session, outside))
+        named = [*expected["transaction_id"].tolist(), *corrections]
+        ledger = ledger_frame(session, wide.since, wide.until, named)
         if rows:
             ledger = frames.joined(ledger, ledger_by_ids(session, rows))
             ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
