@@ -223,6 +223,7 @@ def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame
     for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
         if column in findings.columns:
             findings[column] = [
-                mask(value) if isinstance(value, str) else value for value in findings[column]
+                mask(value) if isinstance(value, str) else value
+                for value in findings[column].tolist()
             ]
     return findings

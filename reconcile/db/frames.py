@@ -92,6 +92,15 @@ def read(
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
+def carrying(values: pd.Series, ids: Collection[str]) -> pd.Series:
+    """Return, row by row, whether ``values`` is one of ``ids`` (Arrow's hash lookup)."""
+    found = pc.is_in(
+        pa.array(values, type=pa.string(), from_pandas=True),
+        value_set=pa.array(list(ids), type=pa.string()),
+    )
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
+
+
 def sorted_by(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Return ``frame`` sorted by ``columns`` (stable, missing values last), index renumbered.
 
@@ -147,8 +156,8 @@ def within(
         return bounded
     table = column.class_.__table__
     connection = session.connection()
-    window = connection.execute(select(func.count()).where(bounded)).scalar_one()
-    rows = connection.execute(
+    window: int = connection.execute(select(func.count()).where(bounded)).scalar_one()
+    rows: int | None = connection.execute(
         select(func.max(literal_column("rowid"))).select_from(table)
     ).scalar_one()
     if not window or window * 4 < (rows or 0):
@@ -165,7 +174,9 @@ def outside_fewer(
 
     Counted on ``column``'s index, at most ``than`` entries.
     """
-    outside = select(literal_column("1")).where(or_(column < since, column >= until)).limit(than)
+    outside: Select[Any] = (
+        select(literal_column("1")).where(or_(column < since, column >= until)).limit(than)
+    )
     counted = select(func.count()).select_from(outside.subquery())
     return bool(session.connection().execute(counted).scalar_one() < than)
 

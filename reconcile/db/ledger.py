@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among, outside_fewer, raw, read, sorted_by, within
+from reconcile.db.frames import among, carrying, outside_fewer, raw, read, sorted_by, within
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
@@ -178,8 +178,7 @@ def _named_outside(
     outside = or_(created < since, created >= until)
     if outside_fewer(session, created, since, until, len(transaction_ids)):
         rows = read(session, _ledger_select().where(outside), LEDGER_COLUMNS, times=["created_at"])
-        wanted = pd.Index(list(transaction_ids), dtype="str")
-        return rows[rows["transaction_id"].isin(wanted)]
+        return rows[carrying(rows["transaction_id"], transaction_ids)]
     inside = (created >= since) & (created < until)
     query = _ledger_select().where(among(session, LedgerEntry.transaction_id, transaction_ids))
     query = query.where(~inside)
