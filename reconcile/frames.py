@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -210,6 +210,13 @@ def unknown_companies(
         ledger["company_id"].dropna().unique()
     )
     return [company for company in companies if company not in named]
+
+
+def joined_ids(ids: pd.Series, more: Collection[str]) -> pd.Series:
+    """Return ``ids`` followed by ``more``, as one text column (no Python object per id)."""
+    if not more:
+        return ids.reset_index(drop=True)
+    return pd.concat([ids, pd.Series(list(more), dtype=ids.dtype)], ignore_index=True)
 
 
 def ids_of(frame: pd.DataFrame, column: str) -> frozenset[str]:

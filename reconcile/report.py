@@ -144,7 +144,7 @@ def _absent(value: object) -> bool:
     """Return whether a cell is missing (``None``, NaN, NA or NaT)."""
     if value is None:
         return True
-    if isinstance(value, str):  # most cells: no need to ask pandas
+    if isinstance(value, str) or type(value) is int:  # most cells: no need to ask pandas
         return False
     return bool(pd.isna(value))  # type: ignore[call-overload]
 

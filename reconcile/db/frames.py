@@ -94,9 +94,10 @@ def read(
 
 def carrying(values: pd.Series, ids: Collection[str]) -> pd.Series:
     """Return, row by row, whether ``values`` is one of ``ids`` (Arrow's hash lookup)."""
+    listed = ids if isinstance(ids, pd.Series) else list(ids)
     found = pc.is_in(
         pa.array(values, type=pa.string(), from_pandas=True),
-        value_set=pa.array(list(ids), type=pa.string()),
+        value_set=pa.array(listed, type=pa.string(), from_pandas=True),
     )
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
@@ -190,7 +191,7 @@ def among(
     the session's temporary table (:func:`ids_table`), which no other connection sees.
     """
     if len(ids) <= LISTED and columnar(session):
-        return column.in_(sorted(set(ids)))
+        return column.in_(sorted(_distinct(ids)))
     return column.in_(ids_table(session, ids).select())
 
 
@@ -218,7 +219,7 @@ def _read_arrow(
             arrays[name] = pa.nulls(len(values), pa.string())
         else:
             arrays[name] = values
-    frame: pd.DataFrame = pa.table(arrays).to_pandas()
+    frame: pd.DataFrame = pa.table(arrays).to_pandas(split_blocks=True)
     for name in times:
         frame[name] = frame[name].astype("datetime64[us, UTC]")
     return frame
@@ -264,12 +265,17 @@ def ids_table(session: Session, ids: Collection[str]) -> Table:
     connection = session.connection()
     table.create(connection, checkfirst=True)
     connection.execute(table.delete())
-    if ids:
+    if len(ids):
         # The driver's own executemany of one statement: no per-row work in SQLAlchemy.
         marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         connection.exec_driver_sql(
-            f"INSERT INTO {_IDS} (id) VALUES ({marker})", [(value,) for value in set(ids)]
+            f"INSERT INTO {_IDS} (id) VALUES ({marker})", [(value,) for value in _distinct(ids)]
         )
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"ANALYZE {_IDS}")
     return table
+
+
+def _distinct(ids: Collection[str]) -> set[str]:
+    """Return the ids once each; a column's are taken as Python values at once."""
+    return set(ids.tolist() if isinstance(ids, pd.Series) else ids)

@@ -158,7 +158,7 @@ def ledger_frame(
     created = LedgerEntry.created_at
     in_window = within(session, created, since, until)
     frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
-    if transaction_ids:
+    if len(transaction_ids):
         # every row naming one of the ids outside the window, even when the id is also inside
         more = _named_outside(session, since, until, transaction_ids)
         if not more.empty:

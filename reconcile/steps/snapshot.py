@@ -289,7 +289,7 @@ def frames_of(
         )
         if outside:
             expected = frames.joined(expected, expected_by_ids(session, outside))
-        named = [*expected["transaction_id"].tolist(), *corrections]
+        named = frames.joined_ids(expected["transaction_id"], corrections)
         ledger = ledger_frame(session, wide.since, wide.until, named)
         if rows:
             ledger = frames.joined(ledger, ledger_by_ids(session, rows))
