@@ -113,17 +113,22 @@ def test_committed_rows_read_columnar_as_they_read_by_rows(
         arrow_reads.append(len(found))
         return found
 
-    def both() -> tuple[pd.DataFrame, pd.DataFrame]:
+    def both() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         with Session(engine) as session:
+            # three ids, two rows outside the window: those rows are read and kept by id
             ledger = ledger_frame(session, T0, T0 + day, ["pi_1", "pi_2", "pi_9"])
-            return ledger, expected_frame(session, T0, T0 + day)
+            # one id, two rows outside: the id is looked up
+            looked_up = ledger_frame(session, T0, T0 + day, ["pi_9"])
+            return ledger, looked_up, expected_frame(session, T0, T0 + day)
 
     monkeypatch.setattr(frames, "_read_arrow", counted)
-    ledger, expected = both()
-    assert arrow_reads == [1501, 2, 2]
+    ledger, looked_up, expected = both()
+    assert arrow_reads == [1501, 2, 1501, 1, 2]
+    assert looked_up["moesif_id"].tolist()[:2] == ["m_extra", "m_bare_0000"]
     monkeypatch.setattr(frames, "columnar", lambda _session: False)
-    by_rows_ledger, by_rows_expected = both()
+    by_rows_ledger, by_rows_looked_up, by_rows_expected = both()
     pd.testing.assert_frame_equal(ledger, by_rows_ledger)
+    pd.testing.assert_frame_equal(looked_up, by_rows_looked_up)
     pd.testing.assert_frame_equal(expected, by_rows_expected)
     assert ledger["moesif_id"].tolist()[:3] == ["m_extra", "m_old", "m_bare_0000"]
     assert ledger["transaction_id"].isna().sum() == 1500
