@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from reconcile.domain.ids import is_stripe_id
+from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.domain.times import Window
 from reconcile.domain.values import FINDING_SCHEMA
 from reconcile.domain.vocab import Action, Category
@@ -51,9 +54,16 @@ def from_records(
     return pd.DataFrame(columns)
 
 
-def with_ids(ledger: pd.DataFrame, ids: Sequence[str | None]) -> pd.DataFrame:
-    """Return the ledger with its ``transaction_id`` column replaced by ``ids``, row by row."""
-    return ledger.assign(transaction_id=pd.Series(list(ids), index=ledger.index, dtype=object))
+def with_ids(ledger: pd.DataFrame, at: pd.Index, ids: Sequence[str | None]) -> pd.DataFrame:
+    """Return the ledger with the ``transaction_id`` of the rows at ``at`` replaced by ``ids``.
+
+    The column becomes plain values (missing ones ``None``), as each row's id is its own.
+    """
+    column = ledger["transaction_id"].astype(object)
+    column = column.where(column.notna(), None)
+    if len(at):
+        column.loc[at] = pd.Series(list(ids), index=at, dtype=object)
+    return ledger.assign(transaction_id=column)
 
 
 def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
@@ -62,9 +72,23 @@ def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
     return list(frame.where(frame.notna(), None).itertuples(index=False, name=None))
 
 
-def stripe_ids(ledger: pd.DataFrame) -> set[str]:
-    """Return the Stripe ids the ledger rows name."""
-    return {str(tid) for tid in ledger["transaction_id"].dropna() if is_stripe_id(str(tid))}
+def named_by_stripe(ledger: pd.DataFrame) -> pd.Series:
+    """Return, row by row, whether the ledger row's ``transaction_id`` is a Stripe id."""
+    ids = pa.array(ledger["transaction_id"], from_pandas=True)
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.string())
+    named = pc.match_substring_regex(ids, _STRIPE_ID_PATTERN).fill_null(False)
+    return pd.Series(named.to_numpy(zero_copy_only=False), index=ledger.index, dtype=bool)
+
+
+_STRIPE_ID_PATTERN = "^(" + "|".join(re.escape(prefix) for prefix in STRIPE_ID_PREFIXES) + ")"
+
+
+def strays(ledger: pd.DataFrame, expected: pd.DataFrame) -> set[str]:
+    """Return the Stripe ids the ledger rows name that no expected entry has."""
+    named = pa.array(ledger["transaction_id"][named_by_stripe(ledger)], type=pa.string())
+    known = pa.array(expected["transaction_id"], type=pa.string())
+    return set(pc.unique(named.filter(pc.invert(pc.is_in(named, value_set=known)))).to_pylist())
 
 
 def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
@@ -180,8 +204,24 @@ def unknown_companies(
     companies: Sequence[str], expected: pd.DataFrame, ledger: pd.DataFrame
 ) -> list[str]:
     """Return the companies asked for that no expected entry or ledger row names."""
-    named = set(expected["company_id"].dropna()) | set(ledger["company_id"].dropna())
+    if not companies:
+        return []
+    named = set(expected["company_id"].dropna().unique()) | set(
+        ledger["company_id"].dropna().unique()
+    )
     return [company for company in companies if company not in named]
+
+
+def joined_ids(ids: pd.Series, more: Collection[str]) -> pd.Series:
+    """Return ``ids`` followed by ``more``, as one text column (no Python object per id)."""
+    if not more:
+        return ids.reset_index(drop=True)
+    return pd.concat([ids, pd.Series(list(more), dtype=ids.dtype)], ignore_index=True)
+
+
+def ids_of(frame: pd.DataFrame, column: str) -> frozenset[str]:
+    """Return the distinct values of one id column."""
+    return frozenset(frame[column].dropna().unique().tolist())
 
 
 def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:
@@ -190,6 +230,7 @@ def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame
     for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
         if column in findings.columns:
             findings[column] = [
-                mask(value) if isinstance(value, str) else value for value in findings[column]
+                mask(value) if isinstance(value, str) else value
+                for value in findings[column].tolist()
             ]
     return findings

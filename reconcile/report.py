@@ -42,8 +42,18 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
     8601 UTC with ``Z``, absent values are empty, and text that a spreadsheet would run as a
     formula gets a leading apostrophe.
     """
-    rows = [_report_row(record, run_id) for record in findings.to_dict("records")]
+    rows = [_report_row(record, run_id) for record in records(findings)]
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
+
+
+def records(frame: pd.DataFrame) -> list[dict[Hashable, object]]:
+    """Return the frame's rows as dicts of plain values (as ``to_dict("records")``, faster).
+
+    Each column is turned into Python values at once, not cell by cell.
+    """
+    names = list(frame.columns)
+    columns = [frame[name].tolist() for name in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def write_report(findings: pd.DataFrame, run_id: str, report_dir: Path) -> Path:
@@ -132,7 +142,11 @@ def neutralise(cell: str) -> str:
 
 def _absent(value: object) -> bool:
     """Return whether a cell is missing (``None``, NaN, NA or NaT)."""
-    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
+    if value is None:
+        return True
+    if isinstance(value, str) or type(value) is int:  # most cells: no need to ask pandas
+        return False
+    return bool(pd.isna(value))  # type: ignore[call-overload]
 
 
 def _text(value: object) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from reconcile.db import frames
+from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.ledger import ledger_frame, store_ledger_rows
 from reconcile.db.subscriptions import keep_currency, kept_currencies
-from reconcile.domain.values import LedgerRow
+from reconcile.domain.values import ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -57,3 +62,85 @@ def test_kept_currencies_are_read_in_one_go(engine: Engine) -> None:
         kept = kept_currencies(session)
     assert {name: value.currency for name, value in kept.items()} == {"sub_1": "eur", "sub_2": None}
     assert kept["sub_1"].fetched_at == T0
+
+
+def entry(transaction_id: str, created_at: datetime, company_id: str | None) -> ExpectedEntry:
+    return ExpectedEntry(
+        transaction_id=transaction_id,
+        source="topup",
+        entry_type=EntryType.CREDIT,
+        amount_minor=2**40,
+        currency="usd",
+        created_at=created_at,
+        stripe_object_id=transaction_id,
+        topup_id=transaction_id,
+        stripe_customer_id="cus_1",
+        company_id=company_id,
+        subscription_id=None if company_id is None else "sub_1",
+        unmapped_reason="no company" if company_id is None else None,
+    )
+
+
+def test_committed_rows_read_columnar_as_they_read_by_rows(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Arrow read and the driver's rows give one frame, NULL-led columns and times alike."""
+    day = timedelta(days=1)
+    # 1,500 rows without a transaction id or description first: more than a batch of them
+    bare = [
+        replace(row(f"m_bare_{n:04d}", "x", T0 + timedelta(seconds=n)), transaction_id=None)
+        for n in range(1500)
+    ]
+    named = [
+        replace(row("m_named", "pi_1", T0 + timedelta(hours=1, microseconds=7)), description="d"),
+        row("m_old", "pi_1", T0 - 9 * day),
+        row("m_extra", "pi_9", T0 - 9 * day),
+    ]
+    with Session(engine) as session:
+        store_ledger_rows(session, [*bare, *named], now=T0)
+        store_expected(
+            session,
+            [entry("pi_1", T0, "co_1"), entry("pi_2", T0 + timedelta(hours=2), None)],
+            run_id="run-1",
+            now=T0,
+        )
+        session.commit()
+    arrow_reads: list[int] = []
+    read_arrow = frames._read_arrow
+
+    def counted(*args: object, **kwargs: object) -> pd.DataFrame:
+        found = read_arrow(*args, **kwargs)  # type: ignore[arg-type]
+        arrow_reads.append(len(found))
+        return found
+
+    def both() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        with Session(engine) as session:
+            # three ids, two rows outside the window: those rows are read and kept by id
+            ledger = ledger_frame(session, T0, T0 + day, ["pi_1", "pi_2", "pi_9"])
+            # one id, two rows outside: the id is looked up
+            looked_up = ledger_frame(session, T0, T0 + day, ["pi_9"])
+            return ledger, looked_up, expected_frame(session, T0, T0 + day)
+
+    monkeypatch.setattr(frames, "_read_arrow", counted)
+    ledger, looked_up, expected = both()
+    assert arrow_reads == [1501, 2, 1501, 1, 2]
+    assert looked_up["moesif_id"].tolist()[:2] == ["m_extra", "m_bare_0000"]
+    monkeypatch.setattr(frames, "columnar", lambda _session: False)
+    by_rows_ledger, by_rows_looked_up, by_rows_expected = both()
+    pd.testing.assert_frame_equal(ledger, by_rows_ledger)
+    pd.testing.assert_frame_equal(looked_up, by_rows_looked_up)
+    pd.testing.assert_frame_equal(expected, by_rows_expected)
+    assert ledger["moesif_id"].tolist()[:3] == ["m_extra", "m_old", "m_bare_0000"]
+    assert ledger["transaction_id"].isna().sum() == 1500
+    assert ledger.loc[ledger["moesif_id"] == "m_named", "description"].tolist() == ["d"]
+    assert ledger["created_at"].iloc[-1] == pd.Timestamp(T0 + timedelta(hours=1, microseconds=7))
+    assert expected["amount_minor"].tolist() == [2**40, 2**40]
+    assert expected["unmapped_reason"].isna().tolist() == [True, False]
+
+
+def test_a_session_with_uncommitted_writes_reads_them_by_rows(engine: Engine) -> None:
+    with Session(engine) as session:
+        assert frames.columnar(session) == (engine.url.database != ":memory:")
+        store_ledger_rows(session, [row("m_1", "pi_1", T0)], now=T0)
+        assert not frames.columnar(session)
+        assert ledger_frame(session, T0, T0 + timedelta(days=1))["moesif_id"].tolist() == ["m_1"]

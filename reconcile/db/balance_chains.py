@@ -8,9 +8,10 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import within
 from reconcile.db.models import LedgerEntry, MoesifSubscription
 from reconcile.rules.balance_chain import Balance, BalanceRow
 
@@ -50,26 +51,55 @@ def touched_subscriptions(
     Moesif since ``since`` (by a run, ``serve`` or ``balances``): a fresh reported balance is
     worth comparing even when no row is new.
     """
-    rows = (
-        select(LedgerEntry.subscription_id)
-        .where(
-            LedgerEntry.created_at >= since,
-            LedgerEntry.created_at < until,
-            LedgerEntry.subscription_id.is_not(None),
-            LedgerEntry.gone_at.is_(None),
-        )
-        .distinct()
-    )
+    rows = _touched(session, since, until, companies)
     balances = select(MoesifSubscription.subscription_id).where(
         MoesifSubscription.fetched_at >= since,
         MoesifSubscription.current_balance.is_not(None),
     )
     if companies:
-        rows = rows.where(LedgerEntry.company_id.in_(list(companies)))
         balances = balances.where(MoesifSubscription.company_id.in_(list(companies)))
     found = {str(each) for each in session.scalars(rows)}
     found |= {str(each) for each in session.scalars(balances)}
     return sorted(found)
+
+
+def chained_subscriptions(session: Session, touched: Collection[str]) -> list[str]:
+    """Return the ``touched`` subscriptions with a row that can take part in a chain.
+
+    A row takes part when it has a sequence id and both balances (see
+    :func:`reconcile.rules.balance_chain.balance_breaks`); a subscription without one has no
+    break to find, so its rows need not be read. One pass over the rows Moesif still returns.
+    """
+    linked = (
+        select(LedgerEntry.subscription_id)
+        .where(
+            LedgerEntry.subscription_id.is_not(None),
+            LedgerEntry.gone_at.is_(None),
+            LedgerEntry.sequence_id.is_not(None),
+            LedgerEntry.beginning_current_minor.is_not(None),
+            LedgerEntry.ending_current_minor.is_not(None),
+        )
+        .distinct()
+    )
+    wanted = set(touched)
+    return sorted(str(found) for found in session.scalars(linked) if found in wanted)
+
+
+def _touched(
+    session: Session, since: datetime, until: datetime, companies: Collection[str]
+) -> Select[Any]:
+    query = (
+        select(LedgerEntry.subscription_id)
+        .where(
+            within(session, LedgerEntry.created_at, since, until),
+            LedgerEntry.subscription_id.is_not(None),
+            LedgerEntry.gone_at.is_(None),
+        )
+        .distinct()
+    )
+    if companies:
+        query = query.where(LedgerEntry.company_id.in_(list(companies)))
+    return query
 
 
 def chains(session: Session, subscription_ids: Collection[str]) -> Iterator[Chain]:

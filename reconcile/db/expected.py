@@ -12,7 +12,7 @@ from sqlalchemy import Select, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import ids_table, raw, read
+from reconcile.db.frames import among, raw, read, within
 from reconcile.db.models import ExpectedRow
 from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
 
@@ -20,6 +20,7 @@ BATCH_SIZE = 5_000
 """Entries per ``executemany`` of the one cached upsert statement."""
 
 _MUTABLE = (*EXPECTED_COLUMNS[1:], "last_seen_run_id", "updated_at")
+_TEXT_COLUMNS = [name for name in EXPECTED_COLUMNS if name not in ("amount_minor", "created_at")]
 
 
 def store_expected(
@@ -69,9 +70,7 @@ def expected_frame(
     Columns are :data:`reconcile.domain.EXPECTED_COLUMNS`; ``created_at`` is aware UTC and
     ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries.
     """
-    query = _expected_select().where(
-        ExpectedRow.created_at >= since, ExpectedRow.created_at < until
-    )
+    query = _expected_select().where(within(session, ExpectedRow.created_at, since, until))
     if companies:
         query = query.where(ExpectedRow.company_id.in_(list(companies)))
     return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
@@ -81,8 +80,7 @@ def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.Da
     """Return the stored expected entries with these transaction ids, whenever created."""
     if not transaction_ids:
         return _typed(pd.DataFrame(columns=EXPECTED_COLUMNS))
-    ids = ids_table(session, transaction_ids)
-    query = _expected_select().where(ExpectedRow.transaction_id.in_(select(ids.c.id)))
+    query = _expected_select().where(among(session, ExpectedRow.transaction_id, transaction_ids))
     return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
@@ -98,6 +96,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reindex(columns=EXPECTED_COLUMNS)
     frame["created_at"] = frame["created_at"].astype("datetime64[us, UTC]")
     frame["amount_minor"] = frame["amount_minor"].astype("int64")
+    for name in _TEXT_COLUMNS:
+        frame[name] = frame[name].astype("str")
     return frame
 
 

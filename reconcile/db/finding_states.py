@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy import Select, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
@@ -315,11 +315,12 @@ def record_seen(
 
     A finding resolved or closed before that is found again is open again (noted ``reopened``).
     """
+    opened: list[dict[str, Any]] = []
     for finding_id, values in reported.items():
         state = known.get(finding_id)
         fields = {name: values.get(name) for name in STATE_FIELDS}
         if state is None:
-            session.add(_opened(finding_id, run_id, now, fields, runs_seen=1))
+            opened.append(_opened_values(finding_id, run_id, now, fields, runs_seen=1))
             continue
         if finding_id not in again:
             continue
@@ -340,7 +341,14 @@ def record_seen(
                     actor=RUN_ACTOR,
                 )
             )
+    # the new states in bulk: one multi-row INSERT per chunk, no object per state
+    for start in range(0, len(opened), _OPENED_CHUNK):
+        session.execute(insert(FindingState), opened[start : start + _OPENED_CHUNK])
     session.flush()
+
+
+_OPENED_CHUNK = 1000
+"""New finding states per bulk ``INSERT``."""
 
 
 def settle_by_run(
@@ -459,16 +467,23 @@ def _opened(
     finding_id: str, run_id: str, now: datetime, fields: dict[str, Any], *, runs_seen: int
 ) -> FindingState:
     """A finding first seen now, by ``run_id`` (a run, or the live path's marker)."""
-    return FindingState(
-        finding_id=finding_id,
-        status=FindingStatus.OPEN,
-        first_seen_run_id=run_id,
-        first_seen_at=now,
-        last_seen_run_id=run_id,
-        last_seen_at=now,
-        runs_seen=runs_seen,
+    return FindingState(**_opened_values(finding_id, run_id, now, fields, runs_seen=runs_seen))
+
+
+def _opened_values(
+    finding_id: str, run_id: str, now: datetime, fields: dict[str, Any], *, runs_seen: int
+) -> dict[str, Any]:
+    """The columns of a finding first seen now, by ``run_id``."""
+    return {
+        "finding_id": finding_id,
+        "status": FindingStatus.OPEN,
+        "first_seen_run_id": run_id,
+        "first_seen_at": now,
+        "last_seen_run_id": run_id,
+        "last_seen_at": now,
+        "runs_seen": runs_seen,
         **fields,
-    )
+    }
 
 
 def open_by_category(session: Session) -> list[tuple[str, int, datetime]]:

@@ -21,9 +21,10 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
         return 0
     columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
     frame = findings[columns].astype(object).where(findings[columns].notna(), None)
+    names = ["run_id", *(str(name) for name in columns)]
+    cells = [[run_id] * len(frame), *([_plain(v) for v in frame[c].tolist()] for c in columns)]
     records: list[dict[str, Any]] = [
-        {"run_id": run_id, **{str(k): _plain(v) for k, v in record.items()}}
-        for record in frame.to_dict(orient="records")
+        dict(zip(names, values, strict=True)) for values in zip(*cells, strict=True)
     ]
     for start in range(0, len(records), 1000):
         session.execute(insert(Finding), records[start : start + 1000])

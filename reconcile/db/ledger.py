@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import ids_table, raw, read
+from reconcile.db.frames import among, carrying, outside_fewer, raw, read, sorted_by, within
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
@@ -155,16 +155,34 @@ def ledger_frame(
     ``datetime64[us, UTC]``, ``amount_minor`` as ``int64``, the rest as pandas strings (missing
     values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row appears once.
     """
-    in_window = (LedgerEntry.created_at >= since) & (LedgerEntry.created_at < until)
+    created = LedgerEntry.created_at
+    in_window = within(session, created, since, until)
     frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
-    if transaction_ids:
+    if len(transaction_ids):
         # every row naming one of the ids outside the window, even when the id is also inside
-        ids = ids_table(session, transaction_ids)
-        named = _ledger_select().where(LedgerEntry.transaction_id.in_(select(ids.c.id)), ~in_window)
-        more = read(session, named, LEDGER_COLUMNS, times=["created_at"])
+        more = _named_outside(session, since, until, transaction_ids)
         if not more.empty:
             frame = pd.concat([frame, more], ignore_index=True)
-    return _typed(frame).sort_values(["created_at", "moesif_id"]).reset_index(drop=True)
+    return sorted_by(_typed(frame), ["created_at", "moesif_id"])
+
+
+def _named_outside(
+    session: Session, since: datetime, until: datetime, transaction_ids: Collection[str]
+) -> pd.DataFrame:
+    """Return the rows outside ``[since, until)`` that carry one of ``transaction_ids``.
+
+    When fewer rows lie outside the window than there are ids, those rows are read and kept by
+    id here; else each id is looked up through the ``transaction_id`` index.
+    """
+    created = LedgerEntry.created_at
+    outside = or_(created < since, created >= until)
+    if outside_fewer(session, created, since, until, len(transaction_ids)):
+        rows = read(session, _ledger_select().where(outside), LEDGER_COLUMNS, times=["created_at"])
+        return rows[carrying(rows["transaction_id"], transaction_ids)]
+    inside = (created >= since) & (created < until)
+    query = _ledger_select().where(among(session, LedgerEntry.transaction_id, transaction_ids))
+    query = query.where(~inside)
+    return read(session, query, LEDGER_COLUMNS, times=["created_at"])
 
 
 def _existing(session: Session, rows: dict[str, LedgerRow]) -> dict[str, tuple[Any, ...]]:
@@ -197,8 +215,7 @@ def ledger_by_ids(session: Session, moesif_ids: Collection[str]) -> pd.DataFrame
     """
     if not moesif_ids:
         return _typed(pd.DataFrame(columns=LEDGER_COLUMNS))
-    ids = ids_table(session, moesif_ids)
-    named = _ledger_select().where(LedgerEntry.moesif_id.in_(select(ids.c.id)))
+    named = _ledger_select().where(among(session, LedgerEntry.moesif_id, moesif_ids))
     return _typed(read(session, named, LEDGER_COLUMNS, times=["created_at"]))
 
 

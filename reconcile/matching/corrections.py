@@ -15,14 +15,17 @@ import pandas as pd
 
 from reconcile.domain.ids import finding_id
 from reconcile.domain.vocab import Category, EntryType
-from reconcile.rules.correction import corrected_finding
+from reconcile.rules.correction import PREFIX, corrected_finding
 from reconcile.rules.delta import correction
 
 
 def set_apart(ledger: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return the ledger without its correction rows, and the correction rows."""
-    ids = ledger["transaction_id"].astype(object)
-    marked = [corrected_finding(tid if isinstance(tid, str) else None) is not None for tid in ids]
+    # only ids with the correction prefix can name one: the rule is asked about those alone
+    marked = [
+        isinstance(tid, str) and tid.startswith(PREFIX) and corrected_finding(tid) is not None
+        for tid in ledger["transaction_id"].tolist()
+    ]
     keep = pd.Series(marked, index=ledger.index, dtype=bool)
     return ledger[~keep].reset_index(drop=True), ledger[keep].reset_index(drop=True)
 

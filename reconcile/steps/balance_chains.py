@@ -29,6 +29,7 @@ from reconcile import frames
 from reconcile.db.balance_chains import (
     Chain,
     ReportedBalance,
+    chained_subscriptions,
     chains,
     reported_balances,
     touched_subscriptions,
@@ -85,8 +86,9 @@ def check(
     doubtful: list[str] = []
     with sessions() as session:
         touched = touched_subscriptions(session, read.since, read.until, companies)
-        reported = reported_balances(session, touched)
-        for chain in chains(session, touched):
+        linked = chained_subscriptions(session, touched)
+        reported = reported_balances(session, linked)
+        for chain in chains(session, linked):
             balance = reported.get(chain.subscription_id)
             found = _check(chain, balance, amount_unit)
             if read_again_first(found, read_after_rows=_read_after(chain, balance)):

@@ -141,7 +141,8 @@ def settle(
             _row(known[fid], Action.FLAGGED, _waiting(known[fid])) for fid in sorted(moved.waiting)
         ]
         if not dry_run:
-            kept = {fid: values for fid, values in reported.items() if fid not in moved.silenced}
+            quiet = moved.silenced  # a set built per access: once, not once per finding
+            kept = {fid: values for fid, values in reported.items() if fid not in quiet}
             record_seen(session, kept, known, moved.again, run_id, now)
             settle_by_run(session, [known[fid] for fid in sorted(moved.settled)], run_id, now)
             confirm_resolved(session, [known[fid] for fid in sorted(moved.confirmed)], run_id, now)

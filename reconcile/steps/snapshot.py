@@ -18,7 +18,6 @@ from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
-from reconcile.domain.ids import is_stripe_id
 from reconcile.domain.times import Window
 from reconcile.domain.values import Unreadable
 from reconcile.ledger_sync import SyncResult, sync_ledger
@@ -285,16 +284,18 @@ def frames_of(
     transactions, rows = recheck
     with sessions() as session:
         expected = expected_frame(session, wide.since, wide.until, companies)
-        outside = set(transactions) - set(expected["transaction_id"])
+        outside = set(transactions) - frames.ids_of(
+            expected[expected["transaction_id"].isin(list(transactions))], "transaction_id"
+        )
         if outside:
             expected = frames.joined(expected, expected_by_ids(session, outside))
-        named = [*expected["transaction_id"].tolist(), *corrections]
+        named = frames.joined_ids(expected["transaction_id"], corrections)
         ledger = ledger_frame(session, wide.since, wide.until, named)
         if rows:
             ledger = frames.joined(ledger, ledger_by_ids(session, rows))
             ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
     ledger = with_known_ids(sessions, frames.of_companies(ledger, companies))
-    strays = frames.stripe_ids(ledger) - set(expected["transaction_id"])
+    strays = frames.strays(ledger, expected)
     if not strays:
         return Frames(expected, ledger)
     unreadable: list[Unreadable] = []
@@ -341,7 +342,7 @@ def load(
         corrections=[correction_id(fid, leg) for fid in rechecked for leg in (1, 2)],
     )
     expected, ledger = loaded.expected, loaded.ledger
-    present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
+    present = frames.ids_of(expected, "transaction_id") | frames.ids_of(ledger, "moesif_id")
     for company in frames.unknown_companies(companies, expected, ledger):
         log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
     paid = subscriptions_paid_into(
@@ -352,10 +353,13 @@ def load(
 
 def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:
     """Give rows without a Stripe id the one they are known by (see ``rules.known_ids``)."""
-    cells = frames.ledger_cells(ledger, "transaction_id", "description", "moesif_id")
-    if all(is_stripe_id(tid) for tid, _, _ in cells):
+    named = frames.named_by_stripe(ledger)
+    if named.all():
         return ledger
+    others = ledger[~named]
+    cells = frames.ledger_cells(others, "transaction_id", "description", "moesif_id")
     asking = [moesif_id for tid, text, moesif_id in cells if needs_memory(tid, text)]
     with sessions() as session:
         pairs = remembered_pairs(session, asking) if asking else {}
-    return frames.with_ids(ledger, [known_id(tid, text, mid, pairs) for tid, text, mid in cells])
+    known = [known_id(tid, text, mid, pairs) for tid, text, mid in cells]
+    return frames.with_ids(ledger, others.index, known)
