@@ -80,8 +80,23 @@ def run_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="only these Moesif company ids (the watermark stays where it is)",
     )
+    parser.add_argument(
+        "--accounts",
+        type=_accounts,
+        metavar="all|acct_…,…",
+        help="connected Stripe accounts to read, each with its own watermark (STRIPE_ACCOUNTS)",
+    )
     _common(parser)
     return parser
+
+
+def _accounts(text: str) -> tuple[str, ...]:
+    from reconcile.rules.accounts import parse_accounts
+
+    try:
+        return parse_accounts(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +135,11 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         report_dir=namespace.report_dir,
         trigger="manual",
     )
+    accounts = namespace.accounts or settings.stripe_accounts
+    if accounts:
+        from reconcile.accounts.command import run_accounts
+
+        return run_accounts(settings, request, accounts, emit=print, fail=_fail)
     began = utc_now()
     try:
         with open_clients(settings) as clients:
