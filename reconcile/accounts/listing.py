@@ -33,3 +33,22 @@ def accounts_to_read(settings: Settings, asked: tuple[str, ...]) -> tuple[str, .
 def account_client(settings: Settings, stripe_account: str) -> stripe.StripeClient:
     """Return a Stripe client whose every request reads ``stripe_account`` (``Stripe-Account``)."""
     return build_stripe_client(settings, stripe_account=stripe_account)
+
+
+def on_account(client: stripe.StripeClient, stripe_account: str) -> stripe.StripeClient:
+    """Return ``client`` reading ``stripe_account`` instead: same key, version, base and transport.
+
+    The transport (pacing, retries, masking) is shared, so the account's reads keep to the same
+    request rate. The SDK offers no public copy of a client with another ``Stripe-Account``; its
+    requestor's options are read here, in one place.
+    """
+    requestor = client._requestor  # noqa: SLF001 - see above
+    options = requestor._options  # noqa: SLF001
+    return stripe.StripeClient(
+        str(options.api_key),
+        stripe_account=stripe_account,
+        stripe_version=options.stripe_version,
+        base_addresses=dict(options.base_addresses),  # type: ignore[arg-type]
+        max_network_retries=options.max_network_retries,
+        http_client=requestor._client,  # noqa: SLF001
+    )

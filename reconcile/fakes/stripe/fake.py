@@ -67,7 +67,16 @@ class ConnectedAccount(Seeding):
         self.id = account_id
         self.routes = routes
         self.live = LivePayments(state, api_version)
+        self.live.account = account_id
         self.reports = Reports(state, files_url)
+
+    def emit_event(self, event_type: str, kind: str, object_id: str) -> str:
+        """Create a Connect event (``account`` set) about one of this account's objects."""
+        return self.live.emit(event_type, kind, object_id)
+
+    def events(self) -> list[Obj]:
+        """Return every event of this account so far, oldest first."""
+        return self.live.events()
 
     def objects(self, kind: str) -> list[Obj]:
         """Return copies of every stored object of ``kind`` of this account."""
