@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement")
+COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement", "worker")
 COMMAND_SUMMARIES = {
     "demo": "a self-contained demo against the bundled fakes",
     "status": "run history and open findings",
@@ -33,6 +33,7 @@ COMMAND_SUMMARIES = {
     "serve": "the webhook, /top-up and the review page (--only console: the page alone)",
     "findings": "the exception queue: list, assign, comment, close, correct findings",
     "statement": "a customer's statement: opening balance, movements, closing, tie-out",
+    "worker": "take connected accounts from the job queue (PostgreSQL; --progress: each one)",
 }
 """One line per command for ``reconcile --help``; a command without one is listed bare."""
 
@@ -189,6 +190,10 @@ def _subcommand(name: str, args: list[str]) -> int:
         return _findings(args)
     if name == "statement":
         return _statement(args)
+    if name == "worker":
+        from reconcile.accounts.worker_command import main as worker_main
+
+        return worker_main(args, _Parser, _fail)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 

@@ -37,6 +37,13 @@ def run_accounts(
     if not accounts:
         emit("no connected accounts to reconcile")
         return 0
+    if settings.database_url.startswith("postgresql"):
+        from reconcile.accounts.queue import defer_and_wait
+
+        try:
+            return defer_and_wait(settings, request, accounts, emit=emit)
+        except ReconcileError as error:
+            return fail(error, settings)
     began = utc_now()
 
     def told(ended: AccountEnded) -> None:
