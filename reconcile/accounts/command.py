@@ -14,7 +14,7 @@ from reconcile.accounts.listing import accounts_to_read
 from reconcile.after_run import after_run
 from reconcile.clients import open_clients, utc_now
 from reconcile.config import Settings
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, RunFailed
 from reconcile.request import RunRequest
 from reconcile.rules.accounts import worst_exit
 
@@ -44,6 +44,9 @@ def run_accounts(
             return defer_and_wait(settings, request, accounts, emit=emit)
         except ReconcileError as error:
             return fail(error, settings)
+        except KeyboardInterrupt:
+            left = RunFailed("interrupted while waiting; the accounts stay queued for the workers")
+            return fail(left, settings)
     began = utc_now()
 
     def told(ended: AccountEnded) -> None:
