@@ -95,6 +95,7 @@ def reconcile_account(
     until: str | None,
     dry_run: bool,
     report_dir: str | None,
+    companies: list[str] | None = None,
 ) -> int:
     """Run one connected account's reconciliation; return its exit code.
 
@@ -106,6 +107,7 @@ def reconcile_account(
         since=datetime.fromisoformat(since) if since else None,
         until=datetime.fromisoformat(until) if until else None,
         dry_run=dry_run,
+        companies=tuple(companies or ()),
         report_dir=Path(report_dir) if report_dir else None,
         trigger="worker",
         stripe_account=stripe_account,
@@ -140,6 +142,7 @@ def defer_accounts(
                 until=to_iso(request.until or until),
                 dry_run=request.dry_run,
                 report_dir=str(request.report_dir) if request.report_dir else None,
+                companies=list(request.companies),
             )
         except procrastinate.exceptions.AlreadyEnqueued:
             deferred[account] = None
