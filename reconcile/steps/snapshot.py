@@ -351,7 +351,9 @@ def load(
     )
     expected, ledger = loaded.expected, loaded.ledger
     present = frozenset(expected["transaction_id"]) | frozenset(ledger["moesif_id"])
-    for company in frames.unknown_companies(companies, expected, ledger):
+    # An account's run compares the companies the account maps to: none of them was asked for.
+    asked = companies if run.stripe_account is None else ()
+    for company in frames.unknown_companies(asked, expected, ledger):
         log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
     paid = subscriptions_paid_into(
         sessions, directory, frames.subscriptions_paid(frames.in_window(expected, run.spans.window))
