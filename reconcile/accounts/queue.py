@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -25,16 +26,21 @@ from typing import Any
 import procrastinate
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from reconcile.accounts.listing import account_client
 from reconcile.after_run import after_run
 from reconcile.clients import open_clients, utc_now
 from reconcile.config import Settings
-from reconcile.db.engine import make_engine
+from reconcile.db import runs
+from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.domain.times import to_iso
-from reconcile.errors import DatabaseUnavailable, LockHeld, ReconcileError, RunFailed
+from reconcile.errors import ConfigError, DatabaseUnavailable, LockHeld, ReconcileError, RunFailed
 from reconcile.lock import advisory_key
 from reconcile.request import RunRequest
+from reconcile.rules.accounts import worst_exit
+from reconcile.run import execute
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +119,6 @@ def reconcile_account(
         stripe_account=stripe_account,
     )
     began = utc_now()
-    from reconcile.run import execute
-
     try:
         with open_clients(settings) as clients:
             scoped = replace(clients, stripe=account_client(settings, stripe_account))
@@ -183,9 +187,6 @@ def run_worker(
     Raises:
         ConfigError: the snapshot database is not PostgreSQL.
     """
-    from reconcile.db.engine import upgrade_to_head
-    from reconcile.errors import ConfigError
-
     if not settings.database_url.startswith("postgresql"):
         raise ConfigError(
             "reconcile worker needs RECONCILE_DATABASE_URL on PostgreSQL; on SQLite a run "
@@ -234,14 +235,13 @@ def defer_and_wait(
     *,
     emit: Callable[[str], None],
     poll_seconds: float = 1.0,
-    sleep: Callable[[float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Defer one job per account, wait for the workers to finish them; return the worst exit."""
-    import time
+    """Defer one job per account, wait for the workers to finish them; return the worst exit.
 
-    from reconcile.db.engine import upgrade_to_head
-    from reconcile.rules.accounts import worst_exit
-
+    Raises:
+        DatabaseUnavailable: the database or the queue in it could not be reached.
+    """
     engine = make_engine(settings.database_url)
     app = make_app(settings.database_url)
     started = utc_now()
@@ -251,50 +251,51 @@ def defer_and_wait(
         with app.open():
             deferred = defer_accounts(app, request, accounts, started)
         waiting = {account: job for account, job in deferred.items() if job is not None}
-        emit(
-            f"deferred {len(waiting)} account(s) to the queue {QUEUE!r}"
-            + (
-                f"; {len(deferred) - len(waiting)} already waiting there"
-                if len(waiting) < len(deferred)
-                else ""
-            )
-            + "; `reconcile worker` processes take them (`reconcile worker --progress` shows each)"
-        )
-        done: dict[str, str] = {}
-        while len(done) < len(waiting):
-            states = job_states(engine, list(waiting.values()))
-            for account, job in waiting.items():
-                status = states.get(job, ("gone", 0))[0]
-                if account not in done and (status in FINAL_STATES or status == "gone"):
-                    done[account] = status
-                    emit(f"{account}: job {job} {status}")
-            if len(done) < len(waiting):
-                (sleep or time.sleep)(poll_seconds)
+        emit(_deferred_line(len(waiting), len(deferred) - len(waiting)))
+        _wait(engine, waiting, emit, poll_seconds, sleep)
         return worst_exit(account_exits(engine, list(waiting), started).values())
-    except Exception as error:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if isinstance(error, (SQLAlchemyError, procrastinate.exceptions.ConnectorException)):
-            raise DatabaseUnavailable(
-                f"the job queue could not be reached: {type(error).__name__}"
-            ) from None
-        raise
+    except (SQLAlchemyError, procrastinate.exceptions.ConnectorException) as error:
+        raise DatabaseUnavailable(
+            f"the job queue could not be reached: {type(error).__name__}"
+        ) from None
     finally:
         engine.dispose()
 
 
+def _deferred_line(deferred: int, already: int) -> str:
+    queued = f"; {already} already waiting there" if already else ""
+    return (
+        f"deferred {deferred} account(s) to the queue {QUEUE!r}{queued}; `reconcile worker` "
+        "processes take them (`reconcile worker --progress` shows each)"
+    )
+
+
+def _wait(
+    engine: Engine,
+    waiting: Mapping[str, int],
+    emit: Callable[[str], None],
+    poll_seconds: float,
+    sleep: Callable[[float], None],
+) -> None:
+    """Return once every job in ``waiting`` is final, telling each as it ends."""
+    done: set[str] = set()
+    while True:
+        states = job_states(engine, list(waiting.values()))
+        for account, job in waiting.items():
+            status = states.get(job, ("gone", 0))[0]
+            if account not in done and (status in FINAL_STATES or status == "gone"):
+                done.add(account)
+                emit(f"{account}: job {job} {status}")
+        if len(done) == len(waiting):
+            return
+        sleep(poll_seconds)
+
+
 def account_exits(engine: Engine, accounts: Sequence[str], since: datetime) -> dict[str, int]:
     """Return each account's exit code: its latest run's since ``since`` (3 when it has none)."""
-    query = text(
-        "SELECT DISTINCT ON (stripe_account) stripe_account, exit_code FROM runs"
-        " WHERE stripe_account = ANY(:accounts) AND started_at >= :since"
-        " ORDER BY stripe_account, started_at DESC"
-    )
-    with engine.connect() as connection:
-        found = {
-            row[0]: row[1]
-            for row in connection.execute(query, {"accounts": list(accounts), "since": since})
-        }
+    with Session(engine) as session:
+        found = runs.latest_exit_codes(session, accounts, since)
     return {
-        account: 3 if found.get(account) is None else int(found[account]) for account in accounts
+        account: 3 if found.get(account) is None else int(found[account] or 0)
+        for account in accounts
     }

@@ -156,3 +156,15 @@ def latest_failed_since(session: Session, began: datetime) -> Run | None:
 def run_of(session: Session, run_id: str) -> Run | None:
     """Return the run with this id, if there is one."""
     return session.get(Run, run_id)
+
+
+def latest_exit_codes(
+    session: Session, accounts: Sequence[str], since: datetime
+) -> dict[str, int | None]:
+    """Return the exit code of each account's latest run started at or after ``since``."""
+    query = (
+        select(Run.stripe_account, Run.exit_code)
+        .where(Run.stripe_account.in_(list(accounts)), Run.started_at >= since)
+        .order_by(Run.started_at)
+    )
+    return {str(account): code for account, code in session.execute(query)}

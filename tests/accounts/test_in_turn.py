@@ -137,3 +137,10 @@ def _iso(moment: object) -> str:
     from reconcile.domain.times import to_iso
 
     return to_iso(moment)  # type: ignore[arg-type]
+
+
+def test_the_worker_needs_postgresql(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "PostgreSQL" in err

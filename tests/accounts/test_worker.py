@@ -125,7 +125,9 @@ def _seed(world: World, accounts: int, payments: int) -> list[str]:
 
 
 def test_accounts_spread_over_several_workers_each_credit_posted_once(
-    world: World, start_worker: Callable[..., subprocess.Popen[bytes]]
+    world: World,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     paid = _seed(world, accounts=4, payments=2)
     thread, code = _defer_in_background(["--since", world.since, "--accounts", "all"])
@@ -152,6 +154,12 @@ def test_accounts_spread_over_several_workers_each_credit_posted_once(
         counted = connection.scalar(text("SELECT SUM(used) FROM moesif_budget"))
     engine.dispose()
     assert counted == sum(world.moesif.requests_per_minute().values())
+    capsys.readouterr()
+    assert main(["worker", "--progress"]) == 0
+    shown = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(line.split()[:2] for line in shown) == [
+        [f"acct_{number}test", "succeeded"] for number in range(4)
+    ]
 
 
 def test_a_killed_workers_account_is_finished_by_another_exactly_once(
