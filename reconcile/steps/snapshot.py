@@ -132,7 +132,7 @@ def read_moesif(
         run_id=run.run_id,
         clock=clock,
     )
-    rechecked = lifecycle.open_before(sessions, companies, clock())
+    rechecked = lifecycle.open_before(sessions, companies, clock(), run.stripe_account)
     reads = rereads(
         lifecycle.places(sessions, rechecked), settings.match_window, spans.moesif, companies
     )

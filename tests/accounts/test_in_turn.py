@@ -144,3 +144,25 @@ def test_the_worker_needs_postgresql(world: World, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "PostgreSQL" in err
+
+
+def test_an_accounts_unmapped_customer_settles_once_it_is_mapped(world: World) -> None:
+    account = world.stripe.add_account("acct_3unmapped")
+    customer = account.add_customer("cus_shared")  # no Moesif company or subscription yet
+    paid = account.add_payment_intent(customer, 900, created=world.now - timedelta(days=1))
+    world.moesif.add_subscription("sub_gamma", "gamma", currency="usd")
+
+    assert main(["--since", world.since, "--accounts", account.id]) == 1
+    assert [row["category"] for row in world.report_rows()] == ["unmapped_customer"]
+
+    # Mapped now, and the next run reads from outside the movement's time: the open finding
+    # of the account's own movement is re-checked all the same, and settles.
+    with account._state.lock:
+        account._state.get("customer", customer)["metadata"] = {
+            "moesif_company_id": "gamma",
+            "moesif_subscription_id": "sub_gamma",
+        }
+    later = _iso(world.now - timedelta(hours=1))
+    assert main(["--since", later, "--accounts", account.id]) == 0
+
+    assert [body["transaction_id"] for body in world.moesif.posts] == [paid]
