@@ -14,12 +14,15 @@ from reconcile.db.models import Base
 config = context.config
 target_metadata = Base.metadata
 
-# Tables other libraries own in the same database (APScheduler's job store).
+# Tables other libraries own in the same database (APScheduler's job store; procrastinate's
+# job queue, which spreads connected accounts over workers, creates its own procrastinate_*).
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
+FOREIGN_PREFIXES = ("procrastinate_",)
 
 
 def include_name(name: str | None, type_: str, _parent: object) -> bool:
-    return not (type_ == "table" and name in FOREIGN_TABLES)
+    foreign = name in FOREIGN_TABLES or (name or "").startswith(FOREIGN_PREFIXES)
+    return not (type_ == "table" and foreign)
 
 
 def database_url() -> str:

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["_child"]:
         return _child(arguments[1], json.loads(arguments[2]))
+    if arguments[:1] == ["scale"]:  # its own options: accounts over worker processes
+        from bench.scale import main as scale
+
+        return scale(arguments[1:])
     parser = _parser()
     options = parser.parse_args(arguments)
     unknown = sorted(set(options.benchmarks) - set(BENCHMARKS))

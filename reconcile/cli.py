@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconcile")
 
-COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement")
+COMMANDS = ("demo", "status", "balances", "serve", "findings", "statement", "worker")
 COMMAND_SUMMARIES = {
     "demo": "a self-contained demo against the bundled fakes",
     "status": "run history and open findings",
@@ -33,6 +33,7 @@ COMMAND_SUMMARIES = {
     "serve": "the webhook, /top-up and the review page (--only console: the page alone)",
     "findings": "the exception queue: list, assign, comment, close, correct findings",
     "statement": "a customer's statement: opening balance, movements, closing, tie-out",
+    "worker": "take connected accounts from the job queue (PostgreSQL; --progress: each one)",
 }
 """One line per command for ``reconcile --help``; a command without one is listed bare."""
 
@@ -80,8 +81,23 @@ def run_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="only these Moesif company ids (the watermark stays where it is)",
     )
+    parser.add_argument(
+        "--accounts",
+        type=_accounts,
+        metavar="all|acct_…,…",
+        help="connected Stripe accounts to read, each with its own watermark (STRIPE_ACCOUNTS)",
+    )
     _common(parser)
     return parser
+
+
+def _accounts(text: str) -> tuple[str, ...]:
+    from reconcile.rules.accounts import parse_accounts
+
+    try:
+        return parse_accounts(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +136,11 @@ def _run(settings: Settings, namespace: argparse.Namespace) -> int:
         report_dir=namespace.report_dir,
         trigger="manual",
     )
+    accounts = namespace.accounts or settings.stripe_accounts
+    if accounts:
+        from reconcile.accounts.command import run_accounts
+
+        return run_accounts(settings, request, accounts, emit=print, fail=_fail)
     began = utc_now()
     try:
         with open_clients(settings) as clients:
@@ -169,6 +190,10 @@ def _subcommand(name: str, args: list[str]) -> int:
         return _findings(args)
     if name == "statement":
         return _statement(args)
+    if name == "worker":
+        from reconcile.accounts.worker_command import main as worker_main
+
+        return worker_main(args, _Parser, _fail)
     if name == "serve":
         from reconcile.serve.command import main as serve_main
 

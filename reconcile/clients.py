@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import stripe
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
+from reconcile.accounts.budget import SharedBudget, shares_budget
 from reconcile.config import MOESIF_BUDGET_LIMIT, Settings
 from reconcile.moesif.client import MoesifClient, open_http_client
 from reconcile.posting.engine import PostingEngine
@@ -79,7 +82,12 @@ def batch_limiter(
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> RateLimiter:
-    """Return the batch job's Moesif rate: ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` a minute."""
+    """Return the batch job's Moesif rate: ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` a minute.
+
+    On PostgreSQL the minute's count is shared by every run and worker (section 12).
+    """
+    if shares_budget(settings.database_url):
+        return SharedBudget(budget_engine(settings), settings.moesif_requests_per_minute, sleep)
     return RateLimiter(settings.moesif_requests_per_minute, 60.0, clock=monotonic, sleep=sleep)
 
 
@@ -88,9 +96,20 @@ def live_limiter(
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> RateLimiter:
-    """Return ``serve``'s Moesif rate: what the batch share leaves of 500 a minute (at least 1)."""
+    """Return ``serve``'s Moesif rate: what the batch share leaves of 500 a minute (at least 1).
+
+    On PostgreSQL it counts in the budget every worker shares: the live path may spend up to
+    500 a minute, the batch side only up to its share, so the rest is always the live path's.
+    """
+    if shares_budget(settings.database_url):
+        return SharedBudget(budget_engine(settings), MOESIF_BUDGET_LIMIT, sleep)
     rest = max(1, MOESIF_BUDGET_LIMIT - settings.moesif_requests_per_minute)
     return RateLimiter(rest, 60.0, clock=monotonic, sleep=sleep)
+
+
+def budget_engine(settings: Settings) -> Engine:
+    """Return an engine for the shared Moesif budget: a connection per count, none kept open."""
+    return create_engine(settings.database_url, poolclass=NullPool)
 
 
 def posting_engine(

@@ -20,6 +20,7 @@ from reconcile.errors import ConfigError
 from reconcile.posting.next_step import DEFAULT_REPORT_LAG
 from reconcile.redaction import Redactor
 from reconcile.retry import RetryPolicy
+from reconcile.rules.accounts import parse_accounts
 from reconcile.rules.priority import DEFAULT_LEVELS as DEFAULT_PRIORITY_LEVELS
 from reconcile.rules.priority import DEFAULT_RULES as DEFAULT_PRIORITY_RULES
 from reconcile.rules.priority import Level as PriorityLevel
@@ -108,6 +109,9 @@ class Settings:
     notify_url: Secret | None = None
     """Where a run that needs attention is announced (``RECONCILE_NOTIFY_URL``); also among
     ``other_secrets``, so it is masked wherever it appears."""
+    stripe_accounts: tuple[str, ...] = ()
+    """``STRIPE_ACCOUNTS``: the connected accounts to reconcile, ``("all",)`` for every one the
+    key reaches; empty: the key's own account (section 12)."""
     console_url: str | None = None
     """The console's public address (``RECONCILE_CONSOLE_URL``): each finding a notification
     lists links to its page there."""
@@ -162,6 +166,13 @@ def environment(
         values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
     values.update(os.environ if environ is None else environ)
     return values
+
+
+def _stripe_accounts(values: Mapping[str, str]) -> tuple[str, ...]:
+    try:
+        return parse_accounts(values.get("STRIPE_ACCOUNTS", ""))
+    except ValueError as error:
+        raise ConfigError(f"STRIPE_ACCOUNTS: {error}") from None
 
 
 def _default(name: str) -> Any:  # noqa: ANN401 - each field's own type
@@ -409,6 +420,7 @@ def _parse(values: Mapping[str, str]) -> Settings:
         ),
         run_timeout=_duration(values, "RECONCILE_RUN_TIMEOUT", _default("run_timeout")),
         moesif_requests_per_minute=_moesif_budget(values),
+        stripe_accounts=_stripe_accounts(values),
         moesif_read_cap=_positive_int(
             values, "RECONCILE_MOESIF_READ_CAP", _default("moesif_read_cap")
         ),

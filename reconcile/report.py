@@ -6,7 +6,7 @@ import csv
 import logging
 import numbers
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -28,6 +28,9 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 AMOUNT_COLUMNS = ("stripe_amount", "moesif_amount", "delta")
 """Report columns holding our own decimal strings, which stay numbers (``-5.00``)."""
+
+ACCOUNT_COLUMN = "stripe_account"
+"""The column a connected account's report appends after ``REPORT_COLUMNS`` (section 12)."""
 
 _TIME_SUFFIXES = ("_created_at", "_seen_at")
 
@@ -56,10 +59,13 @@ def records(frame: pd.DataFrame) -> list[dict[Hashable, object]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def write_report(findings: pd.DataFrame, run_id: str, report_dir: Path) -> Path:
+def write_report(
+    findings: pd.DataFrame, run_id: str, report_dir: Path, *, stripe_account: str | None = None
+) -> Path:
     """Write ``{report_dir}/drift-{run_id}.csv`` atomically and return its path.
 
-    The file is UTF-8 with LF line endings and always has the header row.
+    The file is UTF-8 with LF line endings and always has the header row. A connected
+    account's run (``stripe_account``) appends the column ``stripe_account`` (section 12).
 
     Raises:
         ValueError: ``run_id`` is not safe to use in a file name.
@@ -70,7 +76,11 @@ def write_report(findings: pd.DataFrame, run_id: str, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"drift-{run_id}.csv"
     frame = to_report_frame(findings, run_id)
-    _write_atomically(path, frame.itertuples(index=False, name=None))
+    columns = list(REPORT_COLUMNS)
+    if stripe_account is not None:
+        frame[ACCOUNT_COLUMN] = neutralise(stripe_account)
+        columns.append(ACCOUNT_COLUMN)
+    _write_atomically(path, frame.itertuples(index=False, name=None), columns)
     logger.info("wrote drift report %s (%d findings)", path, len(frame))
     return path
 
@@ -177,12 +187,14 @@ def _time(value: object) -> str:
     return to_iso(value)
 
 
-def _write_atomically(path: Path, rows: Iterable[tuple[object, ...]]) -> None:
+def _write_atomically(
+    path: Path, rows: Iterable[tuple[object, ...]], columns: Sequence[str] = REPORT_COLUMNS
+) -> None:
     """Write the header and rows to ``path`` atomically."""
 
     def write(stream: TextIO) -> None:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(REPORT_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
 
     write_atomically(path, write)

@@ -23,6 +23,8 @@ class RunRequest:
     companies: tuple[str, ...] = ()
     report_dir: Path | None = None
     trigger: str = "manual"
+    stripe_account: str | None = None
+    """The connected account read with the ``Stripe-Account`` header; ``None``: the key's own."""
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,18 @@ def execute(
     engine = make_engine(settings.database_url)
     try:
         upgrade_to_head(engine)
-        with run_lock(engine):
+        with run_lock(engine, lock_name(request.stripe_account)):
             sessions = sessionmaker(engine, expire_on_commit=False)
             return _run(sessions, settings, request, clients, started_at)
     except SQLAlchemyError as error:
         raise DatabaseUnavailable(f"snapshot database failed: {describe(error)}") from None
     finally:
         engine.dispose()
+
+
+def lock_name(stripe_account: str | None) -> str:
+    """Return the name of the run lock: one for the key's own account, one per connected one."""
+    return "reconcile" if stripe_account is None else f"account:{stripe_account}"
 
 
 def _run(
@@ -86,6 +91,7 @@ def _reconcile(
         clients.moesif, clock, amount_unit=settings.moesif_amount_unit
     )
     stripe = snapshot.read_stripe(sessions, clients.stripe, run, companies, now=clock())
+    companies = snapshot.account_scope(sessions, run, companies)
     moesif = snapshot.read_moesif(
         sessions, clients.moesif, directory, settings, run, companies, clock
     )

@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, Table, select
+from sqlalchemy import ColumnElement, Select, Table, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -19,17 +19,23 @@ from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
 BATCH_SIZE = 5_000
 """Entries per ``executemany`` of the one cached upsert statement."""
 
-_MUTABLE = (*EXPECTED_COLUMNS[1:], "last_seen_run_id", "updated_at")
+_MUTABLE = (*EXPECTED_COLUMNS[1:], "last_seen_run_id", "updated_at", "stripe_account")
 _TEXT_COLUMNS = [name for name in EXPECTED_COLUMNS if name not in ("amount_minor", "created_at")]
 
 
 def store_expected(
-    session: Session, entries: Iterable[ExpectedEntry], *, run_id: str, now: datetime
+    session: Session,
+    entries: Iterable[ExpectedEntry],
+    *,
+    run_id: str,
+    now: datetime,
+    stripe_account: str | None = None,
 ) -> int:
     """Upsert ``entries`` by transaction id and return how many were given; does not commit.
 
     A new row records ``run_id`` as first and last seen; an existing row keeps its first run and
     takes the new values, ``run_id`` as last seen and ``now`` as ``updated_at``.
+    ``stripe_account`` is the connected account they were read from (``None``: the key's own).
     """
     statement = _insert(session)
     statement = statement.on_conflict_do_update(
@@ -39,7 +45,10 @@ def store_expected(
     stored = 0
     for batch in _batches(entries, BATCH_SIZE):
         rows = list(
-            {row["transaction_id"]: row for row in (_row(e, run_id, now) for e in batch)}.values()
+            {
+                row["transaction_id"]: row | {"stripe_account": stripe_account}
+                for row in (_row(e, run_id, now) for e in batch)
+            }.values()
         )
         session.execute(statement, rows)
         stored += len(batch)
@@ -64,15 +73,21 @@ def expected_frame(
     since: datetime,
     until: datetime,
     companies: Collection[str] = (),
+    stripe_account: str | None = None,
 ) -> pd.DataFrame:
     """Return the stored expected entries created in ``[since, until)`` as the matcher's frame.
 
     Columns are :data:`reconcile.domain.EXPECTED_COLUMNS`; ``created_at`` is aware UTC and
-    ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries.
+    ``amount_minor`` is int64. ``companies``, when given, keeps only those companies' entries;
+    with ``stripe_account`` too, the account's own entries are kept whatever their company
+    (an unmapped customer's have none).
     """
     query = _expected_select().where(within(session, ExpectedRow.created_at, since, until))
     if companies:
-        query = query.where(ExpectedRow.company_id.in_(list(companies)))
+        named: ColumnElement[bool] = ExpectedRow.company_id.in_(list(companies))
+        if stripe_account is not None:
+            named = or_(named, ExpectedRow.stripe_account == stripe_account)
+        query = query.where(named)
     return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
@@ -132,3 +147,14 @@ def movement_of(session: Session, transaction_id: str) -> ExpectedRow | None:
     return session.scalars(
         select(ExpectedRow).where(ExpectedRow.transaction_id == transaction_id)
     ).first()
+
+
+def account_companies(session: Session, stripe_account: str) -> list[str]:
+    """Return the Moesif companies the account's movements map to, as far as the snapshot knows."""
+    query = (
+        select(ExpectedRow.company_id)
+        .where(ExpectedRow.stripe_account == stripe_account, ExpectedRow.company_id.is_not(None))
+        .distinct()
+        .order_by(ExpectedRow.company_id)
+    )
+    return [company for company in session.scalars(query) if company is not None]

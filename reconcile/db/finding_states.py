@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import Finding, FindingNote, FindingState, Run, WebhookEvent
+from reconcile.db.models import ExpectedRow, Finding, FindingNote, FindingState, Run, WebhookEvent
 from reconcile.domain import ids
 from reconcile.domain.vocab import (
     NEEDS_REVIEW,
@@ -267,11 +267,22 @@ def open_states(
     session: Session,
     companies: Sequence[str] = (),
     statuses: Sequence[str] = tuple(sorted(NEEDS_REVIEW)),
+    stripe_account: str | None = None,
 ) -> list[FindingState]:
-    """Return the findings in ``statuses`` (open ones by default), of ``companies`` if named."""
+    """Return the findings in ``statuses`` (open ones by default), of ``companies`` if named.
+
+    With ``stripe_account`` too, the findings about that connected account's movements are
+    returned whatever their company (an unmapped customer's have none).
+    """
     query = select(FindingState).where(FindingState.status.in_(list(statuses)))
     if companies:
-        query = query.where(FindingState.company_id.in_(list(companies)))
+        named: ColumnElement[bool] = FindingState.company_id.in_(list(companies))
+        if stripe_account is not None:
+            own = select(ExpectedRow.transaction_id).where(
+                ExpectedRow.stripe_account == stripe_account
+            )
+            named = or_(named, FindingState.transaction_id.in_(own))
+        query = query.where(named)
     return list(session.scalars(query))
 
 

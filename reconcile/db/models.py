@@ -85,6 +85,9 @@ class Run(Base):
     post_failed: Mapped[int] = mapped_column(Integer, default=0)
     report_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    stripe_account: Mapped[str | None] = mapped_column(
+        String(255), index=True, comment="the connected account read (acct_…); null: the key's own"
+    )
 
 
 class LedgerEntry(Base):
@@ -148,6 +151,9 @@ class ExpectedRow(Base):
     first_seen_run_id: Mapped[str] = mapped_column(String(40))
     last_seen_run_id: Mapped[str] = mapped_column(String(40))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stripe_account: Mapped[str | None] = mapped_column(
+        String(255), index=True, comment="the connected account it was read from; null: the key's"
+    )
 
 
 class Posting(Base):
@@ -367,3 +373,16 @@ class TopUpKey(Base):
     answer_status: Mapped[int | None] = mapped_column(Integer)
     answer_body: Mapped[str | None] = mapped_column(Text, comment="the answer as JSON text")
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MoesifBudgetMinute(Base):
+    """Moesif requests spent in one calendar minute by every process: the shared budget.
+
+    Each request counts itself with one atomic ``UPDATE … RETURNING`` before it is sent
+    (:mod:`reconcile.db.moesif_budget`); used on PostgreSQL, where workers share the database.
+    """
+
+    __tablename__ = "moesif_budget"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)

@@ -5,29 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Run
 from reconcile.domain.vocab import RunStatus
 
 
-def last_watermark(session: Session) -> datetime | None:
-    """Return where the last successful full run ended, if any run did."""
-    return session.scalar(select(func.max(Run.watermark)))
+def _of_account(stripe_account: str | None) -> ColumnElement[bool]:
+    """Return the condition for runs of one Stripe account (``None``: the key's own)."""
+    if stripe_account is None:
+        return Run.stripe_account.is_(None)
+    return Run.stripe_account == stripe_account
 
 
-def last_pending_since(session: Session) -> datetime | None:
-    """Return the oldest still-pending Stripe movement the last successful full run saw."""
-    latest = select(func.max(Run.watermark)).scalar_subquery()
-    return session.scalar(select(Run.pending_since).where(Run.watermark == latest).limit(1))
+def last_watermark(session: Session, stripe_account: str | None = None) -> datetime | None:
+    """Return where the account's last successful full run ended, if any run did."""
+    return session.scalar(select(func.max(Run.watermark)).where(_of_account(stripe_account)))
 
 
-def mark_crashed(session: Session, now: datetime) -> int:
-    """Mark runs left ``running`` by a process that died; call it only while holding the lock."""
+def last_pending_since(session: Session, stripe_account: str | None = None) -> datetime | None:
+    """Return the oldest still-pending Stripe movement the account's last full run saw."""
+    mine = _of_account(stripe_account)
+    latest = select(func.max(Run.watermark)).where(mine).scalar_subquery()
+    return session.scalar(select(Run.pending_since).where(mine, Run.watermark == latest).limit(1))
+
+
+def mark_crashed(session: Session, now: datetime, stripe_account: str | None = None) -> int:
+    """Mark the account's runs left ``running`` by a process that died; hold its lock."""
     result = session.execute(
         update(Run)
-        .where(Run.status == RunStatus.RUNNING)
+        .where(Run.status == RunStatus.RUNNING, _of_account(stripe_account))
         .values(status=RunStatus.CRASHED, finished_at=now, error="the process ended mid-run")
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -43,6 +51,7 @@ def record_start(
     companies: Sequence[str],
     trigger: str,
     started_at: datetime,
+    stripe_account: str | None = None,
 ) -> None:
     """Record a run as running from ``started_at`` over ``[since, until)``; no flush."""
     session.add(
@@ -55,6 +64,7 @@ def record_start(
             trigger=trigger,
             status=RunStatus.RUNNING,
             started_at=started_at,
+            stripe_account=stripe_account,
         )
     )
 
@@ -146,3 +156,15 @@ def latest_failed_since(session: Session, began: datetime) -> Run | None:
 def run_of(session: Session, run_id: str) -> Run | None:
     """Return the run with this id, if there is one."""
     return session.get(Run, run_id)
+
+
+def latest_exit_codes(
+    session: Session, accounts: Sequence[str], since: datetime
+) -> dict[str, int | None]:
+    """Return the exit code of each account's latest run started at or after ``since``."""
+    query = (
+        select(Run.stripe_account, Run.exit_code)
+        .where(Run.stripe_account.in_(list(accounts)), Run.started_at >= since)
+        .order_by(Run.started_at)
+    )
+    return {str(account): code for account, code in session.execute(query)}

@@ -9,7 +9,7 @@ code the nightly run uses, so the webhook and the run agree on ids, amounts and 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconcile.domain.ids import posting_description
@@ -52,10 +52,23 @@ class EventPlan:
     transactions_of: str | None = None
     sources: frozenset[Source] | None = None
     note: str = ""
+    stripe_account: str | None = None
+    """A Connect event's ``account``: the objects are that connected account's (section 12)."""
 
 
 def plan_event(event: Mapping[str, Any]) -> EventPlan:
-    """Return what an event asks for; an event that moves no money yet plans nothing."""
+    """Return what an event asks for; an event that moves no money yet plans nothing.
+
+    A Connect event (``account`` on the event) plans the same, within that account.
+    """
+    plan = _plan(event)
+    account = event.get("account")
+    if isinstance(account, str) and account.startswith("acct_"):
+        return replace(plan, stripe_account=account)
+    return plan
+
+
+def _plan(event: Mapping[str, Any]) -> EventPlan:
     event_type = str(event.get("type") or "")
     if event_type not in HANDLED:
         return EventPlan(handled=False, note=f"event type {event_type!r} is not handled")

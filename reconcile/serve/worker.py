@@ -13,6 +13,7 @@ import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reconcile.accounts.listing import on_account
 from reconcile.db.finding_states import open_at_once
 from reconcile.domain.values import Entry, ExpectedEntry
 from reconcile.domain.vocab import Action, EventStatus
@@ -66,6 +67,7 @@ class EventWorker:
         """
         self._sessions = sessions
         self._stripe = stripe_client
+        self._connected: dict[str, stripe.StripeClient] = {}
         self._post = post
         self._destinations = destinations
         self._clock = clock
@@ -224,12 +226,21 @@ class EventWorker:
         return EventStatus.RETRY
 
     def _entries(self, plan: EventPlan) -> Iterator[ExpectedEntry]:
+        client = self._client_of(plan.stripe_account)
         ids = list(plan.object_ids)
         if plan.refunds_of_charge:
-            ids.extend(refund_ids(self._stripe, plan.refunds_of_charge))
+            ids.extend(refund_ids(client, plan.refunds_of_charge))
         if plan.transactions_of:
-            ids.extend(balance_transaction_ids(self._stripe, plan.transactions_of))
-        yield from extract_by_ids(self._stripe, ids)
+            ids.extend(balance_transaction_ids(client, plan.transactions_of))
+        yield from extract_by_ids(client, ids)
+
+    def _client_of(self, stripe_account: str | None) -> stripe.StripeClient:
+        """Return the Stripe client that reads the event's account (a Connect event's own)."""
+        if stripe_account is None:
+            return self._stripe
+        if stripe_account not in self._connected:
+            self._connected[stripe_account] = on_account(self._stripe, stripe_account)
+        return self._connected[stripe_account]
 
 
 class _NotYet(Exception):

@@ -43,6 +43,8 @@ class Begun:
     started_at: datetime
     spans: Spans
     report_dir: Path
+    stripe_account: str | None = None
+    """The connected account the run reads; ``None``: the key's own."""
 
 
 def begin(
@@ -60,10 +62,18 @@ def begin(
     """
     run_id = new_run_id(started_at)
     report_dir = request.report_dir or settings.report_dir
-    chosen = window(sessions, request.since, request.until, started_at, settings.lookback)
+    chosen = window(
+        sessions,
+        request.since,
+        request.until,
+        started_at,
+        settings.lookback,
+        stripe_account=request.stripe_account,
+    )
     check_report_dir(report_dir)
     start(sessions, run_id, chosen, request, started_at)
-    return Begun(run_id, started_at, run_spans(chosen, settings.match_window, clock()), report_dir)
+    spans = run_spans(chosen, settings.match_window, clock())
+    return Begun(run_id, started_at, spans, report_dir, request.stripe_account)
 
 
 def window(
@@ -72,11 +82,13 @@ def window(
     until: datetime | None,
     started_at: datetime,
     lookback: timedelta,
+    *,
+    stripe_account: str | None = None,
 ) -> Window:
-    """Return the run's window, from the request or from the last run's watermark."""
+    """Return the run's window, from the request or from the account's last watermark."""
     with sessions() as session:
-        watermark = runs.last_watermark(session) if since is None else None
-        pending = runs.last_pending_since(session) if since is None else None
+        watermark = runs.last_watermark(session, stripe_account) if since is None else None
+        pending = runs.last_pending_since(session, stripe_account) if since is None else None
     chosen = run_window(
         since=since,
         until=until,
@@ -98,7 +110,7 @@ def start(
 ) -> None:
     """Mark runs that died mid-run as crashed, then record this one as running."""
     with sessions.begin() as session:
-        crashed = runs.mark_crashed(session, started_at)
+        crashed = runs.mark_crashed(session, started_at, request.stripe_account)
         if crashed:
             log.warning("%d earlier run(s) ended mid-run; their postings are checked", crashed)
         runs.record_start(
@@ -110,10 +122,12 @@ def start(
             companies=request.companies,
             trigger=request.trigger,
             started_at=started_at,
+            stripe_account=request.stripe_account,
         )
     log.info(
-        "run %s: %s to %s%s",
+        "run %s%s: %s to %s%s",
         run_id,
+        f" of {request.stripe_account}" if request.stripe_account else "",
         to_iso(window.since),
         to_iso(window.until),
         " (dry run)" if request.dry_run else "",

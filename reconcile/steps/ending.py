@@ -35,7 +35,14 @@ def end(
     Findings an operator ignored do not count for review (``findings`` has them settled); open
     ones of earlier runs do, and so do resolved ones whose drift is still there (reopened).
     """
-    path = save(sessions, findings, run.run_id, run.report_dir, settings.redactor())
+    path = save(
+        sessions,
+        findings,
+        run.run_id,
+        run.report_dir,
+        settings.redactor(),
+        stripe_account=run.stripe_account,
+    )
     review = to_review(frames.actions(findings))
     conclusion = conclude(
         review=review,
@@ -66,10 +73,12 @@ def save(
     run_id: str,
     report_dir: Path,
     redactor: Redactor = NO_SECRETS,
+    *,
+    stripe_account: str | None = None,
 ) -> Path:
     """Write the report and store the findings of the run, secrets masked; return its path."""
     findings = frames.redacted(findings, redactor.text)
-    path = report.write_report(findings, run_id, report_dir)
+    path = report.write_report(findings, run_id, report_dir, stripe_account=stripe_account)
     with sessions.begin() as session:
         store_findings(session, run_id, findings)
         runs.record_report(session, run_id, str(path), len(findings))

@@ -37,8 +37,15 @@ class Subject:
     moesif_id: str | None
 
 
-def open_before(sessions: Sessions, companies: Sequence[str], now: datetime) -> dict[str, Subject]:
+def open_before(
+    sessions: Sessions,
+    companies: Sequence[str],
+    now: datetime,
+    stripe_account: str | None = None,
+) -> dict[str, Subject]:
     """Return the findings this run re-checks (of ``companies`` when named), by id.
+
+    A connected account's run also re-checks the findings about its own movements.
 
     Those open, and those an operator resolved that await this run's check. Movements ``serve``
     could not map become open findings first, if they are not yet.
@@ -47,7 +54,7 @@ def open_before(sessions: Sessions, companies: Sequence[str], now: datetime) -> 
         adopt_unmapped_events(session, now)
         return {
             state.finding_id: Subject(state.category, state.transaction_id, state.moesif_id)
-            for state in open_states(session, companies, sorted(RECHECKED))
+            for state in open_states(session, companies, sorted(RECHECKED), stripe_account)
         }
 
 

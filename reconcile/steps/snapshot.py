@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session
 
 from reconcile import frames
 from reconcile.config import Settings
-from reconcile.db.expected import expected_by_ids, expected_frame, store_expected
+from reconcile.db.expected import (
+    account_companies,
+    expected_by_ids,
+    expected_frame,
+    store_expected,
+)
 from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_frame
 from reconcile.db.postings import settle_from_snapshot
@@ -81,6 +86,7 @@ def read_stripe(
             ),
             run_id=run_id,
             now=now,
+            stripe_account=run.stripe_account,
         )
         record_stripe_entries(session, run_id, stored)
     progress.done()
@@ -125,7 +131,7 @@ def read_moesif(
         run_id=run.run_id,
         clock=clock,
     )
-    rechecked = lifecycle.open_before(sessions, companies, clock())
+    rechecked = lifecycle.open_before(sessions, companies, clock(), run.stripe_account)
     reads = rereads(
         lifecycle.places(sessions, rechecked), settings.match_window, spans.moesif, companies
     )
@@ -270,6 +276,7 @@ def frames_of(
     now: datetime,
     recheck: tuple[Collection[str], Collection[str]] = ((), ()),
     corrections: Collection[str] = (),
+    stripe_account: str | None = None,
 ) -> Frames:
     """Load the expected entries and ledger rows of the widened window.
 
@@ -279,11 +286,12 @@ def frames_of(
     be interpreted safely is returned as unreadable). ``recheck`` names the transaction ids
     and Moesif row ids of open findings from earlier runs: they are loaded wherever they lie,
     so every open finding is compared again; ``corrections`` names the transaction ids of
-    their corrections (``corr_F-…``), loaded wherever they lie too.
+    their corrections (``corr_F-…``), loaded wherever they lie too. ``stripe_account``: the
+    connected account read, whose movements are loaded whatever their company.
     """
     transactions, rows = recheck
     with sessions() as session:
-        expected = expected_frame(session, wide.since, wide.until, companies)
+        expected = expected_frame(session, wide.since, wide.until, companies, stripe_account)
         outside = set(transactions) - frames.ids_of(
             expected[expected["transaction_id"].isin(list(transactions))], "transaction_id"
         )
@@ -305,7 +313,7 @@ def frames_of(
             fetched = extract_by_ids(
                 client, unknown, companies=companies, on_unreadable=unreadable.append
             )
-            store_expected(session, fetched, run_id=run_id, now=now)
+            store_expected(session, fetched, run_id=run_id, now=now, stripe_account=stripe_account)
         older = expected_by_ids(session, strays)
     return Frames(frames.joined(expected, older), ledger, tuple(unreadable))
 
@@ -340,10 +348,13 @@ def load(
         now=now,
         recheck=lifecycle.subject_ids(rechecked),
         corrections=[correction_id(fid, leg) for fid in rechecked for leg in (1, 2)],
+        stripe_account=run.stripe_account,
     )
     expected, ledger = loaded.expected, loaded.ledger
     present = frames.ids_of(expected, "transaction_id") | frames.ids_of(ledger, "moesif_id")
-    for company in frames.unknown_companies(companies, expected, ledger):
+    # An account's run compares the companies the account maps to: none of them was asked for.
+    asked = companies if run.stripe_account is None else ()
+    for company in frames.unknown_companies(asked, expected, ledger):
         log.warning("--company %s matches nothing in Stripe or Moesif in this window", company)
     paid = subscriptions_paid_into(
         sessions, directory, frames.subscriptions_paid(frames.in_window(expected, run.spans.window))
@@ -363,3 +374,18 @@ def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:
         pairs = remembered_pairs(session, asking) if asking else {}
     known = [known_id(tid, text, mid, pairs) for tid, text, mid in cells]
     return frames.with_ids(ledger, others.index, known)
+
+
+def account_scope(sessions: Sessions, run: Begun, companies: Sequence[str]) -> tuple[str, ...]:
+    """Return the companies a run compares: those asked for, or a connected account's own.
+
+    A connected account's run compares only the Moesif companies its movements map to (the
+    snapshot's, after its Stripe read): Moesif is one book for every account, and another
+    account's companies are that account's to compare. An account whose movements map to no
+    company compares none: its own id stands in, a company Moesif does not hold.
+    """
+    if run.stripe_account is None or companies:
+        return tuple(companies)
+    with sessions() as session:
+        own = account_companies(session, run.stripe_account)
+    return tuple(own) or (run.stripe_account,)

@@ -303,6 +303,7 @@ def build_stripe_client(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     deadline: Deadline | None = None,
+    stripe_account: str | None = None,
 ) -> stripe.StripeClient:
     """Return the Stripe client: pinned version, paced, retried as the retry settings say.
 
@@ -312,6 +313,8 @@ def build_stripe_client(
         sleep: how to wait, for the rate limit and between retries (tests inject a fake).
         rng: the source of retry jitter (tests inject a seeded one).
         deadline: the run's deadline, checked before every request and every wait.
+        stripe_account: a connected account (``acct_…``) every request reads, with the
+            ``Stripe-Account`` header; ``None``: the key's own account.
     """
     api_key = settings.stripe_api_key.reveal()
     bounded = (deadline or Deadline.never()).sleeper(sleep, "the next Stripe request")
@@ -335,6 +338,7 @@ def build_stripe_client(
         # The transport retries (see PacedHTTPClient); the SDK's own loop must not add its own.
         max_network_retries=0,
         http_client=http_client,
+        stripe_account=stripe_account,
     )
 
 

@@ -99,7 +99,7 @@ def balance_summary(
             return NoSummary(f"Stripe's report run {run.id} failed: {run.error or 'no reason'}")
         if run.status != "succeeded" or run.result is None or not run.result.url:
             return NoSummary(f"Stripe's report run {run.id} was not ready after {polls} polls")
-        text = _download(str(run.result.url), api_key, api_base, http)
+        text = _download(str(run.result.url), api_key, api_base, http, _account_of(client))
     except stripe.StripeError as error:
         return NoSummary(describe_stripe_error(error))
     except (httpx.HTTPError, ValueError) as error:
@@ -120,8 +120,23 @@ def _unix(moment: datetime) -> int:
     return math.ceil(moment.timestamp())
 
 
-def _download(url: str, api_key: str, api_base: str, http: httpx.Client | None) -> str:
+def _account_of(client: stripe.StripeClient) -> str | None:
+    """Return the connected account the client reads (its ``Stripe-Account``), if any."""
+    account = getattr(getattr(client, "_requestor", None), "stripe_account", None)
+    return account if isinstance(account, str) and account else None
+
+
+def _download(
+    url: str,
+    api_key: str,
+    api_base: str,
+    http: httpx.Client | None,
+    stripe_account: str | None = None,
+) -> str:
     """Return a report file's text, sending the key only to Stripe's file or API host.
+
+    A connected account's file is downloaded with its ``Stripe-Account`` header, as its report
+    run was made.
 
     Raises:
         ValueError: the file lies elsewhere, or is not UTF-8 text.
@@ -131,6 +146,8 @@ def _download(url: str, api_key: str, api_base: str, http: httpx.Client | None) 
     if host not in (FILES_HOST, urlsplit(api_base).netloc):
         raise ValueError(f"the file lies on {host[:80]!r}, not on Stripe's file host")
     headers = {"Authorization": f"Bearer {api_key}"}
+    if stripe_account is not None:
+        headers["Stripe-Account"] = stripe_account
     if http is not None:
         answer = http.get(url, headers=headers, timeout=DOWNLOAD_TIMEOUT_SECONDS)
     else:

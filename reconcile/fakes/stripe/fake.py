@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from reconcile.fakes.http_server import LoopbackServer, Reply, Request
@@ -40,6 +41,46 @@ class RecordedRequest:
     query: Query
     stripe_version: str | None
     status: int
+    stripe_account: str | None = None
+    """The ``Stripe-Account`` header the request carried, if any."""
+
+
+class ConnectedAccount(Seeding):
+    """A connected account of the fake's platform: its own objects, read with ``Stripe-Account``.
+
+    Seed it with the same ``add_*`` methods as the platform; its generated ids come from the
+    platform's one sequence, so they never repeat another account's. Ids given by the seeder
+    (``add_customer("cus_1")``) may, as customers of two accounts may share ids in a test.
+    """
+
+    def __init__(
+        self,
+        account_id: str,
+        state: Store,
+        routes: Routes,
+        *,
+        api_version: str,
+        files_url: Callable[[], str],
+    ) -> None:
+        """Serve ``state`` as the account ``account_id``."""
+        super().__init__(state)
+        self.id = account_id
+        self.routes = routes
+        self.live = LivePayments(state, api_version)
+        self.live.account = account_id
+        self.reports = Reports(state, files_url)
+
+    def emit_event(self, event_type: str, kind: str, object_id: str) -> str:
+        """Create a Connect event (``account`` set) about one of this account's objects."""
+        return self.live.emit(event_type, kind, object_id)
+
+    def events(self) -> list[Obj]:
+        """Return every event of this account so far, oldest first."""
+        return self.live.events()
+
+    def objects(self, kind: str) -> list[Obj]:
+        """Return copies of every stored object of ``kind`` of this account."""
+        return self._state.copies(kind)
 
 
 class FakeStripe(Seeding, FaultInjection):
@@ -98,6 +139,49 @@ class FakeStripe(Seeding, FaultInjection):
         self._reports = Reports(state, lambda: self.base_url)
         self._requests: list[RecordedRequest] = []
         self._server: LoopbackServer | None = None
+        self._connected: dict[str, ConnectedAccount] = {}
+        self._routes_args: dict[str, Any] = {
+            "api_key": api_key,
+            "served": COLLECTIONS if serve is None else serve,
+            "unknown_url": unknown_url,
+            "unfiltered": [COLLECTIONS[name] for name in ignore_filters],
+        }
+
+    # -- connected accounts (Stripe Connect) ---------------------------------------------------
+
+    def add_account(self, account_id: str | None = None) -> ConnectedAccount:
+        """Create a connected account, listed by ``GET /v1/accounts``; return it for seeding."""
+        with self._state.lock:
+            account_id = account_id or f"acct_fake{self._state.number():012d}"
+            state = self._state.sibling()
+            routes = Routes(state, **self._routes_args)
+            account = ConnectedAccount(
+                account_id,
+                state,
+                routes,
+                api_version=self.default_version,
+                files_url=lambda: self.base_url,
+            )
+            self._connected[account_id] = account
+            return account
+
+    def account(self, account_id: str) -> ConnectedAccount:
+        """Return a connected account made with :meth:`add_account`."""
+        return self._connected[account_id]
+
+    def _accounts_page(self, query: Query) -> Obj:
+        """Answer ``GET /v1/accounts``: the connected accounts, ``limit`` at a time."""
+        with self._state.lock:
+            ids = list(self._connected)
+        start = ids.index(query["starting_after"]) + 1 if query.get("starting_after") in ids else 0
+        limit = max(1, min(100, int(query.get("limit") or 10)))
+        page = ids[start : start + limit]
+        return {
+            "object": "list",
+            "url": "/v1/accounts",
+            "has_more": start + limit < len(ids),
+            "data": [{"id": name, "object": "account", "type": "express"} for name in page],
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -190,20 +274,40 @@ class FakeStripe(Seeding, FaultInjection):
         if fault is not None:
             raise fault_error(fault)
         self._routes.authenticate(headers)
-        if self._reports.handles(path):
+        account = headers.get("stripe-account")
+        if account is None and method == "GET" and path.rstrip("/") == "/v1/accounts":
+            return self._accounts_page(query)
+        routes, live, reports = self._routes, self._live, self._reports
+        if account is not None:
+            connected = self._connected.get(account)
+            if connected is None:
+                raise StripeApiError(
+                    403,
+                    f"The provided key does not have access to account '{account[:60]}' "
+                    "(or that account does not exist).",
+                )
+            routes, live, reports = connected.routes, connected.live, connected.reports
+        if reports.handles(path):
             form = dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True))
-            return self._reports.answer(method, path, form)
+            return reports.answer(method, path, form)
         if method == "POST":
             form = dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True))
-            return self._live.post(path, form, headers.get("idempotency-key"))
-        return self._routes.read(method, path, query, version, repeat_pages=self.repeat_pages)
+            return live.post(path, form, headers.get("idempotency-key"))
+        return routes.read(method, path, query, version, repeat_pages=self.repeat_pages)
 
     def _record(
         self, method: str, path: str, query: Query, headers: Mapping[str, str], status: int
     ) -> None:
         with self._state.lock:
             self._requests.append(
-                RecordedRequest(method, path, query, headers.get("stripe-version"), status)
+                RecordedRequest(
+                    method,
+                    path,
+                    query,
+                    headers.get("stripe-version"),
+                    status,
+                    headers.get("stripe-account"),
+                )
             )
 
     def _respond(self, request: Request) -> Reply:

@@ -63,6 +63,8 @@ class LivePayments:
         """Write into ``state``; events name ``api_version`` as the account's."""
         self._state = state
         self._api_version = api_version
+        self.account: str | None = None
+        """The connected account whose events these are (Connect events name it); None: none."""
         self._replies: dict[str, tuple[str, int, Obj, int]] = {}
         self._events: list[Obj] = []
         self._delivered = 0
@@ -214,6 +216,7 @@ class LivePayments:
                 "pending_webhooks": 1,
                 "request": {"id": None, "idempotency_key": None},
                 "type": event_type,
+                **({"account": self.account} if self.account else {}),
             }
         )
         return event_id

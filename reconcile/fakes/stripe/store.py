@@ -7,7 +7,7 @@ import hashlib
 import itertools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -71,13 +71,22 @@ class Store:
     created in the same second, so ``order_seed`` permutes those ties (``None``: by id).
     """
 
-    def __init__(self, clock: Callable[[], datetime], order_seed: int | None) -> None:
-        """Hold nothing yet; ``clock`` dates what is made without a time of its own."""
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        order_seed: int | None,
+        numbers: Iterator[int] | None = None,
+    ) -> None:
+        """Hold nothing yet; ``clock`` dates what is made without a time of its own.
+
+        ``numbers`` is the sequence generated ids take their digits from; connected accounts
+        share their platform's, so ids stay unique across accounts as Stripe's are.
+        """
         self.objects: dict[str, dict[str, Obj]] = {kind: {} for kind in PREFIXES}
         self.lock = threading.RLock()
         self._clock = clock
         self._order_seed = order_seed
-        self._numbers = itertools.count(1)
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         self._indexes: dict[str, Index] = {}
 
     def put(self, kind: str, fields: Obj) -> str:
@@ -101,6 +110,10 @@ class Store:
         """Return copies of every stored object of ``kind``."""
         with self.lock:
             return [copy.deepcopy(item) for item in self.objects[kind].values()]
+
+    def sibling(self) -> Store:
+        """Return an empty store on the same clock, order and id sequence (a connected account)."""
+        return Store(self._clock, self._order_seed, self._numbers)
 
     def number(self) -> int:
         """Return the next number of the one sequence every generated id takes its digits from."""

@@ -1,0 +1,188 @@
+"""``python -m bench scale --accounts N --workers K``: connected accounts over worker processes.
+
+For each worker count (1, 2 and 4 unless ``--workers`` names others) the fakes are seeded afresh
+with ``N`` connected accounts (one customer and ``--payments`` top-ups each; every
+``--missing-every``-th account misses one credit in Moesif, the rest already hold theirs), a
+fresh PostgreSQL database is made, ``reconcile --accounts all`` defers one job per account and
+``K`` ``reconcile worker --until-empty`` processes take them. ``seconds`` runs from the deferring
+command's start to its end (every account reconciled); ``moesif_peak_per_minute`` is the most
+requests the fake Moesif admitted in one calendar minute, which the shared budget keeps at or
+under ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` (400). The fake Stripe answers after
+``--stripe-latency`` seconds, as a real API over the network does: that wait is what workers
+spread. One JSON line per worker count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from reconcile.domain.times import to_iso
+from reconcile.fakes.moesif import FakeMoesif
+from reconcile.fakes.stripe import FakeStripe
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get(
+    "RECONCILE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+KEY = "sk_test_bench_scale"
+TOKEN = "bench-scale-token"
+
+
+class SlowStripe(FakeStripe):
+    """The fake Stripe answering each request after a network-like latency."""
+
+    latency = 0.0
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], payload: bytes = b""):
+        time.sleep(self.latency)
+        return super().handle(method, target, headers, payload)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench scale", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--accounts", type=int, default=200, help="connected accounts (200)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", action="extend", help="worker counts (1 2 4)"
+    )
+    parser.add_argument("--payments", type=int, default=2, help="top-ups per account (2)")
+    parser.add_argument(
+        "--missing-every", type=int, default=10, help="every Nth account misses a credit (10)"
+    )
+    parser.add_argument(
+        "--stripe-latency", type=float, default=0.03, help="seconds per Stripe answer (0.03)"
+    )
+    parser.add_argument("--database", default=ADMIN_URL, help="PostgreSQL server (admin URL)")
+    options = parser.parse_args(argv)
+    if options.accounts < 1 or options.payments < 1 or options.missing_every < 1:
+        parser.error("--accounts, --payments and --missing-every must be at least 1")
+    for workers in options.workers or [1, 2, 4]:
+        print(json.dumps(_measure(options, workers)), flush=True)
+    return 0
+
+
+def _measure(options: argparse.Namespace, workers: int) -> dict[str, object]:
+    name = f"reconcile_bench_scale_{os.getpid()}_{workers}"
+    admin = create_engine(options.database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(options.database).set(database=name).render_as_string(hide_password=False)
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        with (
+            SlowStripe(api_key=KEY) as stripe,
+            FakeMoesif(token=TOKEN) as moesif,
+            tempfile.TemporaryDirectory() as scratch,
+        ):
+            _seed(stripe, moesif, options, now)
+            stripe.latency = options.stripe_latency
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "MOESIF_"))},
+                "PYTHONPATH": str(ROOT),
+                "STRIPE_API_KEY": KEY,
+                "STRIPE_API_BASE": stripe.base_url,
+                "MOESIF_MANAGEMENT_TOKEN": TOKEN,
+                "MOESIF_API_BASE": moesif.base_url,
+                "RECONCILE_DATABASE_URL": url,
+                "RECONCILE_REPORT_DIR": str(Path(scratch) / "reports"),
+                "STRIPE_MAX_REQUESTS_PER_SECOND": "100",
+                "RECONCILE_STRIPE_REPORT_POLL_SECONDS": "0.05",
+                "RECONCILE_MAX_POSTINGS": "100000",
+            }
+            since = to_iso(now - timedelta(days=1))
+            began = time.perf_counter()
+            command = subprocess.Popen(
+                [sys.executable, "-m", "reconcile", "--since", since, "--accounts", "all"],
+                env=env,
+                cwd=scratch,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            _wait_for_jobs(url, options.accounts, command)
+            processes = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "reconcile", "worker", "--until-empty"],
+                    env=env,
+                    cwd=scratch,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(workers)
+            ]
+            exit_code = command.wait()
+            seconds = time.perf_counter() - began
+            for process in processes:
+                process.wait(timeout=120)
+            per_minute = moesif.requests_per_minute()
+            posted = len(moesif.posts)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+    return {
+        "benchmark": "scale",
+        "accounts": options.accounts,
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "moesif_peak_per_minute": max(per_minute.values(), default=0),
+        "moesif_requests": sum(per_minute.values()),
+        "posted": posted,
+        "exit_code": exit_code,
+        "stripe_latency": options.stripe_latency,
+        "load_average": Path("/proc/loadavg").read_text().split()[0],
+    }
+
+
+def _seed(
+    stripe: FakeStripe, moesif: FakeMoesif, options: argparse.Namespace, now: datetime
+) -> None:
+    for number in range(options.accounts):
+        account = stripe.add_account(f"acct_bench{number:05d}")
+        company, subscription = f"co_{number}", f"sub_{number}"
+        moesif.add_subscription(subscription, company, currency="usd")
+        customer = account.add_customer(
+            metadata={"moesif_company_id": company, "moesif_subscription_id": subscription}
+        )
+        for payment in range(options.payments):
+            created = now - timedelta(hours=2, minutes=payment)
+            paid = account.add_payment_intent(customer, 1000 + payment, created=created)
+            if payment == 0 and number % options.missing_every == 0:
+                continue  # Moesif misses this credit: the run posts it
+            moesif.add_row(
+                company,
+                subscription,
+                "credit",
+                Decimal(1000 + payment) / 100,
+                created,
+                transaction_id=paid,
+            )
+
+
+def _wait_for_jobs(url: str, accounts: int, command: subprocess.Popen[bytes]) -> None:
+    engine = create_engine(url)
+    query = text("SELECT count(*) FROM procrastinate_jobs")
+    try:
+        while command.poll() is None:
+            with engine.connect() as connection:
+                ready = connection.scalar(text("SELECT to_regclass('procrastinate_jobs')"))
+                if ready is not None and connection.scalar(query) >= accounts:
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"the deferring command ended early with exit {command.returncode}")
+    finally:
+        engine.dispose()

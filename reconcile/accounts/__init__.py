@@ -1,0 +1,1 @@
+"""Many Stripe accounts (section 12): listed, then read in turn or spread over a queue."""
