@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.models import ExpectedRow, Finding, FindingNote, FindingState, Run, WebhookEvent
+from reconcile.db.models import (
+    ExpectedRow,
+    Finding,
+    FindingNote,
+    FindingState,
+    MoesifSubscription,
+    Run,
+    WebhookEvent,
+)
 from reconcile.domain import ids
+from reconcile.domain.money import is_iso_currency
 from reconcile.domain.vocab import (
     NEEDS_REVIEW,
     RUN_ACTOR,
@@ -22,6 +31,8 @@ from reconcile.domain.vocab import (
     NoteAction,
     NoteSource,
 )
+
+_Query = TypeVar("_Query", bound=Select[Any])
 
 
 class UnknownFinding(LookupError):
@@ -61,9 +72,58 @@ def list_findings(session: Session, where: FindingFilter, now: datetime) -> list
     return list(session.scalars(query))
 
 
-def _filtered(
-    query: Select[tuple[FindingState]], where: FindingFilter, now: datetime
-) -> Select[tuple[FindingState]]:
+def amount_candidates(session: Session, where: FindingFilter, now: datetime) -> list[FindingState]:
+    """Return the findings ``where`` selects that may be among its first ``limit`` by amount.
+
+    The order by amount (:mod:`reconcile.rules.amount_rank`) ranks each finding within its own
+    currency, customers blocked while owed apart, and puts findings without a known amount last.
+    A finding among the first ``limit`` has fewer than ``limit`` before it in its own group, so
+    these are: the ``limit`` largest of each group, and the first ``limit`` without a known
+    amount. Rank them with that order and keep ``limit``; without a limit, every finding.
+    """
+    if where.limit is None:
+        return list_findings(session, where, now)
+    balance = MoesifSubscription.available_balance_minor
+    joined = MoesifSubscription.subscription_id == FindingState.subscription_id
+    delta, currency = FindingState.delta_minor, FindingState.currency
+    present = _filtered(select(currency).distinct(), where, now)
+    valid = sorted({code for code in session.scalars(present) if code and is_iso_currency(code)})
+    known = and_(delta.is_not(None), currency.in_(valid))
+    blocked_but_owed = case((and_(balance <= 0, delta > 0), 1), else_=0)
+    place = (
+        func.row_number()
+        .over(
+            partition_by=(blocked_but_owed, func.lower(currency)),
+            order_by=(func.abs(delta).desc(), FindingState.finding_id),
+        )
+        .label("place")
+    )
+    ranked = (
+        _filtered(select(FindingState.finding_id, place), where, now)
+        .outerjoin(MoesifSubscription, joined)
+        .where(known)
+        .subquery()
+    )
+    largest = select(ranked.c.finding_id).where(ranked.c.place <= where.limit)
+    code = case((currency.in_(valid), func.lower(currency)), else_="")
+    unknown = (
+        _filtered(select(FindingState.finding_id), where, now)
+        .outerjoin(MoesifSubscription, joined)
+        .where(or_(delta.is_(None), currency.is_(None), currency.not_in(valid)))
+        .order_by(blocked_but_owed.desc(), code, FindingState.finding_id)
+        .limit(where.limit)
+        .subquery()
+    )
+    chosen = select(FindingState).where(
+        or_(
+            FindingState.finding_id.in_(largest),
+            FindingState.finding_id.in_(select(unknown.c.finding_id)),
+        )
+    )
+    return list(session.scalars(chosen))
+
+
+def _filtered(query: _Query, where: FindingFilter, now: datetime) -> _Query:
     if not where.include_closed:
         query = query.where(FindingState.status.in_(sorted(NEEDS_REVIEW)))
     if where.categories:

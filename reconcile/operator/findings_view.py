@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from reconcile.db.finding_states import (
     FindingFilter,
     adopt_unmapped_events,
+    amount_candidates,
     close_findings,
     list_findings,
 )
@@ -94,9 +95,10 @@ def listing(
     """
     with Session(engine) as session, session.begin():
         adopt_unmapped_events(session, now)
-        states = list_findings(session, where, now)
         if sort == "amount":
-            states = in_amount_order(session, states)
+            states = largest_first(session, where, now)
+        else:
+            states = list_findings(session, where, now)
         assessed = [(queue_assessment(state, now, rules), state) for state in states]
         if sort == "queue":
             assessed.sort(key=lambda pair: pair[0].queue_key())
@@ -130,6 +132,15 @@ def close(
     with Session(engine) as session, session.begin():
         closed = close_findings(session, finding_ids, status, note, NoteSource.CLI, now)
     return len(closed)
+
+
+def largest_first(session: Session, where: FindingFilter, now: datetime) -> list[FindingState]:
+    """Return the findings ``where`` selects in amount order, at most its ``limit``.
+
+    Chosen by that order, so a limit never drops a currency's largest finding to keep another
+    currency's larger number (see :func:`in_amount_order`).
+    """
+    return in_amount_order(session, amount_candidates(session, where, now))[: where.limit]
 
 
 def in_amount_order(session: Session, states: Sequence[FindingState]) -> list[FindingState]:

@@ -8,11 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
 from reconcile.db.subscriptions import keep_currency
 from reconcile.domain.times import to_iso
+from reconcile.operator.console import app as console_app
 from tests.operator.conftest import NOW, add_finding, add_run, add_state
 from tests.operator.test_console import _login, clients, served  # noqa: F401
 
@@ -241,6 +243,36 @@ def test_sorting_by_amount_ranks_within_each_currency_blocked_but_owed_first(
     # by raw minor units: 5000 JPY, 2500, 2000, 300, 100; per currency: the blocked customer
     # owed 3.00 USD first, then the first of each currency, then the second of each
     assert ids == [blocked, seeded["jpy"], seeded["owed"], small_jpy, seeded["hostile"]]
+
+
+def test_sorting_by_amount_lists_at_most_so_many_chosen_by_that_order(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+    seeded: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # seeded: +25.00 USD owed, -20.00 USD, +5,000 JPY; two more yen findings, larger numbers
+    # than any USD one
+    with sessions.begin() as session:
+        more_yen = [
+            add_state(
+                session,
+                category="missing_in_moesif",
+                company_id="umbrella",
+                transaction_id=f"pi_jpy_{amount}",
+                moesif_id=None,
+                currency="jpy",
+                delta_minor=amount,
+            ).finding_id
+            for amount in (4000, 3000)
+        ]
+    monkeypatch.setattr(console_app, "LISTED", 3)
+    client = clients()
+    _login(client)
+    page = client.get("/findings", params={"sort": "amount"}).text
+    ids = [row[1] for row in _cells(page, "findings")]
+    # the 3 largest numbers are all yen; the 3 first by amount keep the largest USD finding
+    assert ids == [seeded["jpy"], seeded["owed"], more_yen[0]]
 
 
 def test_balances_before_any_check_show_each_latest_rows_figures_as_of_its_time(

@@ -19,8 +19,10 @@ from reconcile.db.finding_states import (
     open_counts_by_subscription,
 )
 from reconcile.db.models import FindingNote
+from reconcile.db.subscriptions import keep_currency
 from reconcile.domain.ids import finding_id
 from reconcile.domain.vocab import FindingStatus, NoteSource
+from reconcile.operator.findings_view import largest_first
 from tests.operator.conftest import NOW, add_finding, add_run, add_state
 
 
@@ -61,6 +63,55 @@ def _seed(sessions: sessionmaker[Session]) -> dict[str, str]:
             ).finding_id,
         }
     return ids
+
+
+def _many_currencies(sessions: sessionmaker[Session]) -> dict[str, str]:
+    """Four JPY findings larger in raw minor units than any USD one, a blocked-but-owed USD one
+    smaller still, one in no known currency and one with no delta."""
+    with sessions.begin() as session:
+        keep_currency(session, "sub_blocked", "usd", NOW, "blocked", available_balance_minor=0)
+        ids = {
+            f"jpy{n}": add_state(
+                session,
+                moesif_id=f"j{n}",
+                company_id="umbrella",
+                currency="jpy",
+                delta_minor=-n * 10000,
+            ).finding_id
+            for n in (9, 8, 7, 6)
+        }
+        ids["usd5"] = add_state(session, moesif_id="u5", delta_minor=500).finding_id
+        ids["usd4"] = add_state(session, moesif_id="u4", delta_minor=-400).finding_id
+        ids["blocked"] = add_state(
+            session, moesif_id="b1", subscription_id="sub_blocked", delta_minor=100
+        ).finding_id
+        ids["no_delta"] = add_state(session, moesif_id="n1", delta_minor=None).finding_id
+        ids["no_code"] = add_state(
+            session, moesif_id="x1", currency="xx1", delta_minor=999999
+        ).finding_id
+    return ids
+
+
+def test_a_limit_by_amount_keeps_each_currencys_largest_not_the_largest_numbers(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = _many_currencies(sessions)
+    with sessions() as session:
+        three = largest_first(session, FindingFilter(limit=3), NOW)
+        # by raw size the three would all be JPY; by the ranking, the blocked customer owed
+        # 1.00 USD first, then the first of each currency
+        assert [s.finding_id for s in three] == [ids["blocked"], ids["jpy9"], ids["usd5"]]
+        five = [s.finding_id for s in largest_first(session, FindingFilter(limit=5), NOW)]
+        assert five == [ids["blocked"], ids["jpy9"], ids["usd5"], ids["jpy8"], ids["usd4"]]
+        every = [s.finding_id for s in largest_first(session, FindingFilter(), NOW)]
+        limited = [s.finding_id for s in largest_first(session, FindingFilter(limit=9), NOW)]
+        assert limited == every
+        assert every[-2:] == [ids["no_code"], ids["no_delta"]]  # no code sorts before "usd"
+        for limit in range(1, 10):
+            chosen = largest_first(session, FindingFilter(limit=limit), NOW)
+            assert [s.finding_id for s in chosen] == every[:limit]
+        yen = largest_first(session, FindingFilter(limit=1, companies=("umbrella",)), NOW)
+        assert [s.finding_id for s in yen] == [ids["jpy9"]]
 
 
 def test_list_filters_and_sorts_by_amount(sessions: sessionmaker[Session]) -> None:

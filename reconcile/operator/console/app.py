@@ -78,7 +78,7 @@ from reconcile.operator.console.sessions import (
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
 from reconcile.operator.corrections import planned
 from reconcile.operator.findings_view import SORTS as FINDING_SORTS
-from reconcile.operator.findings_view import in_amount_order
+from reconcile.operator.findings_view import largest_first
 from reconcile.operator.statement import UnknownCompany
 from reconcile.rules.correction import confirmation
 from reconcile.rules.login_limit import token_problem
@@ -97,6 +97,8 @@ SORTS = FINDING_SORTS
 """The queue's orders: priority then due time (the default); blocked-but-owed, then the largest
 amount within each currency (never compared across currencies); oldest."""
 MAX_NOTE = 2000
+LISTED = 500
+"""The most findings the queue lists at once."""
 
 
 def create_console_app(
@@ -334,7 +336,7 @@ class _Console:
             companies=(chosen["company"],) if chosen["company"] else (),
             older_than=AGES[chosen["age"]],
             largest_first=chosen["sort"] != "age",
-            limit=500,
+            limit=LISTED,
         )
         states = await run_in_threadpool(self._list, where, chosen["sort"])
         rows = queue.in_queue_order(states, self.clock(), self.tools.rules)
@@ -355,8 +357,9 @@ class _Console:
 
     def _list(self, where: FindingFilter, sort: str = "queue") -> list[Any]:
         with self.sessions() as session:
-            states = list_findings(session, where, self.clock())
-            return in_amount_order(session, states) if sort == "amount" else states
+            if sort == "amount":
+                return largest_first(session, where, self.clock())
+            return list_findings(session, where, self.clock())
 
     async def finding(self, request: Request) -> Response:
         if not self.signed_in(request):
