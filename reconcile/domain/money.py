@@ -60,6 +60,14 @@ def format_major(minor: int, currency: str) -> str:
     return str(to_major(minor, currency))
 
 
+def readable_amount(minor: int, currency: str) -> str:
+    """Return an amount as a person reads it: major units grouped, with its code (``1,050.00 USD``).
+
+    The console and the CLI's words for a person use this; the report keeps :func:`format_major`.
+    """
+    return f"{format(to_major(minor, currency), ',')} {currency.upper()}"
+
+
 def to_minor(major: Decimal, currency: str) -> int:
     """Return the minor units of an exact major amount; raise ValueError if it has more places."""
     scaled = major.scaleb(exponent(currency))

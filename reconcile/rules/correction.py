@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from reconcile.domain.money import format_major, is_iso_currency, minor_amount_problem
+from reconcile.domain.money import is_iso_currency, minor_amount_problem, readable_amount
 from reconcile.domain.values import Entry
 from reconcile.domain.vocab import Category, EntryType
 from reconcile.rules.delta import correction
@@ -168,9 +168,9 @@ def confirmation(plan: Plan) -> str:
         return f"Nothing will be posted for {plan.finding_id}: {plan.refusal}."
     lines = [f"Correcting {plan.finding_id} will post to Moesif:"]
     for entry in plan.entries:
-        amount = format_major(entry.amount_minor, entry.currency)
+        amount = readable_amount(entry.amount_minor, entry.currency)
         lines.append(
-            f"  {entry.entry_type} of {amount} {entry.currency.upper()} on company "
+            f"  {entry.entry_type} of {amount} on company "
             f"{entry.company_id}, subscription {entry.subscription_id}, "
             f"transaction_id {entry.transaction_id}"
         )

@@ -73,7 +73,7 @@ def test_an_amount_mismatch_corrected_settles_at_the_next_run_and_is_posted_once
     assert main(["findings", "correct", finding, "--note", "cents posted as dollars"]) == 0
     shown = capsys.readouterr().out
     assert (
-        f"debit of 2475.00 USD on company acme, subscription sub_acme, transaction_id {correction}"
+        f"debit of 2,475.00 USD on company acme, subscription sub_acme, transaction_id {correction}"
     ) in shown
     assert "Nothing was posted" in shown
     assert world.moesif.applied_count(correction) == 0

@@ -61,7 +61,7 @@ def test_a_correction_in_the_browser_from_confirmation_to_the_next_run_settling_
         _click_and_wait(driver, driver.find_element(By.ID, "prepare-correction"))
         shown = driver.find_element(By.ID, "confirmation").text
         assert (
-            "debit of 2475.00 USD on company acme, subscription sub_acme, "
+            "debit of 2,475.00 USD on company acme, subscription sub_acme, "
             f"transaction_id {correction}"
         ) in shown
         legs = driver.find_element(By.ID, "plan-legs").text

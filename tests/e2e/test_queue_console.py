@@ -145,7 +145,7 @@ def test_a_correction_from_the_page_is_confirmed_posted_once_and_settled_by_the_
 
     shown = client.get(f"/findings/{mismatch.finding_id}/correct").text
     assert (
-        f"debit of 2475.00 USD on company acme, subscription sub_acme, transaction_id {correction}"
+        f"debit of 2,475.00 USD on company acme, subscription sub_acme, transaction_id {correction}"
     ) in html.unescape(shown)
     assert world.moesif.applied_count(correction) == 0
 

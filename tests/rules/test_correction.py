@@ -191,14 +191,14 @@ def test_the_confirmation_shows_exactly_what_will_be_posted() -> None:
     text = confirmation(plan(found("amount_mismatch", "credit", 1050, 105000)))
     assert text.splitlines() == [
         f"Correcting {FID} will post to Moesif:",
-        f"  debit of 1039.50 USD on company acme, subscription sub_1, transaction_id corr_{FID}",
+        f"  debit of 1,039.50 USD on company acme, subscription sub_1, transaction_id corr_{FID}",
         "Each is posted at most once; the next run checks that the finding is settled.",
     ]
 
 
 def test_zero_decimal_amounts_are_confirmed_in_their_own_units() -> None:
     text = confirmation(plan(found("duplicate_in_moesif", "credit", 5000, 5000, currency="JPY")))
-    assert "debit of 5000 JPY" in text
+    assert "debit of 5,000 JPY" in text
 
 
 def test_correction_ids_name_their_finding_and_leg() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from reconcile.domain.money import is_iso_currency, to_major
+from reconcile.domain.money import is_iso_currency, readable_amount
 from reconcile.domain.values import Entry
 
 __all__ = [
@@ -41,7 +41,7 @@ def shown(minor: int | None, currency: str | None) -> str:
     code = _code(currency)
     if code is None:
         return f"{minor} (minor units, currency unknown)"
-    return f"{format(to_major(minor, code), ',')} {code.upper()}"
+    return readable_amount(minor, code)
 
 
 def signed_text(minor: int | None, currency: str | None) -> str:
