@@ -39,11 +39,14 @@ def test_money_reads_right_in_a_browser(
         ).finding_id
     (tmp_path / "balances-20261201T020000Z-cccccc.csv").write_text(
         "company_id,subscription_id,currency,stripe_net,moesif_net,delta,current_balance,"
-        "pending_activity,available_balance,open_findings\n"
-        "initech,sub_initech,usd,10.50,1050.00,'-1039.50,1050.00,0,1050.00,1\n"
-        "umbrella,sub_umbrella,jpy,5000,0,5000,10,0,10,1\n"
-        "acme,sub_acme,usd,70.00,45.00,25.00,0.00,0.00,0.00,1\n"
-        "hooli,sub_hooli,eur,30.00,0,30.00,12.00,0,12.00,1\n",
+        "pending_activity,available_balance,open_findings,blocked,owed,as_of,"
+        "subscription_currency\n"
+        "initech,sub_initech,usd,10.50,1050.00,'-1039.50,1050.00,0,1050.00,1,,over-credited,"
+        "2026-12-01T01:58:12Z,usd\n"
+        "umbrella,sub_umbrella,jpy,5000,0,5000,10,0,10,1,,owed,2026-11-30T23:10:00Z,jpy\n"
+        "acme,sub_acme,usd,70.00,45.00,25.00,0.00,0.00,0.00,1,blocked,owed,"
+        "2026-12-01T01:59:40Z,usd\n"
+        "hooli,sub_hooli,eur,30.00,0,30.00,12.00,0,12.00,1,,owed,2026-12-01T01:20:00Z,usd\n",
         encoding="utf-8",
     )
     settings = ConsoleSettings(Secret(TOKEN), report_dir=tmp_path)
@@ -67,10 +70,12 @@ def test_money_reads_right_in_a_browser(
         assert driver.find_element(By.ID, "moesif-amount").text == "1,050.00 USD"
         _shot(driver, "money-finding", tmp_path)
 
+        driver.set_window_size(1720, 700)  # wide enough for every column, as_of included
         driver.get(served.url + "/balances")
         rows = driver.find_elements(By.CSS_SELECTOR, "#balances tbody tr")
         first = [cell.text for cell in rows[0].find_elements(By.TAG_NAME, "td")]
         assert first[:5] == ["acme", "sub_acme", "usd", "blocked", "owed"]
+        assert first[-2] == "2026-12-01T01:59:40Z"  # as_of, before the statements link
         marks = driver.find_elements(By.CSS_SELECTOR, "#balances td.owed")
         assert [cell.text for cell in marks] == ["owed", "owed", "over-credited"]
         apart = driver.find_element(By.ID, "currency_mismatch").text
