@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -222,6 +223,29 @@ def joined_ids(ids: pd.Series, more: Collection[str]) -> pd.Series:
 def ids_of(frame: pd.DataFrame, column: str) -> frozenset[str]:
     """Return the distinct values of one id column."""
     return frozenset(frame[column].dropna().unique().tolist())
+
+
+@dataclass(frozen=True)
+class Present:
+    """The ids a run could read, kept as its frames' columns: no Python set of every id.
+
+    ``also`` holds a few more ids from elsewhere (a check that compared them).
+    """
+
+    columns: tuple[pd.Series, ...]
+    also: frozenset[str] = frozenset()
+
+    def among(self, ids: Collection[str]) -> frozenset[str]:
+        """Return those of ``ids`` that are present, by one hash lookup per column."""
+        asked = sorted(set(ids))
+        found = set(self.also.intersection(asked))
+        if asked:
+            for column in self.columns:
+                found.update(column[column.isin(asked)].dropna().tolist())
+        return frozenset(found)
+
+    def __or__(self, more: Collection[str]) -> Present:
+        return replace(self, also=self.also | frozenset(more))
 
 
 def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:

@@ -38,15 +38,45 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """Return the findings as report rows: ``REPORT_COLUMNS``, every cell a string.
+    """Return the findings as report rows: ``REPORT_COLUMNS``, every cell a string, built by column.
 
     Amounts are major-unit decimal strings by the currency's exponent, ``delta`` is the
     correction the balance needs (:func:`reconcile.rules.delta.correction`), times are ISO
     8601 UTC with ``Z``, absent values are empty, and text that a spreadsheet would run as a
     formula gets a leading apostrophe.
     """
-    rows = [_report_row(record, run_id) for record in records(findings)]
-    return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
+    size = len(findings)
+
+    def column(name: str) -> list[object]:
+        """The column's plain values, or absent cells when the findings lack it."""
+        return findings[name].tolist() if name in findings.columns else [None] * size
+
+    currencies = [_text(value) or FALLBACK_CURRENCY for value in column("currency")]
+    stripe_minor = [_minor(value) for value in column("stripe_amount_minor")]
+    moesif_minor = [_minor(value) for value in column("moesif_amount_minor")]
+    deltas = [
+        correction(_text(category), _text(entry_type), stripe, moesif)
+        for category, entry_type, stripe, moesif in zip(
+            column("category"), column("entry_type"), stripe_minor, moesif_minor, strict=True
+        )
+    ]
+    cells: dict[str, list[str]] = {}
+    for name in REPORT_COLUMNS:
+        if name in AMOUNT_COLUMNS:
+            continue
+        as_text = _time if name.endswith(_TIME_SUFFIXES) else _text
+        cells[name] = [neutralise(as_text(value)) for value in column(name)]
+    cells["run_id"] = [neutralise(run_id)] * size
+    cells["stripe_amount"] = [
+        _amount(minor, currency) for minor, currency in zip(stripe_minor, currencies, strict=True)
+    ]
+    cells["moesif_amount"] = [
+        _amount(minor, currency) for minor, currency in zip(moesif_minor, currencies, strict=True)
+    ]
+    cells["delta"] = [
+        _amount(delta, currency) for delta, currency in zip(deltas, currencies, strict=True)
+    ]
+    return pd.DataFrame({name: cells[name] for name in REPORT_COLUMNS}, dtype=object)
 
 
 def records(frame: pd.DataFrame) -> list[dict[Hashable, object]]:
@@ -117,32 +147,6 @@ def summary(
 
 
 # --- rows and cells -------------------------------------------------------------------------
-
-
-def _report_row(record: Mapping[Hashable, object], run_id: str) -> list[str]:
-    """Turn one finding into the report's cells, in ``REPORT_COLUMNS`` order."""
-    currency = _text(record.get("currency")) or FALLBACK_CURRENCY
-    stripe_minor = _minor(record.get("stripe_amount_minor"))
-    moesif_minor = _minor(record.get("moesif_amount_minor"))
-    delta = correction(
-        _text(record.get("category")), _text(record.get("entry_type")), stripe_minor, moesif_minor
-    )
-    cells: dict[str, str] = {
-        name: _text(record.get(name))
-        for name in REPORT_COLUMNS
-        if name not in AMOUNT_COLUMNS and not name.endswith(_TIME_SUFFIXES)
-    }
-    cells["run_id"] = run_id
-    cells["stripe_amount"] = _amount(stripe_minor, currency)
-    cells["moesif_amount"] = _amount(moesif_minor, currency)
-    cells["delta"] = "" if delta is None else format_major(delta, currency)
-    cells["stripe_created_at"] = _time(record.get("stripe_created_at"))
-    cells["moesif_created_at"] = _time(record.get("moesif_created_at"))
-    cells["first_seen_at"] = _time(record.get("first_seen_at"))
-    return [
-        cells[name] if name in AMOUNT_COLUMNS else neutralise(cells[name])
-        for name in REPORT_COLUMNS
-    ]
 
 
 def neutralise(cell: str) -> str:

@@ -130,3 +130,15 @@ def test_finding_records_keep_whole_minor_units_where_a_cell_is_missing() -> Non
     ]
     assert all(type(cell["moesif_amount_minor"]) is int for cell in cells[:1])
     assert list(built["finding_id"]) == [None, "F-1"]
+
+
+def test_present_answers_which_ids_either_column_or_a_later_check_holds() -> None:
+    transactions = pd.Series(["credit_1", None, "credit_2"], dtype="string[pyarrow]")
+    rows = pd.Series(["row_9", "row_8"], dtype=object)
+    present = frames.Present((transactions, rows)) | {"credit_late"}
+
+    asked = ["credit_2", "row_8", "credit_late", "credit_gone", "row_gone", "credit_2"]
+
+    assert present.among(asked) == {"credit_2", "row_8", "credit_late"}
+    assert present.among([]) == frozenset()
+    assert frames.Present((transactions, rows)).among(["credit_late"]) == frozenset()

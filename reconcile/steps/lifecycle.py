@@ -108,7 +108,7 @@ def settle(
     run_id: str,
     now: datetime,
     dry_run: bool,
-    present: Collection[str],
+    present: frames.Present,
 ) -> pd.DataFrame:
     """Record this run's findings in their lifecycle and return the report's findings.
 
@@ -134,8 +134,10 @@ def settle(
     reported = {str(record["finding_id"]): _state_values(record) for record in _records(reviewed)}
     with sessions.begin() as session:
         known = states_of(session, sorted(ids | set(before)))
+        subjects = [s for state in known.values() for s in _subjects(state) if s]
+        readable = present.among(subjects)
         moved = transitions(
-            {fid: _known(state, present) for fid, state in known.items()}, reported, before
+            {fid: _known(state, readable) for fid, state in known.items()}, reported, before
         )
         first_seen = {fid: state.first_seen_at for fid, state in known.items()}
         # One the run settled itself (a posting) is in its report already, as what it did.
@@ -198,9 +200,13 @@ def _known(state: FindingState, present: Collection[str]) -> Known:
     about a Stripe movement only when the run holds the movement (or the unreadable row).
     """
     visible = state.category in ROW_CATEGORIES or any(
-        subject in present for subject in (state.transaction_id, state.moesif_id) if subject
+        subject in present for subject in _subjects(state) if subject
     )
     return Known(state.status, state.closed_by, state.category, visible)
+
+
+def _subjects(state: FindingState) -> tuple[str | None, str | None]:
+    return state.transaction_id, state.moesif_id
 
 
 def _waiting(state: FindingState) -> str:

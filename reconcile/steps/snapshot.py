@@ -25,6 +25,7 @@ from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
 from reconcile.domain.times import Window
 from reconcile.domain.values import Unreadable
+from reconcile.frames import Present
 from reconcile.ledger_sync import SyncResult, sync_ledger
 from reconcile.moesif.client import MoesifClient
 from reconcile.observability import Progress
@@ -323,7 +324,7 @@ class Loaded:
     """What a run compares: both sides, what it could read, and the subscriptions paid into."""
 
     frames: Frames
-    present: frozenset[str]
+    present: Present
     """Transaction ids and Moesif row ids this run could read."""
     paid: PaidInto
 
@@ -351,7 +352,7 @@ def load(
         stripe_account=run.stripe_account,
     )
     expected, ledger = loaded.expected, loaded.ledger
-    present = frames.ids_of(expected, "transaction_id") | frames.ids_of(ledger, "moesif_id")
+    present = Present((expected["transaction_id"], ledger["moesif_id"]))
     # An account's run compares the companies the account maps to: none of them was asked for.
     asked = companies if run.stripe_account is None else ()
     for company in frames.unknown_companies(asked, expected, ledger):
