@@ -17,10 +17,8 @@ from tests.operator.test_browser import TOKEN, _click_and_wait, _shot, browser  
 
 def _a_week_of_drift(session: Session) -> dict[str, str]:
     """Nightly runs over a week; USD owed and over-credited, EUR owed, a JPY finding closed."""
-    for day in range(7, -1, -1):
-        add_run(session, f"2026112{9 - day}T020000Z-run{day}", started_at=NOW - timedelta(days=day))
     keep_currency(session, "sub_blocked", "usd", NOW, "blocked", available_balance_minor=0)
-    return {
+    states = {
         "usd_over": add_state(
             session,
             category="amount_mismatch",
@@ -34,7 +32,7 @@ def _a_week_of_drift(session: Session) -> dict[str, str]:
             owner="dana",
             status="assigned",
             first_seen_at=NOW - timedelta(days=4),  # high by amount: due 72 h on, a day ago
-        ).finding_id,
+        ),
         "usd_owed": add_state(
             session,
             category="missing_in_moesif",
@@ -45,7 +43,7 @@ def _a_week_of_drift(session: Session) -> dict[str, str]:
             stripe_amount_minor=25000,
             delta_minor=25000,
             first_seen_at=NOW - timedelta(days=3, hours=1),  # high by age: due in two days
-        ).finding_id,
+        ),
         "eur_owed": add_state(
             session,
             category="missing_in_moesif",
@@ -57,7 +55,7 @@ def _a_week_of_drift(session: Session) -> dict[str, str]:
             stripe_amount_minor=4000,
             delta_minor=4000,
             first_seen_at=NOW - timedelta(days=9),  # medium at a day old: due 5 days on
-        ).finding_id,
+        ),
         "jpy_closed": add_state(
             session,
             category="missing_in_moesif",
@@ -71,8 +69,23 @@ def _a_week_of_drift(session: Session) -> dict[str, str]:
             status="closed",
             closed_at=NOW - timedelta(days=2),
             first_seen_at=NOW - timedelta(days=5, hours=1),
-        ).finding_id,
+        ),
     }
+    for day in range(7, -1, -1):
+        ended = NOW - timedelta(days=day)
+        open_then = sum(
+            state.first_seen_at <= ended and (state.closed_at is None or state.closed_at > ended)
+            for state in states.values()
+        )  # the runs' counts agree with the findings open when each ended
+        add_run(
+            session,
+            f"2026112{9 - day}T020000Z-run{day}",
+            started_at=ended,
+            exit_code=1 if open_then else 0,
+            findings=open_then,
+            flagged=open_then,
+        )
+    return {name: state.finding_id for name, state in states.items()}
 
 
 def test_front_page_charts_each_currency_apart_and_lists_what_is_overdue(

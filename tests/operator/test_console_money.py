@@ -149,15 +149,16 @@ def test_balances_are_marked_in_words_ordered_per_currency_and_mismatches_apart(
     _login(client)
     page = client.get("/balances").text
     rows = _cells(page, "balances")
-    assert rows[2] == ["initech", "sub_i", "usd", "", "over-credited", "10.50", "1050.00"] + [
-        "-1039.50",
-        "1050.00",
+    assert rows[2] == ["initech", "sub_i", "usd", "", "over-credited", "10.50", "1,050.00"] + [
+        "-1,039.50",
+        "1,050.00",
         "0",
-        "1050.00",
+        "1,050.00",
         "1",
         "",  # as_of: this older CSV has none
         "statements",
-    ]  # 1,039.50 USD, shown as a number (not the CSV's formula guard)
+    ]  # grouped and signed as a person reads them (not the CSV's formula guard)
+    assert rows[1][5:8] == ["5,000", "0", "+5,000"]  # yen: grouped, no decimals, owed signed
     assert [row[:5] for row in rows] == [
         ["acme", "sub_acme", "usd", "blocked", "owed"],  # blocked while owed: first
         ["umbrella", "sub_u", "jpy", "", "owed"],  # 5000 JPY is not weighed against USD

@@ -91,6 +91,7 @@ def test_balance_rows_are_marked_ordered_per_currency_and_mismatches_apart() -> 
         ("sub_clean", "blocked", ""),
     ]
     assert view.rows[3]["delta"] == "-100.00"
+    assert (view.rows[2]["delta"], view.rows[1]["delta"]) == ("+5,000", "+1.00")
     apart, named = view.currency_mismatch
     assert (apart["subscription_id"], apart["subscription_currency"], apart["owed"]) == (
         "sub_eur",

@@ -140,6 +140,7 @@ class BalanceView:
 
 
 _BALANCE_FIGURES = ("current_balance", "pending_activity", "available_balance")
+_AMOUNTS = ("stripe_net", "moesif_net", "delta", *_BALANCE_FIGURES)
 
 
 def balance_view(
@@ -151,7 +152,9 @@ def balance_view(
     ``owed`` (``"owed"`` when the customer is owed credit, ``"over-credited"`` when Moesif holds
     too much) as text. Rows with a non-zero delta come first, blocked customers (available
     balance zero or less) first among them, then each currency's rows by the size of their delta
-    in major units. A row in a currency other than its subscription's (a ``currency_mismatch``;
+    in major units. Amounts are shown as a person reads them, grouped (``1,050.00``) in the row's
+    own currency, the delta signed as section 7 gives it (``+25.00``, ``-1,039.50``). A row in a
+    currency other than its subscription's (a ``currency_mismatch``;
     the subscription's currency is the row's own ``subscription_currency`` column when it has
     one, else the ``subscription_currency`` mapping's) is shown apart and without Moesif's
     figures, which are the subscription's, in its own currency.
@@ -185,7 +188,21 @@ def balance_view(
             blocked_but_owed=blocked and delta is not None and delta > 0,
         )
         kept.append(marked)
-    return BalanceView(sorted(kept, key=_balance_key), sorted(apart, key=_balance_key))
+    return BalanceView(
+        [_readable(row) for row in sorted(kept, key=_balance_key)],
+        [_readable(row) for row in sorted(apart, key=_balance_key)],
+    )
+
+
+def _readable(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a row with its amounts grouped and its delta signed; other cells as they are."""
+    shown_row = dict(row)
+    for name in _AMOUNTS:
+        amount = _decimal(row.get(name))
+        if amount is not None:
+            text = format(amount, ",")
+            shown_row[name] = f"+{text}" if name == "delta" and amount > 0 else text
+    return shown_row
 
 
 def _unquoted(value: object) -> object:
