@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
+from reconcile.db.models import ExpectedRow, LedgerEntry
 from reconcile.db.subscriptions import keep_currency
 from reconcile.operator.console.app import create_console_app
 from reconcile.operator.console.settings import ConsoleSettings
@@ -37,6 +38,23 @@ def test_money_reads_right_in_a_browser(
             moesif_amount_minor=105000,
             delta_minor=-103950,
         ).finding_id
+        session.add(
+            ExpectedRow(
+                transaction_id="pi_initech", source="topup", entry_type="credit",
+                amount_minor=1050, currency="usd", created_at=NOW, stripe_object_id="pi_initech",
+                topup_id="pi_initech", stripe_customer_id="cus_9", company_id="initech",
+                subscription_id="sub_initech", first_seen_run_id="r", last_seen_run_id="r",
+                updated_at=NOW,
+            )
+        )  # fmt: skip
+        session.add(
+            LedgerEntry(
+                moesif_id="m-initech", transaction_id="pi_initech", entry_type="credit",
+                amount_minor=105000, amount_raw="1050", currency="usd", company_id="initech",
+                subscription_id="sub_initech", created_at=NOW, description="old integration",
+                first_seen_at=NOW, last_seen_at=NOW,
+            )
+        )  # fmt: skip
     (tmp_path / "balances-20261201T020000Z-cccccc.csv").write_text(
         "company_id,subscription_id,currency,stripe_net,moesif_net,delta,current_balance,"
         "pending_activity,available_balance,open_findings,blocked,owed,as_of,"
@@ -68,6 +86,8 @@ def test_money_reads_right_in_a_browser(
         assert "-1,039.50 USD" in driver.find_element(By.ID, "delta").text
         assert driver.find_element(By.ID, "stripe-amount").text == "10.50 USD"
         assert driver.find_element(By.ID, "moesif-amount").text == "1,050.00 USD"
+        sides = [card.text for card in driver.find_elements(By.CSS_SELECTOR, ".side .card")]
+        assert "10.50 USD" in sides[0] and "1,050.00 USD" in sides[1]  # the records themselves
         _shot(driver, "money-finding", tmp_path)
 
         driver.set_window_size(1720, 700)  # wide enough for every column, as_of included

@@ -97,6 +97,36 @@ def test_finding_page_shows_both_sides_in_major_units_with_the_difference_on_top
     assert seen[3:5] == ["10.50 USD", "1,050.00 USD"]
 
 
+def test_a_finding_whose_records_left_the_snapshot_says_so_not_that_stripe_has_none(
+    clients: Callable[..., httpx.Client],  # noqa: F811
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        gone = add_state(
+            session,
+            category="amount_mismatch",
+            transaction_id="pi_gone",
+            moesif_id="m-gone",
+            stripe_amount_minor=1050,
+            moesif_amount_minor=105000,
+            delta_minor=-103950,
+        ).finding_id
+        stray = add_state(
+            session, category="missing_in_stripe", moesif_amount_minor=500, delta_minor=-500
+        ).finding_id
+    client = clients()
+    _login(client)
+    page = client.get(f"/findings/{gone}").text
+    stripe = page.split("<h2>Stripe</h2>")[1].split("</div>")[0]
+    moesif = page.split("<h2>Moesif</h2>")[1].split("</div>")[0]
+    assert "<code>pi_gone</code> is no longer in the snapshot" in stripe
+    assert "Moesif's own" not in stripe
+    assert "<code>m-gone</code> is no longer in the snapshot" in moesif
+    assert "<p>Correct the ledger row carrying that transaction_id" in page  # a sentence
+    stray_page = client.get(f"/findings/{stray}").text
+    assert "No Stripe movement (the drift is Moesif's own)." in stray_page
+
+
 def test_front_page_headline_totals_per_currency(
     clients: Callable[..., httpx.Client],  # noqa: F811
     sessions: sessionmaker[Session],
