@@ -87,7 +87,8 @@ def test_money_reads_right_in_a_browser(
         assert driver.find_element(By.ID, "stripe-amount").text == "10.50 USD"
         assert driver.find_element(By.ID, "moesif-amount").text == "1,050.00 USD"
         sides = [card.text for card in driver.find_elements(By.CSS_SELECTOR, ".side .card")]
-        assert "10.50 USD" in sides[0] and "1,050.00 USD" in sides[1]  # the records themselves
+        assert "10.50 USD" in sides[0]  # the Stripe movement itself
+        assert "1,050.00 USD" in sides[1]  # and the ledger row
         _shot(driver, "money-finding", tmp_path)
 
         driver.set_window_size(1720, 700)  # wide enough for every column, as_of included
