@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, true
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import (
@@ -20,7 +20,7 @@ from reconcile.db.models import (
     WebhookEvent,
 )
 from reconcile.domain import ids
-from reconcile.domain.money import is_iso_currency
+from reconcile.domain.money import THREE_DECIMAL, ZERO_DECIMAL, is_iso_currency
 from reconcile.domain.vocab import (
     NEEDS_REVIEW,
     RUN_ACTOR,
@@ -31,6 +31,7 @@ from reconcile.domain.vocab import (
     NoteAction,
     NoteSource,
 )
+from reconcile.rules.priority import PriorityRules
 
 _Query = TypeVar("_Query", bound=Select[Any])
 
@@ -121,6 +122,68 @@ def amount_candidates(session: Session, where: FindingFilter, now: datetime) -> 
         )
     )
     return list(session.scalars(chosen))
+
+
+def queue_candidates(
+    session: Session, where: FindingFilter, now: datetime, rules: PriorityRules
+) -> list[FindingState]:
+    """Return the findings ``where`` selects that may be among its first ``limit`` in the queue.
+
+    The queue sorts by priority, then due time (:mod:`reconcile.rules.priority`), then the size
+    of the correction. A finding's due time is its first sighting plus an offset that depends
+    only on which thresholds it has earned, so findings of one priority and one offset are due
+    in the order they were first seen. A finding among the first ``limit`` of the queue is
+    therefore among the first ``limit`` first seen of its (priority, offset) class: these are
+    chosen here, the classes computed in SQL from the same thresholds. The caller orders them
+    with the rule itself and keeps ``limit``; without a limit, every finding.
+    """
+    if where.limit is None:
+        return list_findings(session, where, now)
+    delta, currency = FindingState.delta_minor, FindingState.currency
+    present = _filtered(select(currency).distinct(), where, now)
+    valid = sorted({code for code in session.scalars(present) if code and is_iso_currency(code)})
+    known = and_(delta.is_not(None), currency.in_(valid))
+    code = func.lower(currency)
+    per_major = case(
+        (code.in_(sorted(ZERO_DECIMAL)), 1), (code.in_(sorted(THREE_DECIMAL)), 1000), else_=100
+    )
+
+    def by_amount(amount_major: int) -> ColumnElement[bool]:
+        return and_(known, func.abs(delta) >= per_major * amount_major)
+
+    def by_age(age: timedelta) -> ColumnElement[bool]:
+        return FindingState.first_seen_at <= now - age if age > timedelta(0) else true()
+
+    levels = rules.levels
+    rank = case(
+        *(
+            (or_(by_amount(level.amount_major), by_age(level.age)), index)
+            for index, level in enumerate(levels)
+        ),
+        else_=len(levels),
+    )
+    earned = sorted(
+        [(level.due_in, by_amount(level.amount_major)) for level in levels]
+        + [(level.age + level.due_in, by_age(level.age)) for level in levels],
+        key=lambda pair: pair[0],
+    )
+    low = rules.low_due_in
+    offset = case(
+        *((condition, int(due.total_seconds())) for due, condition in earned if due < low),
+        else_=int(low.total_seconds()),
+    )  # the earliest due time a finding has earned, as seconds after its first sighting
+    size = func.abs(func.coalesce(delta, 0))
+    place = (
+        func.row_number()
+        .over(
+            partition_by=(rank, offset),
+            order_by=(FindingState.first_seen_at, size.desc(), FindingState.finding_id),
+        )
+        .label("place")
+    )
+    ranked = _filtered(select(FindingState.finding_id, place), where, now).subquery()
+    chosen = select(ranked.c.finding_id).where(ranked.c.place <= where.limit)
+    return list(session.scalars(select(FindingState).where(FindingState.finding_id.in_(chosen))))
 
 
 def _filtered(query: _Query, where: FindingFilter, now: datetime) -> _Query:

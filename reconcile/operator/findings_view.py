@@ -17,6 +17,7 @@ from reconcile.db.finding_states import (
     amount_candidates,
     close_findings,
     list_findings,
+    queue_candidates,
 )
 from reconcile.db.models import FindingState
 from reconcile.db.subscriptions import kept_balances
@@ -97,11 +98,11 @@ def listing(
         adopt_unmapped_events(session, now)
         if sort == "amount":
             states = largest_first(session, where, now)
+        elif sort == "queue":
+            states = most_urgent(session, where, now, rules)
         else:
             states = list_findings(session, where, now)
         assessed = [(queue_assessment(state, now, rules), state) for state in states]
-        if sort == "queue":
-            assessed.sort(key=lambda pair: pair[0].queue_key())
         rows = [_fields(state, assessment, now) for assessment, state in assessed]
     if fmt == "json":
         return json.dumps(rows, indent=2)
@@ -141,6 +142,23 @@ def largest_first(session: Session, where: FindingFilter, now: datetime) -> list
     currency's larger number (see :func:`in_amount_order`).
     """
     return in_amount_order(session, amount_candidates(session, where, now))[: where.limit]
+
+
+def most_urgent(
+    session: Session, where: FindingFilter, now: datetime, rules: PriorityRules
+) -> list[FindingState]:
+    """Return the findings ``where`` selects in queue order, at most its ``limit``.
+
+    Priority, then due time (section 10a), then the size of the correction, then the first
+    sighting; chosen by that order, so a limit never drops an overdue finding to keep a larger
+    number of another currency (see :func:`queue_candidates`).
+    """
+    candidates = queue_candidates(session, where, now, rules)
+    candidates.sort(
+        key=lambda state: (-abs(state.delta_minor or 0), state.first_seen_at, state.finding_id)
+    )
+    candidates.sort(key=lambda state: queue_assessment(state, now, rules).queue_key())
+    return candidates[: where.limit]
 
 
 def in_amount_order(session: Session, states: Sequence[FindingState]) -> list[FindingState]:

@@ -78,7 +78,7 @@ from reconcile.operator.console.sessions import (
 from reconcile.operator.console.settings import SESSION_LIFETIME, ConsoleSettings
 from reconcile.operator.corrections import planned
 from reconcile.operator.findings_view import SORTS as FINDING_SORTS
-from reconcile.operator.findings_view import largest_first
+from reconcile.operator.findings_view import largest_first, most_urgent
 from reconcile.operator.statement import UnknownCompany
 from reconcile.rules.correction import confirmation
 from reconcile.rules.login_limit import token_problem
@@ -359,6 +359,8 @@ class _Console:
         with self.sessions() as session:
             if sort == "amount":
                 return largest_first(session, where, self.clock())
+            if sort == "queue":
+                return most_urgent(session, where, self.clock(), self.tools.rules)
             return list_findings(session, where, self.clock())
 
     async def finding(self, request: Request) -> Response:
