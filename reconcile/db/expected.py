@@ -40,17 +40,19 @@ def store_expected(
     """
     connection = session.connection()
     upsert = _Upsert(connection.dialect)
-    constant = {
-        "first_seen_run_id": run_id,
-        "last_seen_run_id": run_id,
-        "updated_at": now,
-        "stripe_account": stripe_account,
-    }
+    fixed = upsert.processed(
+        {
+            "first_seen_run_id": run_id,
+            "last_seen_run_id": run_id,
+            "updated_at": now,
+            "stripe_account": stripe_account,
+        }
+    )
     stored = 0
     for batch in _batches(entries, BATCH_SIZE):
         # The last of a transaction id in a batch wins, as the upsert would make it.
         latest = {entry.transaction_id: entry for entry in batch}
-        connection.exec_driver_sql(upsert.sql, upsert.rows(latest.values(), constant))
+        connection.exec_driver_sql(upsert.sql, upsert.rows(latest.values(), fixed))
         stored += len(batch)
     return stored
 
@@ -93,16 +95,25 @@ class _Upsert:
         }
 
     def rows(
-        self, entries: Iterable[ExpectedEntry], constant: dict[str, Any]
+        self, entries: Iterable[ExpectedEntry], fixed: dict[str, Any]
     ) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
-        """Return the driver's parameters for ``entries``, ``constant``'s columns in every row."""
-        fixed = self._processed(constant)
-        processed = [self._processed(_row(entry)) | fixed for entry in entries]
+        """Return the driver's parameters for ``entries``, ``fixed``'s columns in every row.
+
+        Args:
+            entries: the entries, one row each.
+            fixed: the columns every row has alike, already :meth:`processed`.
+        """
+        processed = [self._processing(_row(entry)) | fixed for entry in entries]
         if self._order is None:
             return processed
         return [tuple(row[name] for name in self._order) for row in processed]
 
-    def _processed(self, values: dict[str, Any]) -> dict[str, Any]:
+    def processed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Return a copy of ``values`` with each column's bind processor applied."""
+        return self._processing(dict(values))
+
+    def _processing(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Apply each column's bind processor to ``values``, in place, and return them."""
         for name, processor in self._processors.items():
             if name in values:
                 values[name] = processor(values[name])
