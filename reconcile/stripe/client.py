@@ -377,10 +377,10 @@ def get_json(
     """GET ``path`` through the SDK and return the JSON object Stripe answered, parsed once.
 
     The SDK builds the request exactly as its ``raw_request`` does (the key, the pinned API
-    version, the client's ``Stripe-Account``, ``params`` form-encoded with ``expand[]``) and
+    version, the client's ``Stripe-Account``, ``params`` form-encoded, expansions too) and
     sends it through the client's transport, which paces, retries and checks it. A 2xx comes
     back as the transport parsed it (plain dicts, see :class:`JSONBody`); ``raw_request`` would
-    parse it a second time, into ``OrderedDict``s, for a fifth of an extraction's CPU. Any other
+    parse it a second time, into ``OrderedDict``s, about a sixth of an extraction's CPU. Any other
     answer is interpreted by the SDK, which raises its error for it.
 
     This is the one use of the SDK's requestor (``StripeClient._requestor``, what
