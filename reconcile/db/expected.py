@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Select, Table, or_, select
+from sqlalchemy import ColumnElement, Dialect, Select, Table, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from reconcile.db.frames import among, raw, read, within
 from reconcile.db.models import ExpectedRow
@@ -37,35 +38,86 @@ def store_expected(
     takes the new values, ``run_id`` as last seen and ``now`` as ``updated_at``.
     ``stripe_account`` is the connected account they were read from (``None``: the key's own).
     """
-    statement = _insert(session)
-    statement = statement.on_conflict_do_update(
-        index_elements=[ExpectedRow.__table__.c.transaction_id],
-        set_={name: statement.excluded[name] for name in _MUTABLE},
+    connection = session.connection()
+    upsert = _Upsert(connection.dialect)
+    fixed = upsert.processed(
+        {
+            "first_seen_run_id": run_id,
+            "last_seen_run_id": run_id,
+            "updated_at": now,
+            "stripe_account": stripe_account,
+        }
     )
     stored = 0
     for batch in _batches(entries, BATCH_SIZE):
-        rows = list(
-            {
-                row["transaction_id"]: row | {"stripe_account": stripe_account}
-                for row in (_row(e, run_id, now) for e in batch)
-            }.values()
-        )
-        session.execute(statement, rows)
+        # The last of a transaction id in a batch wins, as the upsert would make it.
+        latest = {entry.transaction_id: entry for entry in batch}
+        connection.exec_driver_sql(upsert.sql, upsert.rows(latest.values(), fixed))
         stored += len(batch)
     return stored
 
 
-def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
-    """Return the backend's bare ``INSERT`` for ``executemany``: compiled once, cached.
+_COLUMNS = (
+    *EXPECTED_COLUMNS,
+    "first_seen_run_id",
+    "last_seen_run_id",
+    "updated_at",
+    "stripe_account",
+)
+"""The columns an upsert writes."""
 
-    It names the table, not the mapped class, so a batch is one Core ``executemany``: the ORM's
-    bulk path would look at every row again (most of the cost of storing an entry).
+
+class _Upsert:
+    """The ``INSERT … ON CONFLICT`` of expected rows for one dialect, compiled once.
+
+    It runs with the driver's own ``executemany`` on parameters already in the driver's form
+    (each column's bind processor applied here): Core's handling of every row's parameters was
+    most of the cost of storing an entry. It names the table, not the mapped class, for the
+    same reason (the ORM's bulk path looks at every row again).
     """
-    table = ExpectedRow.__table__
-    assert isinstance(table, Table)
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+
+    def __init__(self, dialect: Dialect) -> None:
+        """Compile the upsert for ``dialect`` and take its columns' bind processors."""
+        table = ExpectedRow.__table__
+        assert isinstance(table, Table)
+        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.transaction_id],
+            set_={name: insert.excluded[name] for name in _MUTABLE},
+        )
+        compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
+        self.sql = compiled.string
+        self._order = list(compiled.positiontup or ()) if compiled.positional else None
+        self._processors = {
+            name: processor
+            for name in _COLUMNS
+            if (processor := _bind_processor(table.c[name].type, dialect)) is not None
+        }
+
+    def rows(
+        self, entries: Iterable[ExpectedEntry], fixed: dict[str, Any]
+    ) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
+        """Return the driver's parameters for ``entries``, ``fixed``'s columns in every row.
+
+        Args:
+            entries: the entries, one row each.
+            fixed: the columns every row has alike, already :meth:`processed`.
+        """
+        processed = [self._processing(_row(entry)) | fixed for entry in entries]
+        if self._order is None:
+            return processed
+        return [tuple(row[name] for name in self._order) for row in processed]
+
+    def processed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Return a copy of ``values`` with each column's bind processor applied."""
+        return self._processing(dict(values))
+
+    def _processing(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Apply each column's bind processor to ``values``, in place, and return them."""
+        for name, processor in self._processors.items():
+            if name in values:
+                values[name] = processor(values[name])
+        return values
 
 
 def expected_frame(
@@ -116,7 +168,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _row(entry: ExpectedEntry, run_id: str, now: datetime) -> dict[str, Any]:
+def _row(entry: ExpectedEntry) -> dict[str, Any]:
+    """Return an entry's own columns (not the run's, see :func:`store_expected`)."""
     return {
         "transaction_id": entry.transaction_id,
         "source": str(entry.source),
@@ -130,9 +183,6 @@ def _row(entry: ExpectedEntry, run_id: str, now: datetime) -> dict[str, Any]:
         "company_id": entry.company_id,
         "subscription_id": entry.subscription_id,
         "unmapped_reason": entry.unmapped_reason,
-        "first_seen_run_id": run_id,
-        "last_seen_run_id": run_id,
-        "updated_at": now,
     }
 
 
@@ -158,3 +208,12 @@ def account_companies(session: Session, stripe_account: str) -> list[str]:
         .order_by(ExpectedRow.company_id)
     )
     return [company for company in session.scalars(query) if company is not None]
+
+
+def _bind_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """Return what Core applies to a value of ``column_type`` before the driver gets it.
+
+    The dialect's own implementation of the type decides (SQLite's ``DATETIME`` writes its
+    text form with microseconds, after :class:`~reconcile.db.models.UTCDateTime`'s conversion).
+    """
+    return column_type.dialect_impl(dialect).bind_processor(dialect)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
+from reconcile.db import expected as expected_module
 from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.models import ExpectedRow
@@ -535,6 +536,31 @@ def test_store_expected_is_an_idempotent_upsert(engine: Engine) -> None:
     )
     assert rows["pi_1"].updated_at == later
     assert rows["pi_2"].created_at == T0
+
+
+def test_store_expected_writes_every_batch_alike(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(expected_module, "BATCH_SIZE", 2)
+    later = datetime(2025, 1, 11, 12, 30, 15, 250, tzinfo=UTC)
+    created = [T0 + timedelta(seconds=n, microseconds=n) for n in range(5)]
+    with Session(engine) as session:
+        stored = store_expected(
+            session,
+            [entry(f"pi_{n}", 100 + n, created_at=created[n]) for n in range(5)],
+            run_id="run-1",
+            now=later,
+            stripe_account="acct_1",
+        )
+        session.commit()
+    with Session(engine) as session:
+        rows = sorted(session.scalars(select(ExpectedRow)), key=lambda row: row.transaction_id)
+    assert stored == 5
+    assert [(row.transaction_id, row.amount_minor, row.created_at) for row in rows] == [
+        (f"pi_{n}", 100 + n, created[n]) for n in range(5)
+    ]
+    assert {(row.first_seen_run_id, row.last_seen_run_id) for row in rows} == {("run-1", "run-1")}
+    assert {(row.updated_at, row.stripe_account) for row in rows} == {(later, "acct_1")}
 
 
 def test_store_expected_does_not_commit(engine: Engine) -> None:

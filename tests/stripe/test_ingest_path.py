@@ -16,7 +16,7 @@ from reconcile.errors import StripeUnavailable
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.retry import RateLimiter
 from reconcile.stripe.client import PacedHTTPClient, stripe_errors
-from reconcile.stripe.extract import PAGES_BUFFERED, _as_read, _SliceRead, extract
+from reconcile.stripe.extract import PAGES_BUFFERED, _as_read, _SliceRead, extract, listed_pages
 from tests.stripe.conftest import API_KEY, T0
 
 
@@ -180,3 +180,54 @@ def test_a_server_ignoring_the_created_filter_still_gives_each_entry_once() -> N
     found = list(extract(client, T0, T0 + timedelta(days=2), slice_length=timedelta(days=1)))
     assert sorted(e.transaction_id for e in found) == ["pi_1", "pi_2"]
     assert listings.count("/v1/payment_intents") == 2, "both slices listed every payment"
+
+
+def test_a_listing_is_read_through_the_sdk_and_parsed_once_into_plain_dicts() -> None:
+    seen: list[httpx.Request] = []
+    pages = [
+        {"object": "list", "data": [{"id": "pi_1", "created": 1}], "has_more": True},
+        {"object": "list", "data": [{"id": "pi_2", "created": 2}], "has_more": False},
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=pages[len(seen) - 1])
+
+    transport = PacedHTTPClient(
+        RateLimiter(1000, 1.0, sleep=lambda _: None),
+        sleep=lambda _: None,
+        api_key=API_KEY,
+        http=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    client = stripe.StripeClient(
+        API_KEY,
+        base_addresses={"api": "http://stripe.test"},
+        stripe_version="2025-03-31.basil",
+        max_network_retries=0,
+        http_client=transport,
+        stripe_account="acct_connected",
+    )
+    listed = list(
+        listed_pages(client, "/v1/payment_intents", {"expand": ["data.customer"]}, "payments")
+    )
+    assert [[item["id"] for item in page] for page in listed] == [["pi_1"], ["pi_2"]]
+    assert {type(item) for page in listed for item in page} == {dict}
+    first, second = seen
+    for request in seen:
+        assert request.headers["Stripe-Account"] == "acct_connected"
+        assert request.headers["Stripe-Version"] == "2025-03-31.basil"
+        assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+        assert request.url.params["expand[0]"] == "data.customer"
+        assert request.url.params["limit"] == "100"
+    assert "starting_after" not in first.url.params
+    assert second.url.params["starting_after"] == "pi_1"
+
+
+def test_an_error_answer_to_a_listing_is_the_sdk_error() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": {"type": "invalid_request_error"}})
+
+    client = _mocked(httpx.MockTransport(answer))
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        list(listed_pages(client, "/v1/payment_intents", {}, "payments"))
+    assert caught.value.http_status == 404
