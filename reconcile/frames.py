@@ -58,12 +58,13 @@ def from_records(
 def with_ids(ledger: pd.DataFrame, at: pd.Index, ids: Sequence[str | None]) -> pd.DataFrame:
     """Return the ledger with the ``transaction_id`` of the rows at ``at`` replaced by ``ids``.
 
-    The column becomes plain values (missing ones ``None``), as each row's id is its own.
+    The column keeps its type: read from the snapshot, Arrow strings, so no Python object is
+    made per id (a missing id stays missing).
     """
-    column = ledger["transaction_id"].astype(object)
-    column = column.where(column.notna(), None)
-    if len(at):
-        column.loc[at] = pd.Series(list(ids), index=at, dtype=object)
+    if not len(at):
+        return ledger
+    column = ledger["transaction_id"].copy()
+    column.loc[at] = pd.Series(list(ids), index=at, dtype=column.dtype)
     return ledger.assign(transaction_id=column)
 
 
