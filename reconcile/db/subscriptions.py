@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import MoesifSubscription
+from reconcile.db.sql import chunks
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,29 @@ def kept_currency(session: Session, subscription_id: str) -> KeptCurrency | None
     return KeptCurrency(stored.currency, stored.fetched_at, stored.company_id)
 
 
-def kept_currencies(session: Session) -> dict[str, KeptCurrency]:
-    """Return every kept currency by subscription id, in one query."""
+def kept_currencies(
+    session: Session, subscription_ids: Collection[str] | None = None
+) -> dict[str, KeptCurrency]:
+    """Return the kept currencies by subscription id: every one in one query, or these ones.
+
+    Those of ``subscription_ids`` are read by their key, a chunk at a time
+    (:func:`reconcile.db.sql.chunks`), so the work follows the subscriptions asked about, not
+    the table.
+    """
     query = select(
         MoesifSubscription.subscription_id,
         MoesifSubscription.currency,
         MoesifSubscription.fetched_at,
         MoesifSubscription.company_id,
     )
+    parts: Iterable[Select[str, str | None, datetime, str | None]] = [query]
+    if subscription_ids is not None:
+        named = MoesifSubscription.subscription_id
+        parts = (query.where(named.in_(chunk)) for chunk in chunks(subscription_ids))
     return {
         subscription_id: KeptCurrency(currency, fetched_at, company_id)
-        for subscription_id, currency, fetched_at, company_id in session.execute(query)
+        for part in parts
+        for subscription_id, currency, fetched_at, company_id in session.execute(part)
     }
 
 

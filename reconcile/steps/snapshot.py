@@ -247,8 +247,7 @@ def subscriptions_paid_into(
     """Return the currency and company of each subscription paid into."""
     found = PaidInto({}, {})
     with sessions.begin() as session:
-        for subscription_id, currency in paid:
-            known = directory.lookup(session, subscription_id, expect=currency)
+        for subscription_id, known in directory.lookup_all(session, paid).items():
             if known is None:
                 found.currencies[subscription_id] = None
                 continue
