@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import adbc_driver_manager
 import pandas as pd
 import pytest
+from adbc_driver_manager import AdbcStatusCode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
 from reconcile.db.expected import expected_frame, store_expected
-from reconcile.db.ledger import ledger_frame, store_ledger_rows
+from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
 from reconcile.db.subscriptions import keep_currency, kept_currencies
 from reconcile.domain.values import ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
@@ -144,3 +147,24 @@ def test_a_session_with_uncommitted_writes_reads_them_by_rows(engine: Engine) ->
         store_ledger_rows(session, [row("m_1", "pi_1", T0)], now=T0)
         assert not frames.columnar(session)
         assert ledger_frame(session, T0, T0 + timedelta(days=1))["moesif_id"].tolist() == ["m_1"]
+
+
+def test_a_columnar_read_that_fails_in_the_background_is_read_by_rows(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Session(engine) as session:
+        store_ledger_rows(session, [row("m_1", "pi_1", T0), row("m_2", "pi_2", T0)], now=T0)
+        session.commit()
+    threads: list[str] = []
+
+    def failing(*_args: object, **_kwargs: object) -> pd.DataFrame:
+        threads.append(threading.current_thread().name)
+        raise adbc_driver_manager.OperationalError("boom", status_code=AdbcStatusCode.IO)
+
+    monkeypatch.setattr(frames, "_read_arrow", failing)
+    with Session(engine) as session:
+        read = ledger_reading(session, T0, T0 + timedelta(days=1))
+        frame = read(["pi_1"])
+    assert frame["moesif_id"].tolist() == ["m_1", "m_2"]
+    # each read (the window, the rows outside it) tried in a thread of its own first
+    assert threads == ["reconcile-read_0", "reconcile-read_0"]

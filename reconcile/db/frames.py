@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -67,10 +68,46 @@ def read(
     :func:`raw` come back as the driver gives them (text on SQLite, aware datetimes on
     PostgreSQL) and are converted in one vectorised step.
     """
-    if columnar(session):
-        with contextlib.suppress(adbc_driver_manager.Error):
-            return _read_arrow(session.connection(), statement, columns, times)
-        log.debug("the columnar read failed; reading by rows")
+    return read_soon(session, statement, columns, times=times)()
+
+
+def read_soon(
+    session: Session,
+    statement: Select[Any],
+    columns: Sequence[str],
+    *,
+    times: Collection[str] = (),
+) -> Callable[[], pd.DataFrame]:
+    """Start :func:`read` of ``statement``; return what waits for its frame.
+
+    A columnar read runs at once in a thread of its own, through its own connection: the
+    driver lets go of the interpreter while the database reads, so the caller's own work (the
+    other side's read) goes on beside it, on the other core. A read by rows is done when its
+    frame is asked for, as is one whose columnar read failed. Ask for the frame before
+    ``session`` writes.
+    """
+    if not columnar(session):
+        return lambda: _read_rows(session, statement, columns, times)
+    connection = session.connection()
+    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-read")
+    reading = background.submit(_read_arrow, connection.engine.url, sql, columns, times)
+    background.shutdown(wait=False)
+
+    def frame() -> pd.DataFrame:
+        try:
+            return reading.result()
+        except adbc_driver_manager.Error:
+            log.debug("the columnar read failed; reading by rows")
+            return _read_rows(session, statement, columns, times)
+
+    return frame
+
+
+def _read_rows(
+    session: Session, statement: Select[Any], columns: Sequence[str], times: Collection[str]
+) -> pd.DataFrame:
+    """Run ``statement`` through the session's own driver; return its rows as a frame."""
     result = session.connection().execute(statement)
     parts = []
     try:
@@ -195,14 +232,13 @@ def among(
     return column.in_(ids_table(session, ids).select())
 
 
-def _read_arrow(
-    connection: Connection, statement: Select[Any], columns: Sequence[str], times: Collection[str]
-) -> pd.DataFrame:
-    """Run ``statement`` through an ADBC connection of its own; return the frame it reads."""
-    dialect = connection.dialect
-    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    with _adbc(connection) as adbc, adbc.cursor() as cursor:
-        if dialect.name == "sqlite":
+def _read_arrow(url: URL, sql: str, columns: Sequence[str], times: Collection[str]) -> pd.DataFrame:
+    """Run ``sql`` through an ADBC connection of its own; return the frame it reads.
+
+    Touches no SQLAlchemy object, so it may run in a thread of its own.
+    """
+    with _adbc(url) as adbc, adbc.cursor() as cursor:
+        if url.get_backend_name() == "sqlite":
             # one batch: the SQLite driver infers each column's type from the first batch
             cursor.adbc_statement.set_options(**{_BATCH_ROWS: str(2**30)})
         cursor.execute(sql)
@@ -239,9 +275,8 @@ def _arrow_utc(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 @contextlib.contextmanager
-def _adbc(connection: Connection) -> Iterator[Any]:
-    """Open an ADBC connection to the database ``connection`` is connected to."""
-    url = connection.engine.url
+def _adbc(url: URL) -> Iterator[Any]:
+    """Open an ADBC connection to the database at ``url``."""
     if url.get_backend_name() == "sqlite":
         adbc = adbc_driver_sqlite.dbapi.connect(url.database)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,16 @@ import pandas as pd
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among, carrying, outside_fewer, raw, read, sorted_by, within
+from reconcile.db.frames import (
+    among,
+    carrying,
+    outside_fewer,
+    raw,
+    read,
+    read_soon,
+    sorted_by,
+    within,
+)
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
@@ -155,15 +164,34 @@ def ledger_frame(
     ``datetime64[us, UTC]``, ``amount_minor`` as ``int64``, the rest as pandas strings (missing
     values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row appears once.
     """
+    return ledger_reading(session, since, until)(transaction_ids)
+
+
+def ledger_reading(
+    session: Session, since: datetime, until: datetime
+) -> Callable[[Collection[str]], pd.DataFrame]:
+    """Start reading the snapshot rows created in ``[since, until)``; return what ends the read.
+
+    Call it with the transaction ids whose rows outside the window are wanted too: it returns
+    :func:`ledger_frame`'s frame. Where the read is columnar it goes on in the background
+    meanwhile (:func:`reconcile.db.frames.read_soon`), so the caller may read the other side.
+    """
     created = LedgerEntry.created_at
     in_window = within(session, created, since, until)
-    frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
-    if len(transaction_ids):
-        # every row naming one of the ids outside the window, even when the id is also inside
-        more = _named_outside(session, since, until, transaction_ids)
-        if not more.empty:
-            frame = pd.concat([frame, more], ignore_index=True)
-    return sorted_by(_typed(frame), ["created_at", "moesif_id"])
+    window = read_soon(
+        session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"]
+    )
+
+    def frame(transaction_ids: Collection[str] = ()) -> pd.DataFrame:
+        rows = window()
+        if len(transaction_ids):
+            # every row naming one of the ids outside the window, even when the id is also inside
+            more = _named_outside(session, since, until, transaction_ids)
+            if not more.empty:
+                rows = pd.concat([rows, more], ignore_index=True)
+        return sorted_by(_typed(rows), ["created_at", "moesif_id"])
+
+    return frame
 
 
 def _named_outside(
