@@ -10,12 +10,14 @@ import adbc_driver_manager
 import pandas as pd
 import pytest
 from adbc_driver_manager import AdbcStatusCode
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
 from reconcile.db.expected import expected_frame, store_expected
+from reconcile.db.findings import store_findings
 from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
+from reconcile.db.models import Finding, Run
 from reconcile.db.subscriptions import keep_currency, kept_currencies
 from reconcile.domain.values import ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
@@ -168,3 +170,42 @@ def test_a_columnar_read_that_fails_in_the_background_is_read_by_rows(
     assert frame["moesif_id"].tolist() == ["m_1", "m_2"]
     # each read (the window, the rows outside it) tried in a thread of its own first
     assert threads == ["reconcile-read_0", "reconcile-read_0"]
+
+
+def test_findings_stored_column_by_column_read_back_as_the_orm_gives_them(engine: Engine) -> None:
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    findings = pd.DataFrame(
+        {
+            "category": ["amount_mismatch", "missing_in_stripe"],
+            "action": ["flagged", "flagged"],
+            "company_id": ["co_é", None],
+            "subscription_id": ["sub_1", None],
+            "stripe_customer_id": ["cus_1", None],
+            "stripe_object_id": ["pi_1", None],
+            "transaction_id": ["pi_1", None],
+            "entry_type": ["credit", "debit"],
+            "currency": ["usd", "jpy"],
+            "stripe_amount_minor": pd.array([2**40, None], dtype="Int64"),
+            "moesif_amount_minor": pd.array([-5, 7], dtype="Int64"),
+            "stripe_created_at": pd.array([at, None], dtype="datetime64[us, UTC]"),
+            "moesif_created_at": pd.array([at, at], dtype="datetime64[us, UTC]"),
+            "moesif_id": [None, "m_1"],
+            "detail": ['it\'s "quoted"; 1,2', None],
+            "finding_id": ["F-1", None],
+        }
+    )
+    with Session(engine) as session, session.begin():
+        session.add(Run(id="run-1", since=T0, until=T0, status="running", started_at=T0))
+        session.flush()
+        assert store_findings(session, "run-1", findings) == 2
+    with Session(engine) as session:
+        stored = session.scalars(select(Finding).order_by(Finding.id)).all()
+    assert [(f.run_id, f.category, f.company_id, f.detail, f.finding_id) for f in stored] == [
+        ("run-1", "amount_mismatch", "co_é", 'it\'s "quoted"; 1,2', "F-1"),
+        ("run-1", "missing_in_stripe", None, None, None),
+    ]
+    assert [(f.stripe_amount_minor, f.moesif_amount_minor) for f in stored] == [
+        (2**40, -5),
+        (None, 7),
+    ]
+    assert [(f.stripe_created_at, f.moesif_created_at) for f in stored] == [(at, at), (None, at)]

@@ -6,11 +6,11 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Finding, Run
-from reconcile.db.sql import chunks
+from reconcile.db.sql import chunks, insert_columns
 from reconcile.domain.values import FINDING_COLUMNS
 from reconcile.domain.vocab import Category
 
@@ -21,14 +21,12 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
         return 0
     columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
     frame = findings[columns].astype(object).where(findings[columns].notna(), None)
-    names = ["run_id", *(str(name) for name in columns)]
-    cells = [[run_id] * len(frame), *([_plain(v) for v in frame[c].tolist()] for c in columns)]
-    records: list[dict[str, Any]] = [
-        dict(zip(names, values, strict=True)) for values in zip(*cells, strict=True)
-    ]
-    for start in range(0, len(records), 1000):
-        session.execute(insert(Finding), records[start : start + 1000])
-    return len(records)
+    cells: dict[str, list[Any]] = {"run_id": [run_id] * len(frame)}
+    cells |= {str(name): [_plain(value) for value in frame[name].tolist()] for name in columns}
+    table = Finding.__table__
+    assert isinstance(table, Table)
+    insert_columns(session, table, cells)
+    return len(frame)
 
 
 def _plain(value: object) -> object:
