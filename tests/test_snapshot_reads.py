@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from reconcile.db import frames
 from reconcile.db.expected import expected_frame, store_expected
-from reconcile.db.findings import store_findings
+from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
 from reconcile.db.models import Finding, Run
 from reconcile.db.subscriptions import keep_currency, kept_currencies
-from reconcile.domain.values import ExpectedEntry, LedgerRow
+from reconcile.domain.values import FINDING_COLUMNS, ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -209,3 +209,31 @@ def test_findings_stored_column_by_column_read_back_as_the_orm_gives_them(engine
         (None, 7),
     ]
     assert [(f.stripe_created_at, f.moesif_created_at) for f in stored] == [(at, at), (None, at)]
+
+
+@pytest.mark.parametrize("asked", [3, frames.LISTED + 5])
+def test_remembered_pairs_are_read_in_one_query_the_latest_real_run_winning(
+    engine: Engine, asked: int
+) -> None:
+    def matched(moesif_id: str, transaction_id: str) -> dict[str, object]:
+        return {"category": "matched_by_amount", "action": "none"} | {
+            "moesif_id": moesif_id,
+            "transaction_id": transaction_id,
+        }
+
+    runs = [("run-old", T0, False), ("run-dry", T0 + timedelta(hours=2), True)]
+    runs += [("run-new", T0 + timedelta(hours=1), False)]
+    chosen = {"run-old": "pi_old", "run-dry": "pi_dry", "run-new": "pi_new"}
+    with Session(engine) as session, session.begin():
+        for run_id, started, dry in runs:
+            run = Run(id=run_id, since=T0, until=T0, status="ok", started_at=started, dry_run=dry)
+            session.add(run)
+            session.flush()
+            found = [matched("m_1", chosen[run_id]), matched("m_2", "pi_2")]
+            if run_id == "run-old":
+                found.append(matched("m_3", "pi_3"))
+            store_findings(session, run_id, pd.DataFrame(found).reindex(columns=FINDING_COLUMNS))
+    ids = ["m_1", "m_3", "m_x"] + [f"m_other_{n}" for n in range(asked - 3)]
+    with Session(engine) as session:
+        pairs = remembered_pairs(session, ids)
+    assert pairs == {"m_1": "pi_new", "m_3": "pi_3"}

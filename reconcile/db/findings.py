@@ -9,8 +9,9 @@ import pandas as pd
 from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import among
 from reconcile.db.models import Finding, Run
-from reconcile.db.sql import chunks, insert_columns
+from reconcile.db.sql import insert_columns
 from reconcile.domain.values import FINDING_COLUMNS
 from reconcile.domain.vocab import Category
 
@@ -43,20 +44,20 @@ def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str,
     A row once matched by amount keeps its movement, so that a later run cannot hand it to a
     newer payment of the same amount and leave the older one unreported outside its window.
     """
-    pairs: dict[str, str] = {}
-    for chunk in chunks(moesif_ids):
-        query = (
-            select(Finding.moesif_id, Finding.transaction_id)
-            .join(Run, Run.id == Finding.run_id)
-            .where(
-                Finding.category == Category.MATCHED_BY_AMOUNT,
-                Finding.moesif_id.in_(chunk),
-                Run.dry_run.is_(False),
-            )
-            .order_by(Run.started_at)
+    if not moesif_ids:
+        return {}
+    query = (
+        select(Finding.moesif_id, Finding.transaction_id)
+        .join(Run, Run.id == Finding.run_id)
+        .where(
+            Finding.category == Category.MATCHED_BY_AMOUNT,
+            among(session, Finding.moesif_id, moesif_ids),
+            Run.dry_run.is_(False),
         )
-        pairs.update({str(row): str(tid) for row, tid in session.execute(query) if row and tid})
-    return pairs
+        .order_by(Run.started_at, Finding.id)
+    )
+    # one query, however many rows ask: the latest run's choice is the one kept
+    return {str(row): str(tid) for row, tid in session.execute(query) if row and tid}
 
 
 def findings_of_run(session: Session, run_id: str, actions: Collection[str]) -> list[Finding]:
