@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import among, raw, read
 from reconcile.db.models import MoesifSubscription
-from reconcile.db.sql import chunks
 
 
 @dataclass(frozen=True)
@@ -36,27 +36,37 @@ def kept_currency(session: Session, subscription_id: str) -> KeptCurrency | None
 def kept_currencies(
     session: Session, subscription_ids: Collection[str] | None = None
 ) -> dict[str, KeptCurrency]:
-    """Return the kept currencies by subscription id: every one in one query, or these ones.
+    """Return the kept currencies by subscription id, in one query: every one, or these ones.
 
-    Those of ``subscription_ids`` are read by their key, a chunk at a time
-    (:func:`reconcile.db.sql.chunks`), so the work follows the subscriptions asked about, not
-    the table.
+    Those of ``subscription_ids`` are read by their key, so the work follows the subscriptions
+    asked about, not the table; in bulk (:func:`reconcile.db.frames.read`), no object per cell.
     """
     query = select(
         MoesifSubscription.subscription_id,
         MoesifSubscription.currency,
-        MoesifSubscription.fetched_at,
+        raw(MoesifSubscription.fetched_at),
         MoesifSubscription.company_id,
     )
-    parts: Iterable[Select[str, str | None, datetime, str | None]] = [query]
     if subscription_ids is not None:
-        named = MoesifSubscription.subscription_id
-        parts = (query.where(named.in_(chunk)) for chunk in chunks(subscription_ids))
+        if not subscription_ids:
+            return {}
+        query = query.where(among(session, MoesifSubscription.subscription_id, subscription_ids))
+    frame = read(session, query, _KEPT, times=["fetched_at"])
+    kept = frame.astype(object).where(frame.notna(), None)
+    times = frame["fetched_at"].dt.to_pydatetime().tolist()
     return {
-        subscription_id: KeptCurrency(currency, fetched_at, company_id)
-        for part in parts
-        for subscription_id, currency, fetched_at, company_id in session.execute(part)
+        str(subscription_id): KeptCurrency(currency, fetched_at, company_id)
+        for subscription_id, currency, fetched_at, company_id in zip(
+            kept["subscription_id"].tolist(),
+            kept["currency"].tolist(),
+            times,
+            kept["company_id"].tolist(),
+            strict=True,
+        )
     }
+
+
+_KEPT = ["subscription_id", "currency", "fetched_at", "company_id"]
 
 
 def keep_currency(
