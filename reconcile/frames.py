@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.domain.times import Window
 from reconcile.domain.values import FINDING_SCHEMA
 from reconcile.domain.vocab import Action, Category
+from reconcile.redaction import Redactor
 from reconcile.rules.absence import DroppedRow, dropped_row_detail
 from reconcile.rules.orders import Decision, Missing
 from reconcile.totals import category_totals
@@ -249,13 +250,10 @@ class Present:
         return replace(self, also=self.also | frozenset(more))
 
 
-def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:
-    """Return the findings with every text cell passed through ``mask`` (the redactor)."""
+def redacted(findings: pd.DataFrame, redactor: Redactor) -> pd.DataFrame:
+    """Return the findings with every text cell masked by the redactor (:meth:`Redactor.texts`)."""
     findings = findings.copy()
     for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
         if column in findings.columns:
-            findings[column] = [
-                mask(value) if isinstance(value, str) else value
-                for value in findings[column].tolist()
-            ]
+            findings[column] = redactor.texts(findings[column].tolist())
     return findings
