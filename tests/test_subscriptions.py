@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
+from reconcile.db.frames import LISTED
 from reconcile.db.subscriptions import keep_currency, kept_balances, kept_currencies
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
@@ -162,6 +163,10 @@ def test_a_run_reads_only_the_kept_rows_of_the_subscriptions_it_asks_about(
         assert set(kept_currencies(session, ["sub_jpy", "sub_old", "sub_x"])) == {
             "sub_jpy",
             "sub_old",
+        }
+        many = ["sub_old"] + [f"sub_x{n}" for n in range(LISTED)]  # kept from a read of all
+        assert {sid: kept.currency for sid, kept in kept_currencies(session, many).items()} == {
+            "sub_old": "eur"
         }
     client = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))
     directory = SubscriptionDirectory(client, lambda: NOW)

@@ -132,10 +132,11 @@ def _read_rows(
 def carrying(values: pd.Series, ids: Collection[str]) -> pd.Series:
     """Return, row by row, whether ``values`` is one of ``ids`` (Arrow's hash lookup)."""
     listed = ids if isinstance(ids, pd.Series) else list(ids)
-    found = pc.is_in(
-        pa.array(values, type=pa.string(), from_pandas=True),
-        value_set=pa.array(listed, type=pa.string(), from_pandas=True),
-    )
+    texts = pa.array(values, type=pa.string(), from_pandas=True)
+    wanted = pa.array(listed, type=pa.string(), from_pandas=True)
+    if len(texts) < len(wanted):  # hash the fewer: the ids the values hold, then the values
+        wanted = wanted.filter(pc.is_in(wanted, value_set=texts))
+    found = pc.is_in(texts, value_set=wanted)
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among, raw, read
+from reconcile.db.frames import LISTED, among, carrying, raw, read
 from reconcile.db.models import MoesifSubscription
 
 
@@ -38,8 +38,10 @@ def kept_currencies(
 ) -> dict[str, KeptCurrency]:
     """Return the kept currencies by subscription id, in one query: every one, or these ones.
 
-    Those of ``subscription_ids`` are read by their key, so the work follows the subscriptions
-    asked about, not the table; in bulk (:func:`reconcile.db.frames.read`), no object per cell.
+    A few of ``subscription_ids`` are read by their key, so the work follows the subscriptions
+    asked about, not the table; more than :data:`reconcile.db.frames.LISTED` are kept from a
+    read of every row (one pass, no table of ids to write). In bulk
+    (:func:`reconcile.db.frames.read`), no object per cell.
     """
     query = select(
         MoesifSubscription.subscription_id,
@@ -47,11 +49,14 @@ def kept_currencies(
         raw(MoesifSubscription.fetched_at),
         MoesifSubscription.company_id,
     )
-    if subscription_ids is not None:
+    few = subscription_ids is not None and len(subscription_ids) <= LISTED
+    if subscription_ids is not None and few:
         if not subscription_ids:
             return {}
         query = query.where(among(session, MoesifSubscription.subscription_id, subscription_ids))
     frame = read(session, query, _KEPT, times=["fetched_at"])
+    if subscription_ids is not None and not few:
+        frame = frame[carrying(frame["subscription_id"], subscription_ids)]
     kept = frame.astype(object).where(frame.notna(), None)
     times = frame["fetched_at"].dt.to_pydatetime().tolist()
     return {
