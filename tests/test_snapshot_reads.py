@@ -7,7 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import adbc_driver_manager
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from adbc_driver_manager import AdbcStatusCode
 from sqlalchemy import Engine, select
@@ -237,3 +240,22 @@ def test_remembered_pairs_are_read_in_one_query_the_latest_real_run_winning(
     with Session(engine) as session:
         pairs = remembered_pairs(session, ids)
     assert pairs == {"m_1": "pi_new", "m_3": "pi_3"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorting_by_time_then_text_orders_as_arrow_orders_every_column(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = 2_000
+    times = pd.Series(
+        pd.to_datetime(rng.integers(0, 50, size), unit="s", utc=True), dtype="datetime64[us, UTC]"
+    )
+    texts = pd.Series(rng.choice(["b", "a", "é", "Z", "a_1", None], size), dtype="str")
+    frame = pd.DataFrame({"created_at": times, "moesif_id": texts, "n": np.arange(size)})
+    keys = pa.table({"created_at": pa.array(times), "moesif_id": pa.array(texts)})
+    expected = pc.sort_indices(
+        keys, sort_keys=[("created_at", "ascending"), ("moesif_id", "ascending")]
+    )
+    assert frames.sort_order(frame, ["created_at", "moesif_id"]).tolist() == expected.to_pylist()
+    ordered = frames.sorted_by(frame, ["created_at", "moesif_id"])
+    assert ordered["n"].tolist() == expected.to_pylist()
+    assert frames.sorted_by(ordered, ["created_at", "moesif_id"]).equals(ordered)

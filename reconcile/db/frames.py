@@ -19,6 +19,8 @@ from typing import Any
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi
 import adbc_driver_sqlite.dbapi
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -143,12 +145,57 @@ def carrying(values: pd.Series, ids: Collection[str]) -> pd.Series:
 def sorted_by(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Return ``frame`` sorted by ``columns`` (stable, missing values last), index renumbered.
 
-    Sorted by Arrow's ``sort_indices`` (strings by their UTF-8 bytes, as Python orders them):
-    pandas would first factorize each Arrow string column, the most of the time at 1M rows.
+    Strings order by their UTF-8 bytes, as Python orders them. A frame in order already is
+    returned as it is (no row copied).
     """
-    keys = pa.table({name: pa.array(frame[name]) for name in columns})
-    order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in columns])
-    return frame.take(order.to_numpy()).reset_index(drop=True)
+    order = sort_order(frame, columns)
+    if np.array_equal(order, np.arange(len(frame))):
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
+
+
+def sort_order(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Return the positions of ``frame``'s rows sorted as :func:`sorted_by` sorts them.
+
+    When the first column is a time without a missing one, the rows are ordered by it as
+    integers (numpy's stable sort, quick on rows read nearly in order) and only the rows that
+    share a time are ordered by the other columns, by Arrow's ``sort_indices``: pandas would
+    factorize each Arrow string column first, and Arrow ordering by every column at once
+    compares strings for every pair.
+    """
+    if not columns:
+        return np.arange(len(frame))
+    first = frame[columns[0]]
+    if not _whole_times(first):
+        return _arrow_order(frame, columns, np.arange(len(frame)))
+    times = first.array.asi8
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    same = ordered[1:] == ordered[:-1]
+    if len(columns) < 2 or not same.any():
+        return order
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    positions = np.flatnonzero(tied)
+    # the tied rows, in time order, sorted by every column: each time's rows keep their place
+    order[positions] = _arrow_order(frame, columns, order[positions])
+    return order
+
+
+def _whole_times(column: pd.Series) -> bool:
+    """Whether a column holds aware times, none missing (its values as integers order it)."""
+    return isinstance(column.dtype, pd.DatetimeTZDtype) and not column.isna().any()
+
+
+def _arrow_order(
+    frame: pd.DataFrame, columns: Sequence[str], positions: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Return ``positions`` sorted by ``columns`` of those rows (stable, missing last)."""
+    part = frame.iloc[positions]
+    keys = pa.table({name: pa.array(part[name]) for name in columns})
+    inner = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in columns])
+    return np.asarray(positions[inner.to_numpy()], dtype=np.int64)
 
 
 def to_utc(values: pd.Series) -> pd.Series:
