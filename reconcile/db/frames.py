@@ -79,8 +79,12 @@ def read_soon(
     columns: Sequence[str],
     *,
     times: Collection[str] = (),
+    order: Sequence[str] = (),
 ) -> Callable[[], pd.DataFrame]:
     """Start :func:`read` of ``statement``; return what waits for its frame.
+
+    With ``order``, the frame comes :func:`sorted_by` those columns, sorted in the background
+    too where the read is.
 
     A columnar read runs at once in a thread of its own, through its own connection: the
     driver lets go of the interpreter while the database reads, so the caller's own work (the
@@ -88,12 +92,17 @@ def read_soon(
     frame is asked for, as is one whose columnar read failed. Ask for the frame before
     ``session`` writes.
     """
+
+    def by_rows() -> pd.DataFrame:
+        rows = _read_rows(session, statement, columns, times)
+        return sorted_by(rows, order) if order else rows
+
     if not columnar(session):
-        return lambda: _read_rows(session, statement, columns, times)
+        return by_rows
     connection = session.connection()
     sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-read")
-    reading = background.submit(_read_arrow, connection.engine.url, sql, columns, times)
+    reading = background.submit(_read_arrow, connection.engine.url, sql, columns, times, order)
     background.shutdown(wait=False)
 
     def frame() -> pd.DataFrame:
@@ -101,7 +110,7 @@ def read_soon(
             return reading.result()
         except adbc_driver_manager.Error:
             log.debug("the columnar read failed; reading by rows")
-            return _read_rows(session, statement, columns, times)
+            return by_rows()
 
     return frame
 
@@ -280,8 +289,12 @@ def among(
     return column.in_(ids_table(session, ids).select())
 
 
-def _read_arrow(url: URL, sql: str, columns: Sequence[str], times: Collection[str]) -> pd.DataFrame:
+def _read_arrow(
+    url: URL, sql: str, columns: Sequence[str], times: Collection[str], order: Sequence[str] = ()
+) -> pd.DataFrame:
     """Run ``sql`` through an ADBC connection of its own; return the frame it reads.
+
+    Sorted by ``order`` (:func:`sorted_by`) when given.
 
     Touches no SQLAlchemy object, so it may run in a thread of its own.
     """
@@ -306,7 +319,7 @@ def _read_arrow(url: URL, sql: str, columns: Sequence[str], times: Collection[st
     frame: pd.DataFrame = pa.table(arrays).to_pandas(split_blocks=True)
     for name in times:
         frame[name] = frame[name].astype("datetime64[us, UTC]")
-    return frame
+    return sorted_by(frame, order) if order else frame
 
 
 _BATCH_ROWS = "adbc.sqlite.query.batch_rows"

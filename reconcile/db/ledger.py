@@ -178,8 +178,12 @@ def ledger_reading(
     """
     created = LedgerEntry.created_at
     in_window = within(session, created, since, until)
-    window = read_soon(
-        session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"]
+    window = read_soon(  # sorted as it is read: the rows outside the window are few
+        session,
+        _ledger_select().where(in_window),
+        LEDGER_COLUMNS,
+        times=["created_at"],
+        order=_ORDER,
     )
 
     def frame(transaction_ids: Collection[str] = ()) -> pd.DataFrame:
@@ -189,9 +193,13 @@ def ledger_reading(
             more = _named_outside(session, since, until, transaction_ids)
             if not more.empty:
                 rows = pd.concat([rows, more], ignore_index=True)
-        return sorted_by(_typed(rows), ["created_at", "moesif_id"])
+        return sorted_by(_typed(rows), _ORDER)
 
     return frame
+
+
+_ORDER = ["created_at", "moesif_id"]
+"""The ledger frame's order."""
 
 
 def _named_outside(
