@@ -201,8 +201,8 @@ def _arrow_order(
     frame: pd.DataFrame, columns: Sequence[str], positions: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
     """Return ``positions`` sorted by ``columns`` of those rows (stable, missing last)."""
-    part = frame.iloc[positions]
-    keys = pa.table({name: pa.array(part[name]) for name in columns})
+    taken = pa.array(positions)
+    keys = pa.table({name: pa.array(frame[name]).take(taken) for name in columns})
     inner = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in columns])
     return np.asarray(positions[inner.to_numpy()], dtype=np.int64)
 
