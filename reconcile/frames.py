@@ -113,6 +113,12 @@ def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
     ]
 
 
+def missing_ids(findings: pd.DataFrame) -> list[str]:
+    """Return the transaction ids of the ``missing_in_moesif`` findings (as :func:`missing`)."""
+    rows = findings[findings["category"] == Category.MISSING_IN_MOESIF]
+    return [str(transaction_id) for transaction_id in rows["transaction_id"].tolist()]
+
+
 def _moment(value: object) -> datetime | None:
     """A frame's time as an aware datetime; ``None`` for a missing one."""
     return value.to_pydatetime() if isinstance(value, pd.Timestamp) else None
@@ -134,6 +140,8 @@ def decided(findings: pd.DataFrame, index: pd.Index, decisions: Sequence[Decisio
 
 def naming_dropped(findings: pd.DataFrame, dropped: Mapping[str, DroppedRow]) -> pd.DataFrame:
     """Return the findings with each missing movement's detail naming its gone Moesif row."""
+    if not dropped:
+        return findings
     index, missing_ones = missing(findings)
     hits = [
         (label, dropped[finding.transaction_id])

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, Table, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among
+from reconcile.db.frames import among, fewer
 from reconcile.db.models import (
     ExpectedRow,
     Finding,
@@ -352,6 +352,11 @@ def states_of(session: Session, finding_ids: Sequence[str]) -> dict[str, Finding
     """Return the known findings among ``finding_ids``, by id."""
     if not finding_ids:
         return {}
+    if fewer(session, select(FindingState.finding_id), len(finding_ids)):
+        # fewer states than ids asked: every one read, those asked kept (no ids written)
+        asked = set(finding_ids)
+        kept = session.scalars(select(FindingState))
+        return {state.finding_id: state for state in kept if state.finding_id in asked}
     query = select(FindingState).where(among(session, FindingState.finding_id, finding_ids))
     return {state.finding_id: state for state in session.scalars(query)}
 

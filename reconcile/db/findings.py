@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among
+from reconcile.db.frames import among, fewer
 from reconcile.db.models import Finding, Run
 from reconcile.db.sql import insert_columns
 from reconcile.domain.values import FINDING_COLUMNS
@@ -49,15 +49,17 @@ def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str,
     query = (
         select(Finding.moesif_id, Finding.transaction_id)
         .join(Run, Run.id == Finding.run_id)
-        .where(
-            Finding.category == Category.MATCHED_BY_AMOUNT,
-            among(session, Finding.moesif_id, moesif_ids),
-            Run.dry_run.is_(False),
-        )
+        .where(Finding.category == Category.MATCHED_BY_AMOUNT, Run.dry_run.is_(False))
         .order_by(Run.started_at, Finding.id)
     )
-    # one query, however many rows ask: the latest run's choice is the one kept
-    return {str(row): str(tid) for row, tid in session.execute(query) if row and tid}
+    # one query, however many rows ask; the latest run's choice is the one kept. When fewer
+    # such findings exist than rows ask, they are read and kept by id, no ids written.
+    if fewer(session, query, len(moesif_ids)):
+        asked = set(moesif_ids)
+        found = [(row, tid) for row, tid in session.execute(query) if row in asked]
+    else:
+        found = list(session.execute(query.where(among(session, Finding.moesif_id, moesif_ids))))
+    return {str(row): str(tid) for row, tid in found if row and tid}
 
 
 def findings_of_run(session: Session, run_id: str, actions: Collection[str]) -> list[Finding]:

@@ -276,6 +276,15 @@ def outside_fewer(
     return bool(session.connection().execute(counted).scalar_one() < than)
 
 
+def fewer(session: Session, query: Select[*tuple[Any, ...]], than: int) -> bool:
+    """Whether ``query`` returns fewer than ``than`` rows; it is run for at most ``than``.
+
+    Lets a lookup of many ids read the few rows there are instead, when there are fewer.
+    """
+    counted = select(func.count()).select_from(query.limit(than).subquery())
+    return bool(session.connection().execute(counted).scalar_one() < than)
+
+
 def among(
     session: Session, column: QueryableAttribute[Any], ids: Collection[str]
 ) -> ColumnElement[bool]:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from reconcile.db.frames import (
     among,
     carrying,
+    fewer,
     outside_fewer,
     raw,
     read,
@@ -119,14 +120,21 @@ def mark_gone(session: Session, moesif_ids: Collection[str], now: datetime) -> l
 def gone_rows_naming(session: Session, transaction_ids: Collection[str]) -> dict[str, DroppedRow]:
     """Return, per transaction id, the latest gone row that carried it (none when no row did)."""
     found: dict[str, DroppedRow] = {}
-    for chunk in chunks(sorted(set(transaction_ids))):
-        query = (
-            select(LedgerEntry.transaction_id, LedgerEntry.moesif_id, LedgerEntry.last_seen_at)
-            .where(LedgerEntry.transaction_id.in_(chunk), LedgerEntry.gone_at.is_not(None))
-            .order_by(LedgerEntry.last_seen_at, LedgerEntry.moesif_id)
-        )
-        for transaction_id, moesif_id, last_seen_at in session.execute(query):
-            found[str(transaction_id)] = DroppedRow(str(moesif_id), last_seen_at)
+    gone = (
+        select(LedgerEntry.transaction_id, LedgerEntry.moesif_id, LedgerEntry.last_seen_at)
+        .where(LedgerEntry.gone_at.is_not(None))
+        .order_by(LedgerEntry.last_seen_at, LedgerEntry.moesif_id)
+    )
+    wanted = set(transaction_ids)
+    if fewer(session, gone, len(wanted)):  # gone rows are rare: read them, keep those asked
+        parts = [gone]
+    else:
+        named = LedgerEntry.transaction_id
+        parts = [gone.where(named.in_(chunk)) for chunk in chunks(wanted)]
+    for part in parts:
+        for transaction_id, moesif_id, last_seen_at in session.execute(part):
+            if transaction_id in wanted:
+                found[str(transaction_id)] = DroppedRow(str(moesif_id), last_seen_at)
     return found
 
 
