@@ -23,7 +23,13 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
     columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
     frame = findings[columns].astype(object).where(findings[columns].notna(), None)
     cells: dict[str, list[Any]] = {"run_id": [run_id] * len(frame)}
-    cells |= {str(name): [_plain(value) for value in frame[name].tolist()] for name in columns}
+    cells |= {
+        str(name): [  # text (most cells) is plain already
+            value if value is None or type(value) is str else _plain(value)
+            for value in frame[name].tolist()
+        ]
+        for name in columns
+    }
     table = Finding.__table__
     assert isinstance(table, Table)
     insert_columns(session, table, cells)
