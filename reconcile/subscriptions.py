@@ -111,10 +111,26 @@ class SubscriptionDirectory:
         theirs: the work follows the subscriptions asked about, not every one ever kept.
         """
         unanswered = [sid for sid, _ in subscriptions if sid not in self._answers]
-        if unanswered and self._kept is None and not self._fresh_reads:
-            self._kept_some.update(kept_currencies(session, unanswered))
-            self._asked.update(unanswered)
-        return {sid: self.lookup(session, sid, expect=currency) for sid, currency in subscriptions}
+        if not unanswered or self._kept is not None or self._fresh_reads:
+            return {sid: self.lookup(session, sid, expect=cur) for sid, cur in subscriptions}
+        kept = kept_currencies(session, unanswered)
+        self._kept_some.update(kept)
+        self._asked.update(unanswered)
+        now, found = self._clock(), dict[str, Known | None]()
+        for sid, currency in subscriptions:
+            # a kept answer fresh enough (most of them) taken at once, the others looked up
+            row = kept.get(sid) if sid not in self._answers else None
+            if (
+                row is not None
+                and row.company_id is not None
+                and kept_is_fresh(
+                    row.currency, row.fetched_at, now=now, expect=currency, max_age=self._max_age
+                )
+            ):
+                found[sid] = self._answers[sid] = Known(row.currency, row.company_id)
+            else:
+                found[sid] = self.lookup(session, sid, expect=currency)
+        return found
 
     def currency(self, session: Session, subscription_id: str) -> str | None:
         """Return the subscription's currency when it is known."""
