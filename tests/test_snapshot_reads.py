@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
+from reconcile.db.balance_chains import touched_subscriptions
 from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
@@ -259,3 +260,19 @@ def test_sorting_by_time_then_text_orders_as_arrow_orders_every_column(seed: int
     ordered = frames.sorted_by(frame, ["created_at", "moesif_id"])
     assert ordered["n"].tolist() == expected.to_pylist()
     assert frames.sorted_by(ordered, ["created_at", "moesif_id"]).equals(ordered)
+
+
+def test_the_touched_subscriptions_are_the_window_rows_distinct_ones(engine: Engine) -> None:
+    rows = [
+        row("m_1", "pi_1", T0),
+        replace(row("m_2", "pi_2", T0 + timedelta(hours=1)), subscription_id="sub_2"),
+        replace(row("m_3", "pi_3", T0), subscription_id=None),
+        replace(row("m_4", "pi_4", T0 - timedelta(days=2)), subscription_id="sub_old"),
+        row("m_5", "pi_5", T0 + timedelta(hours=2)),
+    ]
+    with Session(engine) as session:
+        store_ledger_rows(session, rows, now=T0)
+        session.commit()
+    with Session(engine) as session:
+        assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ()) == ["sub_1", "sub_2"]
+        assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ["co_x"]) == []
