@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from reconcile.domain.ids import STRIPE_ID_PREFIXES
 from reconcile.domain.times import Window
 from reconcile.domain.values import FINDING_SCHEMA
 from reconcile.domain.vocab import Action, Category
+from reconcile.redaction import Redactor
 from reconcile.rules.absence import DroppedRow, dropped_row_detail
 from reconcile.rules.orders import Decision, Missing
 from reconcile.totals import category_totals
@@ -58,12 +59,13 @@ def from_records(
 def with_ids(ledger: pd.DataFrame, at: pd.Index, ids: Sequence[str | None]) -> pd.DataFrame:
     """Return the ledger with the ``transaction_id`` of the rows at ``at`` replaced by ``ids``.
 
-    The column becomes plain values (missing ones ``None``), as each row's id is its own.
+    The column keeps its type: read from the snapshot, Arrow strings, so no Python object is
+    made per id (a missing id stays missing).
     """
-    column = ledger["transaction_id"].astype(object)
-    column = column.where(column.notna(), None)
-    if len(at):
-        column.loc[at] = pd.Series(list(ids), index=at, dtype=object)
+    if not len(at):
+        return ledger
+    column = ledger["transaction_id"].copy()
+    column.loc[at] = pd.Series(list(ids), index=at, dtype=column.dtype)
     return ledger.assign(transaction_id=column)
 
 
@@ -111,6 +113,12 @@ def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
     ]
 
 
+def missing_ids(findings: pd.DataFrame) -> list[str]:
+    """Return the transaction ids of the ``missing_in_moesif`` findings (as :func:`missing`)."""
+    rows = findings[findings["category"] == Category.MISSING_IN_MOESIF]
+    return [str(transaction_id) for transaction_id in rows["transaction_id"].tolist()]
+
+
 def _moment(value: object) -> datetime | None:
     """A frame's time as an aware datetime; ``None`` for a missing one."""
     return value.to_pydatetime() if isinstance(value, pd.Timestamp) else None
@@ -132,6 +140,8 @@ def decided(findings: pd.DataFrame, index: pd.Index, decisions: Sequence[Decisio
 
 def naming_dropped(findings: pd.DataFrame, dropped: Mapping[str, DroppedRow]) -> pd.DataFrame:
     """Return the findings with each missing movement's detail naming its gone Moesif row."""
+    if not dropped:
+        return findings
     index, missing_ones = missing(findings)
     hits = [
         (label, dropped[finding.transaction_id])
@@ -248,13 +258,10 @@ class Present:
         return replace(self, also=self.also | frozenset(more))
 
 
-def redacted(findings: pd.DataFrame, mask: Callable[[str], str]) -> pd.DataFrame:
-    """Return the findings with every text cell passed through ``mask`` (the redactor)."""
+def redacted(findings: pd.DataFrame, redactor: Redactor) -> pd.DataFrame:
+    """Return the findings with every text cell masked by the redactor (:meth:`Redactor.texts`)."""
     findings = findings.copy()
     for column in ("detail", "company_id", "subscription_id", "transaction_id", "moesif_id"):
         if column in findings.columns:
-            findings[column] = [
-                mask(value) if isinstance(value, str) else value
-                for value in findings[column].tolist()
-            ]
+            findings[column] = redactor.texts(findings[column].tolist())
     return findings

@@ -6,10 +6,10 @@ import csv
 import logging
 import numbers
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 import pandas as pd
 
@@ -34,6 +34,8 @@ ACCOUNT_COLUMN = "stripe_account"
 
 _TIME_SUFFIXES = ("_created_at", "_seen_at")
 
+_Cell = TypeVar("_Cell")
+
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -51,32 +53,70 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
         """The column's plain values, or absent cells when the findings lack it."""
         return findings[name].tolist() if name in findings.columns else [None] * size
 
-    currencies = [_text(value) or FALLBACK_CURRENCY for value in column("currency")]
+    currencies = _each_once(lambda value: _text(value) or FALLBACK_CURRENCY, column("currency"))
     stripe_minor = [_minor(value) for value in column("stripe_amount_minor")]
     moesif_minor = [_minor(value) for value in column("moesif_amount_minor")]
-    deltas = [
-        correction(_text(category), _text(entry_type), stripe, moesif)
-        for category, entry_type, stripe, moesif in zip(
-            column("category"), column("entry_type"), stripe_minor, moesif_minor, strict=True
-        )
-    ]
+    categories, entry_types = column("category"), column("entry_type")
+    deltas = _each_once(
+        lambda key: correction(_text(key[0]), _text(key[1]), key[2], key[3]),
+        list(zip(categories, entry_types, stripe_minor, moesif_minor, strict=True)),
+    )
     cells: dict[str, list[str]] = {}
     for name in REPORT_COLUMNS:
-        if name in AMOUNT_COLUMNS:
+        if name in AMOUNT_COLUMNS or name == "run_id":
             continue
-        as_text = _time if name.endswith(_TIME_SUFFIXES) else _text
-        cells[name] = [neutralise(as_text(value)) for value in column(name)]
+        values = findings[name] if name in findings.columns else None
+        if values is not None and isinstance(values.dtype, pd.DatetimeTZDtype):
+            cells[name] = _times(values)
+            continue
+        as_cell = _time_cell if name.endswith(_TIME_SUFFIXES) else _text_cell
+        cells[name] = _each_once(as_cell, column(name))
     cells["run_id"] = [neutralise(run_id)] * size
-    cells["stripe_amount"] = [
-        _amount(minor, currency) for minor, currency in zip(stripe_minor, currencies, strict=True)
-    ]
-    cells["moesif_amount"] = [
-        _amount(minor, currency) for minor, currency in zip(moesif_minor, currencies, strict=True)
-    ]
-    cells["delta"] = [
-        _amount(delta, currency) for delta, currency in zip(deltas, currencies, strict=True)
-    ]
+    for name, minors in (("stripe_amount", stripe_minor), ("moesif_amount", moesif_minor)):
+        cells[name] = _each_once(
+            lambda key: _amount(key[0], key[1]), list(zip(minors, currencies, strict=True))
+        )
+    cells["delta"] = _each_once(
+        lambda key: _amount(key[0], key[1]), list(zip(deltas, currencies, strict=True))
+    )
     return pd.DataFrame({name: cells[name] for name in REPORT_COLUMNS}, dtype=object)
+
+
+def _text_cell(value: object) -> str:
+    return neutralise(_text(value))
+
+
+def _time_cell(value: object) -> str:
+    return neutralise(_time(value))
+
+
+def _each_once(convert: Callable[[Any], _Cell], values: Iterable[Any]) -> list[_Cell]:
+    """Return ``convert`` of each value, each distinct value (and type) converted once.
+
+    Findings repeat their categories, companies, currencies and amounts.
+    """
+    done: dict[tuple[type, Any], _Cell] = {}
+    cells = []
+    for value in values:
+        key = (type(value), value)
+        try:
+            cell = done[key]
+        except KeyError:
+            cell = done[key] = convert(value)
+        except TypeError:  # not hashable: converted each time
+            cell = convert(value)
+        cells.append(cell)
+    return cells
+
+
+def _times(values: pd.Series) -> list[str]:
+    """Return a column of aware times as :func:`_time` gives each, formatted in one pass."""
+    text = values.dt.tz_convert("UTC").dt.strftime(_ISO_SECONDS)
+    return [neutralise(cell) if isinstance(cell, str) else "" for cell in text.tolist()]
+
+
+_ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+""":func:`reconcile.domain.times.to_iso`'s format, applied to a whole column of UTC times."""
 
 
 def records(frame: pd.DataFrame) -> list[dict[Hashable, object]]:

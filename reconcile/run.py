@@ -120,7 +120,7 @@ def _reconcile(
     )
     settled = lifecycle.settle(
         sessions,
-        lifecycle.with_ids(frames.redacted(posted.findings, settings.redactor().text)),
+        lifecycle.with_ids(frames.redacted(posted.findings, settings.redactor())),
         moesif.rechecked,
         run_id=run_id,
         now=clock(),

@@ -9,7 +9,7 @@ time, as it may have been created since.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -67,6 +67,8 @@ class SubscriptionDirectory:
         self._fresh_reads = fresh_reads
         self._answers: dict[str, Known | None] = {}
         self._kept: dict[str, KeptCurrency] | None = None
+        self._kept_some: dict[str, KeptCurrency] = {}
+        self._asked: set[str] = set()
 
     def lookup(
         self, session: Session, subscription_id: str, expect: str | None = None
@@ -100,6 +102,36 @@ class SubscriptionDirectory:
         self._answers[subscription_id] = self._read(session, subscription_id)
         return self._answers[subscription_id]
 
+    def lookup_all(
+        self, session: Session, subscriptions: Sequence[tuple[str, str | None]]
+    ) -> dict[str, Known | None]:
+        """Return :meth:`lookup` of each (subscription id, expected currency), by id.
+
+        The snapshot's kept rows of those not answered yet are read together first, and only
+        theirs: the work follows the subscriptions asked about, not every one ever kept.
+        """
+        unanswered = [sid for sid, _ in subscriptions if sid not in self._answers]
+        if not unanswered or self._kept is not None or self._fresh_reads:
+            return {sid: self.lookup(session, sid, expect=cur) for sid, cur in subscriptions}
+        kept = kept_currencies(session, unanswered)
+        self._kept_some.update(kept)
+        self._asked.update(unanswered)
+        now, found = self._clock(), dict[str, Known | None]()
+        for sid, currency in subscriptions:
+            # a kept answer fresh enough (most of them) taken at once, the others looked up
+            row = kept.get(sid) if sid not in self._answers else None
+            if (
+                row is not None
+                and row.company_id is not None
+                and kept_is_fresh(
+                    row.currency, row.fetched_at, now=now, expect=currency, max_age=self._max_age
+                )
+            ):
+                found[sid] = self._answers[sid] = Known(row.currency, row.company_id)
+            else:
+                found[sid] = self.lookup(session, sid, expect=currency)
+        return found
+
     def currency(self, session: Session, subscription_id: str) -> str | None:
         """Return the subscription's currency when it is known."""
         known = self.lookup(session, subscription_id)
@@ -117,10 +149,13 @@ class SubscriptionDirectory:
     def _kept_currency(self, session: Session, subscription_id: str) -> KeptCurrency | None:
         """Return the snapshot's kept currency; a run reads all of them in one query, once.
 
-        A directory of ``serve`` (``fresh_reads``) asks about one subscription: it reads one row.
+        Those :meth:`lookup_all` read already are not read again. A directory of ``serve``
+        (``fresh_reads``) asks about one subscription: it reads one row.
         """
         if self._fresh_reads:
             return kept_currency(session, subscription_id)
+        if self._kept is None and subscription_id in self._asked:
+            return self._kept_some.get(subscription_id)
         if self._kept is None:
             self._kept = kept_currencies(session)
         return self._kept.get(subscription_id)

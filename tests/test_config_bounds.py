@@ -167,6 +167,27 @@ def test_the_redactor_masks_encoded_and_nested_secrets() -> None:
     assert redactor.message(RuntimeError("line one\n  tok line two")) == f"line one {MASK} line two"
 
 
+def test_the_redactor_masks_a_column_as_it_masks_each_text() -> None:
+    redactor = Redactor(["to ken/+", "tok"])
+    values: list[object] = [
+        "a to ken/+ b",
+        "q=to+ken%2F%2B",
+        "key sk_live_abcdefgh1234 here",
+        "rk_short",  # key-shaped prefix, too short to be a key: kept
+        "wsk_live_abcdefgh1234",  # no word boundary before it: kept, as text() keeps it
+        "plain détail",
+        None,
+        float("nan"),
+        7,
+        "",
+    ]
+    masked = redactor.texts(values)
+    assert masked[:6] == [redactor.text(str(value)) for value in values[:6]]
+    assert masked[:3] == [f"a {MASK} b", f"q={MASK}", f"key {MASK} here"]
+    assert masked[3:6] == values[3:6]
+    assert masked[6:] == [None, values[7], 7, ""]  # not text: kept as it is (NaN itself)
+
+
 def test_a_deadline_is_checked_on_an_injected_clock() -> None:
     now = [10.0]
     deadline = Deadline.after(60, lambda: now[0])

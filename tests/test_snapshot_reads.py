@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import adbc_driver_manager
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from sqlalchemy import Engine
+from adbc_driver_manager import AdbcStatusCode
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
+from reconcile.db.balance_chains import touched_subscriptions
 from reconcile.db.expected import expected_frame, store_expected
-from reconcile.db.ledger import ledger_frame, store_ledger_rows
+from reconcile.db.findings import remembered_pairs, store_findings
+from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
+from reconcile.db.models import Finding, Run
 from reconcile.db.subscriptions import keep_currency, kept_currencies
-from reconcile.domain.values import ExpectedEntry, LedgerRow
+from reconcile.domain.values import FINDING_COLUMNS, ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -144,3 +153,126 @@ def test_a_session_with_uncommitted_writes_reads_them_by_rows(engine: Engine) ->
         store_ledger_rows(session, [row("m_1", "pi_1", T0)], now=T0)
         assert not frames.columnar(session)
         assert ledger_frame(session, T0, T0 + timedelta(days=1))["moesif_id"].tolist() == ["m_1"]
+
+
+def test_a_columnar_read_that_fails_in_the_background_is_read_by_rows(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Session(engine) as session:
+        store_ledger_rows(session, [row("m_1", "pi_1", T0), row("m_2", "pi_2", T0)], now=T0)
+        session.commit()
+    threads: list[str] = []
+
+    def failing(*_args: object, **_kwargs: object) -> pd.DataFrame:
+        threads.append(threading.current_thread().name)
+        raise adbc_driver_manager.OperationalError("boom", status_code=AdbcStatusCode.IO)
+
+    monkeypatch.setattr(frames, "_read_arrow", failing)
+    with Session(engine) as session:
+        read = ledger_reading(session, T0, T0 + timedelta(days=1))
+        frame = read(["pi_1"])
+    assert frame["moesif_id"].tolist() == ["m_1", "m_2"]
+    # each read (the window, the rows outside it) tried in a thread of its own first
+    assert threads == ["reconcile-read_0", "reconcile-read_0"]
+
+
+def test_findings_stored_column_by_column_read_back_as_the_orm_gives_them(engine: Engine) -> None:
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    findings = pd.DataFrame(
+        {
+            "category": ["amount_mismatch", "missing_in_stripe"],
+            "action": ["flagged", "flagged"],
+            "company_id": ["co_é", None],
+            "subscription_id": ["sub_1", None],
+            "stripe_customer_id": ["cus_1", None],
+            "stripe_object_id": ["pi_1", None],
+            "transaction_id": ["pi_1", None],
+            "entry_type": ["credit", "debit"],
+            "currency": ["usd", "jpy"],
+            "stripe_amount_minor": pd.array([2**40, None], dtype="Int64"),
+            "moesif_amount_minor": pd.array([-5, 7], dtype="Int64"),
+            "stripe_created_at": pd.array([at, None], dtype="datetime64[us, UTC]"),
+            "moesif_created_at": pd.array([at, at], dtype="datetime64[us, UTC]"),
+            "moesif_id": [None, "m_1"],
+            "detail": ['it\'s "quoted"; 1,2', None],
+            "finding_id": ["F-1", None],
+        }
+    )
+    with Session(engine) as session, session.begin():
+        session.add(Run(id="run-1", since=T0, until=T0, status="running", started_at=T0))
+        session.flush()
+        assert store_findings(session, "run-1", findings) == 2
+    with Session(engine) as session:
+        stored = session.scalars(select(Finding).order_by(Finding.id)).all()
+    assert [(f.run_id, f.category, f.company_id, f.detail, f.finding_id) for f in stored] == [
+        ("run-1", "amount_mismatch", "co_é", 'it\'s "quoted"; 1,2', "F-1"),
+        ("run-1", "missing_in_stripe", None, None, None),
+    ]
+    assert [(f.stripe_amount_minor, f.moesif_amount_minor) for f in stored] == [
+        (2**40, -5),
+        (None, 7),
+    ]
+    assert [(f.stripe_created_at, f.moesif_created_at) for f in stored] == [(at, at), (None, at)]
+
+
+@pytest.mark.parametrize("asked", [3, frames.LISTED + 5])
+def test_remembered_pairs_are_read_in_one_query_the_latest_real_run_winning(
+    engine: Engine, asked: int
+) -> None:
+    def matched(moesif_id: str, transaction_id: str) -> dict[str, object]:
+        return {"category": "matched_by_amount", "action": "none"} | {
+            "moesif_id": moesif_id,
+            "transaction_id": transaction_id,
+        }
+
+    runs = [("run-old", T0, False), ("run-dry", T0 + timedelta(hours=2), True)]
+    runs += [("run-new", T0 + timedelta(hours=1), False)]
+    chosen = {"run-old": "pi_old", "run-dry": "pi_dry", "run-new": "pi_new"}
+    with Session(engine) as session, session.begin():
+        for run_id, started, dry in runs:
+            run = Run(id=run_id, since=T0, until=T0, status="ok", started_at=started, dry_run=dry)
+            session.add(run)
+            session.flush()
+            found = [matched("m_1", chosen[run_id]), matched("m_2", "pi_2")]
+            if run_id == "run-old":
+                found.append(matched("m_3", "pi_3"))
+            store_findings(session, run_id, pd.DataFrame(found).reindex(columns=FINDING_COLUMNS))
+    ids = ["m_1", "m_3", "m_x"] + [f"m_other_{n}" for n in range(asked - 3)]
+    with Session(engine) as session:
+        pairs = remembered_pairs(session, ids)
+    assert pairs == {"m_1": "pi_new", "m_3": "pi_3"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorting_by_time_then_text_orders_as_arrow_orders_every_column(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = 2_000
+    times = pd.Series(
+        pd.to_datetime(rng.integers(0, 50, size), unit="s", utc=True), dtype="datetime64[us, UTC]"
+    )
+    texts = pd.Series(rng.choice(["b", "a", "é", "Z", "a_1", None], size), dtype="str")
+    frame = pd.DataFrame({"created_at": times, "moesif_id": texts, "n": np.arange(size)})
+    keys = pa.table({"created_at": pa.array(times), "moesif_id": pa.array(texts)})
+    expected = pc.sort_indices(
+        keys, sort_keys=[("created_at", "ascending"), ("moesif_id", "ascending")]
+    )
+    assert frames.sort_order(frame, ["created_at", "moesif_id"]).tolist() == expected.to_pylist()
+    ordered = frames.sorted_by(frame, ["created_at", "moesif_id"])
+    assert ordered["n"].tolist() == expected.to_pylist()
+    assert frames.sorted_by(ordered, ["created_at", "moesif_id"]).equals(ordered)
+
+
+def test_the_touched_subscriptions_are_the_window_rows_distinct_ones(engine: Engine) -> None:
+    rows = [
+        row("m_1", "pi_1", T0),
+        replace(row("m_2", "pi_2", T0 + timedelta(hours=1)), subscription_id="sub_2"),
+        replace(row("m_3", "pi_3", T0), subscription_id=None),
+        replace(row("m_4", "pi_4", T0 - timedelta(days=2)), subscription_id="sub_old"),
+        row("m_5", "pi_5", T0 + timedelta(hours=2)),
+    ]
+    with Session(engine) as session:
+        store_ledger_rows(session, rows, now=T0)
+        session.commit()
+    with Session(engine) as session:
+        assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ()) == ["sub_1", "sub_2"]
+        assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ["co_x"]) == []

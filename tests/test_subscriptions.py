@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from reconcile.config import Secret
-from reconcile.db.subscriptions import keep_currency, kept_balances
+from reconcile.db.frames import LISTED
+from reconcile.db.subscriptions import keep_currency, kept_balances, kept_currencies
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.moesif.client import MoesifClient
 from reconcile.retry import RateLimiter
@@ -149,3 +150,34 @@ def test_a_run_keeps_the_available_balance_it_reads_and_the_live_path_leaves_it(
         later.lookup(session, "sub_usd")
     with Session(engine) as session:
         assert kept_balances(session, ["sub_usd"]) == {"sub_usd": 22}  # 22.50 cents, half-even
+
+
+def test_a_run_reads_only_the_kept_rows_of_the_subscriptions_it_asks_about(
+    engine: Engine, http: httpx.Client, moesif: FakeMoesif
+) -> None:
+    with Session(engine) as session, session.begin():
+        keep_currency(session, "sub_jpy", "jpy", NOW, "co_1")
+        keep_currency(session, "sub_old", "eur", NOW - MAX_AGE, "co_2")
+        keep_currency(session, "sub_other", "usd", NOW, "co_3")
+    with Session(engine) as session:
+        assert set(kept_currencies(session, ["sub_jpy", "sub_old", "sub_x"])) == {
+            "sub_jpy",
+            "sub_old",
+        }
+        many = ["sub_old"] + [f"sub_x{n}" for n in range(LISTED)]  # kept from a read of all
+        assert {sid: kept.currency for sid, kept in kept_currencies(session, many).items()} == {
+            "sub_old": "eur"
+        }
+    client = MoesifClient(http, Secret("t"), limiter=RateLimiter(1000, 60.0))
+    directory = SubscriptionDirectory(client, lambda: NOW)
+    asked = [("sub_jpy", "jpy"), ("sub_none", None), ("sub_missing", "usd")]
+    with Session(engine) as session, session.begin():
+        found = directory.lookup_all(session, asked)
+        assert directory._kept is None  # noqa: SLF001 - not every kept row was read
+    assert found == {
+        "sub_jpy": Known("jpy", "co_1"),
+        "sub_none": Known(None, "co_1"),
+        "sub_missing": None,
+    }
+    # kept and fresh: not asked of Moesif; the others are, once each
+    assert _reads(moesif) == ["sub_none", "sub_missing"]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import within
+from reconcile.db.frames import read, within
 from reconcile.db.models import LedgerEntry, MoesifSubscription
 from reconcile.rules.balance_chain import Balance, BalanceRow
 
@@ -58,7 +58,9 @@ def touched_subscriptions(
     )
     if companies:
         balances = balances.where(MoesifSubscription.company_id.in_(list(companies)))
-    found = {str(each) for each in session.scalars(rows)}
+    # the window's rows read as one column (no object per row), their distinct ids kept
+    touched = read(session, rows, ["subscription_id"])["subscription_id"]
+    found = {str(each) for each in touched.dropna().unique().tolist()}
     found |= {str(each) for each in session.scalars(balances)}
     return sorted(found)
 
@@ -88,14 +90,10 @@ def chained_subscriptions(session: Session, touched: Collection[str]) -> list[st
 def _touched(
     session: Session, since: datetime, until: datetime, companies: Collection[str]
 ) -> Select[Any]:
-    query = (
-        select(LedgerEntry.subscription_id)
-        .where(
-            within(session, LedgerEntry.created_at, since, until),
-            LedgerEntry.subscription_id.is_not(None),
-            LedgerEntry.gone_at.is_(None),
-        )
-        .distinct()
+    query = select(LedgerEntry.subscription_id).where(
+        within(session, LedgerEntry.created_at, since, until),
+        LedgerEntry.subscription_id.is_not(None),
+        LedgerEntry.gone_at.is_(None),
     )
     if companies:
         query = query.where(LedgerEntry.company_id.in_(list(companies)))

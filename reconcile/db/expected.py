@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
-from reconcile.db.frames import among, raw, read, within
+from reconcile.db.frames import among, raw, read, sorted_by, within
 from reconcile.db.models import ExpectedRow
 from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
 
@@ -140,7 +140,7 @@ def expected_frame(
         if stripe_account is not None:
             named = or_(named, ExpectedRow.stripe_account == stripe_account)
         query = query.where(named)
-    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
+    return _sorted(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
 def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.DataFrame:
@@ -148,7 +148,7 @@ def expected_by_ids(session: Session, transaction_ids: Collection[str]) -> pd.Da
     if not transaction_ids:
         return _typed(pd.DataFrame(columns=EXPECTED_COLUMNS))
     query = _expected_select().where(among(session, ExpectedRow.transaction_id, transaction_ids))
-    return _typed(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
+    return _sorted(read(session, query, EXPECTED_COLUMNS, times=["created_at"]))
 
 
 def _expected_select() -> Select[Any]:
@@ -156,7 +156,17 @@ def _expected_select() -> Select[Any]:
         raw(ExpectedRow.created_at) if name == "created_at" else getattr(ExpectedRow, name)
         for name in EXPECTED_COLUMNS
     ]
-    return select(*columns).order_by(ExpectedRow.created_at, ExpectedRow.transaction_id)
+    return select(*columns)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the read entries typed and in time order, then by transaction id.
+
+    Sorted by Arrow, not by ``ORDER BY``: on SQLite that would walk the ``created_at`` index
+    (the table's pages visited out of order, a row at a time: five times the read of a window
+    of most of the table), and the ids order by their bytes on either database.
+    """
+    return sorted_by(_typed(frame), ["created_at", "transaction_id"])
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, true
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import among, fewer
 from reconcile.db.models import (
     ExpectedRow,
     Finding,
@@ -19,6 +20,7 @@ from reconcile.db.models import (
     Run,
     WebhookEvent,
 )
+from reconcile.db.sql import insert_columns
 from reconcile.domain import ids
 from reconcile.domain.money import THREE_DECIMAL, ZERO_DECIMAL, is_iso_currency
 from reconcile.domain.vocab import (
@@ -411,12 +413,15 @@ def open_states(
 
 def states_of(session: Session, finding_ids: Sequence[str]) -> dict[str, FindingState]:
     """Return the known findings among ``finding_ids``, by id."""
-    found: dict[str, FindingState] = {}
-    for start in range(0, len(finding_ids), 500):
-        chunk = list(finding_ids[start : start + 500])
-        query = select(FindingState).where(FindingState.finding_id.in_(chunk))
-        found.update({state.finding_id: state for state in session.scalars(query)})
-    return found
+    if not finding_ids:
+        return {}
+    if fewer(session, select(FindingState.finding_id), len(finding_ids)):
+        # fewer states than ids asked: every one read, those asked kept (no ids written)
+        asked = set(finding_ids)
+        kept = session.scalars(select(FindingState))
+        return {state.finding_id: state for state in kept if state.finding_id in asked}
+    query = select(FindingState).where(among(session, FindingState.finding_id, finding_ids))
+    return {state.finding_id: state for state in session.scalars(query)}
 
 
 STATE_FIELDS = (
@@ -475,14 +480,11 @@ def record_seen(
                     actor=RUN_ACTOR,
                 )
             )
-    # the new states in bulk: one multi-row INSERT per chunk, no object per state
-    for start in range(0, len(opened), _OPENED_CHUNK):
-        session.execute(insert(FindingState), opened[start : start + _OPENED_CHUNK])
     session.flush()
-
-
-_OPENED_CHUNK = 1000
-"""New finding states per bulk ``INSERT``."""
+    if opened:  # the new states in bulk, column by column: no object per state
+        table = FindingState.__table__
+        assert isinstance(table, Table)
+        insert_columns(session, table, {name: [row[name] for row in opened] for name in opened[0]})
 
 
 def settle_by_run(

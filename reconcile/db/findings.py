@@ -6,11 +6,12 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import among, fewer
 from reconcile.db.models import Finding, Run
-from reconcile.db.sql import chunks
+from reconcile.db.sql import insert_columns
 from reconcile.domain.values import FINDING_COLUMNS
 from reconcile.domain.vocab import Category
 
@@ -21,14 +22,18 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
         return 0
     columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
     frame = findings[columns].astype(object).where(findings[columns].notna(), None)
-    names = ["run_id", *(str(name) for name in columns)]
-    cells = [[run_id] * len(frame), *([_plain(v) for v in frame[c].tolist()] for c in columns)]
-    records: list[dict[str, Any]] = [
-        dict(zip(names, values, strict=True)) for values in zip(*cells, strict=True)
-    ]
-    for start in range(0, len(records), 1000):
-        session.execute(insert(Finding), records[start : start + 1000])
-    return len(records)
+    cells: dict[str, list[Any]] = {"run_id": [run_id] * len(frame)}
+    cells |= {
+        str(name): [  # text (most cells) is plain already
+            value if value is None or type(value) is str else _plain(value)
+            for value in frame[name].tolist()
+        ]
+        for name in columns
+    }
+    table = Finding.__table__
+    assert isinstance(table, Table)
+    insert_columns(session, table, cells)
+    return len(frame)
 
 
 def _plain(value: object) -> object:
@@ -45,20 +50,22 @@ def remembered_pairs(session: Session, moesif_ids: Collection[str]) -> dict[str,
     A row once matched by amount keeps its movement, so that a later run cannot hand it to a
     newer payment of the same amount and leave the older one unreported outside its window.
     """
-    pairs: dict[str, str] = {}
-    for chunk in chunks(moesif_ids):
-        query = (
-            select(Finding.moesif_id, Finding.transaction_id)
-            .join(Run, Run.id == Finding.run_id)
-            .where(
-                Finding.category == Category.MATCHED_BY_AMOUNT,
-                Finding.moesif_id.in_(chunk),
-                Run.dry_run.is_(False),
-            )
-            .order_by(Run.started_at)
-        )
-        pairs.update({str(row): str(tid) for row, tid in session.execute(query) if row and tid})
-    return pairs
+    if not moesif_ids:
+        return {}
+    query = (
+        select(Finding.moesif_id, Finding.transaction_id)
+        .join(Run, Run.id == Finding.run_id)
+        .where(Finding.category == Category.MATCHED_BY_AMOUNT, Run.dry_run.is_(False))
+        .order_by(Run.started_at, Finding.id)
+    )
+    # one query, however many rows ask; the latest run's choice is the one kept. When fewer
+    # such findings exist than rows ask, they are read and kept by id, no ids written.
+    if fewer(session, query, len(moesif_ids)):
+        asked = set(moesif_ids)
+        found = [(row, tid) for row, tid in session.execute(query) if row in asked]
+    else:
+        found = list(session.execute(query.where(among(session, Finding.moesif_id, moesif_ids))))
+    return {str(row): str(tid) for row, tid in found if row and tid}
 
 
 def findings_of_run(session: Session, run_id: str, actions: Collection[str]) -> list[Finding]:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi
 import adbc_driver_sqlite.dbapi
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,7 +36,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -67,10 +70,55 @@ def read(
     :func:`raw` come back as the driver gives them (text on SQLite, aware datetimes on
     PostgreSQL) and are converted in one vectorised step.
     """
-    if columnar(session):
-        with contextlib.suppress(adbc_driver_manager.Error):
-            return _read_arrow(session.connection(), statement, columns, times)
-        log.debug("the columnar read failed; reading by rows")
+    return read_soon(session, statement, columns, times=times)()
+
+
+def read_soon(
+    session: Session,
+    statement: Select[Any],
+    columns: Sequence[str],
+    *,
+    times: Collection[str] = (),
+    order: Sequence[str] = (),
+) -> Callable[[], pd.DataFrame]:
+    """Start :func:`read` of ``statement``; return what waits for its frame.
+
+    With ``order``, the frame comes :func:`sorted_by` those columns, sorted in the background
+    too where the read is.
+
+    A columnar read runs at once in a thread of its own, through its own connection: the
+    driver lets go of the interpreter while the database reads, so the caller's own work (the
+    other side's read) goes on beside it, on the other core. A read by rows is done when its
+    frame is asked for, as is one whose columnar read failed. Ask for the frame before
+    ``session`` writes.
+    """
+
+    def by_rows() -> pd.DataFrame:
+        rows = _read_rows(session, statement, columns, times)
+        return sorted_by(rows, order) if order else rows
+
+    if not columnar(session):
+        return by_rows
+    connection = session.connection()
+    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-read")
+    reading = background.submit(_read_arrow, connection.engine.url, sql, columns, times, order)
+    background.shutdown(wait=False)
+
+    def frame() -> pd.DataFrame:
+        try:
+            return reading.result()
+        except adbc_driver_manager.Error:
+            log.debug("the columnar read failed; reading by rows")
+            return by_rows()
+
+    return frame
+
+
+def _read_rows(
+    session: Session, statement: Select[Any], columns: Sequence[str], times: Collection[str]
+) -> pd.DataFrame:
+    """Run ``statement`` through the session's own driver; return its rows as a frame."""
     result = session.connection().execute(statement)
     parts = []
     try:
@@ -95,22 +143,68 @@ def read(
 def carrying(values: pd.Series, ids: Collection[str]) -> pd.Series:
     """Return, row by row, whether ``values`` is one of ``ids`` (Arrow's hash lookup)."""
     listed = ids if isinstance(ids, pd.Series) else list(ids)
-    found = pc.is_in(
-        pa.array(values, type=pa.string(), from_pandas=True),
-        value_set=pa.array(listed, type=pa.string(), from_pandas=True),
-    )
+    texts = pa.array(values, type=pa.string(), from_pandas=True)
+    wanted = pa.array(listed, type=pa.string(), from_pandas=True)
+    if len(texts) < len(wanted):  # hash the fewer: the ids the values hold, then the values
+        wanted = wanted.filter(pc.is_in(wanted, value_set=texts))
+    found = pc.is_in(texts, value_set=wanted)
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
 
 
 def sorted_by(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Return ``frame`` sorted by ``columns`` (stable, missing values last), index renumbered.
 
-    Sorted by Arrow's ``sort_indices`` (strings by their UTF-8 bytes, as Python orders them):
-    pandas would first factorize each Arrow string column, the most of the time at 1M rows.
+    Strings order by their UTF-8 bytes, as Python orders them. A frame in order already is
+    returned as it is (no row copied).
     """
-    keys = pa.table({name: pa.array(frame[name]) for name in columns})
-    order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in columns])
-    return frame.take(order.to_numpy()).reset_index(drop=True)
+    order = sort_order(frame, columns)
+    if np.array_equal(order, np.arange(len(frame))):
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
+
+
+def sort_order(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Return the positions of ``frame``'s rows sorted as :func:`sorted_by` sorts them.
+
+    When the first column is a time without a missing one, the rows are ordered by it as
+    integers (numpy's stable sort, quick on rows read nearly in order) and only the rows that
+    share a time are ordered by the other columns, by Arrow's ``sort_indices``: pandas would
+    factorize each Arrow string column first, and Arrow ordering by every column at once
+    compares strings for every pair.
+    """
+    if not columns:
+        return np.arange(len(frame))
+    first = frame[columns[0]]
+    if not _whole_times(first):
+        return _arrow_order(frame, columns, np.arange(len(frame)))
+    times = first.array.asi8
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    same = ordered[1:] == ordered[:-1]
+    if len(columns) < 2 or not same.any():
+        return order
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    positions = np.flatnonzero(tied)
+    # the tied rows, in time order, sorted by every column: each time's rows keep their place
+    order[positions] = _arrow_order(frame, columns, order[positions])
+    return order
+
+
+def _whole_times(column: pd.Series) -> bool:
+    """Whether a column holds aware times, none missing (its values as integers order it)."""
+    return isinstance(column.dtype, pd.DatetimeTZDtype) and not column.isna().any()
+
+
+def _arrow_order(
+    frame: pd.DataFrame, columns: Sequence[str], positions: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Return ``positions`` sorted by ``columns`` of those rows (stable, missing last)."""
+    taken = pa.array(positions)
+    keys = pa.table({name: pa.array(frame[name]).take(taken) for name in columns})
+    inner = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in columns])
+    return np.asarray(positions[inner.to_numpy()], dtype=np.int64)
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -182,6 +276,15 @@ def outside_fewer(
     return bool(session.connection().execute(counted).scalar_one() < than)
 
 
+def fewer(session: Session, query: Select[*tuple[Any, ...]], than: int) -> bool:
+    """Whether ``query`` returns fewer than ``than`` rows; it is run for at most ``than``.
+
+    Lets a lookup of many ids read the few rows there are instead, when there are fewer.
+    """
+    counted = select(func.count()).select_from(query.limit(than).subquery())
+    return bool(session.connection().execute(counted).scalar_one() < than)
+
+
 def among(
     session: Session, column: QueryableAttribute[Any], ids: Collection[str]
 ) -> ColumnElement[bool]:
@@ -196,13 +299,16 @@ def among(
 
 
 def _read_arrow(
-    connection: Connection, statement: Select[Any], columns: Sequence[str], times: Collection[str]
+    url: URL, sql: str, columns: Sequence[str], times: Collection[str], order: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Run ``statement`` through an ADBC connection of its own; return the frame it reads."""
-    dialect = connection.dialect
-    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    with _adbc(connection) as adbc, adbc.cursor() as cursor:
-        if dialect.name == "sqlite":
+    """Run ``sql`` through an ADBC connection of its own; return the frame it reads.
+
+    Sorted by ``order`` (:func:`sorted_by`) when given.
+
+    Touches no SQLAlchemy object, so it may run in a thread of its own.
+    """
+    with _adbc(url) as adbc, adbc.cursor() as cursor:
+        if url.get_backend_name() == "sqlite":
             # one batch: the SQLite driver infers each column's type from the first batch
             cursor.adbc_statement.set_options(**{_BATCH_ROWS: str(2**30)})
         cursor.execute(sql)
@@ -222,7 +328,7 @@ def _read_arrow(
     frame: pd.DataFrame = pa.table(arrays).to_pandas(split_blocks=True)
     for name in times:
         frame[name] = frame[name].astype("datetime64[us, UTC]")
-    return frame
+    return sorted_by(frame, order) if order else frame
 
 
 _BATCH_ROWS = "adbc.sqlite.query.batch_rows"
@@ -239,9 +345,8 @@ def _arrow_utc(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 @contextlib.contextmanager
-def _adbc(connection: Connection) -> Iterator[Any]:
-    """Open an ADBC connection to the database ``connection`` is connected to."""
-    url = connection.engine.url
+def _adbc(url: URL) -> Iterator[Any]:
+    """Open an ADBC connection to the database at ``url``."""
     if url.get_backend_name() == "sqlite":
         adbc = adbc_driver_sqlite.dbapi.connect(url.database)
     else:

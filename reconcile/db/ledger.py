@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,17 @@ import pandas as pd
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among, carrying, outside_fewer, raw, read, sorted_by, within
+from reconcile.db.frames import (
+    among,
+    carrying,
+    fewer,
+    outside_fewer,
+    raw,
+    read,
+    read_soon,
+    sorted_by,
+    within,
+)
 from reconcile.db.models import LedgerEntry, UnreadableLedgerRow
 from reconcile.db.sql import chunks, upsert
 from reconcile.domain.values import BALANCE_COLUMNS, LEDGER_COLUMNS, LedgerRow, Unreadable
@@ -110,14 +120,21 @@ def mark_gone(session: Session, moesif_ids: Collection[str], now: datetime) -> l
 def gone_rows_naming(session: Session, transaction_ids: Collection[str]) -> dict[str, DroppedRow]:
     """Return, per transaction id, the latest gone row that carried it (none when no row did)."""
     found: dict[str, DroppedRow] = {}
-    for chunk in chunks(sorted(set(transaction_ids))):
-        query = (
-            select(LedgerEntry.transaction_id, LedgerEntry.moesif_id, LedgerEntry.last_seen_at)
-            .where(LedgerEntry.transaction_id.in_(chunk), LedgerEntry.gone_at.is_not(None))
-            .order_by(LedgerEntry.last_seen_at, LedgerEntry.moesif_id)
-        )
-        for transaction_id, moesif_id, last_seen_at in session.execute(query):
-            found[str(transaction_id)] = DroppedRow(str(moesif_id), last_seen_at)
+    gone = (
+        select(LedgerEntry.transaction_id, LedgerEntry.moesif_id, LedgerEntry.last_seen_at)
+        .where(LedgerEntry.gone_at.is_not(None))
+        .order_by(LedgerEntry.last_seen_at, LedgerEntry.moesif_id)
+    )
+    wanted = set(transaction_ids)
+    if fewer(session, gone, len(wanted)):  # gone rows are rare: read them, keep those asked
+        parts = [gone]
+    else:
+        named = LedgerEntry.transaction_id
+        parts = [gone.where(named.in_(chunk)) for chunk in chunks(wanted)]
+    for part in parts:
+        for transaction_id, moesif_id, last_seen_at in session.execute(part):
+            if transaction_id in wanted:
+                found[str(transaction_id)] = DroppedRow(str(moesif_id), last_seen_at)
     return found
 
 
@@ -155,15 +172,42 @@ def ledger_frame(
     ``datetime64[us, UTC]``, ``amount_minor`` as ``int64``, the rest as pandas strings (missing
     values are ``NaN``). Sorted by ``created_at`` then ``moesif_id``; each row appears once.
     """
+    return ledger_reading(session, since, until)(transaction_ids)
+
+
+def ledger_reading(
+    session: Session, since: datetime, until: datetime
+) -> Callable[[Collection[str]], pd.DataFrame]:
+    """Start reading the snapshot rows created in ``[since, until)``; return what ends the read.
+
+    Call it with the transaction ids whose rows outside the window are wanted too: it returns
+    :func:`ledger_frame`'s frame. Where the read is columnar it goes on in the background
+    meanwhile (:func:`reconcile.db.frames.read_soon`), so the caller may read the other side.
+    """
     created = LedgerEntry.created_at
     in_window = within(session, created, since, until)
-    frame = read(session, _ledger_select().where(in_window), LEDGER_COLUMNS, times=["created_at"])
-    if len(transaction_ids):
-        # every row naming one of the ids outside the window, even when the id is also inside
-        more = _named_outside(session, since, until, transaction_ids)
-        if not more.empty:
-            frame = pd.concat([frame, more], ignore_index=True)
-    return sorted_by(_typed(frame), ["created_at", "moesif_id"])
+    window = read_soon(  # sorted as it is read: the rows outside the window are few
+        session,
+        _ledger_select().where(in_window),
+        LEDGER_COLUMNS,
+        times=["created_at"],
+        order=_ORDER,
+    )
+
+    def frame(transaction_ids: Collection[str] = ()) -> pd.DataFrame:
+        rows = window()
+        if len(transaction_ids):
+            # every row naming one of the ids outside the window, even when the id is also inside
+            more = _named_outside(session, since, until, transaction_ids)
+            if not more.empty:
+                rows = pd.concat([rows, more], ignore_index=True)
+        return sorted_by(_typed(rows), _ORDER)
+
+    return frame
+
+
+_ORDER = ["created_at", "moesif_id"]
+"""The ledger frame's order."""
 
 
 def _named_outside(

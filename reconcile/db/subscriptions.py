@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reconcile.db.frames import LISTED, among, carrying, raw, read
 from reconcile.db.models import MoesifSubscription
 
 
@@ -32,18 +33,45 @@ def kept_currency(session: Session, subscription_id: str) -> KeptCurrency | None
     return KeptCurrency(stored.currency, stored.fetched_at, stored.company_id)
 
 
-def kept_currencies(session: Session) -> dict[str, KeptCurrency]:
-    """Return every kept currency by subscription id, in one query."""
+def kept_currencies(
+    session: Session, subscription_ids: Collection[str] | None = None
+) -> dict[str, KeptCurrency]:
+    """Return the kept currencies by subscription id, in one query: every one, or these ones.
+
+    A few of ``subscription_ids`` are read by their key, so the work follows the subscriptions
+    asked about, not the table; more than :data:`reconcile.db.frames.LISTED` are kept from a
+    read of every row (one pass, no table of ids to write). In bulk
+    (:func:`reconcile.db.frames.read`), no object per cell.
+    """
     query = select(
         MoesifSubscription.subscription_id,
         MoesifSubscription.currency,
-        MoesifSubscription.fetched_at,
+        raw(MoesifSubscription.fetched_at),
         MoesifSubscription.company_id,
     )
+    few = subscription_ids is not None and len(subscription_ids) <= LISTED
+    if subscription_ids is not None and few:
+        if not subscription_ids:
+            return {}
+        query = query.where(among(session, MoesifSubscription.subscription_id, subscription_ids))
+    frame = read(session, query, _KEPT, times=["fetched_at"])
+    if subscription_ids is not None and not few:
+        frame = frame[carrying(frame["subscription_id"], subscription_ids)]
+    kept = frame.astype(object).where(frame.notna(), None)
+    times = frame["fetched_at"].dt.to_pydatetime().tolist()
     return {
-        subscription_id: KeptCurrency(currency, fetched_at, company_id)
-        for subscription_id, currency, fetched_at, company_id in session.execute(query)
+        str(subscription_id): KeptCurrency(currency, fetched_at, company_id)
+        for subscription_id, currency, fetched_at, company_id in zip(
+            kept["subscription_id"].tolist(),
+            kept["currency"].tolist(),
+            times,
+            kept["company_id"].tolist(),
+            strict=True,
+        )
     }
+
+
+_KEPT = ["subscription_id", "currency", "fetched_at", "company_id"]
 
 
 def keep_currency(

@@ -11,6 +11,7 @@ settled by the second leg too.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from reconcile.domain.ids import finding_id
@@ -21,12 +22,15 @@ from reconcile.rules.delta import correction
 
 def set_apart(ledger: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return the ledger without its correction rows, and the correction rows."""
-    # only ids with the correction prefix can name one: the rule is asked about those alone
-    marked = [
-        isinstance(tid, str) and tid.startswith(PREFIX) and corrected_finding(tid) is not None
-        for tid in ledger["transaction_id"].tolist()
-    ]
-    keep = pd.Series(marked, index=ledger.index, dtype=bool)
+    # only ids with the correction prefix can name one: the rule is asked about those alone,
+    # found by one pass over the column (no Python object per id)
+    ids = ledger["transaction_id"]
+    prefixed = np.flatnonzero(ids.astype("str").str.startswith(PREFIX, na=False).to_numpy(bool))
+    keep = np.zeros(len(ledger), dtype=bool)
+    for position, tid in zip(prefixed, ids.iloc[prefixed].tolist(), strict=True):
+        keep[position] = isinstance(tid, str) and corrected_finding(tid) is not None
+    if not keep.any():
+        return ledger.reset_index(drop=True), ledger.iloc[:0].reset_index(drop=True)
     return ledger[~keep].reset_index(drop=True), ledger[keep].reset_index(drop=True)
 
 

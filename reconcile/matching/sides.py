@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from reconcile.domain.times import Window
 from reconcile.domain.vocab import EntryType
@@ -52,8 +54,8 @@ class Side(NamedTuple):
     """Integer codes of text keys, filled by ``share_keys`` (-1 where absent)."""
     names: dict[str, npt.NDArray[np.object_]]
     """The text each code of ``codes`` stands for (the entries' own values)."""
-    lookup: dict[str, pd.Index]
-    """``names`` as an index, built once when rows are looked up in it."""
+    lookup: dict[str, pa.Array]
+    """``names`` as Arrow text, built once when rows are looked up in it."""
 
     def take(self, positions: IntArray) -> pd.DataFrame:
         """Return these positions as a normalised frame, with ``_in_window``."""
@@ -91,8 +93,8 @@ def side_of(
         raise ValueError(f"the {name} frame lacks columns: {', '.join(absent)}")
     times = _utc(frame["created_at"], name).array.asi8.astype("int64")
     amounts: IntArray = np.asarray(frame["amount_minor"].astype("int64"), dtype=np.int64)
-    ids, codes, names = _keys(frame[key])
-    order = _content_order(times, ids, codes)
+    codes, names = _keys(frame[key])
+    order = _content_order(times, names, codes)
     kept = order[_first_of_each(codes[order])]
     since = (window.since - _EPOCH) // MICROSECOND
     until = (window.until - _EPOCH) // MICROSECOND
@@ -105,7 +107,7 @@ def side_of(
         amount=amounts[kept],
         kind=_kind_codes(frame["entry_type"])[kept],
         inside=((times[kept] >= since) & (times[kept] < until))
-        | (pd.Index(ids[kept], dtype=object).isin(list(recheck)) if recheck else False),
+        | _named(codes[kept], names, recheck),
         codes={key: codes[kept]},
         names={key: names},
         lookup={},
@@ -131,7 +133,7 @@ def share_keys(entries: Side, rows: Side) -> None:
     subscriptions are coded only where needed.
     """
     for column in ("company_id", "subscription_id"):
-        _, codes, names = _keys(entries.frame[column].iloc[entries.source])
+        codes, names = _keys(entries.frame[column].iloc[entries.source])
         entries.codes[column], entries.names[column] = codes, names
     rows.codes["transaction_id"] = row_codes(entries, rows, "transaction_id", None)
 
@@ -139,32 +141,51 @@ def share_keys(entries: Side, rows: Side) -> None:
 def row_codes(entries: Side, rows: Side, column: str, positions: IntArray | None) -> IntArray:
     """Return the entries' codes of the rows' values at ``positions`` (all when ``None``)."""
     source = rows.source if positions is None else rows.source[positions]
-    values = text_values(rows.frame[column].iloc[source])
-    index = entries.lookup.get(column)
-    if index is None:
-        index = entries.lookup[column] = pd.Index(entries.names[column], dtype=object)
-    codes = np.asarray(index.get_indexer(pd.Index(values, dtype=object, copy=False)), dtype="int64")
+    values = _arrow_text(rows.frame[column].iloc[source])
+    names = entries.lookup.get(column)
+    if names is None:
+        names = entries.lookup[column] = pa.array(entries.names[column], type=pa.string())
+    found = pc.index_in(values, value_set=names)  # Arrow's hash lookup, no object per value
+    codes = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype="int64")
     empty = np.flatnonzero(entries.names[column] == "")
     if empty.size:  # the entries' empty text is absent, not a value to share
         codes[codes == empty[0]] = -1
     return codes
 
 
-def _keys(
-    column: pd.Series,
-) -> tuple[npt.NDArray[np.object_], IntArray, npt.NDArray[np.object_]]:
-    """Return a text column's values, codes and the text of each code.
+def _keys(column: pd.Series) -> tuple[IntArray, npt.NDArray[np.object_]]:
+    """Return a text column's codes and the text of each code, codes by first appearance.
 
-    Equal text, equal code; absent or empty text -1.
+    Equal text, equal code; absent or empty text -1. Arrow-backed text is coded by Arrow,
+    without a Python object per value (only one per distinct text).
     """
-    values = text_values(column)
-    codes, uniques = pd.factorize(values)
-    codes = codes.astype("int64")
+    codes, uniques = pd.factorize(column if _arrow_backed(column) else text_values(column))
+    codes = np.asarray(codes, dtype="int64")
     names = np.asarray(uniques, dtype=object)
     empty = np.flatnonzero(names == "")
     if empty.size:
         codes[codes == empty[0]] = -1
-    return values, codes, names
+    return codes, names
+
+
+def _named(codes: IntArray, names: npt.NDArray[np.object_], ids: Collection[str]) -> BoolArray:
+    """Return, per position, whether its text (coded by ``names``) is one of ``ids``."""
+    if not ids:
+        return np.zeros(len(codes), dtype=bool)
+    wanted = np.append(pd.Index(names, dtype=object).isin(list(ids)), False)
+    return np.asarray(wanted[codes], dtype=bool)  # code -1 reads the last cell: absent
+
+
+def _arrow_backed(column: pd.Series) -> bool:
+    """Whether a column holds its text in Arrow (as read from the snapshot)."""
+    return isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow"
+
+
+def _arrow_text(column: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """Return a text column as Arrow text (other values normalised first, absent as null)."""
+    if _arrow_backed(column):
+        return pa.array(column.array)
+    return pa.array(text_values(column), type=pa.string(), from_pandas=True)
 
 
 def text_values(column: pd.Series) -> npt.NDArray[np.object_]:
@@ -187,17 +208,18 @@ def _kind_codes(column: pd.Series) -> IntArray:
 
     Only credits and debits drift or match, so other types need no code of their own.
     """
-    values = text_values(column)
+    values = column if _arrow_backed(column) else pd.Series(text_values(column), dtype=object)
     codes = np.full(len(values), -1, dtype="int64")
     for kind in DRIFTING_TYPES:
-        codes[values == kind] = KINDS.index(kind)
+        codes[(values == kind).to_numpy(dtype=bool, na_value=False)] = KINDS.index(kind)
     return codes
 
 
-def _content_order(times: IntArray, ids: npt.NDArray[np.object_], codes: IntArray) -> IntArray:
+def _content_order(times: IntArray, names: npt.NDArray[np.object_], codes: IntArray) -> IntArray:
     """Return the positions sorted by time, then id (absent ids last), ties kept in place.
 
-    Input read from the snapshot is in this order already; only then is the check all it costs.
+    Ids are ``names`` by ``codes`` (absent: code -1). Input read from the snapshot is in this
+    order already; only then is the check all it costs.
     """
     order = np.argsort(times, kind="stable")
     same = times[order][1:] == times[order][:-1]
@@ -207,7 +229,7 @@ def _content_order(times: IntArray, ids: npt.NDArray[np.object_], codes: IntArra
     first, second = absent[:-1] & same, absent[1:] & same
     both = same & ~absent[:-1] & ~absent[1:]
     ordered_pairs = np.ones(len(same), dtype=bool)
-    ordered_pairs[both] = ids[order][:-1][both] <= ids[order][1:][both]
+    ordered_pairs[both] = names[codes[order][:-1][both]] <= names[codes[order][1:][both]]
     if ordered_pairs.all() and not (first & ~second).any():
         return order
     tied = np.zeros(len(times), dtype=bool)
@@ -215,7 +237,9 @@ def _content_order(times: IntArray, ids: npt.NDArray[np.object_], codes: IntArra
     tied[order[:-1][same]] = True
     ranks = np.zeros(len(times), dtype="int64")
     positions = np.flatnonzero(tied & (codes >= 0))
-    ranks[positions[np.argsort(ids[positions], kind="stable")]] = np.arange(len(positions)) + 1
+    ranks[positions[np.argsort(names[codes[positions]], kind="stable")]] = (
+        np.arange(len(positions)) + 1
+    )
     ranks[tied & (codes < 0)] = len(positions) + 1
     return np.lexsort((ranks, times))
 

@@ -59,9 +59,9 @@ def naming_dropped_rows(sessions: Sessions, findings: pd.DataFrame) -> pd.DataFr
     A movement whose ledger row Moesif dropped (marked gone only after a targeted read lacked
     it too) is posted again; its finding says which row that was.
     """
-    _, missing = frames.missing(findings)
+    missing = frames.missing_ids(findings)
     if not missing:
         return findings
     with sessions() as session:
-        dropped = gone_rows_naming(session, [finding.transaction_id for finding in missing])
+        dropped = gone_rows_naming(session, missing)
     return frames.naming_dropped(findings, dropped)

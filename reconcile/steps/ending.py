@@ -77,7 +77,7 @@ def save(
     stripe_account: str | None = None,
 ) -> Path:
     """Write the report and store the findings of the run, secrets masked; return its path."""
-    findings = frames.redacted(findings, redactor.text)
+    findings = frames.redacted(findings, redactor)
     path = report.write_report(findings, run_id, report_dir, stripe_account=stripe_account)
     with sessions.begin() as session:
         store_findings(session, run_id, findings)

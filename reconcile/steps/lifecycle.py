@@ -173,7 +173,9 @@ def settle(
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     plain = frame.astype(object).where(frame.notna(), None)
-    return [{str(k): v for k, v in record.items()} for record in plain.to_dict("records")]
+    names = [str(name) for name in plain.columns]
+    columns = [plain[name].tolist() for name in plain.columns]  # a column at a time
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def _state_values(record: dict[str, Any]) -> dict[str, object]:

@@ -20,7 +20,7 @@ from reconcile.db.expected import (
     store_expected,
 )
 from reconcile.db.findings import remembered_pairs
-from reconcile.db.ledger import ledger_by_ids, ledger_frame
+from reconcile.db.ledger import ledger_by_ids, ledger_reading
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
 from reconcile.domain.times import Window
@@ -247,8 +247,7 @@ def subscriptions_paid_into(
     """Return the currency and company of each subscription paid into."""
     found = PaidInto({}, {})
     with sessions.begin() as session:
-        for subscription_id, currency in paid:
-            known = directory.lookup(session, subscription_id, expect=currency)
+        for subscription_id, known in directory.lookup_all(session, paid).items():
             if known is None:
                 found.currencies[subscription_id] = None
                 continue
@@ -292,6 +291,8 @@ def frames_of(
     """
     transactions, rows = recheck
     with sessions() as session:
+        # the ledger's window is read in the background while the expected entries are read
+        ledger_of = ledger_reading(session, wide.since, wide.until)
         expected = expected_frame(session, wide.since, wide.until, companies, stripe_account)
         outside = set(transactions) - frames.ids_of(
             expected[expected["transaction_id"].isin(list(transactions))], "transaction_id"
@@ -299,7 +300,7 @@ def frames_of(
         if outside:
             expected = frames.joined(expected, expected_by_ids(session, outside))
         named = frames.joined_ids(expected["transaction_id"], corrections)
-        ledger = ledger_frame(session, wide.since, wide.until, named)
+        ledger = ledger_of(named)
         if rows:
             ledger = frames.joined(ledger, ledger_by_ids(session, rows))
             ledger = ledger.drop_duplicates(subset="moesif_id").reset_index(drop=True)
