@@ -9,7 +9,15 @@ command's start to its end (every account reconciled); ``moesif_peak_per_minute`
 requests the fake Moesif admitted in one calendar minute, which the shared budget keeps at or
 under ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` (400). The fake Stripe answers after
 ``--stripe-latency`` seconds, as a real API over the network does: that wait is what workers
-spread. One JSON line per worker count.
+spread.
+
+``--samples S`` (5) rounds, each over every worker count in turn (1, 2, 4, 1, 2, 4, ...), so a
+drift of the machine's load falls on every count alike; a line on stderr after each sample. Then
+one JSON line per worker count: ``seconds`` the median of its samples with ``seconds_min`` and
+``seconds_max`` (and each sample's in ``seconds_each``), ``moesif_peak_per_minute`` the busiest
+minute of any sample, ``moesif_requests`` and ``posted`` with ``same_work`` true when every sample
+of every count made as many Moesif requests and posts (else the lists of what each did, and the
+command exits 1, as it does when a run's ``exit_code`` is not 0); then a table.
 """
 
 from __future__ import annotations
@@ -17,14 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -66,13 +76,102 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--stripe-latency", type=float, default=0.03, help="seconds per Stripe answer (0.03)"
     )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=5,
+        help="rounds over the worker counts, interleaved; the median and spread are reported (5)",
+    )
     parser.add_argument("--database", default=ADMIN_URL, help="PostgreSQL server (admin URL)")
     options = parser.parse_args(argv)
-    if options.accounts < 1 or options.payments < 1 or options.missing_every < 1:
-        parser.error("--accounts, --payments and --missing-every must be at least 1")
-    for workers in options.workers or [1, 2, 4]:
-        print(json.dumps(_measure(options, workers)), flush=True)
-    return 0
+    if min(options.accounts, options.payments, options.missing_every, options.samples) < 1:
+        parser.error("--accounts, --payments, --missing-every and --samples must be at least 1")
+    counts = list(dict.fromkeys(options.workers or [1, 2, 4]))
+    if min(counts) < 1:
+        parser.error("--workers must be at least 1")
+    taken: dict[int, list[dict[str, Any]]] = {workers: [] for workers in counts}
+    for number, workers in enumerate(interleaved(counts, options.samples), start=1):
+        sample = _measure(options, workers)
+        taken[workers].append(sample)
+        print(_sample_line(number, len(counts) * options.samples, sample), file=sys.stderr)
+    results = summarized(taken)
+    for result in results:
+        print(json.dumps(result), flush=True)
+    print(table(results))
+    return 0 if all(result["ok"] for result in results) else 1
+
+
+def interleaved(counts: Sequence[int], samples: int) -> list[int]:
+    """Return the worker counts in the order they are measured: round after round, each in turn."""
+    return [workers for _ in range(samples) for workers in counts]
+
+
+def summarized(taken: Mapping[int, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Return one JSON line per worker count from its samples (at least one each).
+
+    ``same_work``: every sample of every count made as many Moesif requests and posts, which
+    the same seeded work must; ``ok`` also needs every run's exit code 0.
+    """
+    every = [sample for samples in taken.values() for sample in samples]
+    same = len({(s["moesif_requests"], s["posted"]) for s in every}) == 1
+    return [_summary(samples, same) for samples in taken.values()]
+
+
+def _summary(samples: Sequence[Mapping[str, Any]], same: bool) -> dict[str, Any]:
+    seconds = [float(sample["seconds"]) for sample in samples]
+    first = samples[0]
+    exit_codes = [int(sample["exit_code"]) for sample in samples]
+    return {
+        "benchmark": "scale",
+        "accounts": first["accounts"],
+        "workers": first["workers"],
+        "samples": len(samples),
+        "seconds": round(statistics.median(seconds), 2),
+        "seconds_min": min(seconds),
+        "seconds_max": max(seconds),
+        "seconds_each": seconds,
+        "moesif_peak_per_minute": max(s["moesif_peak_per_minute"] for s in samples),
+        "moesif_peak_per_minute_each": [s["moesif_peak_per_minute"] for s in samples],
+        "moesif_requests": first["moesif_requests"]
+        if same
+        else [s["moesif_requests"] for s in samples],
+        "posted": first["posted"] if same else [s["posted"] for s in samples],
+        "same_work": same,
+        "exit_code": max(exit_codes, key=lambda code: (code != 0, code)),
+        "ok": same and set(exit_codes) == {0},
+        "stripe_latency": first["stripe_latency"],
+        "load_average_each": [s["load_average"] for s in samples],
+    }
+
+
+def _sample_line(number: int, total: int, sample: Mapping[str, Any]) -> str:
+    return (
+        f"scale sample {number}/{total}: {sample['workers']} worker(s), {sample['seconds']} s, "
+        f"busiest minute {sample['moesif_peak_per_minute']}, {sample['moesif_requests']} Moesif "
+        f"requests, {sample['posted']} posted, exit {sample['exit_code']}, "
+        f"load {sample['load_average']} at {sample['ended_utc']}"
+    )
+
+
+def table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Return the results as a table: median seconds [least-greatest] per worker count."""
+    headers = ["workers", "samples", "seconds [min-max]", "busiest minute", "requests", "posted"]
+    rows = [headers] + [
+        [
+            str(result["workers"]),
+            str(result["samples"]),
+            f"{result['seconds']} [{result['seconds_min']}-{result['seconds_max']}]",
+            str(result["moesif_peak_per_minute"]),
+            str(result["moesif_requests"]),
+            str(result["posted"]),
+        ]
+        for result in results
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _measure(options: argparse.Namespace, workers: int) -> dict[str, object]:
@@ -145,6 +244,7 @@ def _measure(options: argparse.Namespace, workers: int) -> dict[str, object]:
         "exit_code": exit_code,
         "stripe_latency": options.stripe_latency,
         "load_average": Path("/proc/loadavg").read_text().split()[0],
+        "ended_utc": datetime.now(UTC).strftime("%H:%M:%S"),
     }
 
 
