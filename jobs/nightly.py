@@ -173,7 +173,8 @@ def fire(
         settings: validated settings.
         until: the window's end (the fire time, or now for ``--once``).
         trigger: recorded in ``runs.trigger``.
-        run: the run function; :func:`live_run` unless a test injects another.
+        run: the run function; :func:`live_run` unless a test injects another (the key's own
+            account only: the accounts' runs are those of ``reconcile``).
         clock: the current time, for the metrics of a run that failed.
     """
     if settings.stripe_accounts:
