@@ -248,11 +248,11 @@ def test_scale_flags_samples_that_did_not_do_the_same_work_or_failed() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.usefixtures("postgres_database")  # skips where PostgreSQL does not answer
-def test_quick_scale_spreads_a_few_accounts_over_workers_sample_after_sample() -> None:
+def test_quick_scale_spreads_a_few_accounts_over_each_worker_count() -> None:
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "bench", "scale", "--accounts", "3", "--stripe-latency", "0"),
-            *("--workers", "1", "2", "--samples", "2", "--database", POSTGRES_ADMIN_URL),
+            *(sys.executable, "-m", "bench", "scale", "--accounts", "2", "--stripe-latency", "0"),
+            *("--workers", "1", "2", "--samples", "1", "--database", POSTGRES_ADMIN_URL),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -263,9 +263,10 @@ def test_quick_scale_spreads_a_few_accounts_over_workers_sample_after_sample() -
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [result["workers"] for result in results] == [1, 2]
     for result in results:
-        assert_spread(result, 2)
-        assert (result["benchmark"], result["accounts"], result["exit_code"]) == ("scale", 3, 0)
+        assert result["samples"] == len(result["seconds_each"]) == 1
+        assert result["seconds_min"] == result["seconds"] == result["seconds_max"] > 0
+        assert (result["benchmark"], result["accounts"], result["exit_code"]) == ("scale", 2, 0)
         assert (result["posted"], result["same_work"]) == (1, True)  # account 0 misses a credit
         assert 0 < result["moesif_peak_per_minute"] <= 400
     order = [line.split()[3] for line in done.stderr.splitlines() if "scale sample" in line]
-    assert order == ["1", "2", "1", "2"]
+    assert order == ["1", "2"]  # the interleaving of more rounds: the test of interleaved()
