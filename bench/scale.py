@@ -12,7 +12,9 @@ under ``RECONCILE_MOESIF_REQUESTS_PER_MINUTE`` (400). The fake Stripe answers af
 spread.
 
 ``--samples S`` (5) rounds, each over every worker count in turn (1, 2, 4, 1, 2, 4, ...), so a
-drift of the machine's load falls on every count alike; a line on stderr after each sample. Then
+drift of the machine's load falls on every count alike; a line on stderr after each sample.
+``--stop-by HH:MM`` (UTC) starts a round only if one as long as the longest so far ends by then,
+so a shared machine's slot is kept; the lines say how many samples were taken. Then
 one JSON line per worker count: ``seconds`` the median of its samples with ``seconds_min`` and
 ``seconds_max`` (and each sample's in ``seconds_each``), ``moesif_peak_per_minute`` the busiest
 minute of any sample, ``moesif_requests`` and ``posted`` with ``same_work`` true when every sample
@@ -82,6 +84,12 @@ def main(argv: list[str]) -> int:
         default=5,
         help="rounds over the worker counts, interleaved; the median and spread are reported (5)",
     )
+    parser.add_argument(
+        "--stop-by",
+        metavar="HH:MM",
+        help="start a round only if one as long as the longest so far ends by then (UTC); "
+        "the lines report the rounds taken (the first round always runs)",
+    )
     parser.add_argument("--database", default=ADMIN_URL, help="PostgreSQL server (admin URL)")
     options = parser.parse_args(argv)
     if min(options.accounts, options.payments, options.missing_every, options.samples) < 1:
@@ -89,11 +97,23 @@ def main(argv: list[str]) -> int:
     counts = list(dict.fromkeys(options.workers or [1, 2, 4]))
     if min(counts) < 1:
         parser.error("--workers must be at least 1")
+    stop_by = _stop_by(parser, options.stop_by)
     taken: dict[int, list[dict[str, Any]]] = {workers: [] for workers in counts}
-    for number, workers in enumerate(interleaved(counts, options.samples), start=1):
-        sample = _measure(options, workers)
-        taken[workers].append(sample)
-        print(_sample_line(number, len(counts) * options.samples, sample), file=sys.stderr)
+    longest = timedelta(0)
+    for number, order in enumerate(rounds(counts, options.samples)):
+        if stop_by is not None and not another_round_fits(datetime.now(UTC), longest, stop_by):
+            print(
+                f"scale: {number} round(s) taken; another ({longest.total_seconds():.0f} s, the "
+                f"longest so far) would end after {to_iso(stop_by)}",
+                file=sys.stderr,
+            )
+            break
+        began = time.monotonic()
+        for workers in order:
+            sample = _measure(options, workers)
+            taken[workers].append(sample)
+            print(_sample_line(number + 1, options.samples, sample), file=sys.stderr)
+        longest = max(longest, timedelta(seconds=time.monotonic() - began))
     results = summarized(taken)
     for result in results:
         print(json.dumps(result), flush=True)
@@ -101,9 +121,33 @@ def main(argv: list[str]) -> int:
     return 0 if all(result["ok"] for result in results) else 1
 
 
-def interleaved(counts: Sequence[int], samples: int) -> list[int]:
+def rounds(counts: Sequence[int], samples: int) -> list[list[int]]:
     """Return the worker counts in the order they are measured: round after round, each in turn."""
-    return [workers for _ in range(samples) for workers in counts]
+    return [list(counts) for _ in range(samples)]
+
+
+def another_round_fits(now: datetime, longest: timedelta, stop_by: datetime) -> bool:
+    """Return whether a round as long as the longest so far would end by ``stop_by``."""
+    return now + longest <= stop_by
+
+
+def _stop_by(parser: argparse.ArgumentParser, text: str | None) -> datetime | None:
+    """Return ``--stop-by`` (``HH:MM`` today, or an ISO time; UTC) as a moment, if given."""
+    if text is None:
+        return None
+    now = datetime.now(UTC)
+    try:
+        if len(text) <= 5:
+            clock = datetime.strptime(text, "%H:%M").replace(tzinfo=UTC)
+            moment = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except ValueError:
+        parser.error(f"--stop-by {text!r} is neither HH:MM nor an ISO time")
+    if moment <= now:
+        parser.error(f"--stop-by {text} has already passed")
+    return moment
 
 
 def summarized(taken: Mapping[int, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -146,7 +190,7 @@ def _summary(samples: Sequence[Mapping[str, Any]], same: bool) -> dict[str, Any]
 
 def _sample_line(number: int, total: int, sample: Mapping[str, Any]) -> str:
     return (
-        f"scale sample {number}/{total}: {sample['workers']} worker(s), {sample['seconds']} s, "
+        f"scale round {number}/{total}: {sample['workers']} worker(s), {sample['seconds']} s, "
         f"busiest minute {sample['moesif_peak_per_minute']}, {sample['moesif_requests']} Moesif "
         f"requests, {sample['posted']} posted, exit {sample['exit_code']}, "
         f"load {sample['load_average']} at {sample['ended_utc']}"

@@ -202,10 +202,22 @@ def _scale_sample(workers: int, seconds: float, peak: int, **extra: object) -> d
 
 
 def test_scale_measures_the_worker_counts_round_after_round() -> None:
-    from bench.scale import interleaved
+    from bench.scale import rounds
 
-    assert interleaved([1, 2, 4], 3) == [1, 2, 4, 1, 2, 4, 1, 2, 4]
-    assert interleaved([4], 2) == [4, 4]
+    assert rounds([1, 2, 4], 3) == [[1, 2, 4], [1, 2, 4], [1, 2, 4]]
+    assert rounds([4], 2) == [[4], [4]]
+
+
+def test_scale_starts_a_round_only_if_one_as_long_as_the_longest_ends_in_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bench.scale import another_round_fits
+
+    now = datetime(2026, 12, 3, 8, 45, tzinfo=UTC)
+    stop_by = datetime(2026, 12, 3, 9, 10, tzinfo=UTC)
+    assert another_round_fits(now, timedelta(minutes=25), stop_by)
+    assert not another_round_fits(now, timedelta(minutes=25, seconds=1), stop_by)
+    assert another_round_fits(now, timedelta(0), stop_by)  # the first round always runs
 
 
 def test_scale_reports_the_median_the_spread_and_the_busiest_minute_of_any_sample() -> None:
@@ -268,5 +280,5 @@ def test_quick_scale_spreads_a_few_accounts_over_each_worker_count() -> None:
         assert (result["benchmark"], result["accounts"], result["exit_code"]) == ("scale", 2, 0)
         assert (result["posted"], result["same_work"]) == (1, True)  # account 0 misses a credit
         assert 0 < result["moesif_peak_per_minute"] <= 400
-    order = [line.split()[3] for line in done.stderr.splitlines() if "scale sample" in line]
-    assert order == ["1", "2"]  # the interleaving of more rounds: the test of interleaved()
+    order = [line.split()[3] for line in done.stderr.splitlines() if "scale round" in line]
+    assert order == ["1", "2"]  # the interleaving of more rounds: the test of rounds()
