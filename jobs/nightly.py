@@ -4,6 +4,10 @@
 snapshot database (table ``apscheduler_jobs``); ``python -m jobs.nightly --once`` fires one run
 now and exits with its code. Each run covers ``[watermark - lookback, fire time)``; the first,
 with no watermark yet, ``[fire time - lookback, fire time)``.
+
+With ``STRIPE_ACCOUNTS`` a run is what ``reconcile`` makes of it (section 12): one run per
+connected account, each from its own watermark under its own lock (in turn on SQLite, through
+``reconcile worker`` processes on PostgreSQL), exit code the most serious of theirs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from reconcile.accounts.command import run_accounts
 from reconcile.after_run import after_run
 from reconcile.clients import open_clients
 from reconcile.config import Settings
@@ -162,13 +167,18 @@ def fire(
 ) -> int:
     """Run reconcile once for the window ending at ``until``; log, write metrics, return the code.
 
+    With ``STRIPE_ACCOUNTS`` it is one run per connected account (:func:`fire_accounts`).
+
     Args:
         settings: validated settings.
         until: the window's end (the fire time, or now for ``--once``).
         trigger: recorded in ``runs.trigger``.
-        run: the run function; :func:`live_run` unless a test injects another.
+        run: the run function; :func:`live_run` unless a test injects another (the key's own
+            account only: the accounts' runs are those of ``reconcile``).
         clock: the current time, for the metrics of a run that failed.
     """
+    if settings.stripe_accounts:
+        return fire_accounts(settings, until, trigger=trigger, clock=clock)
     started_at = clock()
     try:
         request = _request(settings, until, trigger)
@@ -182,6 +192,59 @@ def fire(
         crashed = ReconcileError(f"internal error: {type(error).__name__}: {error}")
         return after_run(settings, crashed, logger, clock, began=started_at)
     return after_run(settings, outcome, logger, clock, began=started_at)
+
+
+def accounts_request(until: datetime, lookback: timedelta, trigger: str) -> RunRequest:
+    """Return the request of an unattended run over connected accounts, ending at ``until``.
+
+    ``since`` stays ``None``: each account's run starts at its own watermark minus the lookback,
+    chosen under its own lock; an account with no watermark yet starts at ``until - lookback``.
+    """
+    return RunRequest(since=None, until=until, trigger=trigger, first_since=until - lookback)
+
+
+def fire_accounts(
+    settings: Settings,
+    until: datetime,
+    *,
+    trigger: str,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """Run each connected account ``STRIPE_ACCOUNTS`` names, as ``reconcile`` does; return the code.
+
+    Each account's run writes its own metrics and notification (in this process on SQLite, in
+    the worker on PostgreSQL), as a cron run of ``reconcile`` with ``STRIPE_ACCOUNTS`` does.
+    """
+    started_at = clock()
+    request = accounts_request(until, settings.lookback, trigger)
+    logger.info(
+        "%s run of the connected accounts (%s) for the window ending %s, "
+        "each from its own watermark minus the lookback",
+        trigger,
+        _accounts_named(settings.stripe_accounts),
+        until.isoformat(),
+    )
+
+    def failed(error: ReconcileError, settings: Settings) -> int:
+        message = settings.redactor().message(error)
+        logger.error("%s run failed (exit %d): %s", trigger, error.exit_code, message)
+        return int(error.exit_code)
+
+    try:
+        code = run_accounts(
+            settings, request, settings.stripe_accounts, emit=logger.info, fail=failed
+        )
+    except Exception as error:
+        logger.exception("%s run crashed", trigger)
+        crashed = ReconcileError(f"internal error: {type(error).__name__}: {error}")
+        return after_run(settings, crashed, logger, clock, began=started_at)
+    logger.info("%s run of the connected accounts ended with exit %d", trigger, code)
+    return code
+
+
+def _accounts_named(accounts: Sequence[str]) -> str:
+    """Return ``STRIPE_ACCOUNTS`` for a log line: ``all``, a few ids, or how many."""
+    return ",".join(accounts) if len(accounts) <= 5 else f"{len(accounts)} accounts"
 
 
 def _request(settings: Settings, until: datetime, trigger: str) -> RunRequest:
@@ -349,9 +412,10 @@ def serve(settings: Settings, *, run: RunFunction = live_run) -> int:
     scheduler = build_scheduler(settings, run=run)
     stopper = install_signal_handlers(scheduler)
     logger.info(
-        "scheduling reconcile at %r (UTC) in %s",
+        "scheduling reconcile at %r (UTC) in %s%s",
         settings.schedule,
         settings.safe_database_url,
+        _accounts_mode(settings),
     )
     if not stopper.requested:
         try:
@@ -363,12 +427,23 @@ def serve(settings: Settings, *, run: RunFunction = live_run) -> int:
     return int(ExitCode.OK)
 
 
+def _accounts_mode(settings: Settings) -> str:
+    """Return how a run reads the connected accounts, for the scheduler's first log line."""
+    if not settings.stripe_accounts:
+        return ""
+    named = _accounts_named(settings.stripe_accounts)
+    if settings.database_url.startswith("postgresql"):
+        return f"; connected accounts ({named}) go to `reconcile worker` processes"
+    return f"; connected accounts ({named}) are read in turn"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.nightly",
         description="Run reconcile on RECONCILE_SCHEDULE (cron, UTC) until stopped.",
         epilog="Exit codes of --once: 0 ok, 1 drift flagged, 2 usage or configuration, "
-        "3 run failed, 4 guardrail, 75 another run holds the lock.",
+        "3 run failed, 4 guardrail, 75 another run holds the lock; with STRIPE_ACCOUNTS the most "
+        "serious of the accounts'.",
     )
     parser.add_argument("--once", action="store_true", help="fire one run now and exit")
     return parser

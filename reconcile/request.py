@@ -25,6 +25,9 @@ class RunRequest:
     trigger: str = "manual"
     stripe_account: str | None = None
     """The connected account read with the ``Stripe-Account`` header; ``None``: the key's own."""
+    first_since: datetime | None = None
+    """With ``since=None``, where an account with no watermark yet starts (an unattended run's
+    first); ``None``: such a run needs ``since``."""
 
 
 @dataclass(frozen=True)

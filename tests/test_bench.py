@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import POSTGRES_ADMIN_URL
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "size", "seconds", "peak_mb", "yardstick", "yardstick_seconds", "ratio"}
 
@@ -179,3 +181,104 @@ def test_checks_time_the_balance_chains_and_the_control_totals_over_every_row() 
     totals = checks.totals(300)
     assert (totals["gaps"], totals["mismatches"]) == (0, 0)
     assert totals["seconds"] >= totals["counterparts_seconds"] >= 0
+
+
+# --- scale: connected accounts over worker processes ------------------------------------------
+
+
+def _scale_sample(workers: int, seconds: float, peak: int, **extra: object) -> dict[str, object]:
+    return {
+        "accounts": 200,
+        "workers": workers,
+        "seconds": seconds,
+        "moesif_peak_per_minute": peak,
+        "moesif_requests": 440,
+        "posted": 20,
+        "exit_code": 0,
+        "stripe_latency": 0.05,
+        "load_average": "1.00",
+        **extra,
+    }
+
+
+def test_scale_measures_the_worker_counts_round_after_round() -> None:
+    from bench.scale import rounds
+
+    assert rounds([1, 2, 4], 3) == [[1, 2, 4], [1, 2, 4], [1, 2, 4]]
+    assert rounds([4], 2) == [[4], [4]]
+
+
+def test_scale_starts_a_round_only_if_one_as_long_as_the_longest_ends_in_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bench.scale import another_round_fits
+
+    now = datetime(2026, 12, 3, 8, 45, tzinfo=UTC)
+    stop_by = datetime(2026, 12, 3, 9, 10, tzinfo=UTC)
+    assert another_round_fits(now, timedelta(minutes=25), stop_by)
+    assert not another_round_fits(now, timedelta(minutes=25, seconds=1), stop_by)
+    assert another_round_fits(now, timedelta(0), stop_by)  # the first round always runs
+
+
+def test_scale_reports_the_median_the_spread_and_the_busiest_minute_of_any_sample() -> None:
+    from bench.scale import summarized, table
+
+    taken = {
+        1: [_scale_sample(1, s, p) for s, p in ((240.0, 120), (230.0, 130), (250.0, 110))],
+        4: [_scale_sample(4, s, p) for s, p in ((130.0, 230), (120.0, 240), (125.0, 220))],
+    }
+    one, four = summarized(taken)
+
+    assert (one["workers"], one["samples"], one["seconds"]) == (1, 3, 240.0)
+    assert (one["seconds_min"], one["seconds_max"]) == (230.0, 250.0)
+    assert one["seconds_each"] == [240.0, 230.0, 250.0]
+    assert (four["seconds"], four["moesif_peak_per_minute"]) == (125.0, 240)
+    assert (four["moesif_requests"], four["posted"], four["same_work"], four["ok"]) == (
+        440,
+        20,
+        True,
+        True,
+    )
+    assert "240.0 [230.0-250.0]" in table([one, four])
+
+
+def test_scale_flags_samples_that_did_not_do_the_same_work_or_failed() -> None:
+    from bench.scale import summarized
+
+    uneven = {
+        1: [_scale_sample(1, 240.0, 120), _scale_sample(1, 230.0, 120, posted=19)],
+        2: [_scale_sample(2, 160.0, 150), _scale_sample(2, 170.0, 150)],
+    }
+    one, two = summarized(uneven)
+    assert (one["same_work"], one["ok"], one["posted"]) == (False, False, [20, 19])
+    assert (two["same_work"], two["ok"], two["posted"]) == (False, False, [20, 20])
+
+    failed = {1: [_scale_sample(1, 240.0, 120), _scale_sample(1, 230.0, 120, exit_code=3)]}
+    [only] = summarized(failed)
+    assert (only["same_work"], only["ok"], only["exit_code"]) == (True, False, 3)
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_database")  # skips where PostgreSQL does not answer
+def test_quick_scale_spreads_a_few_accounts_over_each_worker_count() -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "scale", "--accounts", "2", "--stripe-latency", "0"),
+            *("--workers", "1", "2", "--samples", "1", "--database", POSTGRES_ADMIN_URL),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [result["workers"] for result in results] == [1, 2]
+    for result in results:
+        assert result["samples"] == len(result["seconds_each"]) == 1
+        assert result["seconds_min"] == result["seconds"] == result["seconds_max"] > 0
+        assert (result["benchmark"], result["accounts"], result["exit_code"]) == ("scale", 2, 0)
+        assert (result["posted"], result["same_work"]) == (1, True)  # account 0 misses a credit
+        assert 0 < result["moesif_peak_per_minute"] <= 400
+    order = [line.split()[3] for line in done.stderr.splitlines() if "scale round" in line]
+    assert order == ["1", "2"]  # the interleaving of more rounds: the test of rounds()

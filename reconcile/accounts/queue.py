@@ -102,8 +102,11 @@ def reconcile_account(
     dry_run: bool,
     report_dir: str | None,
     companies: list[str] | None = None,
+    first_since: str | None = None,
 ) -> int:
     """Run one connected account's reconciliation; return its exit code.
+
+    ``first_since``: with ``since=None``, where an account with no watermark yet starts.
 
     Raises:
         AccountRetry: the run failed in a way a rerun resumes (exit 3 or 75).
@@ -117,6 +120,7 @@ def reconcile_account(
         report_dir=Path(report_dir) if report_dir else None,
         trigger="worker",
         stripe_account=stripe_account,
+        first_since=datetime.fromisoformat(first_since) if first_since else None,
     )
     began = utc_now()
     try:
@@ -147,6 +151,8 @@ def defer_accounts(
                 dry_run=request.dry_run,
                 report_dir=str(request.report_dir) if request.report_dir else None,
                 companies=list(request.companies),
+                # Only when set: a job without it is one an older worker still takes.
+                **({"first_since": to_iso(request.first_since)} if request.first_since else {}),
             )
         except procrastinate.exceptions.AlreadyEnqueued:
             deferred[account] = None

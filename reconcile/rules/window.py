@@ -27,6 +27,7 @@ def run_window(
     watermark: datetime | None,
     lookback: timedelta,
     pending_since: datetime | None,
+    first_since: datetime | None = None,
 ) -> Window:
     """Return the window ``[since, until)`` a run reads.
 
@@ -38,21 +39,40 @@ def run_window(
         watermark: where the last successful full run ended, if any did.
         lookback: how far before the watermark a continuing run starts.
         pending_since: the oldest movement the last successful full run saw pending.
+        first_since: with ``since=None`` and no watermark, the start (an unattended first run).
 
     Raises:
         UsageError: no start can be found, or the window is empty or reversed.
     """
     if since is None:
-        if watermark is None:
-            raise UsageError(
-                "no --since given and no earlier successful run to continue from; "
-                "pass --since for the first run"
-            )
-        since = pending_start(watermark - lookback, pending_since)
+        since = continued_start(watermark, lookback, pending_since, first_since)
     try:
         return Window(since, until or started_at)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def continued_start(
+    watermark: datetime | None,
+    lookback: timedelta,
+    pending_since: datetime | None,
+    first_since: datetime | None,
+) -> datetime:
+    """Return where a run with no requested start begins: the watermark minus ``lookback``.
+
+    Before the first successful run (no watermark) it is ``first_since``, if the caller gave one.
+
+    Raises:
+        UsageError: neither a watermark nor ``first_since``.
+    """
+    if watermark is not None:
+        return pending_start(watermark - lookback, pending_since)
+    if first_since is not None:
+        return first_since
+    raise UsageError(
+        "no --since given and no earlier successful run to continue from; "
+        "pass --since for the first run"
+    )
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def begin(
         started_at,
         settings.lookback,
         stripe_account=request.stripe_account,
+        first_since=request.first_since,
     )
     check_report_dir(report_dir)
     start(sessions, run_id, chosen, request, started_at)
@@ -84,6 +85,7 @@ def window(
     lookback: timedelta,
     *,
     stripe_account: str | None = None,
+    first_since: datetime | None = None,
 ) -> Window:
     """Return the run's window, from the request or from the account's last watermark."""
     with sessions() as session:
@@ -96,6 +98,7 @@ def window(
         watermark=watermark,
         lookback=lookback,
         pending_since=pending,
+        first_since=first_since,
     )
     if since is None and watermark is not None and chosen.since < watermark - lookback:
         log.info(

@@ -15,13 +15,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobs import nightly
 from reconcile.cli import main
+from reconcile.config import Settings
 from tests.e2e.conftest import World
 
 pytestmark = pytest.mark.postgres
@@ -71,6 +73,17 @@ def start_worker(world: World, tmp_path: Path) -> Iterator[Callable[..., subproc
 def _defer_in_background(arguments: list[str]) -> tuple[threading.Thread, list[int]]:
     code: list[int] = []
     thread = threading.Thread(target=lambda: code.append(main(arguments)), daemon=True)
+    thread.start()
+    return thread, code
+
+
+def _fire_in_background() -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    settings = Settings.from_env()
+    now = datetime.now(UTC).replace(microsecond=0)
+    thread = threading.Thread(
+        target=lambda: code.append(nightly.fire(settings, now, trigger="scheduler")), daemon=True
+    )
     thread.start()
     return thread, code
 
@@ -199,3 +212,35 @@ def test_a_killed_workers_account_is_finished_by_another_exactly_once(
         )
     engine.dispose()
     assert statuses == ["crashed", "succeeded"]
+
+
+def test_the_scheduler_defers_each_account_to_the_workers_and_waits_for_them(
+    world: World,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paid = _seed(world, accounts=2, payments=1)
+    monkeypatch.setenv("STRIPE_ACCOUNTS", "all")
+    thread, code = _fire_in_background()
+    _wait_for(lambda: len(_jobs(world)) == 2 or bool(code))
+    assert not code  # it waits for the workers
+
+    worker = start_worker("w0", "--until-empty")
+    thread.join(timeout=180)
+
+    assert code == [0]
+    assert worker.wait(timeout=60) == 0
+    posted = Counter(world.posted_ids())
+    assert set(posted) == set(paid)
+    assert set(posted.values()) == {1}
+    engine = create_engine(world.database_url)
+    with engine.connect() as connection:
+        runs = list(
+            connection.execute(text("SELECT stripe_account, since, until, trigger FROM runs"))
+        )
+    engine.dispose()
+    assert sorted(run[0] for run in runs) == ["acct_0test", "acct_1test"]
+    # No watermark yet: each account's first run starts at the fire time minus the lookback,
+    # the start the scheduler handed the queue with the job.
+    assert {run[2] - run[1] for run in runs} == {timedelta(hours=72)}
+    assert {run[3] for run in runs} == {"worker"}

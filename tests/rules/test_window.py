@@ -45,6 +45,17 @@ def test_without_since_or_watermark_the_run_refuses() -> None:
         _window()
 
 
+def test_without_since_or_watermark_an_unattended_run_starts_where_its_caller_said() -> None:
+    first = NOW - LOOKBACK
+    assert _window(first_since=first) == Window(first, NOW)
+    # Once there is a watermark, it decides; the caller's first start no longer counts.
+    watermark = NOW - timedelta(hours=1)
+    assert _window(first_since=first, watermark=watermark) == Window(watermark - LOOKBACK, NOW)
+    # A requested start wins over both.
+    since = NOW - timedelta(days=9)
+    assert _window(since=since, first_since=first, watermark=watermark) == Window(since, NOW)
+
+
 def test_an_empty_window_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="empty"):
         _window(since=NOW, until=NOW)
