@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from jobs import nightly
 from reconcile.config import Settings
-from reconcile.db.engine import make_engine
-from reconcile.db.models import Run
-from tests.accounts.test_in_turn import seed_two_accounts
+from tests.accounts.test_in_turn import _runs, seed_two_accounts
 from tests.e2e.conftest import World
+from tests.e2e.test_lifecycle import receiver  # noqa: F401
 from tests.operator.conftest import Receiver
 
 LOOKBACK = timedelta(hours=72)
@@ -32,27 +29,10 @@ def database_url(sqlite_url: str) -> str:
 
 
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    started = Receiver().start()
-    monkeypatch.setenv("RECONCILE_NOTIFY_URL", started.url)
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def metrics_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "reconcile.prom"
     monkeypatch.setenv("RECONCILE_METRICS_FILE", str(path))
     return path
-
-
-def _runs(world: World) -> list[Run]:
-    engine = make_engine(world.database_url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(select(Run).order_by(Run.started_at)).all())
-    finally:
-        engine.dispose()
 
 
 def test_each_account_starts_at_the_fire_time_minus_the_lookback_then_at_its_watermark(
@@ -129,7 +109,9 @@ def test_one_account_failing_gives_the_worst_exit_and_the_others_go_on(
 
 
 def test_an_account_with_drift_is_notified_under_its_own_run(
-    world: World, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     first, second, _, _ = seed_two_accounts(world)
     # A payment of a customer mapped to no Moesif company: flagged for review, exit 1.

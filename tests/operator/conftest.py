@@ -139,6 +139,27 @@ def add_state(session: Session, **values: Any) -> FindingState:
     return state
 
 
+def add_initech_records(session: Session) -> None:
+    """Add initech's 10.50 USD top-up and the ledger row that holds it as 1,050.00 USD."""
+    session.add(
+        ExpectedRow(
+            transaction_id="pi_initech", source="topup", entry_type="credit",
+            amount_minor=1050, currency="usd", created_at=NOW, stripe_object_id="pi_initech",
+            topup_id="pi_initech", stripe_customer_id="cus_9", company_id="initech",
+            subscription_id="sub_initech", first_seen_run_id="r", last_seen_run_id="r",
+            updated_at=NOW,
+        )
+    )  # fmt: skip
+    session.add(
+        LedgerEntry(
+            moesif_id="m-initech", transaction_id="pi_initech", entry_type="credit",
+            amount_minor=105000, amount_raw="1050", currency="usd", company_id="initech",
+            subscription_id="sub_initech", created_at=NOW, description="old integration",
+            first_seen_at=NOW, last_seen_at=NOW,
+        )
+    )  # fmt: skip
+
+
 Clock = Callable[[], datetime]
 
 

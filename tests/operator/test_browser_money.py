@@ -7,11 +7,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconcile.config import Secret
-from reconcile.db.models import ExpectedRow, LedgerEntry
 from reconcile.db.subscriptions import keep_currency
 from reconcile.operator.console.app import create_console_app
 from reconcile.operator.console.settings import ConsoleSettings
-from tests.operator.conftest import NOW, ServedApp, add_state
+from tests.operator.conftest import NOW, ServedApp, add_initech_records, add_state
 from tests.operator.test_browser import TOKEN, _click_and_wait, _shot, browser  # noqa: F401
 
 
@@ -38,23 +37,7 @@ def test_money_reads_right_in_a_browser(
             moesif_amount_minor=105000,
             delta_minor=-103950,
         ).finding_id
-        session.add(
-            ExpectedRow(
-                transaction_id="pi_initech", source="topup", entry_type="credit",
-                amount_minor=1050, currency="usd", created_at=NOW, stripe_object_id="pi_initech",
-                topup_id="pi_initech", stripe_customer_id="cus_9", company_id="initech",
-                subscription_id="sub_initech", first_seen_run_id="r", last_seen_run_id="r",
-                updated_at=NOW,
-            )
-        )  # fmt: skip
-        session.add(
-            LedgerEntry(
-                moesif_id="m-initech", transaction_id="pi_initech", entry_type="credit",
-                amount_minor=105000, amount_raw="1050", currency="usd", company_id="initech",
-                subscription_id="sub_initech", created_at=NOW, description="old integration",
-                first_seen_at=NOW, last_seen_at=NOW,
-            )
-        )  # fmt: skip
+        add_initech_records(session)
     (tmp_path / "balances-20261201T020000Z-cccccc.csv").write_text(
         "company_id,subscription_id,currency,stripe_net,moesif_net,delta,current_balance,"
         "pending_activity,available_balance,open_findings,blocked,owed,as_of,"

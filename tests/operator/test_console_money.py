@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from reconcile.db.models import ExpectedRow, LedgerEntry, Posting
+from reconcile.db.models import LedgerEntry, Posting
 from reconcile.db.subscriptions import keep_currency
 from reconcile.domain.times import to_iso
 from reconcile.operator.console import app as console_app
-from tests.operator.conftest import NOW, add_finding, add_run, add_state
+from tests.operator.conftest import NOW, add_finding, add_initech_records, add_run, add_state
 from tests.operator.test_console import _login, clients, served  # noqa: F401
 
 LATEST = "20261201T020000Z-bbbbbb"
@@ -62,23 +62,7 @@ def test_finding_page_shows_both_sides_in_major_units_with_the_difference_on_top
             moesif_amount_minor=105000,
             finding_id=state.finding_id,
         )
-        session.add(
-            ExpectedRow(
-                transaction_id="pi_initech", source="topup", entry_type="credit",
-                amount_minor=1050, currency="usd", created_at=NOW, stripe_object_id="pi_initech",
-                topup_id="pi_initech", stripe_customer_id="cus_9", company_id="initech",
-                subscription_id="sub_initech", first_seen_run_id="r", last_seen_run_id="r",
-                updated_at=NOW,
-            )
-        )  # fmt: skip
-        session.add(
-            LedgerEntry(
-                moesif_id="m-initech", transaction_id="pi_initech", entry_type="credit",
-                amount_minor=105000, amount_raw="1050", currency="usd", company_id="initech",
-                subscription_id="sub_initech", created_at=NOW, description="old integration",
-                first_seen_at=NOW, last_seen_at=NOW,
-            )
-        )  # fmt: skip
+        add_initech_records(session)
     client = clients()
     _login(client)
     page = client.get(f"/findings/{state.finding_id}").text
