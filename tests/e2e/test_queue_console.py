@@ -109,7 +109,8 @@ def test_the_queue_page_sorts_assigns_and_closes_in_bulk_with_csrf(
     assert manual.finding_id not in listed, listed
 
     finding = client.get(f"/findings/{manual.finding_id}").text
-    assert MANUAL_STEPS["missing_in_stripe"] in html.unescape(finding)
+    steps = MANUAL_STEPS["missing_in_stripe"]
+    assert steps[0].upper() + steps[1:] in html.unescape(finding)  # as a sentence
     assert "manual-2" in finding
     comment = client.post(
         f"/findings/{manual.finding_id}/act",
