@@ -22,8 +22,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 _PREFIXES = ("STRIPE_", "MOESIF_", "RECONCILE_")
 
-pytest_plugins = ["pytester", "tests.no_skips_in_ci"]
-"""``tests.no_skips_in_ci``: under ``CI=true`` every skip fails the run; pytester tests it."""
+pytest_plugins = ["pytester", "tests.no_skips_in_ci", "tests.simulation.session"]
+"""``tests.no_skips_in_ci``: under ``CI=true`` every skip fails the run; pytester tests it.
+``tests.simulation.session``: the simulation's one seed and its coverage summary."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

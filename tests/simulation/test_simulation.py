@@ -32,7 +32,7 @@ from hypothesis import seed as hypothesis_seed
 
 from tests.conftest import _empty_postgres
 from tests.simulation import invariants
-from tests.simulation.conftest import simulation_seed, soak_deadline
+from tests.simulation.conftest import soak_deadline
 from tests.simulation.coverage import (
     GONE_CHECKED,
     KILL_AFTER_APPLY,
@@ -44,6 +44,7 @@ from tests.simulation.coverage import (
     Coverage,
 )
 from tests.simulation.histories import NOT_YET_BUILT, History, histories, rich_history
+from tests.simulation.session import simulation_seed
 from tests.simulation.worlds import (
     Seeded,
     converge,
