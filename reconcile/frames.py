@@ -188,6 +188,13 @@ def totals(findings: pd.DataFrame) -> dict[str, str]:
     }
 
 
+def objects(column: pd.Series) -> list[Any]:
+    """Return a column's values as Python objects, ``None`` where missing."""
+    values = column.to_numpy(dtype=object)
+    values[pd.isna(values)] = None
+    return list(values.tolist())
+
+
 def in_window(expected: pd.DataFrame, window: Window) -> pd.DataFrame:
     """Return the expected entries created inside the window."""
     created = expected["created_at"]
@@ -197,8 +204,15 @@ def in_window(expected: pd.DataFrame, window: Window) -> pd.DataFrame:
 
 def subscriptions_paid(expected: pd.DataFrame) -> list[tuple[str, str]]:
     """Return each subscription the entries pay into, with the currency of its first entry."""
-    firsts = expected.dropna(subset=["subscription_id"]).groupby("subscription_id")["currency"]
-    return [(str(sid), str(currency)) for sid, currency in firsts.first().items()]
+    paying = expected.dropna(subset=["subscription_id", "currency"])
+    firsts = paying.drop_duplicates("subscription_id").sort_values("subscription_id")
+    return list(
+        zip(
+            firsts["subscription_id"].astype(str).tolist(),
+            firsts["currency"].astype(str).tolist(),
+            strict=True,
+        )
+    )
 
 
 def of_companies(ledger: pd.DataFrame, companies: Sequence[str]) -> pd.DataFrame:

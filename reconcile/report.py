@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from reconcile.domain.money import format_major
@@ -53,7 +54,13 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
         """The column's plain values, or absent cells when the findings lack it."""
         return findings[name].tolist() if name in findings.columns else [None] * size
 
-    currencies = _each_once(lambda value: _text(value) or FALLBACK_CURRENCY, column("currency"))
+    def text_column(name: str, convert: Callable[[Any], str]) -> list[str]:
+        """The column's cells, each distinct text converted once (every cell when absent)."""
+        if name not in findings.columns:
+            return [convert(None)] * size
+        return _each_distinct(convert, findings[name])
+
+    currencies = text_column("currency", lambda value: _text(value) or FALLBACK_CURRENCY)
     stripe_minor = [_minor(value) for value in column("stripe_amount_minor")]
     moesif_minor = [_minor(value) for value in column("moesif_amount_minor")]
     categories, entry_types = column("category"), column("entry_type")
@@ -70,7 +77,7 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
             cells[name] = _times(values)
             continue
         as_cell = _time_cell if name.endswith(_TIME_SUFFIXES) else _text_cell
-        cells[name] = _each_once(as_cell, column(name))
+        cells[name] = text_column(name, as_cell)
     cells["run_id"] = [neutralise(run_id)] * size
     for name, minors in (("stripe_amount", stripe_minor), ("moesif_amount", moesif_minor)):
         cells[name] = _each_once(
@@ -107,6 +114,22 @@ def _each_once(convert: Callable[[Any], _Cell], values: Iterable[Any]) -> list[_
             cell = convert(value)
         cells.append(cell)
     return cells
+
+
+def _each_distinct(convert: Callable[[Any], _Cell], values: pd.Series) -> list[_Cell]:
+    """Return ``convert`` of each value of a column, each distinct text converted once.
+
+    A column of text (absent cells aside) is coded by pandas, without a dictionary lookup per
+    cell; absent cells are converted as ``None``. Any other column is :func:`_each_once`'s.
+    """
+    text = isinstance(values.dtype, pd.StringDtype) or pd.api.types.infer_dtype(
+        values, skipna=True
+    ) in ("string", "empty")
+    if not text:
+        return _each_once(convert, values.tolist())
+    codes, uniques = pd.factorize(values)
+    converted = [convert(value) for value in uniques.tolist()] + [convert(None)]
+    return list(np.asarray(converted, dtype=object)[codes].tolist())  # code -1 reads the last
 
 
 def _times(values: pd.Series) -> list[str]:

@@ -10,10 +10,11 @@ time, as it may have been created since.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 
+import pandas as pd
 from sqlalchemy.orm import Session
 
 from reconcile.db.subscriptions import (
@@ -21,17 +22,26 @@ from reconcile.db.subscriptions import (
     keep_currency,
     kept_currencies,
     kept_currency,
+    kept_frame,
 )
 from reconcile.domain.money import is_iso_currency, round_to_minor
+from reconcile.frames import objects
 from reconcile.moesif.client import MoesifClient
 from reconcile.moesif.rows import decimal_text
 from reconcile.posting.entry import AmountUnit
-from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
+from reconcile.rules.subscription_currency import (
+    MAX_AGE,
+    disagrees,
+    kept_are_fresh,
+    kept_is_fresh,
+)
 
 
-@dataclass(frozen=True)
-class Known:
-    """A subscription Moesif has: its currency and its company (``None`` when Moesif names none)."""
+class Known(NamedTuple):
+    """A subscription Moesif has: its currency and its company (``None`` when Moesif names none).
+
+    A named tuple: a run makes one per subscription paid into, a hundred thousand at a time.
+    """
 
     currency: str | None
     company_id: str | None = None
@@ -113,23 +123,44 @@ class SubscriptionDirectory:
         unanswered = [sid for sid, _ in subscriptions if sid not in self._answers]
         if not unanswered or self._kept is not None or self._fresh_reads:
             return {sid: self.lookup(session, sid, expect=cur) for sid, cur in subscriptions}
-        kept = kept_currencies(session, unanswered)
-        self._kept_some.update(kept)
+        kept = pd.DataFrame.from_records(
+            list(subscriptions), columns=["subscription_id", "expect"]
+        ).merge(kept_frame(session, unanswered), on="subscription_id", how="left")
         self._asked.update(unanswered)
-        now, found = self._clock(), dict[str, Known | None]()
-        for sid, currency in subscriptions:
-            # a kept answer fresh enough (most of them) taken at once, the others looked up
-            row = kept.get(sid) if sid not in self._answers else None
-            if (
-                row is not None
-                and row.company_id is not None
-                and kept_is_fresh(
-                    row.currency, row.fetched_at, now=now, expect=currency, max_age=self._max_age
-                )
-            ):
-                found[sid] = self._answers[sid] = Known(row.currency, row.company_id)
+        # a kept answer fresh enough (most of them) is taken at once, the others looked up
+        fresh = (
+            kept["company_id"].notna().to_numpy(dtype=bool)
+            & kept_are_fresh(
+                objects(kept["currency"]),
+                kept["fetched_at"],
+                now=self._clock(),
+                expect=objects(kept["expect"]),
+                max_age=self._max_age,
+            )
+            & ~kept["subscription_id"].isin(list(self._answers)).to_numpy(dtype=bool)
+            & ~kept["subscription_id"].duplicated().to_numpy(dtype=bool)  # asked again: looked up
+        )
+        stale = kept[~fresh & kept["fetched_at"].notna().to_numpy(dtype=bool)]
+        self._kept_some.update(
+            (sid, KeptCurrency(currency, fetched_at.to_pydatetime(), company))
+            for sid, currency, fetched_at, company in zip(
+                *(objects(stale[name]) for name in ("subscription_id", "currency")),
+                stale["fetched_at"].tolist(),
+                objects(stale["company_id"]),
+                strict=True,
+            )
+        )
+        found = dict[str, Known | None]()
+        for sid, currency, expect, company, taken in zip(
+            *(objects(kept[name]) for name in ("subscription_id", "currency", "expect")),
+            objects(kept["company_id"]),
+            fresh.tolist(),
+            strict=True,
+        ):
+            if taken:
+                found[sid] = self._answers[sid] = Known(currency, company)
             else:
-                found[sid] = self.lookup(session, sid, expect=currency)
+                found[sid] = self.lookup(session, sid, expect=expect)
         return found
 
     def currency(self, session: Session, subscription_id: str) -> str | None:

@@ -6,7 +6,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+import pandas as pd
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from reconcile.db.frames import LISTED, among, carrying, raw, read
@@ -38,6 +39,29 @@ def kept_currencies(
 ) -> dict[str, KeptCurrency]:
     """Return the kept currencies by subscription id, in one query: every one, or these ones.
 
+    See :func:`kept_frame`.
+    """
+    frame = kept_frame(session, subscription_ids)
+    kept = frame.astype(object).where(frame.notna(), None)
+    times = frame["fetched_at"].dt.to_pydatetime().tolist()
+    return {
+        str(subscription_id): KeptCurrency(currency, fetched_at, company_id)
+        for subscription_id, currency, fetched_at, company_id in zip(
+            kept["subscription_id"].tolist(),
+            kept["currency"].tolist(),
+            times,
+            kept["company_id"].tolist(),
+            strict=True,
+        )
+    }
+
+
+def kept_frame(session: Session, subscription_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Return the kept rows as a frame, every one or these ones.
+
+    Columns ``subscription_id``, ``currency``, ``fetched_at`` (aware UTC) and ``company_id``,
+    missing where Moesif names none.
+
     A few of ``subscription_ids`` are read by their key, so the work follows the subscriptions
     asked about, not the table; more than :data:`reconcile.db.frames.LISTED` are kept from a
     read of every row (one pass, no table of ids to write). In bulk
@@ -52,23 +76,12 @@ def kept_currencies(
     few = subscription_ids is not None and len(subscription_ids) <= LISTED
     if subscription_ids is not None and few:
         if not subscription_ids:
-            return {}
+            return read(session, query.where(false()), _KEPT, times=["fetched_at"])
         query = query.where(among(session, MoesifSubscription.subscription_id, subscription_ids))
     frame = read(session, query, _KEPT, times=["fetched_at"])
     if subscription_ids is not None and not few:
         frame = frame[carrying(frame["subscription_id"], subscription_ids)]
-    kept = frame.astype(object).where(frame.notna(), None)
-    times = frame["fetched_at"].dt.to_pydatetime().tolist()
-    return {
-        str(subscription_id): KeptCurrency(currency, fetched_at, company_id)
-        for subscription_id, currency, fetched_at, company_id in zip(
-            kept["subscription_id"].tolist(),
-            kept["currency"].tolist(),
-            times,
-            kept["company_id"].tolist(),
-            strict=True,
-        )
-    }
+    return frame
 
 
 _KEPT = ["subscription_id", "currency", "fetched_at", "company_id"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_is_fresh
+import pandas as pd
+
+from reconcile.rules.subscription_currency import MAX_AGE, disagrees, kept_are_fresh, kept_is_fresh
 
 NOW = datetime(2026, 11, 24, 2, tzinfo=UTC)
 
@@ -25,3 +27,23 @@ def test_disagreement_needs_a_payment_currency() -> None:
     assert not disagrees("jpy", None)
     assert disagrees("jpy", "USD")
     assert not disagrees("usd", "USD")
+
+
+def test_many_kept_currencies_are_judged_as_each_one_is() -> None:
+    cases = [
+        (currency, fetched_at, expect)
+        for currency in ("jpy", None)
+        for fetched_at in (NOW, NOW - MAX_AGE + timedelta(minutes=1), NOW - MAX_AGE, None)
+        for expect in ("JPY", "jpy", "usd", None)
+    ]
+    fresh = kept_are_fresh(
+        [currency for currency, _, _ in cases],
+        pd.Series([at for _, at, _ in cases], dtype="datetime64[us, UTC]"),
+        now=NOW,
+        expect=[expect for _, _, expect in cases],
+    )
+    assert fresh.tolist() == [
+        at is not None and kept_is_fresh(currency, at, now=NOW, expect=expect)
+        for currency, at, expect in cases
+    ]
+    assert 0 < fresh.sum() < len(cases)
