@@ -100,7 +100,7 @@ def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
     return rows.index, [
         Missing(
             transaction_id=str(row.transaction_id),
-            action=Action(str(row.action)),
+            action=_ACTIONS.get(str(row.action)) or Action(str(row.action)),
             company_id=str(row.company_id),
             subscription_id=str(row.subscription_id),
             entry_type=str(row.entry_type),
@@ -111,6 +111,10 @@ def missing(findings: pd.DataFrame) -> tuple[pd.Index, list[Missing]]:
         )
         for row in rows.itertuples(index=False)
     ]
+
+
+_ACTIONS = {str(action): action for action in Action}
+"""Each action by its text: looked up by dictionary, not by the enumeration's own search."""
 
 
 def missing_ids(findings: pd.DataFrame) -> list[str]:
@@ -190,7 +194,7 @@ def totals(findings: pd.DataFrame) -> dict[str, str]:
 
 def objects(column: pd.Series) -> list[Any]:
     """Return a column's values as Python objects, ``None`` where missing."""
-    values = column.to_numpy(dtype=object)
+    values = column.to_numpy(dtype=object, copy=True)
     values[pd.isna(values)] = None
     return list(values.tolist())
 

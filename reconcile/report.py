@@ -13,6 +13,8 @@ from typing import Any, TextIO, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from reconcile.domain.money import format_major
 from reconcile.domain.times import Window, to_iso
@@ -76,8 +78,10 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
         if values is not None and isinstance(values.dtype, pd.DatetimeTZDtype):
             cells[name] = _times(values)
             continue
-        as_cell = _time_cell if name.endswith(_TIME_SUFFIXES) else _text_cell
-        cells[name] = text_column(name, as_cell)
+        if name.endswith(_TIME_SUFFIXES):
+            cells[name] = text_column(name, _time_cell)
+        else:
+            cells[name] = [""] * size if values is None else _text_cells(values)
     cells["run_id"] = [neutralise(run_id)] * size
     for name, minors in (("stripe_amount", stripe_minor), ("moesif_amount", moesif_minor)):
         cells[name] = _each_once(
@@ -122,14 +126,32 @@ def _each_distinct(convert: Callable[[Any], _Cell], values: pd.Series) -> list[_
     A column of text (absent cells aside) is coded by pandas, without a dictionary lookup per
     cell; absent cells are converted as ``None``. Any other column is :func:`_each_once`'s.
     """
-    text = isinstance(values.dtype, pd.StringDtype) or pd.api.types.infer_dtype(
-        values, skipna=True
-    ) in ("string", "empty")
-    if not text:
+    if not _is_text(values):
         return _each_once(convert, values.tolist())
     codes, uniques = pd.factorize(values)
     converted = [convert(value) for value in uniques.tolist()] + [convert(None)]
     return list(np.asarray(converted, dtype=object)[codes].tolist())  # code -1 reads the last
+
+
+def _text_cells(values: pd.Series) -> list[str]:
+    """Return :func:`_text_cell` of each value of a column, a column of text by Arrow at once."""
+    if not _is_text(values):
+        return _each_once(_text_cell, values.tolist())
+    texts = pa.array(values, type=pa.string(), from_pandas=True).fill_null("")
+    formulas = pc.is_in(pc.utf8_slice_codeunits(texts, 0, 1), value_set=_TRIGGERS)
+    if pc.any(formulas).as_py():
+        texts = pc.if_else(formulas, pc.binary_join_element_wise("'", texts, ""), texts)
+    return list(texts.to_pylist())
+
+
+def _is_text(values: pd.Series) -> bool:
+    """Whether a column holds only text, absent cells aside."""
+    return isinstance(values.dtype, pd.StringDtype) or pd.api.types.infer_dtype(
+        values, skipna=True
+    ) in ("string", "empty")
+
+
+_TRIGGERS = pa.array(FORMULA_TRIGGERS, type=pa.string())
 
 
 def _times(values: pd.Series) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import adbc_driver_manager
 import numpy as np
@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from adbc_driver_manager import AdbcStatusCode
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
@@ -22,6 +23,7 @@ from reconcile.db.expected import expected_frame, store_expected
 from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
 from reconcile.db.models import Finding, Run
+from reconcile.db.sql import sqlite_times
 from reconcile.db.subscriptions import keep_currency, kept_currencies
 from reconcile.domain.values import FINDING_COLUMNS, ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
@@ -276,3 +278,21 @@ def test_the_touched_subscriptions_are_the_window_rows_distinct_ones(engine: Eng
     with Session(engine) as session:
         assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ()) == ["sub_1", "sub_2"]
         assert touched_subscriptions(session, T0, T0 + timedelta(days=1), ["co_x"]) == []
+
+
+def test_times_bound_as_a_column_are_written_as_sqlalchemy_writes_each() -> None:
+    times = [
+        datetime(2026, 3, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(
+            2026, 3, 2, 1, 30, tzinfo=timezone(timedelta(hours=2))
+        ),  # 23:30 UTC the day before
+        None,
+        datetime(1999, 12, 31, tzinfo=UTC),
+    ]
+    column = pd.Series(times, dtype="datetime64[us, UTC]")
+    dialect = sqlite.dialect()
+    processor = Finding.__table__.c["stripe_created_at"].type.dialect_impl(dialect)
+    each = processor.bind_processor(dialect)
+    assert each is not None
+    assert sqlite_times(column) == [each(value) for value in times]
+    assert sqlite_times(column)[1] == "2026-03-01 23:30:00.000000"

@@ -14,6 +14,7 @@ from reconcile.db.models import Finding, Run
 from reconcile.db.sql import insert_columns
 from reconcile.domain.values import FINDING_COLUMNS
 from reconcile.domain.vocab import Category
+from reconcile.frames import objects
 
 
 def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int:
@@ -21,19 +22,20 @@ def store_findings(session: Session, run_id: str, findings: pd.DataFrame) -> int
     if findings.empty:
         return 0
     columns = FINDING_COLUMNS + (["finding_id"] if "finding_id" in findings.columns else [])
-    frame = findings[columns].astype(object).where(findings[columns].notna(), None)
-    cells: dict[str, list[Any]] = {"run_id": [run_id] * len(frame)}
-    cells |= {
-        str(name): [  # text (most cells) is plain already
+    cells: dict[str, Sequence[Any] | pd.Series] = {"run_id": [run_id] * len(findings)}
+    for name in columns:
+        values = findings[name]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            cells[name] = values  # bound as a whole column
+            continue
+        cells[name] = [  # text (most cells) is plain already
             value if value is None or type(value) is str else _plain(value)
-            for value in frame[name].tolist()
+            for value in objects(values)
         ]
-        for name in columns
-    }
     table = Finding.__table__
     assert isinstance(table, Table)
     insert_columns(session, table, cells)
-    return len(frame)
+    return len(findings)
 
 
 def _plain(value: object) -> object:

@@ -160,7 +160,12 @@ def sorted_by(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     order = sort_order(frame, columns)
     if np.array_equal(order, np.arange(len(frame))):
         return frame.reset_index(drop=True)
-    return frame.take(order).reset_index(drop=True)
+    if len(frame) < CHUNK:
+        return frame.take(order).reset_index(drop=True)
+    # Arrow's take lets go of the interpreter: a large frame's columns are taken on both cores
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="reconcile-take") as takers:
+        taken = takers.map(lambda name: frame[name].take(order).reset_index(drop=True), frame)
+        return pd.DataFrame(dict(zip(frame.columns, taken, strict=True)))
 
 
 def sort_order(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.int64]:
