@@ -75,6 +75,13 @@ def ledger_cells(ledger: pd.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
     return list(frame.where(frame.notna(), None).itertuples(index=False, name=None))
 
 
+def begins_with(texts: pd.Series, head: str) -> pd.Series:
+    """Return, row by row, whether a text begins with ``head`` (a missing one does not)."""
+    values = pa.array(texts, type=pa.string(), from_pandas=True)
+    found = pc.starts_with(values, head).fill_null(False)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=texts.index, dtype=bool)
+
+
 def named_by_stripe(ledger: pd.DataFrame) -> pd.Series:
     """Return, row by row, whether the ledger row's ``transaction_id`` is a Stripe id."""
     ids = pa.array(ledger["transaction_id"], from_pandas=True)

@@ -23,6 +23,7 @@ from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_reading
 from reconcile.db.postings import settle_from_snapshot
 from reconcile.db.runs import record_ledger_rows, record_stripe_entries
+from reconcile.domain.ids import OWN_POSTING_HEAD
 from reconcile.domain.times import Window
 from reconcile.domain.values import Unreadable
 from reconcile.frames import Present
@@ -370,12 +371,26 @@ def with_known_ids(sessions: Sessions, ledger: pd.DataFrame) -> pd.DataFrame:
     if named.all():
         return ledger
     others = ledger[~named]
-    cells = frames.ledger_cells(others, "transaction_id", "description", "moesif_id")
-    asking = [moesif_id for tid, text, moesif_id in cells if needs_memory(tid, text)]
+    # Only a description that begins as the job's postings' do can name a movement: each other
+    # of these rows needs an earlier run's memory, and keeps its id without one (known_id).
+    posted = frames.begins_with(others["description"], OWN_POSTING_HEAD)
+    asking = [
+        moesif_id
+        for tid, text, moesif_id in frames.ledger_cells(others[posted], *_KNOWN_BY)
+        if needs_memory(tid, text)
+    ]
+    asking += others.loc[~posted, "moesif_id"].dropna().tolist()
     with sessions() as session:
         pairs = remembered_pairs(session, asking) if asking else {}
-    known = [known_id(tid, text, mid, pairs) for tid, text, mid in cells]
-    return frames.with_ids(ledger, others.index, known)
+    changing = others[posted | others["moesif_id"].isin(list(pairs))]
+    cells = frames.ledger_cells(changing, *_KNOWN_BY)
+    return frames.with_ids(
+        ledger, changing.index, [known_id(tid, text, mid, pairs) for tid, text, mid in cells]
+    )
+
+
+_KNOWN_BY = ("transaction_id", "description", "moesif_id")
+"""The ledger columns :func:`reconcile.rules.known_ids.known_id` reads."""
 
 
 def account_scope(sessions: Sessions, run: Begun, companies: Sequence[str]) -> tuple[str, ...]:
