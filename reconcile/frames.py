@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -197,6 +197,28 @@ def totals(findings: pd.DataFrame) -> dict[str, str]:
             findings, stripe_only=False
         ).items()
     }
+
+
+def each_once(convert: Callable[[Any], _Out], values: Iterable[Any]) -> list[_Out]:
+    """Return ``convert`` of each value, each distinct value (and type) converted once.
+
+    Findings repeat their categories, companies, currencies, amounts and times.
+    """
+    done: dict[tuple[type, Any], _Out] = {}
+    converted = []
+    for value in values:
+        key = (type(value), value)
+        try:
+            cell = done[key]
+        except KeyError:
+            cell = done[key] = convert(value)
+        except TypeError:  # not hashable: converted each time
+            cell = convert(value)
+        converted.append(cell)
+    return converted
+
+
+_Out = TypeVar("_Out")
 
 
 def objects(column: pd.Series) -> list[Any]:

@@ -21,6 +21,7 @@ from reconcile.domain.times import Window, to_iso
 from reconcile.domain.values import REPORT_COLUMNS
 from reconcile.domain.vocab import Action, Category
 from reconcile.files import write_atomically
+from reconcile.frames import each_once
 from reconcile.rules.delta import correction
 from reconcile.totals import FALLBACK_CURRENCY, Key, category_sums
 
@@ -66,7 +67,7 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
     stripe_minor = [_minor(value) for value in column("stripe_amount_minor")]
     moesif_minor = [_minor(value) for value in column("moesif_amount_minor")]
     categories, entry_types = column("category"), column("entry_type")
-    deltas = _each_once(
+    deltas = each_once(
         lambda key: correction(_text(key[0]), _text(key[1]), key[2], key[3]),
         list(zip(categories, entry_types, stripe_minor, moesif_minor, strict=True)),
     )
@@ -84,10 +85,10 @@ def to_report_frame(findings: pd.DataFrame, run_id: str) -> pd.DataFrame:
             cells[name] = [""] * size if values is None else _text_cells(values)
     cells["run_id"] = [neutralise(run_id)] * size
     for name, minors in (("stripe_amount", stripe_minor), ("moesif_amount", moesif_minor)):
-        cells[name] = _each_once(
+        cells[name] = each_once(
             lambda key: _amount(key[0], key[1]), list(zip(minors, currencies, strict=True))
         )
-    cells["delta"] = _each_once(
+    cells["delta"] = each_once(
         lambda key: _amount(key[0], key[1]), list(zip(deltas, currencies, strict=True))
     )
     return pd.DataFrame({name: cells[name] for name in REPORT_COLUMNS}, dtype=object)
@@ -101,33 +102,15 @@ def _time_cell(value: object) -> str:
     return neutralise(_time(value))
 
 
-def _each_once(convert: Callable[[Any], _Cell], values: Iterable[Any]) -> list[_Cell]:
-    """Return ``convert`` of each value, each distinct value (and type) converted once.
-
-    Findings repeat their categories, companies, currencies and amounts.
-    """
-    done: dict[tuple[type, Any], _Cell] = {}
-    cells = []
-    for value in values:
-        key = (type(value), value)
-        try:
-            cell = done[key]
-        except KeyError:
-            cell = done[key] = convert(value)
-        except TypeError:  # not hashable: converted each time
-            cell = convert(value)
-        cells.append(cell)
-    return cells
-
-
 def _each_distinct(convert: Callable[[Any], _Cell], values: pd.Series) -> list[_Cell]:
     """Return ``convert`` of each value of a column, each distinct text converted once.
 
     A column of text (absent cells aside) is coded by pandas, without a dictionary lookup per
-    cell; absent cells are converted as ``None``. Any other column is :func:`_each_once`'s.
+    cell; absent cells are converted as ``None``. Any other column is
+    :func:`reconcile.frames.each_once`'s.
     """
     if not _is_text(values):
-        return _each_once(convert, values.tolist())
+        return each_once(convert, values.tolist())
     codes, uniques = pd.factorize(values)
     converted = [convert(value) for value in uniques.tolist()] + [convert(None)]
     return list(np.asarray(converted, dtype=object)[codes].tolist())  # code -1 reads the last
@@ -136,7 +119,7 @@ def _each_distinct(convert: Callable[[Any], _Cell], values: pd.Series) -> list[_
 def _text_cells(values: pd.Series) -> list[str]:
     """Return :func:`_text_cell` of each value of a column, a column of text by Arrow at once."""
     if not _is_text(values):
-        return _each_once(_text_cell, values.tolist())
+        return each_once(_text_cell, values.tolist())
     texts = pa.array(values, type=pa.string(), from_pandas=True).fill_null("")
     formulas = pc.is_in(pc.utf8_slice_codeunits(texts, 0, 1), value_set=_TRIGGERS)
     if pc.any(formulas).as_py():

@@ -127,40 +127,38 @@ class SubscriptionDirectory:
             list(subscriptions), columns=["subscription_id", "expect"]
         ).merge(kept_frame(session, unanswered), on="subscription_id", how="left")
         self._asked.update(unanswered)
+        sids, currencies, expects, companies = (
+            objects(kept[name]) for name in ("subscription_id", "currency", "expect", "company_id")
+        )
         # a kept answer fresh enough (most of them) is taken at once, the others looked up
         fresh = (
             kept["company_id"].notna().to_numpy(dtype=bool)
             & kept_are_fresh(
-                objects(kept["currency"]),
+                currencies,
                 kept["fetched_at"],
                 now=self._clock(),
-                expect=objects(kept["expect"]),
+                expect=expects,
                 max_age=self._max_age,
             )
             & ~kept["subscription_id"].isin(list(self._answers)).to_numpy(dtype=bool)
             & ~kept["subscription_id"].duplicated().to_numpy(dtype=bool)  # asked again: looked up
         )
-        stale = kept[~fresh & kept["fetched_at"].notna().to_numpy(dtype=bool)]
-        self._kept_some.update(
-            (sid, KeptCurrency(currency, fetched_at.to_pydatetime(), company))
-            for sid, currency, fetched_at, company in zip(
-                *(objects(stale[name]) for name in ("subscription_id", "currency")),
-                stale["fetched_at"].tolist(),
-                objects(stale["company_id"]),
-                strict=True,
-            )
-        )
         found = dict[str, Known | None]()
-        for sid, currency, expect, company, taken in zip(
-            *(objects(kept[name]) for name in ("subscription_id", "currency", "expect")),
-            objects(kept["company_id"]),
+        for sid, currency, expect, company, fetched_at, taken in zip(
+            sids,
+            currencies,
+            expects,
+            companies,
+            kept["fetched_at"].tolist(),
             fresh.tolist(),
             strict=True,
         ):
             if taken:
                 found[sid] = self._answers[sid] = Known(currency, company)
-            else:
-                found[sid] = self.lookup(session, sid, expect=expect)
+                continue
+            if not pd.isna(fetched_at):  # kept but stale: looked up from what is kept
+                self._kept_some[sid] = KeptCurrency(currency, fetched_at.to_pydatetime(), company)
+            found[sid] = self.lookup(session, sid, expect=expect)
         return found
 
     def currency(self, session: Session, subscription_id: str) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db.models import Base
+from reconcile.frames import each_once
 
 IN_CHUNK = 500
 """Values per ``IN (...)`` list, under every backend's parameter limit."""
@@ -56,7 +57,7 @@ def insert_columns(
         if isinstance(values, pd.Series):
             values = [None if pd.isna(value) else value.to_pydatetime() for value in values]
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        bound.append(list(values) if process is None else _each_once(process, values))
+        bound.append(list(values) if process is None else each_once(process, values))
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     quote = dialect.identifier_preparer.quote
     statement = (
@@ -79,18 +80,3 @@ def sqlite_times(values: pd.Series) -> list[str | None]:
     text = pa.array(np.datetime_as_string(naive, unit="us"), type=pa.string())
     text = pc.replace_substring(text, "T", " ", max_replacements=1)
     return list(pc.if_else(pa.array(np.isnat(naive)), None, text).to_pylist())
-
-
-def _each_once(process: Callable[[Any], Any], values: Iterable[Any]) -> list[Any]:
-    """Return ``process`` of each value, each distinct value (and type) processed once."""
-    done: dict[tuple[type, Any], Any] = {}
-    processed = []
-    for value in values:
-        key = (type(value), value)
-        try:
-            processed.append(done[key])
-        except KeyError:
-            processed.append(done.setdefault(key, process(value)))
-        except TypeError:  # not hashable
-            processed.append(process(value))
-    return processed
