@@ -4,8 +4,8 @@ The fake Stripe runs in a process of its own (``serve``), seeded with top-ups (e
 charge and balance transaction) and refunds over :data:`DAYS` days, and serves its lists from an
 index. Ours (``ours``): the run's own Stripe client and :func:`reconcile.stripe.extract.extract`
 over the window, every entry upserted with ``store_expected`` into a fresh SQLite snapshot. The
-yardstick (``yardstick``): a plain ``httpx`` loop reading the same list pages, one slice at a
-time, parsing the JSON and nothing else.
+yardstick (``yardstick``): a plain ``httpx`` loop reading the same list pages (the same
+expansions, so the same bytes), one slice at a time, parsing the JSON and nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from reconcile.db.expected import store_expected
 from reconcile.domain.times import Window
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import build_stripe_client
-from reconcile.stripe.extract import PAGE_LIMIT, SLICE_LENGTH, extract, split_window
+from reconcile.stripe.extract import EXPANSIONS, PAGE_LIMIT, SLICE_LENGTH, extract, split_window
 
 API_KEY = "sk_test_bench"
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -37,7 +37,7 @@ CUSTOMERS_PER_TOPUP = 1 / 20
 """One customer per twenty top-ups."""
 REFUND_EVERY = 10
 """One top-up in ten is partly refunded."""
-LISTS = ("payment_intents", "refunds", "balance_transactions")
+LISTS = tuple(EXPANSIONS)
 
 
 def seed(fake: FakeStripe, size: int) -> None:
@@ -113,8 +113,9 @@ def yardstick(url: str) -> dict[str, Any]:
             }
             for name in LISTS:
                 params: dict[str, Any] = dict(created)
-                if name == "balance_transactions":
-                    params["expand[]"] = "data.source"
+                params.update(
+                    (f"expand[{n}]", path) for n, path in enumerate(EXPANSIONS[name])
+                )  # as the SDK encodes a list
                 while True:
                     page = http.get(f"/v1/{name}", params=params).raise_for_status().json()
                     objects += len(page["data"])

@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reconcile.fakes.stripe import FakeStripe
 from tests.conftest import POSTGRES_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +114,42 @@ def test_quick_ingest_reads_every_object_and_measures_the_httpx_floor() -> None:
     assert result["objects_per_second"] > 0
     ratio = result["seconds"] / result["yardstick_seconds"]
     assert abs(result["ratio"] - ratio) < 0.01 * ratio
+
+
+def test_ingest_yardstick_reads_the_very_pages_the_run_reads() -> None:
+    from bench import ingest  # noqa: PLC0415 - the benchmark's own module, not the harness
+
+    def pages(read: Callable[[str], dict[str, Any]]) -> Counter[tuple[str, frozenset[object]]]:
+        with FakeStripe(api_key=ingest.API_KEY, clock=lambda: ingest.WINDOW.until) as fake:
+            ingest.seed(fake, 300)
+            read(fake.base_url)
+            return Counter(
+                (request.path, frozenset(request.query.items())) for request in fake.requests
+            )
+
+    ours, theirs = pages(ingest.ours), pages(ingest.yardstick)
+    assert ours == theirs
+    expanded = {item for _, query in ours for item in query if str(item[0]).startswith("expand")}
+    assert ("expand[0]", "data.customer") in expanded
+    assert ("expand[1]", "data.payment_intent.customer") in expanded
+
+
+def test_storing_stripes_read_imports_neither_pandas_nor_the_columnar_readers() -> None:
+    # 90 MB of a process that only extracts and stores (the ingest benchmark's) were imports.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, bench.ingest; "
+            "print(sorted({'pandas', 'adbc_driver_manager'} & set(sys.modules)))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_quick_incremental_compares_a_long_history_with_a_short_one() -> None:

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from reconcile.db import frames
 from reconcile.db.balance_chains import touched_subscriptions
-from reconcile.db.expected import expected_frame, store_expected
+from reconcile.db.expected import store_expected
+from reconcile.db.expected_frames import expected_frame
 from reconcile.db.findings import remembered_pairs, store_findings
 from reconcile.db.ledger import ledger_frame, ledger_reading, store_ledger_rows
 from reconcile.db.models import Finding, Run

@@ -13,12 +13,8 @@ from sqlalchemy.orm import Session
 
 from reconcile import frames
 from reconcile.config import Settings
-from reconcile.db.expected import (
-    account_companies,
-    expected_by_ids,
-    expected_frame,
-    store_expected,
-)
+from reconcile.db.expected import account_companies, store_expected
+from reconcile.db.expected_frames import expected_by_ids, expected_frame
 from reconcile.db.findings import remembered_pairs
 from reconcile.db.ledger import ledger_by_ids, ledger_reading
 from reconcile.db.postings import settle_from_snapshot

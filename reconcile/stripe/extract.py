@@ -48,6 +48,15 @@ WORKERS = 4
 
 PAGE_LIMIT = 100
 
+EXPANSIONS: Final = {
+    "payment_intents": ("data.customer",),
+    "refunds": ("data.payment_intent", "data.payment_intent.customer"),
+    "balance_transactions": ("data.source",),
+}
+"""What each list of a slice is read with: PaymentIntents with their customer, refunds with
+their PaymentIntent and its customer (the lookup needs no request for them), balance
+transactions with their source."""
+
 _BALANCE_MOVEMENTS = {
     "dispute": (Source.DISPUTE, EntryType.DEBIT),
     "dispute_reversal": (Source.DISPUTE_REVERSAL, EntryType.CREDIT),
@@ -370,7 +379,7 @@ def slice_pages(
     """
     low, high = _ceil_unix(piece.since), _ceil_unix(piece.until)
     created = {"created": {"gte": low, "lt": high}}
-    with_customer = {**created, "expand": ["data.customer"]}
+    with_customer = {**created, "expand": list(EXPANSIONS["payment_intents"])}
     for intents in listed_pages(client, "/v1/payment_intents", with_customer, "PaymentIntents"):
         found: list[_Found | _Pending | Unreadable | Paged] = []
         for intent in _of_slice(intents, low, high):
@@ -378,7 +387,7 @@ def slice_pages(
             found.extend(_guarded(intent, partial(_topup_entries, intent, lookup)))
             found.extend(of_intent(intent, lookup) if observe else ())
         yield found
-    with_payment = {**created, "expand": ["data.payment_intent", "data.payment_intent.customer"]}
+    with_payment = {**created, "expand": list(EXPANSIONS["refunds"])}
     for refunds in listed_pages(client, "/v1/refunds", with_payment, "refunds"):
         found = []
         for returned in _of_slice(refunds, low, high):
@@ -387,7 +396,7 @@ def slice_pages(
             moved_money = observe and refund_moved_money(returned)
             found.extend(of_refund(returned, lookup, moved_money=moved_money) if observe else ())
         yield found
-    with_source = {**created, "expand": ["data.source"]}
+    with_source = {**created, "expand": list(EXPANSIONS["balance_transactions"])}
     for moves in listed_pages(
         client, "/v1/balance_transactions", with_source, "balance transactions"
     ):

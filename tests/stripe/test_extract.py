@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from reconcile.config import Secret
 from reconcile.db import expected as expected_module
 from reconcile.db.engine import make_engine, upgrade_to_head
-from reconcile.db.expected import expected_frame, store_expected
+from reconcile.db.expected import store_expected
+from reconcile.db.expected_frames import expected_frame
 from reconcile.db.models import ExpectedRow
 from reconcile.domain.times import Window
 from reconcile.domain.values import EXPECTED_COLUMNS, ExpectedEntry
