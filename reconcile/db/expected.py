@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any
 
 from sqlalchemy import Dialect, Table, select
@@ -101,14 +101,26 @@ class _Upsert:
     ) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
         """Return the driver's parameters for ``entries``, ``fixed``'s columns in every row.
 
+        Built a column at a time: each bind processor is mapped over its column once.
+
         Args:
             entries: the entries, one row each.
             fixed: the columns every row has alike, already :meth:`processed`.
         """
-        processed = [self._processing(_row(entry)) | fixed for entry in entries]
+        own = [_row(entry) for entry in entries]
+        if not own:
+            return []
+        columns: dict[str, Iterable[Any]] = {
+            name: repeat(value, len(own)) for name, value in fixed.items()
+        }
+        for name, values in zip(EXPECTED_COLUMNS, zip(*own, strict=True), strict=True):
+            processor = self._processors.get(name)
+            columns[name] = values if processor is None else map(processor, values)
         if self._order is None:
-            return processed
-        return [tuple(row[name] for name in self._order) for row in processed]
+            return [
+                dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
+            ]
+        return list(zip(*(columns[name] for name in self._order), strict=True))
 
     def processed(self, values: dict[str, Any]) -> dict[str, Any]:
         """Return a copy of ``values`` with each column's bind processor applied."""
@@ -122,22 +134,22 @@ class _Upsert:
         return values
 
 
-def _row(entry: ExpectedEntry) -> dict[str, Any]:
-    """Return an entry's own columns (not the run's, see :func:`store_expected`)."""
-    return {
-        "transaction_id": entry.transaction_id,
-        "source": str(entry.source),
-        "entry_type": str(entry.entry_type),
-        "amount_minor": entry.amount_minor,
-        "currency": entry.currency.lower(),
-        "created_at": entry.created_at,
-        "stripe_object_id": entry.stripe_object_id,
-        "topup_id": entry.topup_id,
-        "stripe_customer_id": entry.stripe_customer_id,
-        "company_id": entry.company_id,
-        "subscription_id": entry.subscription_id,
-        "unmapped_reason": entry.unmapped_reason,
-    }
+def _row(entry: ExpectedEntry) -> tuple[Any, ...]:
+    """Return an entry's own columns in :data:`EXPECTED_COLUMNS`' order (the run's are apart)."""
+    return (
+        entry.transaction_id,
+        str(entry.source),
+        str(entry.entry_type),
+        entry.amount_minor,
+        entry.currency.lower(),
+        entry.created_at,
+        entry.stripe_object_id,
+        entry.topup_id,
+        entry.stripe_customer_id,
+        entry.company_id,
+        entry.subscription_id,
+        entry.unmapped_reason,
+    )
 
 
 def _batches(entries: Iterable[ExpectedEntry], size: int) -> Iterator[list[ExpectedEntry]]:

@@ -10,7 +10,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -262,6 +261,35 @@ CACHE_SIZE = 50_000
 """Objects each of the lookup's caches keeps, least recently used evicted first."""
 
 
+class _Flight:
+    """One fetch in flight: its leader holds ``landed`` until the answer (or its error) is set.
+
+    A lock, not a ``concurrent.futures.Future``: a run maps every PaymentIntent through the
+    cache once, and a Future (with its condition) cost more than the rest of the miss.
+    """
+
+    __slots__ = ("error", "landed", "value")
+
+    def __init__(self) -> None:
+        self.landed = threading.Lock()
+        self.landed.acquire()
+        self.value: object = None
+        self.error: BaseException | None = None
+
+    def land(self, value: object = None, error: BaseException | None = None) -> None:
+        """Set the answer (or the error) and let every waiting follower have it."""
+        self.value, self.error = value, error
+        self.landed.release()
+
+    def result(self) -> object:
+        """Wait for the leader, then return its answer or raise its error."""
+        with self.landed:
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class _Cache:
     """A thread-safe, bounded memo with single flight: concurrent misses on a key fetch it once.
 
@@ -271,7 +299,7 @@ class _Cache:
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._values: OrderedDict[str, object] = OrderedDict()
-        self._flights: dict[str, Future[object]] = {}
+        self._flights: dict[str, _Flight] = {}
         self._size = size
         self._lock = threading.Lock()
 
@@ -283,7 +311,7 @@ class _Cache:
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
-                flight = self._flights[key] = Future()
+                flight = self._flights[key] = _Flight()
         if not leader:
             return flight.result()  # type: ignore[return-value]
         try:
@@ -291,14 +319,14 @@ class _Cache:
         except BaseException as error:
             with self._lock:
                 del self._flights[key]
-            flight.set_exception(error)
+            flight.land(error=error)
             raise
         with self._lock:
             del self._flights[key]
             self._values[key] = value
             if len(self._values) > self._size:
                 self._values.popitem(last=False)
-        flight.set_result(value)
+        flight.land(value)
         return value
 
 

@@ -95,6 +95,23 @@ def test_listed_payments_bring_their_customer_and_it_is_not_fetched(
     assert not [r for r in fake_stripe.requests if r.path.startswith("/v1/customers")]
 
 
+def test_listed_refunds_bring_their_payment_and_its_customer_and_neither_is_fetched(
+    fake_stripe: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = fake_stripe.add_customer(
+        metadata={"moesif_company_id": "acme", "moesif_subscription_id": "sub_a"}
+    )
+    # paid the day before the window: only the refund is listed in it
+    payment = fake_stripe.add_payment_intent(customer, 900, created=T0 - timedelta(hours=3))
+    refund = fake_stripe.add_refund(payment, 400, created=T0 + timedelta(hours=2))
+    found = list(extract(client, T0, T0 + timedelta(days=1)))
+    assert [(e.transaction_id, e.topup_id, e.subscription_id) for e in found] == [
+        (refund, payment, "sub_a")
+    ]
+    fetched = [r.path for r in fake_stripe.requests if r.path.count("/") > 2]
+    assert fetched == [], "the payment and its customer came with the refund"
+
+
 def _mocked(handler: httpx.MockTransport) -> stripe.StripeClient:
     transport = PacedHTTPClient(
         RateLimiter(1000, 1.0, sleep=lambda _: None),

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reconcile.stripe.mapping import _Cache
+from reconcile.stripe.mapping import _Cache, _Flight
 
 
 def test_concurrent_misses_on_a_key_fetch_it_once() -> None:
@@ -51,6 +51,36 @@ def test_a_failed_fetch_reaches_its_waiters_and_is_not_kept() -> None:
     with pytest.raises(RuntimeError, match="down"):
         cache.get("cus_1", broken)
     assert cache.get("cus_1", lambda: "customer") == "customer"
+
+
+def test_followers_waiting_on_a_failing_fetch_get_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = _Cache()
+    fetching, release = threading.Event(), threading.Event()
+    waiting = threading.Semaphore(0)
+    result = _Flight.result
+
+    def waited(flight: _Flight) -> object:
+        waiting.release()
+        return result(flight)
+
+    monkeypatch.setattr(_Flight, "result", waited)
+
+    def broken() -> str:
+        fetching.set()
+        release.wait(10)
+        raise RuntimeError("Stripe is down")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        leader = pool.submit(cache.get, "cus_1", broken)
+        fetching.wait(10)
+        followers = [pool.submit(cache.get, "cus_1", lambda: "fetched again") for _ in range(2)]
+        assert all(waiting.acquire(timeout=10) for _ in followers), "both followers wait"
+        release.set()
+        for asked in [leader, *followers]:
+            with pytest.raises(RuntimeError, match="down"):
+                asked.result(10)
 
 
 def test_the_least_recently_used_answer_is_evicted_beyond_the_size() -> None:

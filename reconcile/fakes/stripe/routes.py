@@ -141,12 +141,12 @@ class Routes:
         rendered = copy.deepcopy(item)
         if item["object"] == "payment_intent" and version[:10] >= FINAL_INVOICE_LINK_VERSION:
             rendered.pop("invoice", None)
-        for name in expand:
+        for name, inner in _nested(expand).items():
             value = rendered.get(name)
             if isinstance(value, str) and value.split("_", 1)[0] in BY_PREFIX:
                 target = self._state.objects[BY_PREFIX[value.split("_", 1)[0]]].get(value)
                 if target is not None:
-                    rendered[name] = self._render(target, version, set())
+                    rendered[name] = self._render(target, version, inner)
         return rendered
 
 
@@ -248,6 +248,18 @@ def _cursor(ids: list[str], cursor: str) -> int:
     if cursor not in ids:
         raise StripeApiError(400, f"No such object: '{cursor}'", param="starting_after")
     return ids.index(cursor)
+
+
+def _nested(expand: set[str]) -> dict[str, set[str]]:
+    """Return each field to expand with what to expand inside it (``a.b`` expands ``b`` of ``a``).
+
+    Stripe expands up to four levels deep; the fake does not count them.
+    """
+    nested: dict[str, set[str]] = {}
+    for path in expand:
+        head, _, rest = path.partition(".")
+        nested.setdefault(head, set()).update([rest] if rest else [])
+    return nested
 
 
 def _expansions(query: Query, prefix: str) -> set[str]:
