@@ -13,12 +13,14 @@ largest of the samples'.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -294,10 +296,8 @@ def _spawn(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(role: str, arguments: dict[str, Any]) -> int:
-    from bench import ingest  # noqa: PLC0415 - children only
-
     if role == "serve":
-        return ingest.serve(arguments["size"])
+        return int(_bench("ingest").serve(arguments["size"]))
     if role.startswith("balances_"):
         result = _balances_part(role, arguments)
     else:
@@ -307,41 +307,59 @@ def _child(role: str, arguments: dict[str, Any]) -> int:
     return 0
 
 
-def _balances_part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    from bench import balances  # noqa: PLC0415 - children only
+def _bench(name: str) -> Any:
+    """Import one benchmark module, in a child: a part's peak memory counts its own imports only
+    (the ingest part's process never imports pandas; match's did, 90 MB of it)."""
+    return importlib.import_module(f"bench.{name}")
 
+
+def _balances_part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    balances = _bench("balances")
     if role == "balances_fill":
-        return balances.fill(arguments["url"], arguments["size"], with_run=arguments["with_run"])
+        return dict(
+            balances.fill(arguments["url"], arguments["size"], with_run=arguments["with_run"])
+        )
     if role == "balances_check":
-        return balances.check(arguments["url"], arguments["size"], Path(arguments["report_dir"]))
+        return dict(
+            balances.check(arguments["url"], arguments["size"], Path(arguments["report_dir"]))
+        )
     raise SystemExit(f"bench: unknown part {role}")
 
 
-def _part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    from bench import data, incremental, ingest, match, post, snapshot  # noqa: PLC0415 - children only
+def _fill(arguments: dict[str, Any]) -> dict[str, Any]:
+    _bench("snapshot").fill(arguments["url"], *_bench("data").generate(arguments["size"]))
+    return {}
 
-    if role == "ingest_ours":
-        result = ingest.ours(arguments["url"])
-    elif role == "ingest_yardstick":
-        result = ingest.yardstick(arguments["url"])
-    elif role == "incremental_fill":
-        incremental.fill(arguments["url"], arguments["history"], arguments["window"])
-        result = {}
-    elif role == "incremental_ours":
-        result = match.ours(arguments["url"], Path(arguments["report_dir"]), incremental.DAY)
-    elif role == "post":
-        options = {k: arguments[k] for k in ("batch_share", "webhook_per_minute") if k in arguments}
-        result = post.run(arguments["postings"], Path(arguments["scratch"]), **options)
-    elif role == "fill":
-        snapshot.fill(arguments["url"], *data.generate(arguments["size"]))
-        result: dict[str, Any] = {}
-    elif role == "ours":
-        result = match.ours(arguments["url"], Path(arguments["report_dir"]))
-    elif role == "yardstick":
-        result = match.yardstick(arguments["url"])
-    else:
+
+def _fill_incremental(arguments: dict[str, Any]) -> dict[str, Any]:
+    _bench("incremental").fill(arguments["url"], arguments["history"], arguments["window"])
+    return {}
+
+
+def _post(arguments: dict[str, Any]) -> dict[str, Any]:
+    options = {k: arguments[k] for k in ("batch_share", "webhook_per_minute") if k in arguments}
+    return dict(_bench("post").run(arguments["postings"], Path(arguments["scratch"]), **options))
+
+
+_PARTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ingest_ours": lambda a: dict(_bench("ingest").ours(a["url"])),
+    "ingest_yardstick": lambda a: dict(_bench("ingest").yardstick(a["url"])),
+    "incremental_fill": _fill_incremental,
+    "incremental_ours": lambda a: dict(
+        _bench("match").ours(a["url"], Path(a["report_dir"]), _bench("incremental").DAY)
+    ),
+    "post": _post,
+    "fill": _fill,
+    "ours": lambda a: dict(_bench("match").ours(a["url"], Path(a["report_dir"]))),
+    "yardstick": lambda a: dict(_bench("match").yardstick(a["url"])),
+}
+"""Each part a child runs, by role; each imports only the benchmark modules it uses."""
+
+
+def _part(role: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    if role not in _PARTS:
         raise SystemExit(f"bench: unknown part {role}")
-    return result
+    return _PARTS[role](arguments)
 
 
 def _rounded(value: float | None) -> float | None:
