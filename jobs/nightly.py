@@ -40,6 +40,7 @@ from reconcile.db import runs
 from reconcile.db.engine import describe, make_engine
 from reconcile.errors import ConfigError, DatabaseUnavailable, ExitCode, ReconcileError
 from reconcile.observability import configure_logging
+from reconcile.rules.accounts import named
 from reconcile.run import RunOutcome, RunRequest, execute
 
 logger = logging.getLogger("jobs.nightly")
@@ -157,6 +158,11 @@ def scheduled_request(
     return RunRequest(since=since, until=until, trigger=trigger)
 
 
+STOPPING = threading.Event()
+"""Set while a signal's shutdown waits for the run in hand: a run over connected accounts reads
+no further account, and on PostgreSQL stops waiting for the workers (see :class:`Stopper`)."""
+
+
 def fire(
     settings: Settings,
     until: datetime,
@@ -164,6 +170,7 @@ def fire(
     trigger: str = "scheduler",
     run: RunFunction = live_run,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stopping: Callable[[], bool] = STOPPING.is_set,
 ) -> int:
     """Run reconcile once for the window ending at ``until``; log, write metrics, return the code.
 
@@ -176,9 +183,10 @@ def fire(
         run: the run function; :func:`live_run` unless a test injects another (the key's own
             account only: the accounts' runs are those of ``reconcile``).
         clock: the current time, for the metrics of a run that failed.
+        stopping: asked between connected accounts; once true, the run reads no further one.
     """
     if settings.stripe_accounts:
-        return fire_accounts(settings, until, trigger=trigger, clock=clock)
+        return fire_accounts(settings, until, trigger=trigger, clock=clock, stopping=stopping)
     started_at = clock()
     try:
         request = _request(settings, until, trigger)
@@ -209,6 +217,7 @@ def fire_accounts(
     *,
     trigger: str,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stopping: Callable[[], bool] = STOPPING.is_set,
 ) -> int:
     """Run each connected account ``STRIPE_ACCOUNTS`` names, as ``reconcile`` does; return the code.
 
@@ -221,7 +230,7 @@ def fire_accounts(
         "%s run of the connected accounts (%s) for the window ending %s, "
         "each from its own watermark minus the lookback",
         trigger,
-        _accounts_named(settings.stripe_accounts),
+        named(settings.stripe_accounts),
         until.isoformat(),
     )
 
@@ -232,7 +241,12 @@ def fire_accounts(
 
     try:
         code = run_accounts(
-            settings, request, settings.stripe_accounts, emit=logger.info, fail=failed
+            settings,
+            request,
+            settings.stripe_accounts,
+            emit=logger.info,
+            fail=failed,
+            stopping=stopping,
         )
     except Exception as error:
         logger.exception("%s run crashed", trigger)
@@ -240,11 +254,6 @@ def fire_accounts(
         return after_run(settings, crashed, logger, clock, began=started_at)
     logger.info("%s run of the connected accounts ended with exit %d", trigger, code)
     return code
-
-
-def _accounts_named(accounts: Sequence[str]) -> str:
-    """Return ``STRIPE_ACCOUNTS`` for a log line: ``all``, a few ids, or how many."""
-    return ",".join(accounts) if len(accounts) <= 5 else f"{len(accounts)} accounts"
 
 
 def _request(settings: Settings, until: datetime, trigger: str) -> RunRequest:
@@ -353,7 +362,11 @@ def _missed_fire_time(store: SQLAlchemyJobStore, now: datetime) -> datetime | No
 
 
 class Stopper:
-    """The SIGTERM/SIGINT handler: shut the scheduler down after the run in progress finishes."""
+    """The SIGTERM/SIGINT handler: shut the scheduler down after the run in progress finishes.
+
+    A run over connected accounts finishes the account in hand and reads no further one
+    (:data:`STOPPING`); the accounts left are read by the next run, each from its watermark.
+    """
 
     def __init__(self, scheduler: BaseScheduler) -> None:
         """Watch ``scheduler``; nothing is requested yet."""
@@ -373,6 +386,7 @@ class Stopper:
         if self._stopping or self.scheduler.state == STATE_STOPPED:
             return
         self._stopping = True
+        STOPPING.set()
         name = signal.Signals(signum).name
         self._thread = threading.Thread(target=self._shut_down, args=(name,), name="reconcile-stop")
         self._thread.start()
@@ -384,9 +398,12 @@ class Stopper:
 
     def _shut_down(self, name: str) -> None:
         logger.info(
-            "%s: stopping the scheduler once the run in progress, if any, has finished", name
+            "%s: stopping the scheduler once the run in progress, if any, has finished "
+            "(over connected accounts: once the account in hand has)",
+            name,
         )
         self.scheduler.shutdown(wait=True)
+        STOPPING.clear()  # nothing runs any more; a scheduler started later starts afresh
 
     def on_started(self, _event: SchedulerEvent) -> None:
         """Log the next run, or stop at once if a signal came while the scheduler was starting."""
@@ -431,10 +448,10 @@ def _accounts_mode(settings: Settings) -> str:
     """Return how a run reads the connected accounts, for the scheduler's first log line."""
     if not settings.stripe_accounts:
         return ""
-    named = _accounts_named(settings.stripe_accounts)
+    accounts = named(settings.stripe_accounts)
     if settings.database_url.startswith("postgresql"):
-        return f"; connected accounts ({named}) go to `reconcile worker` processes"
-    return f"; connected accounts ({named}) are read in turn"
+        return f"; connected accounts ({accounts}) go to `reconcile worker` processes"
+    return f"; connected accounts ({accounts}) are read in turn"
 
 
 def _parser() -> argparse.ArgumentParser:

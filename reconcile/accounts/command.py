@@ -28,8 +28,13 @@ def run_accounts(
     *,
     emit: Callable[[str], None],
     fail: Callable[[ReconcileError, Settings], int],
+    stopping: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Reconcile each connected account ``asked`` names; return the most serious exit code."""
+    """Reconcile each connected account ``asked`` names; return the most serious exit code.
+
+    ``stopping`` (the scheduler's shutdown) ends the run early: no further account is read in
+    turn, or, on PostgreSQL, the wait for the workers ends and the accounts stay queued for them.
+    """
     try:
         accounts = accounts_to_read(settings, tuple(asked))
     except ReconcileError as error:
@@ -41,7 +46,7 @@ def run_accounts(
         from reconcile.accounts.queue import defer_and_wait
 
         try:
-            return defer_and_wait(settings, request, accounts, emit=emit)
+            return defer_and_wait(settings, request, accounts, emit=emit, stopping=stopping)
         except ReconcileError as error:
             return fail(error, settings)
         except KeyboardInterrupt:
@@ -59,7 +64,9 @@ def run_accounts(
 
     try:
         with open_clients(settings) as clients:
-            results = run_in_turn(settings, request, clients, accounts, on_ended=told)
+            results = run_in_turn(
+                settings, request, clients, accounts, on_ended=told, stopping=stopping
+            )
     except ReconcileError as error:
         return fail(error, settings)
     return worst_exit(result.exit_code for result in results)

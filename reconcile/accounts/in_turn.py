@@ -1,7 +1,8 @@
 """Reading connected accounts one after another in this process: SQLite's way, and the fallback.
 
 Each account is its own run (:func:`reconcile.run.execute` with the account on the request): its
-own lock, watermark, report and run row. One account failing does not stop the others.
+own lock, watermark, report and run row. One account failing does not stop the others; a stop
+asked for (the scheduler's SIGTERM) ends the turn after the account in hand.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from reconcile.clients import Clients
 from reconcile.config import Settings
 from reconcile.errors import ReconcileError
 from reconcile.request import RunOutcome, RunRequest
+from reconcile.rules.accounts import named
 from reconcile.run import execute
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,25 @@ def run_in_turn(
     accounts: Sequence[str],
     *,
     on_ended: Callable[[AccountEnded], None] = lambda _ended: None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[AccountEnded]:
-    """Run ``request`` for each account in turn; the Moesif client (and its rate) is shared."""
+    """Run ``request`` for each account in turn; the Moesif client (and its rate) is shared.
+
+    Before each account ``stopping`` is asked; once it says so, the accounts left are not read
+    this time (said in the log): nothing of theirs has begun, and the next run reads each from
+    its own watermark.
+    """
     results = []
     for number, account in enumerate(accounts, start=1):
+        if stopping():
+            left = accounts[number - 1 :]
+            log.warning(
+                "stopping: %d connected account(s) not read this time (%s); the next run reads "
+                "each from its own watermark",
+                len(left),
+                named(left),
+            )
+            break
         log.info("account %s (%d of %d)", account, number, len(accounts))
         scoped = replace(clients, stripe=account_client(settings, account))
         try:

@@ -39,7 +39,7 @@ from reconcile.domain.times import to_iso
 from reconcile.errors import ConfigError, DatabaseUnavailable, LockHeld, ReconcileError, RunFailed
 from reconcile.lock import advisory_key
 from reconcile.request import RunRequest
-from reconcile.rules.accounts import worst_exit
+from reconcile.rules.accounts import named, worst_exit
 from reconcile.run import execute
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,12 @@ def defer_and_wait(
     emit: Callable[[str], None],
     poll_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> int:
     """Defer one job per account, wait for the workers to finish them; return the worst exit.
+
+    Once ``stopping`` says so the wait ends: the accounts not finished stay queued for the
+    workers, and the exit is the worst of those finished.
 
     Raises:
         DatabaseUnavailable: the database or the queue in it could not be reached.
@@ -258,8 +262,8 @@ def defer_and_wait(
             deferred = defer_accounts(app, request, accounts, started)
         waiting = {account: job for account, job in deferred.items() if job is not None}
         emit(_deferred_line(len(waiting), len(deferred) - len(waiting)))
-        _wait(engine, waiting, emit, poll_seconds, sleep)
-        return worst_exit(account_exits(engine, list(waiting), started).values())
+        ended = _wait(engine, waiting, emit, poll_seconds, sleep, stopping)
+        return worst_exit(account_exits(engine, ended, started).values())
     except (SQLAlchemyError, procrastinate.exceptions.ConnectorException) as error:
         raise DatabaseUnavailable(
             f"the job queue could not be reached: {type(error).__name__}"
@@ -282,18 +286,29 @@ def _wait(
     emit: Callable[[str], None],
     poll_seconds: float,
     sleep: Callable[[float], None],
-) -> None:
-    """Return once every job in ``waiting`` is final, telling each as it ends."""
-    done: set[str] = set()
+    stopping: Callable[[], bool],
+) -> list[str]:
+    """Return the accounts whose jobs ended, once all have or ``stopping`` says so.
+
+    Each is told as it ends; when the wait is stopped, so are the accounts left in the queue.
+    """
+    done: list[str] = []
     while True:
         states = job_states(engine, list(waiting.values()))
         for account, job in waiting.items():
             status = states.get(job, ("gone", 0))[0]
             if account not in done and (status in FINAL_STATES or status == "gone"):
-                done.add(account)
+                done.append(account)
                 emit(f"{account}: job {job} {status}")
         if len(done) == len(waiting):
-            return
+            return done
+        if stopping():
+            left = [account for account in waiting if account not in done]
+            emit(
+                f"stopped waiting: {len(left)} account(s) still queued or in hand ({named(left)}); "
+                "the workers finish them"
+            )
+            return done
         sleep(poll_seconds)
 
 

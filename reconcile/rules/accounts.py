@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 ALL = "all"
 """Every connected account the key reaches (listed with ``GET /v1/accounts``)."""
@@ -47,3 +47,9 @@ def worst_exit(codes: Iterable[int]) -> int:
     """
     rank = {3: 5, 2: 4, 4: 3, 75: 2, 1: 1, 0: 0}
     return max(codes, key=lambda code: rank.get(code, 6), default=0)
+
+
+def named(accounts: Sequence[str], shown: int = 5) -> str:
+    """Return accounts for a log line: their ids, or the first ``shown`` and how many more."""
+    more = f" and {len(accounts) - shown} more" if len(accounts) > shown else ""
+    return ",".join(accounts[:shown]) + more

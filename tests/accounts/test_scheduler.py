@@ -169,3 +169,46 @@ def test_once_with_accounts_logs_each_account_and_exits_with_the_worst(
     )
     assert "once run of the connected accounts ended with exit 0" in messages
     assert sorted(run.stripe_account for run in _runs(world)) == [first, second]
+
+
+class _StopOn(logging.Handler):
+    """Asks the scheduler to stop, as its SIGTERM handler does, once a log line says ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            nightly.STOPPING.set()
+
+
+def test_a_stop_during_an_account_ends_the_fire_after_it_and_the_next_reads_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second, paid_first, paid_second = seed_two_accounts(world)
+    monkeypatch.setenv("STRIPE_ACCOUNTS", f"{first},{second}")
+    stop = _StopOn(f"account {first} (1 of 2)")
+    logging.getLogger("reconcile.accounts.in_turn").addHandler(stop)
+    try:
+        with caplog.at_level(logging.INFO):
+            assert nightly.fire(Settings.from_env(), world.now, trigger="scheduler") == 0
+    finally:
+        logging.getLogger("reconcile.accounts.in_turn").removeHandler(stop)
+        nightly.STOPPING.clear()
+
+    # The account in hand was finished; the other was not begun.
+    assert [body["transaction_id"] for body in world.moesif.posts] == [paid_first]
+    assert [run.stripe_account for run in _runs(world)] == [first]
+    assert not [r for r in world.stripe.requests if r.stripe_account == second]
+    told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping:")]
+    assert told == [
+        f"stopping: 1 connected account(s) not read this time ({second}); the next run reads "
+        "each from its own watermark"
+    ]
+
+    later = world.now + timedelta(minutes=5)
+    assert nightly.fire(Settings.from_env(), later, trigger="scheduler") == 0
+    assert paid_second in [body["transaction_id"] for body in world.moesif.posts]
+    since = {run.stripe_account: run.since for run in _runs(world)[1:]}
+    assert since == {first: world.now - LOOKBACK, second: later - LOOKBACK}

@@ -7,6 +7,7 @@ for them, as an operator's ``reconcile --accounts`` does.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -244,3 +245,35 @@ def test_the_scheduler_defers_each_account_to_the_workers_and_waits_for_them(
     # the start the scheduler handed the queue with the job.
     assert {run[2] - run[1] for run in runs} == {timedelta(hours=72)}
     assert {run[3] for run in runs} == {"worker"}
+
+
+def test_a_stop_while_the_scheduler_waits_leaves_the_accounts_queued_for_the_workers(
+    world: World,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    paid = _seed(world, accounts=2, payments=1)
+    monkeypatch.setenv("STRIPE_ACCOUNTS", "all")
+    with caplog.at_level(logging.INFO):
+        try:
+            thread, code = _fire_in_background()
+            _wait_for(lambda: len(_jobs(world)) == 2 or bool(code))
+            assert not code  # no worker yet: it waits
+            nightly.STOPPING.set()  # as the scheduler's SIGTERM handler does
+            thread.join(timeout=30)
+        finally:
+            nightly.STOPPING.clear()
+
+    assert code == [0]
+    assert [job[1] for job in _jobs(world)] == ["todo", "todo"]
+    assert world.posted_ids() == []
+    told = [r.getMessage() for r in caplog.records if "stopped waiting" in r.getMessage()]
+    assert told == [
+        "stopped waiting: 2 account(s) still queued or in hand (acct_0test,acct_1test); "
+        "the workers finish them"
+    ]
+
+    worker = start_worker("w0", "--until-empty")
+    assert worker.wait(timeout=180) == 0
+    assert Counter(world.posted_ids()) == Counter(paid)

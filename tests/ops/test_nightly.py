@@ -341,10 +341,12 @@ def test_sigterm_waits_for_the_run_in_progress(env: Settings) -> None:
     stopping.join(0.1)
     assert stopping.is_alive()  # shutdown is waiting for the run
     assert not RUN_FINISHED.is_set()
+    assert nightly.STOPPING.is_set()  # a run over connected accounts would read no further one
     RUN_RELEASE.set()
     stopping.join(5)
     assert not stopping.is_alive()
     assert RUN_FINISHED.is_set()
+    assert not nightly.STOPPING.is_set()  # stopped: a scheduler started later starts afresh
     assert stopper.requested
     stopper(signal.SIGTERM)  # a second signal is harmless
 

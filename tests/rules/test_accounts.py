@@ -6,7 +6,7 @@ import pytest
 
 from reconcile.config import Settings
 from reconcile.errors import ConfigError
-from reconcile.rules.accounts import ALL, chosen, parse_accounts, worst_exit
+from reconcile.rules.accounts import ALL, chosen, named, parse_accounts, worst_exit
 
 
 def test_accounts_are_read_in_order_each_once() -> None:
@@ -39,3 +39,9 @@ def test_stripe_accounts_is_a_setting() -> None:
     assert settings.stripe_accounts == ("acct_1", "acct_2")
     with pytest.raises(ConfigError, match="STRIPE_ACCOUNTS"):
         Settings.from_env({**base, "STRIPE_ACCOUNTS": "nope"}, dotenv=None)
+
+
+def test_named_shows_a_few_accounts_whole_and_counts_the_rest() -> None:
+    assert named(["acct_1", "acct_2"]) == "acct_1,acct_2"
+    assert named([f"acct_{n}" for n in range(7)]) == "acct_0,acct_1,acct_2,acct_3,acct_4 and 2 more"
+    assert named([]) == ""
