@@ -16,6 +16,7 @@ from reconcile.db.runs import latest_failed_since
 from reconcile.errors import ReconcileError
 from reconcile.operator.notify import notify_run
 from reconcile.request import RunOutcome
+from reconcile.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def announce(
     if settings.notify_url is None:
         return
     engine = make_engine(settings.database_url)
-    client = http or httpx.Client(timeout=NOTIFY_TIMEOUT_SECONDS)
+    client = http or httpx.Client(verify=tls_context(), timeout=NOTIFY_TIMEOUT_SECONDS)
     try:
         sessions = sessionmaker(engine, expire_on_commit=False)
         if isinstance(result, RunOutcome):

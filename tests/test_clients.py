@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from reconcile.clients import open_clients
@@ -13,6 +15,7 @@ from reconcile.errors import MoesifUnavailable, StripeUnavailable
 from reconcile.fakes.moesif import FakeMoesif
 from reconcile.fakes.stripe import FakeStripe
 from reconcile.stripe.client import stripe_errors
+from reconcile.tls import tls_context
 
 KEY = "sk_test_clients_1234"
 
@@ -51,3 +54,28 @@ def test_both_clients_retry_as_the_settings_say_with_the_injected_sleep(
 def test_in_lists_are_distinct_sorted_and_chunked() -> None:
     assert list(chunks(["b", "a", "b", "c"], size=2)) == [["a", "b"], ["c"]]
     assert list(chunks([])) == []
+
+
+def test_every_runs_moesif_client_verifies_with_the_one_tls_context(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[ssl.SSLContext] = []
+    create = httpx.create_ssl_context
+
+    def counted() -> ssl.SSLContext:
+        built.append(create())
+        return built[-1]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    tls_context.cache_clear()
+    try:
+        with FakeStripe(api_key=KEY) as stripe, FakeMoesif(token="tok") as moesif:
+            chosen = replace(
+                settings, stripe_api_base=stripe.base_url, moesif_api_base=moesif.base_url
+            )
+            for _ in range(3):  # as three connected accounts' runs open theirs
+                with open_clients(chosen) as clients:
+                    assert clients.moesif.subscription("sub_1") is None
+    finally:
+        tls_context.cache_clear()
+    assert len(built) == 1

@@ -7,18 +7,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import adbc_driver_manager
+import adbc_driver_manager.dbapi
+import adbc_driver_postgresql.dbapi
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from adbc_driver_manager import AdbcStatusCode
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from reconcile.db import frames
 from reconcile.db.balance_chains import touched_subscriptions
+from reconcile.db.engine import make_engine, upgrade_to_head
 from reconcile.db.expected import store_expected
 from reconcile.db.expected_frames import expected_frame
 from reconcile.db.findings import remembered_pairs, store_findings
@@ -28,6 +31,7 @@ from reconcile.db.sql import sqlite_times
 from reconcile.db.subscriptions import keep_currency, kept_currencies
 from reconcile.domain.values import FINDING_COLUMNS, ExpectedEntry, LedgerRow
 from reconcile.domain.vocab import EntryType
+from tests.conftest import _empty_postgres
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -297,3 +301,47 @@ def test_times_bound_as_a_column_are_written_as_sqlalchemy_writes_each() -> None
     assert each is not None
     assert sqlite_times(column) == [each(value) for value in times]
     assert sqlite_times(column)[1] == "2026-03-01 23:30:00.000000"
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_open_the_drivers_database_once_and_close_it_with_the_engine(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _empty_postgres(postgres_database)
+    engine = make_engine(postgres_database)
+    upgrade_to_head(engine)
+    opened: list[str] = []
+    connect = adbc_driver_postgresql.dbapi.connect
+
+    def counted(uri: str, **options: object) -> adbc_driver_manager.dbapi.Connection:
+        opened.append(uri)
+        return connect(uri, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(adbc_driver_postgresql.dbapi, "connect", counted)
+    with Session(engine) as session:
+        store_ledger_rows(session, [row("m_1", "pi_1", T0), row("m_2", "pi_2", T0)], now=T0)
+        session.commit()
+    for _ in range(3):  # a run reads several times: one driver database for them all
+        with Session(engine) as session:
+            assert frames.columnar(session)
+            read = ledger_frame(session, T0, T0 + timedelta(days=1))
+        assert read["moesif_id"].tolist() == ["m_1", "m_2"]
+    assert len(opened) == 1
+
+    admin = make_engine(postgres_database)
+    others = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        with admin.connect() as connection:
+            assert connection.execute(others).scalar_one() >= 1  # the driver's database held
+        engine.dispose()
+        with admin.connect() as connection:
+            assert connection.execute(others).scalar_one() == 0  # closed with the engine
+    finally:
+        admin.dispose()
+    with Session(engine) as session:  # a disposed engine reads again, with a database anew
+        assert ledger_frame(session, T0, T0 + timedelta(days=1))["moesif_id"].size == 2
+    assert len(opened) == 2
+    engine.dispose()

@@ -36,6 +36,7 @@ from reconcile.retry import (
     retry_delay,
 )
 from reconcile.rules.absence import can_narrow, cut_off
+from reconcile.tls import tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def open_http_client(settings: Settings, timeout: float = 30.0) -> httpx.Client:
     """Return the ``httpx.Client`` a :class:`MoesifClient` needs, pointed at the settings' base."""
     return httpx.Client(
         base_url=settings.moesif_api_base,
+        verify=tls_context(),
         timeout=httpx.Timeout(timeout),
         headers={"Accept": "application/json", "User-Agent": "reconcile"},
     )

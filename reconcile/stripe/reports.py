@@ -23,6 +23,7 @@ import stripe
 from reconcile.domain.times import Window, from_unix
 from reconcile.rules.control_totals import SUMMARY_REPORT
 from reconcile.stripe.client import describe_stripe_error
+from reconcile.tls import tls_context
 
 POLL_SECONDS = 5.0
 """How long to wait between two looks at a report run still being computed."""
@@ -151,7 +152,7 @@ def _download(
     if http is not None:
         answer = http.get(url, headers=headers, timeout=DOWNLOAD_TIMEOUT_SECONDS)
     else:
-        with httpx.Client(timeout=DOWNLOAD_TIMEOUT_SECONDS) as opened:
+        with httpx.Client(verify=tls_context(), timeout=DOWNLOAD_TIMEOUT_SECONDS) as opened:
             answer = opened.get(url, headers=headers)
     answer.raise_for_status()
     return answer.content.decode("utf-8")
