@@ -10,11 +10,9 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
-from reconcile.db.frames import among, raw, read, sorted_by, within
+from reconcile.db.frames import among, money_typed, raw, read, sorted_by, within
 from reconcile.db.models import ExpectedRow
 from reconcile.domain.values import EXPECTED_COLUMNS
-
-_TEXT_COLUMNS = [name for name in EXPECTED_COLUMNS if name not in ("amount_minor", "created_at")]
 
 
 def expected_frame(
@@ -67,9 +65,4 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.reindex(columns=EXPECTED_COLUMNS)
-    frame["created_at"] = frame["created_at"].astype("datetime64[us, UTC]")
-    frame["amount_minor"] = frame["amount_minor"].astype("int64")
-    for name in _TEXT_COLUMNS:
-        frame[name] = frame[name].astype("str")
-    return frame
+    return money_typed(frame, EXPECTED_COLUMNS)

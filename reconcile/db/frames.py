@@ -61,6 +61,21 @@ def raw(column: QueryableAttribute[Any]) -> ColumnElement[Any]:
     return type_coerce(column, String).label(column.key)
 
 
+def money_typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Return a read frame of money movements with ``columns`` in order and typed.
+
+    ``created_at`` aware UTC, ``amount_minor`` int64, every other column text (missing
+    stays missing); a column the frame lacks comes empty.
+    """
+    typed = frame.reindex(columns=list(columns))
+    typed["created_at"] = typed["created_at"].astype("datetime64[us, UTC]")
+    typed["amount_minor"] = typed["amount_minor"].astype("int64")
+    for name in columns:
+        if name not in ("created_at", "amount_minor"):
+            typed[name] = typed[name].astype("str")
+    return typed
+
+
 def read(
     session: Session,
     statement: Select[Any],

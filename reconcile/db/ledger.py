@@ -15,6 +15,7 @@ from reconcile.db.frames import (
     among,
     carrying,
     fewer,
+    money_typed,
     outside_fewer,
     raw,
     read,
@@ -33,7 +34,6 @@ BATCH_SIZE = 500
 _MUTABLE = tuple(LEDGER_COLUMNS[1:])
 # A later read that lacks these keeps what an earlier read saw (Moesif may omit them).
 _KEPT_WHEN_MISSING = frozenset({"transaction_id", "description"})
-_TEXT_COLUMNS = [name for name in LEDGER_COLUMNS if name not in ("amount_minor", "created_at")]
 
 
 def store_ledger_rows(session: Session, rows: list[LedgerRow], now: datetime) -> tuple[int, int]:
@@ -274,12 +274,7 @@ def _ledger_select() -> Select[Any]:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    typed = frame.reindex(columns=LEDGER_COLUMNS)
-    typed["created_at"] = typed["created_at"].astype("datetime64[us, UTC]")
-    typed["amount_minor"] = typed["amount_minor"].astype("int64")
-    for name in _TEXT_COLUMNS:
-        typed[name] = typed[name].astype("str")
-    return typed
+    return money_typed(frame, LEDGER_COLUMNS)
 
 
 def rows_carrying(
