@@ -292,23 +292,23 @@ def _wait(
 
     Each is told as it ends; when the wait is stopped, so are the accounts left in the queue.
     """
-    done: list[str] = []
+    done: set[str] = set()
     while True:
         states = job_states(engine, list(waiting.values()))
         for account, job in waiting.items():
             status = states.get(job, ("gone", 0))[0]
             if account not in done and (status in FINAL_STATES or status == "gone"):
-                done.append(account)
+                done.add(account)
                 emit(f"{account}: job {job} {status}")
         if len(done) == len(waiting):
-            return done
+            return list(waiting)
         if stopping():
             left = [account for account in waiting if account not in done]
             emit(
                 f"stopped waiting: {len(left)} account(s) still queued or in hand ({named(left)}); "
                 "the workers finish them"
             )
-            return done
+            return [account for account in waiting if account in done]
         sleep(poll_seconds)
 
 

@@ -401,7 +401,6 @@ class _SharedDatabases:
         self._roots: weakref.WeakKeyDictionary[
             Engine, tuple[adbc_driver_manager.dbapi.Connection, weakref.finalize[Any, Any]]
         ] = weakref.WeakKeyDictionary()
-        self._watched: weakref.WeakSet[Engine] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def connect(self, engine: Engine) -> adbc_driver_manager.dbapi.Connection:
@@ -411,8 +410,7 @@ class _SharedDatabases:
                 uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
                 root = adbc_driver_postgresql.dbapi.connect(uri)
                 self._roots[engine] = (root, weakref.finalize(engine, root.close))
-                if engine not in self._watched:
-                    self._watched.add(engine)
+                if not event.contains(engine, "engine_disposed", self._close):
                     event.listen(engine, "engine_disposed", self._close)
             root, _ = self._roots[engine]
             return root.adbc_clone()
