@@ -309,8 +309,8 @@ def test_postgresql_reads_open_the_drivers_database_once_and_close_it_with_the_e
     postgres_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _empty_postgres(postgres_database)
-    # Named, so that only this engine's connections are counted (and the driver's, opened from
-    # its URL): an engine an earlier test of this process left to the collector may hold one.
+    # Named, so that only this engine's connections (and the driver's, opened from its URL) are
+    # counted, whatever else of this test process is connected to its database.
     named = make_url(postgres_database).update_query_dict({"application_name": "reads_once"})
     engine = make_engine(named.render_as_string(hide_password=False))
     upgrade_to_head(engine)
